@@ -1,0 +1,1 @@
+"""Submission through submitit (local | SLURM), the run ledger, status, waiting, the CLI."""

@@ -1,0 +1,166 @@
+"""The ``flame`` command: ``flame <command> [--flags] [hydra overrides...]``.
+
+Commands live in the package that owns them; this module only composes the Hydra config,
+parses flags and turns user errors into one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sweep.arch import ConfigError
+
+CONFIG_MODULE = "conf"
+CONFIG_NAME = "config"
+GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand of ``flame``."""
+
+    target: str
+    """``module:function``; called as ``function(cfg, args) -> int``."""
+    help: str
+    """One line for ``flame --help``."""
+    arguments: str | None = None
+    """``module:function`` adding the command's own flags to an argparse parser."""
+    uses_config: bool = True
+    """Compose the Hydra config (False: ``cfg`` is None)."""
+
+
+COMMANDS: dict[str, Command] = {
+    "plan": Command("sweep.commands:plan", "budgets x family -> <sweep_dir>/plan.csv"),
+    "launch": Command("jobs.commands:launch", "submit the plan's unfinished runs",
+                      "jobs.commands:launch_arguments"),
+    "status": Command("jobs.commands:status", "table of runs by state",
+                      "jobs.commands:status_arguments"),
+    "cancel": Command("jobs.commands:cancel", "cancel runs (scancel) and mark them cancelled",
+                      "jobs.commands:cancel_arguments"),
+    "resubmit": Command("jobs.commands:resubmit", "submit failed/timed-out runs again",
+                        "jobs.commands:resubmit_arguments"),
+    "collect": Command("analysis.commands:collect", "runs/*/ -> <sweep_dir>/results.csv"),
+    "fit": Command("analysis.commands:fit", "fit scaling laws, plot, select configurations",
+                   "analysis.commands:fit_arguments"),
+    "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
+                   "jobs.study:run_arguments"),
+    "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
+                       "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
+}
+
+
+def _resolve(spec: str) -> Callable:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Hydra overrides (``key=value``, ``+key=v``, ``~key``) vs. the command's own arguments."""
+    overrides, rest = [], []
+    for token in argv:
+        is_override = not token.startswith("-") and ("=" in token or token.startswith("~"))
+        (overrides if is_override else rest).append(token)
+    return overrides, rest
+
+
+def compose(overrides: Sequence[str]) -> DictConfig:
+    """The composed config, or a ConfigError naming the bad override."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_explain(err, overrides)) from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"config keys {missing} have no value; set them, e.g. {missing[0]}=...")
+    return cfg
+
+
+def _explain(err: Exception, overrides: Sequence[str]) -> str:
+    text = str(err).strip().splitlines()[0]
+    if "Key '" in text and ("not in struct" in text or "Could not override" in text):
+        key = text.split("Key '")[1].split("'")[0]
+        return (f"unknown config key '{key}' ({text}); check the spelling against "
+                f"`flame <command> --help`, or add a new key with +{key}=...")
+    if "Could not find" in text:
+        return (f"{text}; `flame <command> --help` lists each group's options")
+    return text
+
+
+def group_options(group: str) -> list[str]:
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        return sorted(loader.get_group_options(group))
+
+
+def print_config_help(cfg: DictConfig) -> None:
+    print("\nConfig groups (choose with group=option):")
+    for group in GROUPS:
+        print(f"  {group:<11} {', '.join(group_options(group))}")
+    print("\nKeys (override with key=value, nested with a.b=value); current values:")
+    print(OmegaConf.to_yaml(cfg, resolve=False))
+
+
+def build_parser(name: str, command: Command) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"flame {name}", description=command.help, add_help=False,
+        epilog="Any key=value argument is a Hydra override (see the config keys below).")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and the config")
+    if command.uses_config:
+        parser.add_argument("--cfg", action="store_true", help="print the composed config, exit")
+    if command.arguments:
+        _resolve(command.arguments)(parser)
+    return parser
+
+
+def usage() -> str:
+    lines = ["usage: flame <command> [--flags] [key=value ...]", "", "commands:"]
+    lines += [f"  {name:<9} {c.help}" for name, c in COMMANDS.items()]
+    lines.append("\n`flame <command> --help` lists its flags, the config groups and keys.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, argv = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"flame: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    command = COMMANDS[name]
+    parser = build_parser(name, command)
+    overrides, rest = split_argv(argv)
+    args = parser.parse_args(rest)
+    try:
+        cfg = compose(overrides) if command.uses_config else None
+        if args.help:
+            parser.print_help()
+            if cfg is not None:
+                print_config_help(cfg)
+            return 0
+        if cfg is not None and args.cfg:
+            print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+            return 0
+        return int(_resolve(command.target)(cfg, args) or 0)
+    except ConfigError as err:
+        print(f"flame {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The model family and its arithmetic, and the isoFLOP planner."""

@@ -1,0 +1,46 @@
+"""Atomic file writes and the sweep directory's file names (the on-disk contract)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+PLAN_CSV = "plan.csv"
+CONFIG_YAML = "config.yaml"
+RUNS_DIR = "runs"
+RESULTS_CSV = "results.csv"
+FIT_JSON = "fit.json"
+SELECTION_CSV = "selection.csv"
+FIGURES_DIR = "figures"
+SWEEP_FORMAT_VERSION = 1
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a part.
+
+    Temp file in the same directory, fsync, rename, then fsync the directory so the rename
+    itself survives a crash.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def run_dir(sweep_dir: str | os.PathLike, run_id: str) -> Path:
+    """Where one run's ledger, logs, metrics and checkpoints live."""
+    return Path(sweep_dir) / RUNS_DIR / run_id

@@ -1,0 +1,227 @@
+"""Budgets x architecture family -> runs: tokens, iterations, cost, constraints. Pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from sweep.accounting import CONVENTIONS, FLOPS_FORMULAS, flops_per_token, param_counts
+from sweep.arch import ConfigError
+from sweep.family import Member
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A prior compute-optimal law ``N_opt = k . C^a`` to centre each budget's sizes on."""
+
+    k: float
+    """Prefactor of the law (parameters at C = 1 FLOP)."""
+    a: float
+    """Exponent of the law."""
+    span_log10: float
+    """Keep runs with |log10(N / N_opt)| <= span_log10."""
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """How budgets become runs, and which runs are kept."""
+
+    global_batch_size: int
+    """Sequences per iteration."""
+    accounting: str = "flame"
+    """Parameter convention for iterations and tokens-per-parameter: flame | exact."""
+    flops_formula: str = "6n"
+    """FLOPs per token: 6n | 6n_attn."""
+    min_iters: int = 1
+    """Runs with fewer iterations are removed."""
+    max_tokens: float | None = None
+    """Runs needing more tokens than the dataset has are removed (no repetition)."""
+    min_tokens_per_param: float | None = None
+    """Lower end of the tokens-per-active-parameter window."""
+    max_tokens_per_param: float | None = None
+    """Upper end of the tokens-per-active-parameter window."""
+    prior: Prior | None = None
+    """Optional centring of each budget's sizes on a prior law."""
+    device_peak_flops: float = 989e12
+    """Peak FLOP/s of one accelerator (H100 SXM dense bf16), for the cost estimate."""
+    assumed_mfu: float = 0.35
+    """Model FLOPs utilisation assumed for the cost estimate."""
+
+    def __post_init__(self) -> None:
+        if self.accounting not in CONVENTIONS:
+            raise ConfigError(f"accounting={self.accounting!r}: use one of {CONVENTIONS}")
+        if self.flops_formula not in FLOPS_FORMULAS:
+            raise ConfigError(f"flops_formula={self.flops_formula!r}: use one of {FLOPS_FORMULAS}")
+        if self.global_batch_size <= 0:
+            raise ConfigError(f"planner.global_batch_size={self.global_batch_size}: must be > 0")
+        if not (0 < self.assumed_mfu <= 1):
+            raise ConfigError(f"cluster.assumed_mfu={self.assumed_mfu}: must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the study."""
+
+    run_id: str
+    """Short stable hash of everything that changes the run's result."""
+    budget: float
+    """The isoFLOP budget C this run belongs to."""
+    member: Member
+    """Architecture (and its launch hints)."""
+    train_iters: int
+    """Iterations: ceil(C / (flops_per_token . batch . seq))."""
+    tokens: int
+    """Tokens trained on: train_iters . batch . seq."""
+    flops_per_token: float
+    """Training FLOPs per token under the study's convention and formula."""
+    n_active: int
+    """Active parameters under the study's convention."""
+    gpu_hours: float
+    """Estimated accelerator-hours at the assumed MFU."""
+
+    def to_row(self, settings: PlannerSettings) -> dict[str, Any]:
+        arch = self.member.arch
+        exact, flame = param_counts(arch, "exact"), param_counts(arch, "flame")
+        row: dict[str, Any] = {"run_id": self.run_id, "budget": self.budget,
+                               "member": self.member.name}
+        row.update(arch.to_dict())
+        row.update({
+            "micro_batch_size": self.member.micro_batch_size or "",
+            "global_batch_size": settings.global_batch_size,
+            "n_active_exact": exact.active, "n_total_exact": exact.total,
+            "n_active_flame": flame.active, "n_total_flame": flame.total,
+            "n_active_exact_nonemb": exact.active_non_embedding,
+            "n_total_exact_nonemb": exact.total_non_embedding,
+            "n_active_flame_nonemb": flame.active_non_embedding,
+            "n_total_flame_nonemb": flame.total_non_embedding,
+            "accounting": settings.accounting, "flops_formula": settings.flops_formula,
+            "flops_per_token": self.flops_per_token,
+            "tokens": self.tokens, "train_iters": self.train_iters,
+            "flops": self.flops_per_token * self.tokens,
+            "tokens_per_param": self.tokens / self.n_active,
+            "gpu_hours": self.gpu_hours,
+        })
+        return row
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A candidate (budget, member) that a constraint removed, and why."""
+
+    budget: float
+    member: str
+    constraint: str
+    """Config key of the constraint, e.g. ``planner.min_iters``."""
+    detail: str
+
+
+@dataclass
+class Plan:
+    """The planner's answer: kept runs, in budget then size order, and what was removed."""
+
+    runs: list[PlannedRun] = field(default_factory=list)
+    removed: list[Removal] = field(default_factory=list)
+
+
+def validate_budgets(budgets: Sequence[Any]) -> list[float]:
+    """Budgets as positive finite floats, or a ConfigError naming the bad entry."""
+    if not budgets:
+        raise ConfigError("budgets.flops: empty; give at least one FLOP budget, e.g. [1e18]")
+    out = []
+    for i, b in enumerate(budgets):
+        try:
+            value = float(b)
+        except (TypeError, ValueError):
+            raise ConfigError(f"budgets.flops[{i}]={b!r}: not a number; write e.g. 1e18") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"budgets.flops[{i}]={b!r}: must be a positive, finite FLOP count")
+        out.append(value)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"budgets.flops: duplicate budgets in {out}; list each once")
+    return sorted(out)
+
+
+def run_id(payload: Mapping[str, Any]) -> str:
+    """Short stable hash of a run's result-determining description (canonical JSON)."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plan(budgets: Sequence[float], members: Sequence[Member], settings: PlannerSettings,
+         hash_context: Mapping[str, Any] | None = None) -> Plan:
+    """Every (budget, member) pair that passes the constraints, as runs.
+
+    ``hash_context`` holds what else changes a run's result (training recipe, data, trainer)
+    and goes into each run_id with the architecture, budget, tokens and batch.
+    """
+    result = Plan()
+    for budget in validate_budgets(budgets):
+        kept_before = len(result.runs)
+        for member in members:
+            if member.budgets is not None and not any(math.isclose(budget, b)
+                                                      for b in member.budgets):
+                continue
+            run, removal = _plan_one(budget, member, settings, hash_context or {})
+            if removal:
+                result.removed.append(removal)
+            else:
+                result.runs.append(run)
+        if len(result.runs) == kept_before and any(m.budgets is None or budget in m.budgets
+                                                   for m in members):
+            raise _empty_budget_error(budget, [r for r in result.removed if r.budget == budget])
+    return result
+
+
+def _plan_one(budget: float, member: Member, s: PlannerSettings,
+              ctx: Mapping[str, Any]) -> tuple[PlannedRun | None, Removal | None]:
+    arch = member.arch
+    fpt = flops_per_token(arch, s.accounting, s.flops_formula)
+    iters = math.ceil(budget / (fpt * s.global_batch_size * arch.seq_length))
+    tokens = iters * s.global_batch_size * arch.seq_length
+    n = param_counts(arch, s.accounting).active
+    removal = _check(budget, member.name, iters, tokens, n, s)
+    if removal:
+        return None, removal
+    rid = run_id({"arch": arch.to_dict(), "budget": budget, "tokens": tokens, "iters": iters,
+                  "global_batch_size": s.global_batch_size, **ctx})
+    hours = fpt * tokens / (s.device_peak_flops * s.assumed_mfu) / 3600.0
+    return PlannedRun(rid, budget, member, iters, tokens, fpt, n, hours), None
+
+
+def _check(budget: float, name: str, iters: int, tokens: int, n: int,
+           s: PlannerSettings) -> Removal | None:
+    tpp = tokens / n
+    if iters < s.min_iters:
+        return Removal(budget, name, "planner.min_iters", f"{iters} iterations < {s.min_iters}")
+    if s.max_tokens is not None and tokens > s.max_tokens:
+        return Removal(budget, name, "planner.max_tokens",
+                       f"{tokens:.3g} tokens > dataset's {s.max_tokens:.3g}")
+    if s.min_tokens_per_param is not None and tpp < s.min_tokens_per_param:
+        return Removal(budget, name, "planner.min_tokens_per_param",
+                       f"{tpp:.3g} tokens/param < {s.min_tokens_per_param}")
+    if s.max_tokens_per_param is not None and tpp > s.max_tokens_per_param:
+        return Removal(budget, name, "planner.max_tokens_per_param",
+                       f"{tpp:.3g} tokens/param > {s.max_tokens_per_param}")
+    if s.prior is not None:
+        n_opt = s.prior.k * budget ** s.prior.a
+        off = abs(math.log10(n / n_opt))
+        if off > s.prior.span_log10:
+            return Removal(budget, name, "planner.prior",
+                           f"N={n:.3g} is {off:.2f} decades from the prior N_opt={n_opt:.3g}")
+    return None
+
+
+def _empty_budget_error(budget: float, removed: list[Removal]) -> ConfigError:
+    reasons = sorted({r.constraint for r in removed})
+    if reasons == ["planner.min_iters"]:
+        return ConfigError(
+            f"budgets.flops: budget {budget:.3g} is too small: every architecture gets fewer "
+            f"than planner.min_iters iterations ({'; '.join(r.detail for r in removed[:3])}); "
+            "raise the budget, add smaller architectures, or lower planner.min_iters")
+    return ConfigError(
+        f"budgets.flops: budget {budget:.3g} has no runs left after the constraints "
+        f"{reasons} ({'; '.join(f'{r.member}: {r.detail}' for r in removed[:3])}); relax them "
+        "or change the family")

@@ -1,0 +1,1 @@
+"""What runs inside a job: the embedded CPU trainer, the simulated trainer, the Megatron launcher."""

@@ -1,0 +1,97 @@
+"""Megatron-LM's own train.log line formats: written by our trainers, read by ``flame collect``.
+
+Formats follow ``megatron/training/training.py`` (core_v0.16): ``training_log`` builds
+`` [time] iteration {:8d}/{:8d} | consumed samples: {:12d} | ... | lm loss: {:.6E} | ...`` and
+``evaluate_and_print_results`` builds `` validation loss at iteration N | lm loss value: X |
+lm loss PPL: Y |`` (suffix `` on validation set`` / `` on test set`` for the final evaluation),
+framed by lines of dashes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Mapping
+
+_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|NaN|Inf)"
+TRAIN_RE = re.compile(r"\biteration\s+(\d+)/\s*(\d+)\s*\|(.*)")
+VAL_RE = re.compile(
+    r"validation loss at iteration (\d+)( on (?:validation|test) set)?\s*\|(.*)")
+FIELD_RE = re.compile(r"\s*([^|:]+?):\s*(" + _NUM + r")\s*(?=\||$)")
+
+
+def train_line(iteration: int, train_iters: int, consumed_samples: int, elapsed_ms: float,
+               lr: float, global_batch_size: int, losses: Mapping[str, float],
+               grad_norm: float | None = None, nan_iterations: int = 0) -> str:
+    """One Megatron training-log line; ``losses`` maps names (``lm loss``, ...) to values."""
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    parts = [f" [{stamp}] iteration {iteration:8d}/{train_iters:8d} |",
+             f" consumed samples: {consumed_samples:12d} |",
+             f" elapsed time per iteration (ms): {elapsed_ms:.1f} |",
+             f" learning rate: {lr:.6E} |",
+             f" global batch size: {global_batch_size:5d} |"]
+    parts += [f" {name}: {value:.6E} |" for name, value in losses.items()]
+    parts.append(" loss scale: 1.0 |")
+    if grad_norm is not None:
+        parts.append(f" grad norm: {grad_norm:.3f} |")
+    parts += [" number of skipped iterations:   0 |",
+              f" number of nan iterations: {nan_iterations:3d} |"]
+    return "".join(parts)
+
+
+def validation_lines(iteration: int, losses: Mapping[str, float], final: bool = False) -> str:
+    """The framed validation block Megatron prints (three lines, no trailing newline)."""
+    where = f"iteration {iteration}" + (" on validation set" if final else "")
+    body = f" validation loss at {where} | " + "".join(
+        f"{name} value: {value:.6E} | {name} PPL: {math.exp(min(20.0, value)):.6E} | "
+        for name, value in losses.items())
+    rule = "-" * (len(body) + 1)
+    return f"{rule}\n{body}\n{rule}"
+
+
+@dataclass
+class ParsedLog:
+    """What a train.log says: per-iteration training records and validation evaluations."""
+
+    train: list[dict] = field(default_factory=list)
+    """One dict per training line: iteration, train_iters, and every ``name: value`` field."""
+    validation: list[dict] = field(default_factory=list)
+    """One dict per validation line: iteration, final (bool), and ``<name> value`` fields."""
+
+    @property
+    def last_val_loss(self) -> float | None:
+        for rec in reversed(self.validation):
+            if "lm loss value" in rec:
+                return rec["lm loss value"]
+        return None
+
+
+def parse_lines(lines: Iterable[str]) -> ParsedLog:
+    """Parse Megatron train.log lines; unrecognised or truncated lines are skipped."""
+    out = ParsedLog()
+    for line in lines:
+        if m := VAL_RE.search(line):
+            rec = {"iteration": int(m.group(1)), "final": bool(m.group(2))}
+            rec.update(_fields(m.group(3)))
+            if "lm loss value" in rec:
+                out.validation.append(rec)
+        elif m := TRAIN_RE.search(line):
+            rec = {"iteration": int(m.group(1)), "train_iters": int(m.group(2))}
+            rec.update(_fields(m.group(3)))
+            out.train.append(rec)
+    return out
+
+
+def _fields(text: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for chunk in text.split("|"):
+        if ":" not in chunk:
+            continue
+        name, _, value = chunk.rpartition(":")
+        try:
+            found[name.strip()] = float(value.strip())
+        except ValueError:
+            continue  # a truncated last field, or a non-numeric one
+    return found
