@@ -1,0 +1,26 @@
+"""Shared fixtures: a real plan made by the real planner from the real Hydra configs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from jobs.cli import compose
+from sweep.config import plan_from_cfg, write_plan
+
+
+def make_plan(tmp_path: Path, *overrides: str) -> tuple[list[dict], dict]:
+    """Compose the config, write plan.csv/config.yaml, and read them back as a job would."""
+    cfg = compose([f"sweep_dir={tmp_path}", *overrides])
+    the_plan, settings = plan_from_cfg(cfg)
+    write_plan(tmp_path, the_plan, settings, cfg)
+    rows = list(csv.DictReader(open(tmp_path / "plan.csv")))
+    return rows, OmegaConf.to_container(OmegaConf.load(tmp_path / "config.yaml"))
+
+
+@pytest.fixture
+def sim_plan(tmp_path: Path) -> tuple[list[dict], dict]:
+    return make_plan(tmp_path, "trainer=simulated")

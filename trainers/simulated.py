@@ -1,0 +1,138 @@
+"""The simulated trainer: Megatron-format artefacts from a configured scaling law, no model.
+
+Loss after D tokens for N active parameters: L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et
+al. 2022, "Training Compute-Optimal Large Language Models", eq. 2), times log-normal noise
+exp(sigma.z) with z drawn from a generator seeded by (seed, run_id, iteration), so a run, and a
+resumed run, is deterministic. For tests of orchestration and analysis at scale and to rehearse a
+sweep design; a run costs milliseconds unless ``seconds_per_run`` asks for wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from sweep.arch import ConfigError
+from sweep.io import atomic_write_text
+from trainers.artifacts import CHECKPOINTS_DIR, RunLog
+from trainers.schedule import WSD
+from trainers.signals import DeferredSignals
+from trainers.spec import RunSpec
+
+CHECKPOINT_FILE = "simulated.json"
+
+
+@dataclass(frozen=True)
+class Law:
+    """L(N, D) = E + A/N^alpha + B/D^beta."""
+
+    E: float
+    """Irreducible loss (nats)."""
+    A: float
+    """Parameter term's scale."""
+    alpha: float
+    """Parameter term's exponent."""
+    B: float
+    """Data term's scale."""
+    beta: float
+    """Data term's exponent."""
+
+    def __call__(self, n: float, d: float) -> float:
+        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
+
+
+@dataclass(frozen=True)
+class SimulatedConfig:
+    """``conf/trainer/simulated.yaml``."""
+
+    law: Law
+    """The scaling law losses are drawn from."""
+    noise: float
+    """Standard deviation of the multiplicative log-normal noise on validation losses."""
+    seed: int
+    """Seeds the noise (with the run_id and iteration)."""
+    seconds_per_run: float
+    """Wall time a whole run takes (spread over its log steps); 0 = as fast as possible."""
+    log_points: int
+    """Training lines logged per run."""
+    eval_points: int
+    """Evaluations per run (the final one included)."""
+
+    @classmethod
+    def from_cfg(cls, trainer: Mapping[str, Any]) -> "SimulatedConfig":
+        law = dict(trainer.get("law") or {})
+        missing = {"E", "A", "alpha", "B", "beta"} - set(law)
+        if missing:
+            raise ConfigError(f"trainer.law: missing {sorted(missing)}; give E, A, alpha, B, "
+                              "beta (e.g. trainer=simulated sets Hoffmann et al.'s values)")
+        cfg = cls(Law(**{k: float(law[k]) for k in ("E", "A", "alpha", "B", "beta")}),
+                  float(trainer.get("noise", 0.0)), int(trainer.get("seed", 0)),
+                  float(trainer.get("seconds_per_run", 0.0)),
+                  int(trainer.get("log_points", 20)), int(trainer.get("eval_points", 5)))
+        if cfg.noise < 0 or cfg.seconds_per_run < 0:
+            raise ConfigError("trainer.noise and trainer.seconds_per_run must be >= 0")
+        if cfg.log_points < 1 or cfg.eval_points < 1:
+            raise ConfigError("trainer.log_points and trainer.eval_points must be >= 1")
+        return cfg
+
+
+def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
+          signals: DeferredSignals) -> dict[str, Any]:
+    """Simulate one run into ``run_dir``; resumes from its checkpoint; returns the summary."""
+    spec, sim = RunSpec.from_row(row), SimulatedConfig.from_cfg(cfg["trainer"])
+    if spec.n_active <= 0:
+        raise ConfigError("plan row: n_active_<accounting> missing; re-create the plan")
+    schedule = WSD.from_training(cfg["training"], spec.train_iters)
+    log, ckpt = RunLog(run_dir), Path(run_dir) / CHECKPOINTS_DIR / CHECKPOINT_FILE
+    start, resumed_from, val = 0, None, None
+    if ckpt.exists():
+        state = json.loads(ckpt.read_text())
+        start = resumed_from = int(state["iteration"])
+        val = state.get("val_loss")
+        log.rewind(state["offsets"])
+        log.note(f" resuming from checkpoint at iteration {start}")
+    iters, tokens_per_iter = spec.train_iters, spec.global_batch_size * spec.arch.seq_length
+    log_every = max(1, math.ceil(iters / sim.log_points))
+    eval_every = max(1, math.ceil(iters / sim.eval_points))
+    began = time.time()
+    stops = sorted({i for i in range(log_every, iters, log_every)}
+                   | {i for i in range(eval_every, iters, eval_every)} | {iters})
+    previous = start
+    for it in (i for i in stops if i > start):
+        if sim.seconds_per_run:
+            time.sleep(sim.seconds_per_run * (it - previous) / iters)
+        d, previous = it * tokens_per_iter, it
+        clean = sim.law(spec.n_active, d)
+        if it % log_every == 0 or it == iters:
+            rng = random.Random(f"{sim.seed}:{spec.run_id}:train:{it}")
+            log.train(iteration=it, train_iters=iters, global_batch_size=spec.global_batch_size,
+                      seq_length=spec.arch.seq_length, lr=schedule(it),
+                      train_loss=clean * math.exp(2 * sim.noise * rng.gauss(0, 1)),
+                      aux_loss=1.0 + 0.01 * rng.random(), z_loss=0.1 * rng.random(),
+                      grad_norm=0.5 + rng.random(), tokens_per_s=_rate(d, began, start),
+                      elapsed_ms=1000.0 * sim.seconds_per_run * log_every / iters)
+        if it % eval_every == 0 or it == iters:
+            rng = random.Random(f"{sim.seed}:{spec.run_id}:eval:{it}")
+            val = clean * math.exp(sim.noise * rng.gauss(0, 1))
+            log.eval(iteration=it, consumed_tokens=d, val_loss=val, final=it == iters)
+            _save(ckpt, it, log, val)
+        if signals.pending is not None and it < iters:
+            _save(ckpt, it, log, val)
+            signals.deliver(it)
+    return {"trainer": "simulated", "final_val_loss": val, "iterations": iters,
+            "tokens": spec.tokens, "resumed_from": resumed_from, "wall_s": time.time() - began}
+
+
+def _rate(d: float, began: float, start: int) -> float:
+    elapsed = time.time() - began
+    return d / elapsed if elapsed > 0 and not start else 0.0
+
+
+def _save(path: Path, iteration: int, log: RunLog, val: float | None) -> None:
+    atomic_write_text(path, json.dumps({"iteration": iteration, "offsets": log.offsets(),
+                                        "val_loss": val}))
