@@ -87,13 +87,14 @@ def compose(overrides: Sequence[str]) -> DictConfig:
 
 
 def _explain(err: Exception, overrides: Sequence[str]) -> str:
-    text = str(err).strip().splitlines()[0]
-    if "Key '" in text and ("not in struct" in text or "Could not override" in text):
-        key = text.split("Key '")[1].split("'")[0]
-        return (f"unknown config key '{key}' ({text}); check the spelling against "
-                f"`flame <command> --help`, or add a new key with +{key}=...")
+    text = " ".join(str(err).split())
+    if "Could not override '" in text or "not in struct" in text:
+        key = text.split("'")[1]
+        return (f"unknown config key '{key}': check its spelling against `flame <command> "
+                f"--help`, or add a new key on purpose with +{key}=...")
     if "Could not find" in text:
-        return (f"{text}; `flame <command> --help` lists each group's options")
+        return f"{text.split('Available options')[0].strip()}; `flame <command> --help` lists " \
+               "each group's options"
     return text
 
 
@@ -158,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return int(_resolve(command.target)(cfg, args) or 0)
     except ConfigError as err:
-        print(f"flame {name}: error: {err}", file=sys.stderr)
+        message = str(err).replace("flame <command>", f"flame {name}")
+        print(f"flame {name}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -217,10 +217,11 @@ def _check(budget: float, name: str, iters: int, tokens: int, n: int,
 def _empty_budget_error(budget: float, removed: list[Removal]) -> ConfigError:
     reasons = sorted({r.constraint for r in removed})
     if reasons == ["planner.min_iters"]:
+        most = max(int(r.detail.split()[0]) for r in removed)
         return ConfigError(
             f"budgets.flops: budget {budget:.3g} is too small: every architecture gets fewer "
-            f"than planner.min_iters iterations ({'; '.join(r.detail for r in removed[:3])}); "
-            "raise the budget, add smaller architectures, or lower planner.min_iters")
+            f"than planner.min_iters iterations (at most {most}); raise the budget, add smaller "
+            "architectures, or lower planner.min_iters")
     return ConfigError(
         f"budgets.flops: budget {budget:.3g} has no runs left after the constraints "
         f"{reasons} ({'; '.join(f'{r.member}: {r.detail}' for r in removed[:3])}); relax them "

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+
+from sweep.arch import ConfigError
+from sweep.family import build_family
+from sweep.planner import PlannerSettings, Prior, plan, validate_budgets
+
+FAMILY = {
+    "base": {"num_attention_heads": 4, "num_experts": 8, "moe_router_topk": 2,
+             "first_dense_layers": 1, "vocab_size": 256, "seq_length": 64},
+    "ffn_ratio": 2.5, "moe_ffn_ratio": 0.5, "shared_expert_ratio": 1.0,
+    "grid": {"hidden_size": [32, 64, 128, 256], "num_layers": [2, 4]},
+}
+
+
+def settings(**changes):
+    return PlannerSettings(**{"global_batch_size": 8, "min_iters": 10, **changes})
+
+
+def test_grid_family_and_ratios():
+    members = build_family(FAMILY)
+    assert len(members) == 8
+    m = members[0].arch
+    assert (m.hidden_size, m.ffn_hidden_size, m.moe_ffn_hidden_size, m.shared_expert_size) == (
+        32, 80, 16, 16)
+
+
+def test_iterations_tokens_and_order():
+    result = plan([1e12, 1e11], build_family(FAMILY), settings())
+    assert [r.budget for r in result.runs] == sorted(r.budget for r in result.runs)
+    for run in result.runs:
+        per_iter = run.flops_per_token * 8 * 64
+        assert run.train_iters == math.ceil(run.budget / per_iter)
+        assert run.tokens == run.train_iters * 8 * 64
+        assert run.tokens * run.flops_per_token >= run.budget
+
+
+def test_constraints_remove_and_report():
+    members = build_family(FAMILY)
+    full = plan([1e12], members, settings())
+    capped = plan([1e12], members, settings(max_tokens=2e6))
+    assert len(capped.runs) < len(full.runs)
+    assert {r.constraint for r in capped.removed} == {"planner.max_tokens"}
+    window = plan([1e12], members, settings(min_tokens_per_param=5, max_tokens_per_param=200))
+    for run in window.runs:
+        assert 5 <= run.tokens / run.n_active <= 200
+    assert {r.constraint for r in window.removed} <= {"planner.min_tokens_per_param",
+                                                     "planner.max_tokens_per_param"}
+
+
+def test_prior_centres_sizes_on_predicted_optimum():
+    members = build_family(FAMILY)
+    n_opt = 0.1 * 1e12 ** 0.5  # 1e5
+    centred = plan([1e12], members, settings(prior=Prior(k=0.1, a=0.5, span_log10=0.3)))
+    assert centred.runs and centred.removed
+    for run in centred.runs:
+        assert abs(math.log10(run.n_active / n_opt)) <= 0.3
+    assert all(r.constraint == "planner.prior" for r in centred.removed)
+
+
+def test_budget_too_small_for_min_iters_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"budgets.flops.*too small.*planner.min_iters"):
+        plan([1e6], build_family(FAMILY), settings())
+
+
+@pytest.mark.parametrize("budgets, match", [
+    ([-1e18], r"budgets.flops\[0\].*positive"), ([float("nan")], r"budgets.flops\[0\]"),
+    (["abc"], r"not a number"), ([], "empty"), ([1e18, 1e18], "duplicate")])
+def test_bad_budgets(budgets, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_budgets(budgets)
+
+
+def test_run_ids_are_stable_and_depend_on_result_inputs():
+    members = build_family(FAMILY)
+    a = plan([1e12], members, settings(), {"training": {"lr": 1e-3}})
+    b = plan([1e12], members, settings(), {"training": {"lr": 1e-3}})
+    c = plan([1e12], members, settings(), {"training": {"lr": 2e-3}})
+    ids = [r.run_id for r in a.runs]
+    assert ids == [r.run_id for r in b.runs]
+    assert len(set(ids)) == len(ids)
+    assert not set(ids) & {r.run_id for r in c.runs}
+
+
+def test_family_errors_name_the_member():
+    bad = {**FAMILY, "grid": None, "members": [{"hidden_size": 30, "num_layers": 2}]}
+    with pytest.raises(ConfigError, match=r"family.members\[0\].*num_attention_heads"):
+        build_family(bad)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        build_family({**FAMILY, "grid": None, "members": [{"hidden_size": 32, "num_layers": 2,
+                                                           "num_heads": 4}]})
