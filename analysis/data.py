@@ -1,0 +1,87 @@
+"""The points a fit uses: results.csv (a sweep) or any CSV of ``budget, n, loss[, tokens]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.settings import FitSettings
+from sweep.arch import ConfigError
+
+BARE_COLUMNS = ("budget", "n", "loss")
+FIT_COLUMNS = ("budget", "n", "tokens", "loss", "used", "excluded_reason")
+
+
+def read_csv(path: Path, what: str) -> pd.DataFrame:
+    """A CSV as a DataFrame, or a ConfigError saying what is wrong with the file."""
+    if not path.is_file():
+        raise ConfigError(f"{what}: {path} does not exist; run the step that writes it first "
+                          "(`flame collect` writes results.csv) or fix the path")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what}: {path} is not a readable CSV ({err})") from None
+
+
+def load_sweep_results(path: Path, settings: FitSettings) -> pd.DataFrame:
+    """results.csv rows as fit points: N from ``settings.n_column``, loss = final_val_loss."""
+    table = read_csv(path, "results")
+    needed = ["budget", settings.n_column, "tokens", "final_val_loss", "flag"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ConfigError(f"results: {path} lacks columns {missing}; re-run `flame collect`, "
+                          "or fit a plain CSV with results=FILE.csv (columns budget, n, loss)")
+    points = table.copy()
+    points["n"] = pd.to_numeric(table[settings.n_column], errors="coerce")
+    points["loss"] = pd.to_numeric(table["final_val_loss"], errors="coerce")
+    points["budget"] = pd.to_numeric(table["budget"], errors="coerce")
+    points["tokens"] = pd.to_numeric(table["tokens"], errors="coerce")
+    flags = table["flag"].astype(str)
+    reasons = table.get("reason", pd.Series([""] * len(table))).fillna("").astype(str)
+    excluded = np.where(flags.isin(settings.include_flags), "",
+                        "flag " + flags + ": " + reasons)
+    return _finish(points, pd.Series(excluded, index=table.index), settings)
+
+
+def load_bare_csv(path: Path, settings: FitSettings) -> pd.DataFrame:
+    """Any CSV with ``budget, n, loss`` and optional ``tokens`` (default budget / (6 n))."""
+    table = read_csv(path, "results")
+    missing = [c for c in BARE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ConfigError(f"results={path}: missing columns {missing}; a plain CSV needs "
+                          "budget, n, loss (and optionally tokens); rename its columns")
+    points = table.copy()
+    for col in ("budget", "n", "loss"):
+        points[col] = pd.to_numeric(table[col], errors="coerce")
+    if "tokens" in table.columns:
+        points["tokens"] = pd.to_numeric(table["tokens"], errors="coerce")
+    else:
+        # Kaplan et al. (2020) / Hoffmann et al. (2022): C = 6.N.D.
+        points["tokens"] = points["budget"] / (6.0 * points["n"])
+    return _finish(points, pd.Series([""] * len(table), index=table.index), settings)
+
+
+def _finish(points: pd.DataFrame, excluded: pd.Series, settings: FitSettings) -> pd.DataFrame:
+    """Mark invalid, excluded-budget and dropped points; keep every row with its reason."""
+    values = points[["budget", "n", "tokens", "loss"]].to_numpy(float)
+    invalid = ~(np.isfinite(values) & (values > 0)).all(axis=1)
+    excluded = excluded.where(~(invalid & (excluded == "")),
+                              "budget, n, tokens or loss missing or not positive")
+    if settings.exclude_budgets:
+        drop = np.isclose(points["budget"].to_numpy(float)[:, None],
+                          np.array(settings.exclude_budgets)[None], rtol=1e-6).any(axis=1)
+        excluded = excluded.where(~(drop & (excluded == "")), "budget in fit.exclude_budgets")
+    if settings.drop_highest_loss:
+        candidates = points["loss"].where(excluded == "")
+        worst = candidates.nlargest(settings.drop_highest_loss).index
+        excluded.loc[worst] = "one of the fit.drop_highest_loss highest losses"
+    points["excluded_reason"] = excluded.to_numpy()
+    points["used"] = points["excluded_reason"] == ""
+    return points
+
+
+def used_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The rows the fits use."""
+    return points[points["used"]].reset_index(drop=True)

@@ -1,0 +1,243 @@
+"""Approach 2 (Hoffmann et al. 2022, section 3.2): isoFLOP parabolas, then power laws in C.
+
+Per budget, loss is fitted as a parabola in ln N inside a window around the lowest-loss run;
+its vertex is that budget's N_opt. A budget is rejected, with the reason kept, when its
+window has fewer than ``min_points`` distinct sizes, its lowest loss sits at the smallest or
+largest sampled size (the optimum is not bracketed), the parabola is concave, or its vertex
+falls outside the window's sizes. Then ``N_opt = k.C^a``, ``D_opt = k'.C^b`` and
+``L_opt = k_L.C^c`` by least squares in log-log.
+
+The same vectorised code fits the data (one row of unit weights) and every bootstrap
+resample (rows of multinomial multiplicities within each budget), so intervals and point
+estimates follow exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.parametric import resample_counts
+from analysis.settings import FitSettings
+
+REASONS = {1: "fewer than {min_points} distinct sizes in the window",
+           2: "lowest loss at the {edge} sampled size: the optimum is not bracketed",
+           3: "concave parabola (no minimum)",
+           4: "parabola minimum outside the sampled sizes"}
+
+
+@dataclass(frozen=True)
+class BudgetFit:
+    """The isoFLOP parabola of one budget."""
+
+    budget: float
+    """FLOPs of the budget (bucket: geometric mean of its points)."""
+    n_points: int
+    """Runs at this budget."""
+    used: bool
+    """Whether the budget enters the power-law fits."""
+    reason: str
+    """Why it was rejected ("" when used)."""
+    coef: tuple[float, float, float] | None
+    """Parabola ``loss = c0 + c1.t + c2.t^2`` with ``t = ln N - center``."""
+    center: float
+    """ln N the parabola's ``t`` is measured from."""
+    window: tuple[float, float] | None
+    """Smallest and largest N inside the fitting window."""
+    n_opt: float | None
+    """N at the parabola's minimum."""
+    d_opt: float | None
+    """Tokens at that N (from this budget's ln D vs ln N relation)."""
+    loss_opt: float | None
+    """Loss at the parabola's minimum."""
+
+    def parabola(self, n: np.ndarray) -> np.ndarray:
+        c0, c1, c2 = self.coef
+        t = np.log(n) - self.center
+        return c0 + c1 * t + c2 * t * t
+
+    def as_dict(self) -> dict:
+        return {"budget": self.budget, "n_points": self.n_points, "n_opt": self.n_opt,
+                "d_opt": self.d_opt, "loss_opt": self.loss_opt, "used": self.used,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """``y = k.C^exponent``, fitted by least squares on ln y vs ln C."""
+
+    k: float
+    """Prefactor."""
+    exponent: float
+    """Exponent of C."""
+
+    def __call__(self, budget: np.ndarray | float) -> np.ndarray:
+        return self.k * np.asarray(budget, float) ** self.exponent
+
+
+@dataclass(frozen=True)
+class IsoflopFit:
+    """Approach 2's result: per-budget parabolas, power laws and their bootstrap samples."""
+
+    budgets: tuple[BudgetFit, ...]
+    """One entry per budget (or bucket), used or rejected."""
+    n_law: PowerLaw | None
+    """N_opt(C), None when fewer than two budgets are usable."""
+    d_law: PowerLaw | None
+    """D_opt(C)."""
+    loss_law: PowerLaw | None
+    """L_opt(C) (the loss frontier)."""
+    reason: str
+    """Why there is no law ("" when there is one)."""
+    note: str
+    """How budgets were formed (e.g. bucketed FLOPs)."""
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Bootstrap samples of ln_k, a, ln_kd, b, ln_kl, c (resamples with >= 2 usable budgets)."""
+
+
+def budget_groups(budget: np.ndarray, bucket_decades: float) -> tuple[np.ndarray, str]:
+    """Each point's budget for Approach 2, and a note when FLOPs had to be bucketed.
+
+    Budgets are discrete when there are at least three points per distinct value on
+    average; otherwise (e.g. Chinchilla's digitised points) points are binned by
+    ``round(log10 C / width)`` and each bin's budget is its points' geometric mean.
+    """
+    log_c = np.log10(budget)
+    distinct = np.unique(np.round(log_c, 4))
+    if 3 * distinct.size <= budget.size:
+        # Values equal to 4 decimals of log10 are one budget: take their median, not a rounding.
+        key = np.round(log_c, 4)
+        return pd.Series(budget).groupby(key).transform("median").to_numpy(), ""
+    bins = np.round(log_c / bucket_decades)
+    means = pd.Series(log_c).groupby(bins).transform("mean").to_numpy()
+    note = (f"FLOPs are not on discrete budgets ({distinct.size} distinct values for "
+            f"{budget.size} points): bucketed into {np.unique(bins).size} bins of "
+            f"{bucket_decades} decades")
+    return 10.0 ** means, note
+
+
+def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: float,
+               min_points: int) -> dict[str, np.ndarray]:
+    """Windowed weighted parabolas of y in x for each weight row (k, n): vectorised."""
+    present = weights > 0
+    ic = np.where(present, y, np.inf).argmin(axis=1)
+    xc = x[ic]
+    lo = np.where(present, x, np.inf).min(axis=1)
+    hi = np.where(present, x, -np.inf).max(axis=1)
+    inwin = present & (np.abs(x[None] - xc[:, None]) <= half_window + 1e-12)
+    distinct = np.unique(x)
+    n_distinct = (inwin.astype(float) @ (x[:, None] == distinct[None]) > 0).sum(axis=1)
+    center = x.mean()
+    t = x - center
+    ww = weights * inwin
+    s = np.stack([ww @ t ** p for p in range(5)], axis=1)
+    rhs = np.stack([ww @ (t ** p * y) for p in range(3)], axis=1)
+    gram = np.stack([s[:, 0:3], s[:, 1:4], s[:, 2:5]], axis=1)
+    few = n_distinct < min_points
+    gram[few] = np.eye(3)
+    coef = np.linalg.solve(gram, rhs[..., None])[..., 0]
+    c0, c1, c2 = coef.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_opt = -c1 / (2 * c2)
+    w_lo = np.where(inwin, t, np.inf).min(axis=1)
+    w_hi = np.where(inwin, t, -np.inf).max(axis=1)
+    code = np.select([few, (xc == lo) | (xc == hi), c2 <= 0, (t_opt < w_lo) | (t_opt > w_hi)],
+                     [1, 2, 3, 4], 0)
+    return {"code": code, "edge_low": xc == lo, "coef": coef, "center": center,
+            "x_opt": center + t_opt, "loss_opt": c0 + c1 * t_opt + c2 * t_opt ** 2,
+            "window": (center + w_lo, center + w_hi)}
+
+
+def _power_law(log_c: np.ndarray, log_y: np.ndarray, valid: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, least-squares intercept and slope of log_y on log_c over valid budgets."""
+    v = valid.astype(float)
+    n = v.sum(axis=1)
+    sx, sy = v @ log_c, (v * log_y).sum(axis=1)
+    sxx, sxy = v @ log_c ** 2, (v * log_y * log_c).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (n * sxy - sx * sy) / (n * sxx - sx ** 2)
+        intercept = (sy - slope * sx) / n
+    return intercept, slope
+
+
+def _fit_all(groups: list[dict], weights: list[np.ndarray], settings: FitSettings) -> dict:
+    """Parabolas of every budget and the three power laws, for each weight row."""
+    half = math.inf if settings.window_decades is None else settings.window_decades * math.log(10)
+    fits = [_parabolas(g["x"], g["y"], w, half, settings.min_points)
+            for g, w in zip(groups, weights)]
+    valid = np.stack([f["code"] == 0 for f in fits], axis=1)
+    log_c = np.log(np.array([g["budget"] for g in groups]))
+    x_opt = np.stack([np.where(f["code"] == 0, f["x_opt"], 0.0) for f in fits], axis=1)
+    # ln D at N_opt from the budget's own ln D vs ln N line (exact when D = C / (6N)).
+    log_d = np.stack([g["d0"] + g["d1"] * x for g, x in zip(groups, x_opt.T)], axis=1)
+    loss = np.stack([np.where(f["code"] == 0, f["loss_opt"], 1.0) for f in fits], axis=1)
+    laws = {}
+    for name, log_y in (("n", x_opt), ("d", log_d), ("l", np.log(np.abs(loss)))):
+        laws[name] = _power_law(log_c, log_y, valid)
+    return {"fits": fits, "valid": valid, "laws": laws, "ok": valid.sum(axis=1) >= 2}
+
+
+def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
+    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples."""
+    budgets, note = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
+    groups = []
+    for b in np.unique(budgets):
+        sel = budgets == b
+        x, y = np.log(points["n"].to_numpy(float)[sel]), points["loss"].to_numpy(float)[sel]
+        log_d = np.log(points["tokens"].to_numpy(float)[sel])
+        d1, d0 = np.polyfit(x, log_d, 1) if np.unique(x).size > 1 else (0.0, log_d.mean())
+        groups.append({"budget": float(b), "x": x, "y": y, "d0": d0, "d1": d1})
+    if not groups:
+        return IsoflopFit((), None, None, None, "no usable points", note)
+    full = _fit_all(groups, [np.ones((1, g["x"].size)) for g in groups], settings)
+    budget_fits = tuple(_budget_fit(g, f, settings) for g, f in zip(groups, full["fits"]))
+    if not full["ok"][0]:
+        used = int(full["valid"][0].sum())
+        reason = f"only {used} usable budget(s); a power law needs at least 2"
+        return IsoflopFit(budget_fits, None, None, None, reason, note)
+    laws = {k: PowerLaw(math.exp(v[0][0]), float(v[1][0])) for k, v in full["laws"].items()}
+    samples = _bootstrap(groups, settings)
+    return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note, samples)
+
+
+def _budget_fit(group: dict, fit: dict, settings: FitSettings) -> BudgetFit:
+    code = int(fit["code"][0])
+    reason = REASONS.get(code, "").format(min_points=settings.min_points,
+                                          edge="smallest" if fit["edge_low"][0] else "largest")
+    ok = code == 0
+    x_opt = float(fit["x_opt"][0]) if ok else None
+    window = None if code == 1 else (math.exp(fit["window"][0][0]), math.exp(fit["window"][1][0]))
+    return BudgetFit(
+        budget=group["budget"], n_points=int(group["x"].size), used=ok, reason=reason,
+        coef=None if code == 1 else tuple(float(c) for c in fit["coef"][0]),
+        center=float(fit["center"]), window=window,
+        n_opt=math.exp(x_opt) if ok else None,
+        d_opt=math.exp(group["d0"] + group["d1"] * x_opt) if ok else None,
+        loss_opt=float(fit["loss_opt"][0]) if ok else None)
+
+
+def _bootstrap(groups: list[dict], settings: FitSettings) -> dict[str, np.ndarray]:
+    """Resample runs within each budget; keep resamples with >= 2 usable budgets."""
+    if settings.bootstrap == 0:
+        return {}
+    rng = np.random.default_rng(settings.seed)
+    weights = [resample_counts(g["x"].size, None, settings.bootstrap, rng) for g in groups]
+    boot = _fit_all(groups, weights, settings)
+    ok = boot["ok"]
+    out = {"ok_fraction": np.array([ok.mean()])}
+    for name, (intercept, slope) in boot["laws"].items():
+        out[f"ln_k{name}"], out[f"exp_{name}"] = intercept[ok], slope[ok]
+    return out
+
+
+def interval(samples: np.ndarray, settings: FitSettings) -> list[float] | None:
+    """Percentile interval of bootstrap samples, or None without samples."""
+    samples = samples[np.isfinite(samples)] if samples is not None else None
+    if samples is None or samples.size < 2:
+        return None
+    lo, hi = np.percentile(samples, settings.alpha_tails)
+    return [float(lo), float(hi)]

@@ -1,0 +1,292 @@
+"""Approach 3: the parametric law ``L(N, D) = E + A/N^alpha + B/D^beta`` fitted to log loss.
+
+Method of Hoffmann et al. (2022), "Training Compute-Optimal Large Language Models", section
+3.3 and appendix D.2, as replicated by Besiroglu et al. (2024), "Chinchilla Scaling: A
+replication attempt": parameters ``theta = (a, b, e, alpha, beta)`` with ``A = exp(a)``,
+``B = exp(b)``, ``E = exp(e)``; prediction ``log L = LSE(a - alpha.log N, b - beta.log D, e)``;
+objective the Huber loss (delta = 1e-3) of ``log L_pred - log L`` summed over points.
+
+Speed (so that thousands of bootstrap refits are routine):
+- starts by variable projection: for fixed (alpha, beta) the law is linear in (E, A, B); a
+  weighted linear least-squares solve per (alpha, beta) pair of a dense grid, all at once,
+  ranks the whole landscape in one vectorised pass;
+- a batched Levenberg-Marquardt on the Huber objective through iteratively reweighted least
+  squares (the weights ``min(1, delta/|r|)`` give a quadratic majoriser of the Huber loss),
+  with analytic Jacobians of the log-sum-exp form, refines many starts or many bootstrap
+  resamples (as multinomial point weights) in the same numpy arrays;
+- scipy's L-BFGS-B with the analytic gradient polishes the best candidates.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import huber
+
+HUBER_DELTA = 1e-3
+PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
+
+
+@dataclass(frozen=True)
+class ParametricFit:
+    """A fitted ``L(N, D) = E + A/N^alpha + B/D^beta``."""
+
+    theta: tuple[float, float, float, float, float]
+    """``(a, b, e, alpha, beta)``: log A, log B, log E and the two exponents."""
+    objective: float
+    """Summed Huber loss of the log-loss residuals at ``theta``."""
+    n_points: int
+    """Number of (N, D, loss) points fitted."""
+
+    @property
+    def A(self) -> float:
+        return math.exp(self.theta[0])
+
+    @property
+    def B(self) -> float:
+        return math.exp(self.theta[1])
+
+    @property
+    def E(self) -> float:
+        return math.exp(self.theta[2])
+
+    @property
+    def alpha(self) -> float:
+        return self.theta[3]
+
+    @property
+    def beta(self) -> float:
+        return self.theta[4]
+
+    @property
+    def a(self) -> float:
+        """Exponent of ``N_opt ~ C^a`` (Hoffmann et al. eq. 4): beta / (alpha + beta)."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        """Exponent of ``D_opt ~ C^b``: alpha / (alpha + beta)."""
+        return self.alpha / (self.alpha + self.beta)
+
+    def optimum(self, budget: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(N_opt, D_opt, L_opt)`` at FLOPs ``budget`` under ``C = 6.N.D`` (Hoffmann eq. 4)."""
+        return closed_form_optimum(np.array(self.theta)[None], np.asarray(budget, float))
+
+    def predict(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Predicted loss at parameters ``n`` and tokens ``d``."""
+        return self.E + self.A / np.asarray(n, float) ** self.alpha + \
+            self.B / np.asarray(d, float) ** self.beta
+
+    def as_dict(self) -> dict:
+        return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
+                "a": self.a, "b": self.b, "objective": self.objective,
+                "n_points": self.n_points}
+
+
+def closed_form_optimum(theta: np.ndarray, budget: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """N_opt, D_opt, L_opt for each row of ``theta`` (k, 5) and each budget: arrays (k, m).
+
+    Minimising ``A/N^alpha + B/D^beta`` subject to ``6.N.D = C`` gives ``N_opt = G.(C/6)^a``,
+    ``D_opt = (C/6)^b / G`` with ``G = (alpha.A / (beta.B))^(1/(alpha+beta))`` (Hoffmann et
+    al. 2022, eq. 4). Squeezed to 1-D when ``theta`` has one row.
+    """
+    theta = np.atleast_2d(theta)
+    a_, b_, e_, alpha, beta = (theta[:, i:i + 1] for i in range(5))
+    log_c6 = np.log(np.atleast_1d(budget) / 6.0)[None, :]
+    log_g = (np.log(alpha / beta) + a_ - b_) / (alpha + beta)
+    log_n = log_g + beta / (alpha + beta) * log_c6
+    log_d = log_c6 - log_n
+    loss = np.exp(e_) + np.exp(a_ - alpha * log_n) + np.exp(b_ - beta * log_d)
+    out = np.exp(log_n), np.exp(log_d), loss
+    return tuple(x[0] for x in out) if theta.shape[0] == 1 else out
+
+
+def _predict_log(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """log L_pred (k, n) and the softmax weights (3, k, n) of its three LSE terms."""
+    # Three separate (k, n) arrays: reductions over a trailing axis of 3 are slow in numpy.
+    z1 = theta[:, 0:1] - theta[:, 3:4] * log_n
+    z2 = theta[:, 1:2] - theta[:, 4:5] * log_d
+    z3 = theta[:, 2:3]
+    top = np.maximum(np.maximum(z1, z2), z3)
+    s = np.stack([np.exp(z1 - top), np.exp(z2 - top), np.exp(z3 - top)])
+    total = s[0] + s[1] + s[2]
+    s /= total
+    return top + np.log(total), s
+
+
+def _jacobian(p: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """d log L_pred / d theta, laid out (k, 5, n), from the LSE softmax weights (3, k, n)."""
+    return np.stack([p[0], p[1], p[2], -p[0] * log_n, -p[1] * log_d], axis=1)
+
+
+def huber_objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                    log_loss: np.ndarray, weights: np.ndarray | None = None,
+                    delta: float = HUBER_DELTA) -> np.ndarray:
+    """Summed (weighted) Huber loss of log residuals for each row of ``theta`` (k,)."""
+    pred, _ = _predict_log(np.atleast_2d(theta), log_n, log_d)
+    h = huber(delta, pred - log_loss)
+    return (h if weights is None else h * weights).sum(axis=-1)
+
+
+def _value_and_grad(theta: np.ndarray, log_n, log_d, log_loss, delta):
+    pred, p = _predict_log(theta[None], log_n, log_d)
+    r = pred[0] - log_loss
+    psi = np.clip(r, -delta, delta)  # Huber's derivative
+    return float(huber(delta, r).sum()), _jacobian(p, log_n, log_d)[0] @ psi
+
+
+def lm_irls(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
+            weights: np.ndarray | None = None, delta: float = HUBER_DELTA,
+            max_iter: int = 200, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """Batched Levenberg-Marquardt on the Huber objective from each row of ``theta`` (k, 5).
+
+    Each step minimises the IRLS quadratic majoriser ``sum w.min(1, delta/|r|).r^2 / 2`` of the
+    Huber loss linearised in theta, damped per row; a step is kept only if it lowers that row's
+    objective. ``weights`` (k, n) are per-row point multiplicities (bootstrap counts). Rows
+    that have converged leave the working arrays, so late iterations cost little.
+    """
+    theta = np.array(theta, float, copy=True)
+    k = theta.shape[0]
+    w = np.ones((k, log_n.size)) if weights is None else np.asarray(weights, float)
+    pred, p = _predict_log(theta, log_n, log_d)
+    f = (huber(delta, pred - log_loss) * w).sum(axis=1)
+    out_theta, out_f = theta.copy(), f.copy()
+    ids, lam, eye = np.arange(k), np.full(k, 1e-3), np.eye(5)
+    for _ in range(max_iter):
+        r = pred - log_loss
+        jac = _jacobian(p, log_n, log_d)
+        jw = jac * (w * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300)))[:, None, :]
+        grad = (jw @ r[..., None])[..., 0]
+        hess = jw @ np.swapaxes(jac, 1, 2)
+        diag = np.einsum("kjj->kj", hess)
+        damped = hess + (lam[:, None] * diag + 1e-12)[..., None] * eye
+        step = np.linalg.solve(damped, -grad[..., None])[..., 0]
+        trial = theta + step
+        t_pred, t_p = _predict_log(trial, log_n, log_d)
+        t_f = (huber(delta, t_pred - log_loss) * w).sum(axis=1)
+        better = np.isfinite(t_f) & (t_f < f)
+        gain = np.where(better, f - t_f, 0.0)
+        theta[better], pred[better], f[better] = trial[better], t_pred[better], t_f[better]
+        p[:, better] = t_p[:, better]
+        lam = np.where(better, np.maximum(lam / 3.0, 1e-9), lam * 4.0)
+        out_theta[ids], out_f[ids] = theta, f
+        # A row stops when an accepted step gains almost nothing, or its damping explodes.
+        keep = ~((better & (gain <= rtol * f)) | (lam > 1e12))
+        if not keep.all():
+            if not keep.any():
+                break
+            ids, theta, pred, p, f, w, lam = (ids[keep], theta[keep], pred[keep], p[:, keep],
+                                              f[keep], w[keep], lam[keep])
+    return out_theta, out_f
+
+
+def varpro_starts(log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
+                  delta: float = HUBER_DELTA, grid: int = 40, keep: int = 12) -> np.ndarray:
+    """The ``keep`` best starts from a (alpha, beta) grid with (E, A, B) solved linearly.
+
+    For fixed exponents, ``L = E + A.x + B.y`` (x = N^-alpha, y = D^-beta) is linear; a
+    relative least-squares solve ``min sum((E + A.x + B.y)/L - 1)^2`` (close to the log-loss
+    residual) gives (E, A, B) for every pair at once. Candidates are ranked by the Huber
+    objective itself.
+    """
+    exps = np.linspace(0.05, 2.0, grid)
+    alpha, beta = (g.ravel() for g in np.meshgrid(exps, exps, indexing="ij"))
+    loss = np.exp(log_loss)
+    # Columns scaled to max 1 keep the normal equations well conditioned for any exponent.
+    x = np.exp(-alpha[:, None] * (log_n - log_n.min()))
+    y = np.exp(-beta[:, None] * (log_d - log_d.min()))
+    design = np.stack([np.broadcast_to(1.0 / loss, x.shape), x / loss, y / loss], axis=-1)
+    gram = np.swapaxes(design, 1, 2) @ design + 1e-12 * np.eye(3)
+    coef = np.linalg.solve(gram, design.sum(axis=1)[..., None])[..., 0]
+    coef = np.maximum(coef, 1e-6 * loss.min())  # the law needs E, A, B > 0 (log form)
+    theta = np.stack([np.log(coef[:, 1]) + alpha * log_n.min(),
+                      np.log(coef[:, 2]) + beta * log_d.min(),
+                      np.log(coef[:, 0]), alpha, beta], axis=1)
+    obj = huber_objective(theta, log_n, log_d, log_loss, delta=delta)
+    return theta[np.argsort(obj)[:keep]]
+
+
+def _polish(theta0: np.ndarray, log_n, log_d, log_loss, delta) -> tuple[np.ndarray, float]:
+    res = minimize(_value_and_grad, theta0, args=(log_n, log_d, log_loss, delta), jac=True,
+                   method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000})
+    return res.x, float(res.fun)
+
+
+def _logs(n, d, loss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arrays = [np.asarray(v, float) for v in (n, d, loss)]
+    if not all(np.all(np.isfinite(v) & (v > 0)) for v in arrays):
+        raise ValueError("parametric fit: n, tokens and loss must be positive and finite")
+    return tuple(np.log(v) for v in arrays)
+
+
+def fit_parametric(n, d, loss, delta: float = HUBER_DELTA, grid: int = 40,
+                   keep: int = 12, polish: int = 3) -> ParametricFit:
+    """Fit the law to points ``(n, d, loss)``: VarPro starts, batched LM, L-BFGS-B polish."""
+    log_n, log_d, log_loss = _logs(n, d, loss)
+    starts = varpro_starts(log_n, log_d, log_loss, delta, grid, keep)
+    refined, obj = lm_irls(starts, log_n, log_d, log_loss, delta=delta)
+    best = [_polish(refined[i], log_n, log_d, log_loss, delta) for i in np.argsort(obj)[:polish]]
+    theta, value = min(best, key=lambda pair: pair[1])
+    return ParametricFit(tuple(float(v) for v in theta), value, int(log_n.size))
+
+
+def chinchilla_grid() -> np.ndarray:
+    """The 4,500 starts of Hoffmann et al. as used by Besiroglu et al. (2024): (a, b, e, alpha,
+    beta) with alpha, beta in {0, .5, ..., 2}, e in {-1, -.5, ..., 1}, a, b in {0, 5, ..., 25}."""
+    ab = np.arange(0, 30, 5.0)
+    e = np.arange(-1, 1.5, 0.5)
+    ex = np.arange(0, 2.5, 0.5)
+    return np.array(list(itertools.product(ab, ab, e, ex, ex)))
+
+
+def fit_parametric_grid(n, d, loss, delta: float = HUBER_DELTA) -> ParametricFit:
+    """The plain reference method: L-BFGS-B from each of the 4,500 grid starts, keep the best.
+
+    Kept as the baseline the fast fit is benchmarked and tested against.
+    """
+    log_n, log_d, log_loss = _logs(n, d, loss)
+    best_theta, best = None, math.inf
+    for start in chinchilla_grid():
+        res = minimize(_value_and_grad, start, args=(log_n, log_d, log_loss, delta), jac=True,
+                       method="L-BFGS-B")
+        if res.fun < best:
+            best_theta, best = res.x, float(res.fun)
+    return ParametricFit(tuple(float(v) for v in best_theta), best, int(log_n.size))
+
+
+def bootstrap_parametric(fit: ParametricFit, n, d, loss, groups: np.ndarray | None = None,
+                         n_boot: int = 1000, seed: int = 0, delta: float = HUBER_DELTA,
+                         chunk: int = 1000) -> np.ndarray:
+    """Refit on ``n_boot`` resamples (k, 5 thetas), warm-started at ``fit``.
+
+    Points are resampled with replacement within each group (budget) when ``groups`` is
+    given, else over all points; a resample is a vector of multiplicities, so all refits run
+    in one batched solve (in chunks to bound memory).
+    """
+    log_n, log_d, log_loss = _logs(n, d, loss)
+    counts = resample_counts(log_n.size, groups, n_boot, np.random.default_rng(seed))
+    out = []
+    for lo in range(0, n_boot, chunk):
+        w = counts[lo:lo + chunk]
+        start = np.repeat(np.array(fit.theta)[None], w.shape[0], axis=0)
+        theta, _ = lm_irls(start, log_n, log_d, log_loss, w, delta, max_iter=100, rtol=1e-8)
+        out.append(theta)
+    return np.concatenate(out)
+
+
+def resample_counts(n_points: int, groups: np.ndarray | None, n_boot: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Multiplicities (n_boot, n_points) of a with-replacement resample within each group."""
+    groups = np.zeros(n_points, int) if groups is None else np.asarray(groups)
+    counts = np.zeros((n_boot, n_points))
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        counts[:, members] = rng.multinomial(members.size, np.full(members.size,
+                                                                   1.0 / members.size), n_boot)
+    return counts

@@ -1,0 +1,107 @@
+"""The ``fit`` config group as a validated dataclass (see ``conf/fit/default.yaml``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from sweep.arch import ConfigError
+
+N_COLUMN_RE = re.compile(r"^n_(active|total)_(exact|flame)(_nonemb)?$")
+N_COLUMNS = tuple(f"n_{kind}_{conv}{emb}" for kind in ("active", "total")
+                  for conv in ("exact", "flame") for emb in ("", "_nonemb"))
+FLAGS = ("ok", "diverged", "nan", "incomplete", "missing")
+FLAME_BUDGETS = (1e18, 3e18, 6e18, 2e19, 3e19, 8e19, 2.4e20)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How ``flame fit`` selects, fits and bootstraps results (the ``fit`` config group)."""
+
+    n_column: str = "n_active_flame"
+    """plan/results column used as N: n_{active|total}_{exact|flame}[_nonemb]."""
+    include_flags: tuple[str, ...] = ("ok",)
+    """Runs whose collect flag is in this list are fitted; the others are kept but excluded."""
+    exclude_budgets: tuple[float, ...] = ()
+    """Budgets (FLOPs) left out of every fit."""
+    drop_highest_loss: int = 0
+    """Drop this many highest-loss points before fitting (Besiroglu et al. drop 5)."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for both approaches' intervals (0 = no intervals)."""
+    seed: int = 0
+    """Seed of the bootstrap's random generator (results are reproducible)."""
+    confidence: float = 0.95
+    """Coverage of the reported percentile intervals."""
+    window_decades: float | None = 0.5
+    """Approach 2: half-width, in decades of N, of the window around the lowest-loss run."""
+    min_points: int = 3
+    """Approach 2: fewest runs in a budget's window for a parabola."""
+    bucket_decades: float = 0.2
+    """Approach 2: bucket width (decades of C) when FLOPs are not on a few discrete budgets."""
+    huber_delta: float = 1e-3
+    """Approach 3: Huber loss threshold on log-loss residuals (Hoffmann et al.: 1e-3)."""
+    target_budgets: tuple[float, ...] = FLAME_BUDGETS
+    """Budgets (FLOPs) to select configurations for."""
+    diverge_rise: float = 0.1
+    """collect: a run whose final val loss exceeds its best by this fraction is diverged."""
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "FitSettings":
+        """Settings from the ``fit`` config mapping; unknown or bad keys raise ConfigError."""
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(f"fit: unknown keys {unknown}; allowed: {sorted(known)}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in cfg:
+                values[f.name] = _coerce(f.name, cfg[f.name], getattr(cls, f.name))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not N_COLUMN_RE.match(self.n_column):
+            raise ConfigError(f"fit.n_column={self.n_column!r}: must be one of "
+                              f"{', '.join(N_COLUMNS)}")
+        bad = sorted(set(self.include_flags) - set(FLAGS))
+        if bad:
+            raise ConfigError(f"fit.include_flags: unknown flags {bad}; choose from {FLAGS}")
+        checks = [("bootstrap", self.bootstrap >= 0), ("min_points", self.min_points >= 3),
+                  ("confidence", 0 < self.confidence < 1), ("huber_delta", self.huber_delta > 0),
+                  ("bucket_decades", self.bucket_decades > 0),
+                  ("drop_highest_loss", self.drop_highest_loss >= 0),
+                  ("diverge_rise", self.diverge_rise > 0),
+                  ("window_decades", self.window_decades is None or self.window_decades > 0),
+                  ("target_budgets", all(b > 0 for b in self.target_budgets))]
+        for name, ok in checks:
+            if not ok:
+                raise ConfigError(f"fit.{name}={getattr(self, name)!r} is out of range; see "
+                                  "conf/fit/default.yaml for what it means")
+
+    @property
+    def alpha_tails(self) -> tuple[float, float]:
+        """Percentiles (0-100) bounding the confidence interval."""
+        tail = (1 - self.confidence) / 2 * 100
+        return tail, 100 - tail
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    try:
+        if name in ("include_flags",):
+            return tuple(str(v) for v in (value or ()))
+        if name in ("exclude_budgets", "target_budgets"):
+            return tuple(float(v) for v in (value or ()))
+        if value is None:
+            return None
+        if isinstance(default, bool):
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float) or name == "window_decades":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"fit.{name}={value!r}: expected {type(default).__name__}") from None
