@@ -1,0 +1,52 @@
+"""Atomic checkpoints of the embedded trainer: everything needed to continue bit for bit."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_FILE = "latest.pt"
+
+
+def rng_states() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def save(directory: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``directory/latest.pt`` via a temp file and a rename, so a job killed
+    mid-save leaves the previous checkpoint intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".latest.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(directory: Path) -> dict[str, Any] | None:
+    """The latest checkpoint's state, or None when there is none."""
+    path = directory / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    # Our own files: optimiser state and RNG tuples need the full unpickler.
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,217 @@
+"""The embedded trainer's data: a real text corpus, byte-tokenised once into megatron-core's
+indexed dataset (.bin/.idx), read through megatron-core's ``GPTDataset`` with a train/valid split.
+
+Default corpus: the ``.py`` sources of the Python standard library that ships with the
+interpreter (``sysconfig.get_paths()["stdlib"]``; ``pydoc_data/topics.py`` carries the language
+reference's text), minus the directories that Linux distributions split into separate packages
+(test suites, tkinter, idlelib, ...), so the same Python version gives the same corpus
+everywhere: 511 files, 10.0 MB = 10.0M byte tokens on CPython 3.11.7. Files are sorted, then
+shuffled with a fixed seed before writing, so the validation documents (a contiguous range in
+Megatron's split) are a random sample of modules rather than the alphabetical tail.
+
+Byte-level tokens (vocabulary 256, id = UTF-8 byte) need no trained tokenizer; byte 0 (NUL never
+occurs in text) ends each document as Megatron's EOD. A user can point ``trainer.data.paths`` at
+their own text or jsonl (a ``text`` field per line) files or globs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sysconfig
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from sweep.arch import ConfigError
+
+EOD = 0
+VOCAB = 256
+FORMAT_VERSION = 1
+# Parts of the standard library that distributions ship separately or not at all.
+STDLIB_EXCLUDED = frozenset({"test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3",
+                             "distutils", "ensurepip", "site-packages", "dist-packages",
+                             "__phello__", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``trainer.data``: where the corpus comes from and how it is split."""
+
+    paths: tuple[str, ...] | None
+    """Text/jsonl files or globs; None = the Python standard library (see module doc)."""
+    split: str
+    """Megatron ``--split`` weights train,valid,test over documents, e.g. ``95,5,0``."""
+    seed: int
+    """Seeds the document order and GPTDataset's sample shuffling."""
+    cache_dir: Path
+    """Where tokenised corpora and sample indices are cached (reused across runs)."""
+
+    @classmethod
+    def from_cfg(cls, data: Mapping[str, Any] | None) -> "DataConfig":
+        data = dict(data or {})
+        paths = data.get("paths")
+        if isinstance(paths, str):
+            paths = [paths]
+        cache = data.get("cache_dir") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "flame", "data")
+        split = str(data.get("split", "95,5,0"))
+        weights = [float(w) for w in split.split(",")] if split else []
+        if len(weights) != 3 or weights[0] <= 0 or weights[1] <= 0 or min(weights) < 0:
+            raise ConfigError(f"trainer.data.split={split!r}: give train,valid,test weights "
+                              "with train and valid > 0, e.g. 95,5,0")
+        return cls(tuple(paths) if paths else None, split, int(data.get("seed", 1234)),
+                   Path(cache))
+
+
+def stdlib_files() -> list[Path]:
+    """The default corpus's files, sorted."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        if STDLIB_EXCLUDED.intersection(parts[:-1]) or parts[0].startswith("config-"):
+            continue
+        files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def user_files(patterns: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        if not found:
+            raise ConfigError(f"trainer.data.paths: {pattern!r} matches no file; give text "
+                              "or .jsonl files (or globs) that exist")
+        files += [Path(f) for f in found if Path(f).is_file()]
+    return files
+
+
+def documents(files: Sequence[Path]) -> Iterator[bytes]:
+    """Each text file is one document; each jsonl line's ``text`` is one."""
+    for path in files:
+        if path.suffix == ".jsonl":
+            with open(path, encoding="utf-8") as handle:
+                for n, line in enumerate(handle, 1):
+                    if line.strip():
+                        try:
+                            yield json.loads(line)["text"].encode("utf-8")
+                        except (ValueError, KeyError, TypeError):
+                            raise ConfigError(f"{path}:{n}: not a JSON object with a 'text' "
+                                              "field; fix the line or remove the file") from None
+        else:
+            yield path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenised corpus on disk (megatron-core indexed dataset) and what is in it."""
+
+    prefix: str
+    """Path prefix of ``<prefix>.bin`` / ``<prefix>.idx``."""
+    documents: int
+    """Number of documents."""
+    tokens: int
+    """Number of tokens (EOD markers included)."""
+    source: str
+    """Where the text came from."""
+
+
+def prepare_corpus(cfg: DataConfig) -> Corpus:
+    """Tokenise the corpus once into the cache (keyed by its content) and return it."""
+    files = user_files(cfg.paths) if cfg.paths else stdlib_files()
+    docs = [d.replace(b"\0", b"") for d in documents(files)]
+    docs = [d for d in docs if d]
+    if not docs:
+        raise ConfigError("trainer.data.paths: the files hold no text")
+    digest = hashlib.sha256(f"v{FORMAT_VERSION}:{cfg.seed}".encode())
+    for doc in docs:
+        digest.update(len(doc).to_bytes(8, "little"))
+        digest.update(doc)
+    key = digest.hexdigest()[:16]
+    directory = cfg.cache_dir / key
+    source = ", ".join(cfg.paths) if cfg.paths else f"python stdlib {sysconfig.get_paths()['stdlib']}"
+    meta_path = directory / "corpus.json"
+    if not meta_path.exists():
+        _write_corpus(directory, docs, cfg.seed, source)
+    meta = json.loads(meta_path.read_text())
+    return Corpus(str(directory / "corpus"), meta["documents"], meta["tokens"], meta["source"])
+
+
+def _write_corpus(directory: Path, docs: list[bytes], seed: int, source: str) -> None:
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    import torch
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    order = np.random.RandomState(seed).permutation(len(docs))
+    builder = IndexedDatasetBuilder(str(staging / "corpus.bin"), dtype=np.uint16)
+    tokens = 0
+    for i in order:
+        ids = np.frombuffer(docs[i] + bytes([EOD]), dtype=np.uint8).astype(np.uint16)
+        # lengths must be the real length: [0] makes GPTDataset hang (notes/README.md)
+        builder.add_document(torch.from_numpy(ids), [len(ids)])
+        tokens += len(ids)
+    builder.finalize(str(staging / "corpus.idx"))
+    (staging / "corpus.json").write_text(json.dumps(
+        {"documents": len(docs), "tokens": tokens, "source": source, "vocab": VOCAB}))
+    try:
+        os.rename(staging, directory)  # atomic: concurrent jobs race, one wins
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (directory / "corpus.json").exists():
+            raise
+
+
+class _ByteVocab:
+    """What GPTDataset asks of a tokenizer: vocab size and the end-of-document id (no pad id,
+    so Megatron uses -1, which never occurs)."""
+
+    vocab_size = VOCAB
+    eod = EOD
+    # MegatronDataset hashes its config (tokenizer included) into the sample-index cache key.
+    unique_identifiers = {"class": "flame.bytes", "vocab_size": VOCAB, "eod": EOD}
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    # GPTDataset writes its .npy sample indices non-atomically; two jobs building the same
+    # index at once must not read each other's half-written files.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_datasets(corpus: Corpus, cfg: DataConfig, seq_length: int, train_samples: int,
+                   valid_samples: int) -> tuple[Any, Any]:
+    """megatron-core GPTDatasets (train, valid) of ``seq_length`` tokens (+1 for the labels)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import (
+        BlendedMegatronDatasetBuilder)
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    config = GPTDatasetConfig(
+        random_seed=cfg.seed, sequence_length=seq_length, blend=([corpus.prefix], None),
+        split=cfg.split, path_to_cache=str(Path(corpus.prefix).parent / "indices"),
+        tokenizer=_ByteVocab(), reset_position_ids=False, reset_attention_mask=False,
+        eod_mask_loss=False, create_attention_mask=False)
+    with _lock(Path(corpus.prefix).parent / "indices.lock"):
+        train, valid, _ = BlendedMegatronDatasetBuilder(
+            GPTDataset, [train_samples, valid_samples, 0], lambda: True, config).build()
+    if valid is None or len(valid) < valid_samples:
+        raise ConfigError(f"trainer.data.split={cfg.split!r}: the validation split has "
+                          f"{0 if valid is None else len(valid)} sequences, fewer than the "
+                          f"{valid_samples} evaluation needs; raise its share or lower "
+                          "trainer.eval_iters")
+    return train, valid

@@ -1,0 +1,262 @@
+"""The embedded trainer's loop: AdamW + WSD on megatron-core GPTDataset batches, with
+evaluation, Megatron-format logs, atomic checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from sweep.arch import ConfigError
+from trainers.artifacts import CHECKPOINTS_DIR, RunLog
+from trainers.embedded import checkpoint
+from trainers.embedded.data import VOCAB, DataConfig, build_datasets, prepare_corpus
+from trainers.embedded.model import MoEDecoder
+from trainers.run import configure_torch_threads
+from trainers.schedule import WSD
+from trainers.signals import DeferredSignals
+from trainers.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The ``training`` group: optimiser, schedule and regularisers (all hashed in run_id)."""
+
+    lr: float
+    """Peak learning rate."""
+    min_lr: float
+    """Learning rate at the end of the WSD decay."""
+    warmup_fraction: float
+    """Fraction of iterations of linear warmup."""
+    decay_fraction: float
+    """Fraction of iterations (at the end) of decay."""
+    decay_style: str
+    """WSD decay shape."""
+    weight_decay: float
+    """AdamW decoupled weight decay (matrices and embeddings; not norms)."""
+    adam_beta1: float
+    """Adam beta1."""
+    adam_beta2: float
+    """Adam beta2."""
+    clip_grad: float
+    """Global gradient-norm clipping threshold."""
+    init_std: float
+    """Standard deviation of the normal initialisation."""
+    aux_loss_coeff: float
+    """Load-balancing loss coefficient (per MoE layer, as Megatron's --moe-aux-loss-coeff)."""
+    z_loss_coeff: float
+    """Router z-loss coefficient (per MoE layer, as Megatron's --moe-z-loss-coeff)."""
+    seed: int
+    """Seeds the initialisation."""
+
+    @classmethod
+    def from_cfg(cls, training: Mapping[str, Any]) -> "Recipe":
+        names = cls.__dataclass_fields__
+        missing = [n for n in names if n not in training]
+        if missing:
+            raise ConfigError(f"training: missing {missing}; see conf/training/demo.yaml")
+        try:
+            return cls(**{n: str(training[n]) if n == "decay_style" else
+                          int(training[n]) if n == "seed" else float(training[n])
+                          for n in names})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"training: {err}; every value but decay_style is a number") \
+                from None
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    """``conf/trainer/embedded.yaml``."""
+
+    data: DataConfig
+    """The corpus and its split."""
+    eval_iters: int
+    """Validation batches per evaluation (a fixed set: the first of the valid split)."""
+    eval_batch_size: int | None
+    """Sequences per validation batch; None = the run's global batch size."""
+    eval_interval: int | None
+    """Evaluate every this many iterations (and at the end); None = 5 evaluations per run."""
+    log_interval: int | None
+    """Log training every this many iterations; None = 20 lines per run."""
+    checkpoint_interval: int | None
+    """Save a checkpoint every this many iterations (always on a signal and at the end);
+    None = at every evaluation."""
+    echo: bool
+    """Also print train.log lines to stdout."""
+
+    @classmethod
+    def from_cfg(cls, trainer: Mapping[str, Any]) -> "EmbeddedConfig":
+        opt = lambda k: None if trainer.get(k) in (None, "") else int(trainer[k])  # noqa: E731
+        data = dict(trainer.get("data") or {}, cache_dir=trainer.get("cache_dir"))
+        cfg = cls(DataConfig.from_cfg(data), int(trainer.get("eval_iters", 10)),
+                  opt("eval_batch_size"), opt("eval_interval"), opt("log_interval"),
+                  opt("checkpoint_interval"), bool(trainer.get("echo", False)))
+        for key in ("eval_iters", "eval_batch_size", "eval_interval", "log_interval",
+                    "checkpoint_interval"):
+            value = getattr(cfg, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"trainer.{key}={value}: must be >= 1 (or null for the default)")
+        return cfg
+
+
+def interval(value: int | None, iters: int, points: int) -> int:
+    return value if value else max(1, -(-iters // points))
+
+
+def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
+          signals: DeferredSignals, stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume) one run; ``stop_after`` ends the call early after that iteration with
+    a checkpoint, as a preemption would (for tests and benchmarks)."""
+    spec, recipe = RunSpec.from_row(row), Recipe.from_cfg(cfg["training"])
+    ecfg = EmbeddedConfig.from_cfg(cfg["trainer"])
+    if spec.arch.vocab_size != VOCAB:
+        raise ConfigError(f"family vocab_size={spec.arch.vocab_size}: the embedded trainer's "
+                          f"byte-level data has {VOCAB} tokens; set family.base.vocab_size={VOCAB}")
+    threads = configure_torch_threads()
+    loop = _Loop(spec, recipe, ecfg, Path(run_dir))
+    return loop.run(signals, stop_after, threads)
+
+
+class _Loop:
+    """One run's state: model, optimiser, data, log; ``run`` trains to the end."""
+
+    def __init__(self, spec: RunSpec, recipe: Recipe, ecfg: EmbeddedConfig, run_dir: Path):
+        self.spec, self.recipe, self.ecfg = spec, recipe, ecfg
+        self.log = RunLog(run_dir, echo=ecfg.echo)
+        self.ckpt_dir = run_dir / CHECKPOINTS_DIR
+        iters = spec.train_iters
+        self.log_every = interval(ecfg.log_interval, iters, 20)
+        self.eval_every = interval(ecfg.eval_interval, iters, 5)
+        self.ckpt_every = ecfg.checkpoint_interval or self.eval_every
+        self.schedule = WSD.from_training(vars(recipe), iters)
+        torch.manual_seed(recipe.seed)
+        self.model = MoEDecoder(spec.arch, recipe.init_std)
+        decay = [p for p in self.model.parameters() if p.dim() > 1]
+        no_decay = [p for p in self.model.parameters() if p.dim() <= 1]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": recipe.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2), eps=1e-8)
+        self.eval_bs = ecfg.eval_batch_size or spec.global_batch_size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # megatron-core's notes about unset tokenizer fields
+            corpus = prepare_corpus(ecfg.data)
+            self.train_ds, self.valid_ds = build_datasets(
+                corpus, ecfg.data, spec.arch.seq_length, iters * spec.global_batch_size,
+                ecfg.eval_iters * self.eval_bs)
+        self.corpus = corpus
+        self.step = 0
+        self.acc = {"lm": 0.0, "aux": 0.0, "z": 0.0, "gn": 0.0, "n": 0}
+        self.val: float | None = None
+
+    # -- data ------------------------------------------------------------------------------
+    def _batch(self, dataset: Any, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        samples = [dataset[i] for i in range(start, start + size)]
+        return (torch.stack([s["tokens"] for s in samples]),
+                torch.stack([s["labels"] for s in samples]))
+
+    # -- one step --------------------------------------------------------------------------
+    def _train_step(self) -> None:
+        gbs = self.spec.global_batch_size
+        tokens, labels = self._batch(self.train_ds, self.step * gbs, gbs)
+        self.step += 1
+        lr = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits, router = self.model(tokens)
+        lm = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+        loss = lm + self.recipe.aux_loss_coeff * router.aux + self.recipe.z_loss_coeff * router.z
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad)
+        self.optimizer.step()
+        moe_layers = max(1, self.spec.arch.num_moe_layers)
+        for key, value in (("lm", lm), ("aux", router.aux / moe_layers),
+                           ("z", router.z / moe_layers), ("gn", grad_norm)):
+            self.acc[key] += float(value.detach())
+        self.acc["n"] += 1
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        total = 0.0
+        for i in range(self.ecfg.eval_iters):
+            tokens, labels = self._batch(self.valid_ds, i * self.eval_bs, self.eval_bs)
+            logits, _ = self.model(tokens)
+            total += float(F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1)))
+        self.model.train()
+        return total / self.ecfg.eval_iters
+
+    # -- logging ---------------------------------------------------------------------------
+    def _log_train(self, seconds: float) -> None:
+        n, spec = self.acc["n"], self.spec
+        tokens = n * spec.global_batch_size * spec.arch.seq_length
+        self.log.train(iteration=self.step, train_iters=spec.train_iters,
+                       global_batch_size=spec.global_batch_size, seq_length=spec.arch.seq_length,
+                       lr=self.schedule(self.step), train_loss=self.acc["lm"] / n,
+                       aux_loss=self.acc["aux"] / n, z_loss=self.acc["z"] / n,
+                       grad_norm=self.acc["gn"] / n, tokens_per_s=tokens / max(seconds, 1e-9),
+                       elapsed_ms=1000.0 * seconds / n)
+        self.acc = dict.fromkeys(self.acc, 0.0) | {"n": 0}
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self) -> None:
+        checkpoint.save(self.ckpt_dir, {
+            "iteration": self.step, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_states(),
+            "consumed_samples": self.step * self.spec.global_batch_size,
+            "log_accumulators": dict(self.acc), "val_loss": self.val,
+            "offsets": self.log.offsets(), "run_id": self.spec.run_id})
+
+    def restore(self) -> int | None:
+        state = checkpoint.load(self.ckpt_dir)
+        if state is None:
+            return None
+        if state.get("run_id") != self.spec.run_id:
+            raise RuntimeError(f"{self.ckpt_dir}: checkpoint of run {state.get('run_id')}, not "
+                               f"{self.spec.run_id}; remove it to start this run afresh")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_states(state["rng"])
+        self.step, self.acc, self.val = state["iteration"], state["log_accumulators"], state[
+            "val_loss"]
+        self.log.rewind(state["offsets"])
+        self.log.note(f" resuming from checkpoint at iteration {self.step}")
+        return self.step
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, signals: DeferredSignals, stop_after: int | None, threads: int) -> dict:
+        resumed_from = self.restore()
+        iters, began = self.spec.train_iters, time.perf_counter()
+        first, window = self.step, time.perf_counter()
+        while self.step < iters:
+            self._train_step()
+            if self.step % self.log_every == 0 or self.step == iters:
+                now = time.perf_counter()
+                self._log_train(now - window)
+                window = now
+            if self.step % self.eval_every == 0 or self.step == iters:
+                self.val = self.evaluate()
+                self.log.eval(iteration=self.step, final=self.step == iters, val_loss=self.val,
+                              consumed_tokens=self.step * self.spec.global_batch_size
+                              * self.spec.arch.seq_length)
+            if self.step % self.ckpt_every == 0 or self.step == iters:
+                self.save()
+            if signals.pending is not None and self.step < iters:
+                self.save()
+                signals.deliver(self.step)
+            if stop_after is not None and self.step >= stop_after and self.step < iters:
+                self.save()
+                break
+        seconds = time.perf_counter() - began
+        trained = (self.step - first) * self.spec.global_batch_size * self.spec.arch.seq_length
+        return {"trainer": "embedded", "final_val_loss": self.val if self.step == iters else None,
+                "iterations": self.step, "tokens": self.spec.tokens, "resumed_from": resumed_from,
+                "wall_s": seconds, "tokens_per_s": trained / seconds if seconds else 0.0,
+                "threads": threads, "corpus_tokens": self.corpus.tokens,
+                "params": sum(p.numel() for p in self.model.parameters())}
