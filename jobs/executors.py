@@ -1,0 +1,56 @@
+"""submitit executors from ``ClusterSettings``; every SLURM option through submitit's own
+parameters (``slurm_partition``, ``slurm_account``, ``slurm_qos``, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from jobs.settings import ClusterSettings
+
+
+def slurm_parameters(settings: ClusterSettings, name: str, hold: bool = True) -> dict[str, Any]:
+    """AutoExecutor parameters of one array. ``hold``: submitted held, released by the launcher
+    once the ledger records the job id, so a launcher killed in between leaves nothing
+    running that the ledger does not know (see jobs.launch)."""
+    extra = dict(settings.additional_parameters)
+    if hold:
+        extra["hold"] = True
+    params: dict[str, Any] = {
+        "name": name,
+        "timeout_min": settings.timeout_min,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "cpus_per_task": settings.cpus_per_task,
+        "slurm_signal_delay_s": settings.signal_delay_s,
+        "slurm_array_parallelism": settings.array_parallelism,
+        "slurm_setup": list(settings.setup),
+        "slurm_additional_parameters": extra,
+    }
+    if settings.gpus_per_node:
+        params["gpus_per_node"] = settings.gpus_per_node
+    if settings.mem_gb:
+        params["mem_gb"] = settings.mem_gb
+    for key in ("partition", "account", "qos"):
+        if getattr(settings, key):
+            params[f"slurm_{key}"] = getattr(settings, key)
+    return params
+
+
+def slurm_executor(settings: ClusterSettings, folder: Path, name: str,
+                   hold: bool = True) -> submitit.AutoExecutor:
+    """An executor whose ``batch()`` submits one SLURM array named ``name``."""
+    # submitit stops requeuing after this many timeouts; the ledger's cap must decide first
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=settings.max_attempts + 1)
+    executor.update_parameters(**slurm_parameters(settings, name, hold))
+    return executor
+
+
+def local_executor(settings: ClusterSettings, folder: Path) -> submitit.AutoExecutor:
+    """submitit's LocalExecutor (through AutoExecutor) for the local worker jobs."""
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="local")
+    executor.update_parameters(timeout_min=settings.timeout_min, name="flame-worker")
+    return executor

@@ -1,0 +1,276 @@
+"""``flame launch``: submit the plan's runs that are not queued, running or finished.
+
+Non-blocking (returns once submitted), idempotent (the ledger says what is queued) and
+crash-safe. On SLURM each array is written down first in a manifest
+(``<sweep>/jobs/launches/<name>.json``), submitted *held* under that unique job name, its id
+recorded in the manifest and the runs' ledgers, and only then released. A launcher killed at
+any point leaves either a manifest without a job (nothing to do), or a held job the next
+launcher finds by name (``squeue``/``sacct --name``), records and releases: no run is lost and
+none is submitted twice. Locally, ``parallelism`` worker jobs claim queued runs from the ledger.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig
+
+from jobs import ledger, slurm
+from jobs.executors import local_executor, slurm_executor
+from jobs.settings import ClusterSettings
+from jobs.sweepdir import jobs_dir, read_config, read_plan
+from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
+from sweep.arch import ConfigError
+from sweep.io import atomic_write_text
+
+LAUNCH_LOCK = "launch.lock"
+LAUNCHES_DIR = "launches"
+DRY_RUN_DIR = "dry-run"
+LOGS_DIR = "logs"
+# Fault injection for the crash-safety test: SIGKILL this launcher after it has recorded this
+# many runs as submitted. Never set in normal use.
+KILL_AFTER_ENV = "FLAME_TEST_KILL_AFTER"
+
+
+class LauncherBusy(ConfigError):
+    """Another ``flame launch`` holds this sweep's launch lock."""
+
+
+@dataclass(frozen=True)
+class LaunchReport:
+    """What one ``flame launch`` did."""
+
+    submitted: tuple[str, ...]
+    """Run ids submitted now (in plan order)."""
+    skipped: dict[str, str]
+    """Run id -> ledger state of the runs left alone (queued, running or finished)."""
+    job_ids: tuple[str, ...]
+    """Scheduler ids of what was submitted now (array tasks, or local worker jobs)."""
+    recovered: tuple[str, ...] = ()
+    """Run ids a killed launcher had submitted, found by job name and recorded now."""
+    dry_run: bool = False
+    """Nothing was submitted; ``files`` holds what would have been."""
+    files: tuple[Path, ...] = field(default_factory=tuple)
+    """Dry run: the sbatch/launch files written."""
+
+
+@contextmanager
+def launcher_lock(sweep_dir: Path) -> Iterator[None]:
+    """One launcher per sweep; a second one gets ``LauncherBusy`` naming the holder's PID and
+    host. flock dies with its process, so a SIGKILLed launcher never leaves a stale lock."""
+    path = jobs_dir(sweep_dir) / LAUNCH_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LauncherBusy(f"another flame launch is submitting this sweep ({holder}); "
+                               f"wait for it to finish, then run `flame launch` again") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on host {socket.gethostname()} since {ledger.now()}\n")
+        handle.flush()
+        yield
+
+
+def shape(row: dict[str, str], settings: ClusterSettings) -> tuple:
+    """A run's resource shape: runs of one shape share an array. One shape per cluster config
+    today; the hook for per-member resources (GPUs, time limit) later."""
+    return (settings.gpus_per_node, settings.cpus_per_task, settings.timeout_min)
+
+
+def select(rows: list[dict[str, str]], states: dict[str, dict]) -> tuple[list[str], dict]:
+    """Runs to submit (never submitted, or reset by resubmit) and the others with their state."""
+    todo, skipped = [], {}
+    for row in rows:
+        state = states.get(row["run_id"], {}).get("state", ledger.PLANNED)
+        if state == ledger.PLANNED:
+            todo.append(row["run_id"])
+        else:
+            skipped[row["run_id"]] = state
+    return todo, skipped
+
+
+def _killer() -> callable:
+    left = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+
+    def tick() -> None:
+        nonlocal left
+        if left > 0:
+            left -= 1
+            if left == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+    return tick
+
+
+def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> LaunchReport:
+    """Submit the missing runs of ``sweep_dir``'s plan with ``cfg.cluster``; non-blocking."""
+    settings = ClusterSettings.from_cfg(cfg)
+    sweep_dir = Path(sweep_dir).resolve()
+    rows = read_plan(sweep_dir)
+    read_config(sweep_dir)  # the jobs need it: fail here, not in every job
+    if settings.executor == "slurm" and not dry_run:
+        slurm.ensure_client(settings)
+    with launcher_lock(sweep_dir):
+        recovered: list[str] = []
+        if settings.executor == "slurm" and not dry_run:
+            recovered = recover_manifests(sweep_dir)
+            from jobs.status import reconcile  # finished/failed jobs the ledger has not seen
+            reconcile(sweep_dir, settings)
+        todo, skipped = select(rows, ledger.read_all(sweep_dir))
+        if dry_run:
+            files = write_dry_run(sweep_dir, settings, rows, todo)
+            return LaunchReport(tuple(todo), skipped, (), (), True, tuple(files))
+        if settings.executor == "slurm":
+            job_ids = submit_slurm(sweep_dir, settings, rows, todo)
+        else:
+            job_ids = submit_local(sweep_dir, settings, todo)
+        return LaunchReport(tuple(todo), skipped, tuple(job_ids), tuple(recovered))
+
+
+def _groups(rows: list[dict[str, str]], todo: list[str],
+            settings: ClusterSettings) -> list[list[str]]:
+    """``todo`` split by resource shape, then into arrays of at most ``max_array_size``."""
+    wanted, by_shape = set(todo), {}
+    for row in rows:
+        if row["run_id"] in wanted:
+            by_shape.setdefault(shape(row, settings), []).append(row["run_id"])
+    size = settings.max_array_size
+    return [ids[i:i + size] for ids in by_shape.values() for i in range(0, len(ids), size)]
+
+
+def _manifest_path(sweep_dir: Path, name: str) -> Path:
+    return jobs_dir(sweep_dir) / LAUNCHES_DIR / f"{name}.json"
+
+
+def _write_manifest(sweep_dir: Path, manifest: dict) -> None:
+    atomic_write_text(_manifest_path(sweep_dir, manifest["name"]),
+                      json.dumps(manifest, indent=1) + "\n")
+
+
+def _task_ids(job_id: str, count: int) -> list[str]:
+    return [job_id] if count == 1 else [f"{job_id}_{i}" for i in range(count)]
+
+
+def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str, str]],
+                 todo: list[str]) -> list[str]:
+    """One held array per group: manifest, sbatch, record, release."""
+    tick, job_ids = _killer(), []
+    for group in _groups(rows, todo, settings):
+        name = f"flame-{group[0]}" if len(group) == 1 else f"flame-{uuid.uuid4().hex[:12]}"
+        manifest = {"name": name, "run_ids": group, "job_id": None, "released": False,
+                    "sweep_dir": str(sweep_dir), "created_at": ledger.now()}
+        _write_manifest(sweep_dir, manifest)
+        executor = slurm_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR, name)
+        with executor.batch():
+            jobs = [executor.submit(RunTask(str(sweep_dir), rid, settings.max_attempts))
+                    for rid in group]
+        manifest["job_id"] = jobs[0].job_id.split("_")[0]
+        _write_manifest(sweep_dir, manifest)
+        for run_id, job in zip(group, jobs):
+            ledger.transition(sweep_dir, run_id, ledger.SUBMITTED, job_id=job.job_id)
+            tick()
+        slurm.release(manifest["job_id"])
+        manifest["released"] = True
+        _write_manifest(sweep_dir, manifest)
+        job_ids += [job.job_id for job in jobs]
+    return job_ids
+
+
+def recover_manifests(sweep_dir: Path) -> list[str]:
+    """Finish what a killed launcher left: find each unreleased array by its name, record its
+    runs as submitted, release it. An array whose job never reached SLURM is forgotten (its
+    runs are still ``planned``); one whose job files are missing is cancelled."""
+    recovered: list[str] = []
+    folder = jobs_dir(sweep_dir) / LAUNCHES_DIR
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        manifest = json.loads(path.read_text())
+        if manifest.get("released"):
+            continue
+        job_id = manifest.get("job_id") or slurm.find_by_name(manifest["name"])
+        if job_id is None:
+            path.unlink()
+            continue
+        tasks = _task_ids(job_id, len(manifest["run_ids"]))
+        logs = jobs_dir(sweep_dir) / LOGS_DIR
+        if not all((logs / t / f"{t}_submitted.pkl").exists() for t in tasks):
+            slurm.scancel([job_id])  # killed inside submitit, before it stored the tasks
+            path.unlink()
+            continue
+        manifest["job_id"] = job_id
+        _write_manifest(sweep_dir, manifest)
+        for run_id, task in zip(manifest["run_ids"], tasks):
+            if ledger.transition(sweep_dir, run_id, ledger.SUBMITTED, job_id=task):
+                recovered.append(run_id)
+        try:
+            slurm.release(job_id)
+        except RuntimeError:  # already released (killed right after the release)
+            pass
+        manifest["released"] = True
+        _write_manifest(sweep_dir, manifest)
+    return recovered
+
+
+def submit_local(sweep_dir: Path, settings: ClusterSettings, todo: list[str]) -> list[str]:
+    """Queue ``todo`` in the ledger and make sure enough local workers are alive to drain it."""
+    tick = _killer()
+    with claim_lock(sweep_dir):  # workers claim and exit under it: none is missed
+        for run_id in todo:
+            ledger.transition(sweep_dir, run_id, ledger.SUBMITTED)
+            tick()
+    return ensure_local_workers(sweep_dir, settings)
+
+
+def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str]:
+    """Start workers up to ``parallelism`` if runs are queued; returns the new workers' ids."""
+    states = ledger.read_all(sweep_dir)
+    queued = sum(1 for s in states.values() if s["state"] == ledger.SUBMITTED)
+    with claim_lock(sweep_dir) as registry:
+        workers = live_workers(registry)
+        wanted = min(settings.workers - len(workers), queued)
+        new = []
+        if wanted > 0:
+            executor = local_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR)
+            for _ in range(wanted):
+                job = executor.submit(LocalWorker(str(sweep_dir), settings.threads_per_job))
+                workers[str(job.job_id)] = ledger.now()
+                new.append(f"local-{job.job_id}")
+        atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
+    return new
+
+
+def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str, str]],
+                  todo: list[str]) -> list[Path]:
+    """The sbatch files (SLURM) or the worker plan (local) a launch would submit."""
+    folder = jobs_dir(sweep_dir) / DRY_RUN_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    if settings.executor == "local":
+        path = folder / "local.json"
+        atomic_write_text(path, json.dumps({"workers": min(settings.workers, len(todo)),
+                                            "threads_per_job": settings.threads_per_job,
+                                            "run_ids": todo}, indent=1) + "\n")
+        return [path]
+    from submitit.slurm.slurm import _make_sbatch_string  # submitit's own sbatch writer
+
+    for k, group in enumerate(_groups(rows, todo, settings)):
+        executor = slurm_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR,
+                                  f"flame-dry-run-{k}", hold=False)
+        inner = executor._executor  # the SlurmExecutor behind AutoExecutor
+        text = _make_sbatch_string(command=inner._submitit_command_str,
+                                   folder=inner.folder, map_count=len(group), **inner.parameters)
+        sbatch, listing = folder / f"array-{k}.sbatch", folder / f"array-{k}.json"
+        atomic_write_text(sbatch, text)
+        atomic_write_text(listing, json.dumps({"run_ids": group}, indent=1) + "\n")
+        files += [sbatch, listing]
+    return files

@@ -1,0 +1,146 @@
+"""The per-run ledger ``<sweep>/runs/<run_id>/state.json``: durable, atomic, locked.
+
+States move forward only, ``planned -> submitted -> running -> completed | failed | timeout |
+cancelled``, except ``running -> running`` (a requeued attempt starts) and ``reset`` (resubmit).
+The launcher, ``flame status`` and the job itself all write the file, so every
+read-modify-write holds an exclusive ``fcntl`` lock on ``state.lock`` beside it; the write
+itself is atomic (temp file, fsync, rename), so readers without the lock never see half a file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from sweep.io import RUNS_DIR, atomic_write_text, run_dir
+
+STATE_JSON = "state.json"
+LOCK_FILE = "state.lock"
+LEDGER_VERSION = 1
+
+PLANNED, SUBMITTED, RUNNING = "planned", "submitted", "running"
+COMPLETED, FAILED, TIMEOUT, CANCELLED = "completed", "failed", "timeout", "cancelled"
+STATES = (PLANNED, SUBMITTED, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED)
+TERMINAL = frozenset({COMPLETED, FAILED, TIMEOUT, CANCELLED})
+ACTIVE = frozenset({SUBMITTED, RUNNING})
+_RANK = {PLANNED: 0, SUBMITTED: 1, RUNNING: 2, **{s: 3 for s in TERMINAL}}
+ERROR_TAIL_LINES = 30
+
+
+class TransitionError(RuntimeError):
+    """A state change the state machine forbids (e.g. completed -> running)."""
+
+
+def now() -> str:
+    """ISO-8601 UTC with seconds, e.g. ``2026-11-23T19:40:00+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_record(run_id: str) -> dict[str, Any]:
+    """A ``planned`` run's ledger entry."""
+    return {"version": LEDGER_VERSION, "run_id": run_id, "state": PLANNED, "job_ids": [],
+            "attempts": 0, "attempts_at_submit": 0, "submitted_at": None, "started_at": None,
+            "ended_at": None, "updated_at": now(), "error_tail": None, "host": None}
+
+
+def state_path(sweep_dir: Path, run_id: str) -> Path:
+    return run_dir(sweep_dir, run_id) / STATE_JSON
+
+
+def read(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's ledger entry, or None if it was never written."""
+    try:
+        return json.loads(state_path(sweep_dir, run_id).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def read_all(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every ledger entry under ``<sweep>/runs/``, by run_id (no locks: writes are atomic)."""
+    out = {}
+    runs = Path(sweep_dir) / RUNS_DIR
+    if runs.is_dir():
+        for entry in os.scandir(runs):
+            try:
+                with open(os.path.join(entry.path, STATE_JSON)) as handle:
+                    out[entry.name] = json.load(handle)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+    return out
+
+
+@contextmanager
+def locked(sweep_dir: Path, run_id: str) -> Iterator[dict[str, Any]]:
+    """Hold the run's lock; yield its entry (a new ``planned`` one if none) and write it back
+    atomically on exit if it changed."""
+    folder = run_dir(sweep_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = read(sweep_dir, run_id) or new_record(run_id)
+        before = json.dumps(record, sort_keys=True)
+        yield record
+        if json.dumps(record, sort_keys=True) != before:
+            record["updated_at"] = now()
+            atomic_write_text(folder / STATE_JSON, json.dumps(record, indent=1) + "\n")
+
+
+def can_move(old: str, new: str) -> bool:
+    """Forward only; a new attempt may start while running (requeue)."""
+    if old in TERMINAL:
+        return False
+    return _RANK[new] > _RANK[old] or (old == new == RUNNING)
+
+
+def transition(sweep_dir: Path, run_id: str, new: str, *, job_id: str | None = None,
+               error_tail: str | None = None, strict: bool = False) -> dict[str, Any] | None:
+    """Move the run to ``new`` (recording ``job_id`` and timestamps); returns the new entry,
+    or None if the move is not allowed (``strict``: raise ``TransitionError``)."""
+    with locked(sweep_dir, run_id) as rec:
+        if not can_move(rec["state"], new):
+            if strict:
+                raise TransitionError(f"run {run_id}: {rec['state']} -> {new} is not allowed")
+            return None
+        apply(rec, new, job_id=job_id, error_tail=error_tail)
+        return dict(rec)
+
+
+def apply(rec: dict[str, Any], new: str, *, job_id: str | None = None,
+          error_tail: str | None = None) -> None:
+    """Change an entry held under its lock (no checks)."""
+    stamp = now()
+    if job_id is not None and (not rec["job_ids"] or rec["job_ids"][-1] != job_id):
+        rec["job_ids"].append(job_id)
+    if new == SUBMITTED:
+        rec["submitted_at"] = stamp
+        rec["attempts_at_submit"] = rec["attempts"]
+        rec["ended_at"] = None
+    elif new == RUNNING:
+        rec["attempts"] += 1
+        rec["started_at"] = rec["started_at"] or stamp
+        rec["host"] = os.uname().nodename
+    elif new in TERMINAL:
+        rec["ended_at"] = stamp
+    if error_tail is not None:
+        rec["error_tail"] = error_tail
+    rec["state"] = new
+
+
+def reset(sweep_dir: Path, run_id: str, allowed: frozenset[str]) -> bool:
+    """Back to ``planned`` for a resubmit, if the run is in one of ``allowed`` states; job ids
+    and attempts are kept as history."""
+    with locked(sweep_dir, run_id) as rec:
+        if rec["state"] not in allowed:
+            return False
+        rec.update(state=PLANNED, error_tail=None, ended_at=None, started_at=None)
+        return True
+
+
+def tail(text: str, lines: int = ERROR_TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``text``: what state.json keeps of an error."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -1,0 +1,117 @@
+"""The few SLURM client calls jobs/ makes itself (submission goes through submitit): one
+``sacct`` for a whole sweep's states, job look-up by name, ``scancel``, ``scontrol release``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Iterable
+
+from jobs.cluster import LocalCluster, default_state_dir
+from jobs.settings import ClusterSettings
+from sweep.arch import ConfigError
+
+# sacct state -> ledger state for a job that ended without the task recording it itself
+# (killed by the time limit, cancelled, node failure, setup line failed, out of memory).
+SACCT_TO_LEDGER = {
+    "PENDING": "submitted", "REQUEUED": "submitted", "REQUEUE_HOLD": "submitted",
+    "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running",
+    "COMPLETED": "completed", "TIMEOUT": "timeout", "CANCELLED": "cancelled",
+    "FAILED": "failed", "OUT_OF_MEMORY": "failed", "NODE_FAIL": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "timeout", "PREEMPTED": "running",
+}
+_RANGE = re.compile(r"^(\d+)_\[([^\]]+)\]$")
+
+
+def ensure_client(settings: ClusterSettings) -> None:
+    """Make sbatch/sacct usable from this process, or raise a ConfigError saying how."""
+    if shutil.which("sbatch") is None:
+        raise ConfigError("cluster=slurm: `sbatch` is not on PATH; run on a SLURM login node, "
+                          "or start the local one with `flame cluster up`")
+    if settings.use_local_cluster and not os.environ.get("SLURM_CONF"):
+        local = LocalCluster(default_state_dir())
+        if not local.slurm_conf.exists():
+            raise ConfigError(f"cluster.use_local_cluster=true but {local.slurm_conf} does not "
+                              "exist: run `flame cluster up` (or export SLURM_CONF)")
+        os.environ["SLURM_CONF"] = str(local.slurm_conf)
+
+
+def _run(cmd: list[str], timeout: float = 60) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({out.returncode}): "
+                           f"{out.stderr.strip()[-500:]}")
+    return out.stdout
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One array task (or job) as the scheduler reports it."""
+
+    state: str
+    """sacct/squeue state, first word (``CANCELLED by 0`` -> ``CANCELLED``)."""
+    elapsed_s: float
+    """Elapsed seconds of the latest attempt."""
+
+
+def _expand(job_id: str) -> list[str]:
+    """``12_[3-5,9%4]`` -> ``12_3 12_4 12_5 12_9`` (pending array tasks share one line)."""
+    m = _RANGE.match(job_id)
+    if not m:
+        return [job_id]
+    out = []
+    for part in m.group(2).split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def _seconds(elapsed: str) -> float:
+    days, _, hms = elapsed.rpartition("-")
+    parts = [float(p) for p in hms.split(":")] if hms else [0.0]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return float(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def job_states(job_ids: Iterable[str]) -> dict[str, JobInfo]:
+    """States of every task of the given jobs/arrays: ONE sacct call for all of them."""
+    bases = sorted({j.split("_")[0] for j in job_ids if j and j[0].isdigit()})
+    if not bases:
+        return {}
+    text = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,ElapsedRaw",
+                 "-j", ",".join(bases)])
+    out: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 3:
+            continue
+        info = JobInfo(fields[1].split()[0] if fields[1] else "UNKNOWN",
+                       float(fields[2] or 0))
+        for task in _expand(fields[0]):
+            out[task] = info
+    return out
+
+
+def find_by_name(name: str) -> str | None:
+    """The job id of the job named ``name`` (queued or finished), or None."""
+    queued = _run(["squeue", "-h", "-r", "--name", name, "-o", "%F"]).split()
+    if queued:
+        return queued[0]
+    done = _run(["sacct", "-n", "-X", "-P", "-S", "now-7days", "--name", name, "-o", "JobID"])
+    ids = [line.split("_")[0] for line in done.split()]
+    return ids[0] if ids else None
+
+
+def scancel(job_ids: Iterable[str]) -> None:
+    ids = sorted(set(job_ids))
+    if ids:
+        _run(["scancel", *ids])
+
+
+def release(job_id: str) -> None:
+    """Let a held job (submitted with ``--hold``) run."""
+    _run(["scontrol", "release", job_id])

@@ -1,0 +1,207 @@
+"""Sweep status: the ledger reconciled with the scheduler (one ``sacct`` call per poll for the
+whole sweep), a table by state, and the blocking wait ``flame run`` uses."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobs import ledger, slurm
+from jobs.settings import ClusterSettings
+from jobs.sweepdir import jobs_dir, read_plan
+from jobs.task import pid_alive
+from sweep.arch import ConfigError
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One run as ``flame status`` shows it."""
+
+    run_id: str
+    """The run."""
+    member: str
+    """Its family member (architecture) name."""
+    budget: float
+    """Its isoFLOP budget."""
+    state: str
+    """Ledger state (``planned`` if never launched)."""
+    attempts: int
+    """Starts so far, requeues included."""
+    job_id: str | None
+    """Scheduler id of the latest attempt."""
+    elapsed_s: float
+    """Wall time since its first start (to its end, or now)."""
+    gpu_hours_est: float
+    """The planner's GPU-hour estimate."""
+    error: str | None
+    """Last line of the error tail, if any."""
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    """All runs of a sweep and their counts by state."""
+
+    runs: tuple[RunStatus, ...]
+    """In plan order."""
+    counts: dict[str, int]
+    """State -> number of runs (every state present, zeros included)."""
+
+    @property
+    def total(self) -> int:
+        return len(self.runs)
+
+    @property
+    def terminal(self) -> int:
+        """Runs that will not change again without a resubmit."""
+        return sum(self.counts[s] for s in ledger.TERMINAL)
+
+    @property
+    def all_terminal(self) -> bool:
+        return self.terminal == self.total
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "no runs"
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    if not start:
+        return 0.0
+    stop = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
+    return max(0.0, (stop - datetime.fromisoformat(start)).total_seconds())
+
+
+def _stderr_tail(sweep_dir: Path, job_id: str) -> str | None:
+    path = jobs_dir(sweep_dir) / "logs" / job_id / f"{job_id}_0_log.err"
+    try:
+        return ledger.tail(path.read_text(errors="replace"))
+    except OSError:
+        return None
+
+
+def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
+    """Record what the ledger missed: jobs the scheduler ended without the task recording it
+    (time limit kill, cancel, setup failure, node failure), or local workers that died.
+    One ``sacct`` call for the whole sweep. Returns the number of runs changed."""
+    records = ledger.read_all(sweep_dir)
+    active = {rid: rec for rid, rec in records.items()
+              if rec["state"] in ledger.ACTIVE and rec["job_ids"]}
+    changed = 0
+    if settings.executor == "slurm":
+        slurm.ensure_client(settings)
+        infos = slurm.job_states(rec["job_ids"][-1] for rec in active.values())
+        for run_id, rec in active.items():
+            job_id = rec["job_ids"][-1]
+            info = infos.get(job_id)
+            new = slurm.SACCT_TO_LEDGER.get(info.state) if info else None
+            if new not in ledger.TERMINAL:
+                continue
+            tail = _stderr_tail(sweep_dir, job_id)
+            if new == ledger.COMPLETED:  # the task records this itself before its job ends
+                new = ledger.FAILED
+                tail = f"job {job_id} ended COMPLETED without the run recording its end\n{tail}"
+            note = f"scheduler: job {job_id} {info.state}"
+            if ledger.transition(sweep_dir, run_id, new, error_tail=f"{note}\n{tail or ''}"):
+                changed += 1
+    else:
+        for run_id, rec in active.items():
+            pid = rec["job_ids"][-1].removeprefix("local-")
+            if rec["state"] == ledger.RUNNING and pid.isdigit() and not pid_alive(int(pid)):
+                if ledger.transition(sweep_dir, run_id, ledger.FAILED,
+                                     error_tail=f"local worker {pid} exited while training "
+                                                f"this run (killed?)"):
+                    changed += 1
+    return changed
+
+
+def collect(sweep_dir: Path) -> SweepStatus:
+    """The status from the ledger alone (no scheduler call)."""
+    records = ledger.read_all(sweep_dir)
+    runs = []
+    for row in read_plan(sweep_dir):
+        rec: dict[str, Any] = records.get(row["run_id"]) or ledger.new_record(row["run_id"])
+        error = (rec.get("error_tail") or "").strip().splitlines()
+        runs.append(RunStatus(
+            run_id=row["run_id"], member=row.get("member", ""),
+            budget=float(row.get("budget") or 0), state=rec["state"],
+            attempts=int(rec["attempts"]), job_id=(rec["job_ids"] or [None])[-1],
+            elapsed_s=_seconds(rec.get("started_at"), rec.get("ended_at")),
+            gpu_hours_est=float(row.get("gpu_hours") or 0), error=error[-1] if error else None))
+    counts = Counter(r.state for r in runs)
+    return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in ledger.STATES})
+
+
+def poll(sweep_dir: Path, cfg: DictConfig) -> SweepStatus:
+    """Reconcile the ledger with the scheduler (one sacct call), then the status."""
+    reconcile(Path(sweep_dir).resolve(), ClusterSettings.from_cfg(cfg))
+    return collect(Path(sweep_dir).resolve())
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.2f}"
+
+
+def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> Table:
+    """Runs by state: count, attempts, elapsed wall time, device-hours used and estimated."""
+    table = Table(title=title, show_footer=True)
+    by_state: dict[str, list[RunStatus]] = {s: [] for s in ledger.STATES}
+    for run in status.runs:
+        by_state[run.state].append(run)
+    columns = (("state", "all"), ("runs", str(status.total)),
+               ("attempts", str(sum(r.attempts for r in status.runs))),
+               ("elapsed h", _hours(sum(r.elapsed_s for r in status.runs))),
+               ("device-h used", _hours(devices_per_run * sum(r.elapsed_s for r in status.runs))),
+               ("GPU-h est.", f"{sum(r.gpu_hours_est for r in status.runs):,.2f}"))
+    for header, footer in columns:
+        table.add_column(header, footer=footer, justify="left" if header == "state" else "right")
+    for state, runs in by_state.items():
+        if runs:
+            elapsed = sum(r.elapsed_s for r in runs)
+            table.add_row(state, str(len(runs)), str(sum(r.attempts for r in runs)),
+                          _hours(elapsed), _hours(devices_per_run * elapsed),
+                          f"{sum(r.gpu_hours_est for r in runs):,.2f}")
+    return table
+
+
+def problems(status: SweepStatus, limit: int = 10) -> list[str]:
+    """One line per failed/timed-out run (the last line of its error), at most ``limit``."""
+    bad = [r for r in status.runs if r.state in (ledger.FAILED, ledger.TIMEOUT)]
+    lines = [f"  {r.run_id} {r.state} (job {r.job_id}): {r.error or ''}" for r in bad[:limit]]
+    if len(bad) > limit:
+        lines.append(f"  ... and {len(bad) - limit} more (runs/<run_id>/state.json)")
+    return lines
+
+
+def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None = None,
+                        progress: bool = True, console: Console | None = None) -> SweepStatus:
+    """Block until every run is completed, failed, timed out or cancelled; a rich progress bar
+    shows terminal runs of all. Returns the final status (counts by state)."""
+    settings = ClusterSettings.from_cfg(cfg)
+    period = settings.poll_s if poll_s is None else poll_s
+    sweep_dir = Path(sweep_dir).resolve()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+                  console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task("runs finished", total=None, counts="")
+        while True:
+            status = poll(sweep_dir, cfg)
+            bar.update(task, total=status.total, completed=status.terminal,
+                       counts=status.summary())
+            if status.all_terminal:
+                return status
+            if status.counts[ledger.PLANNED] and not any(
+                    status.counts[s] for s in ledger.ACTIVE):
+                raise ConfigError(f"{status.counts[ledger.PLANNED]} runs of {sweep_dir} were "
+                                  "never launched; run `flame launch` first")
+            if settings.executor == "local":  # restart workers that died with runs queued
+                from jobs.launch import ensure_local_workers
+                ensure_local_workers(sweep_dir, settings)
+            time.sleep(period)

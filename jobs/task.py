@@ -1,0 +1,164 @@
+"""What runs inside a job: mark the ledger, train through ``trainers.run.train_run``, record the
+outcome. ``RunTask`` is one run (a SLURM array task); ``LocalWorker`` trains runs one after
+another, claiming the next queued one from the ledger, so ``cluster=local`` never runs more
+than ``parallelism`` runs at once on this machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import submitit
+from submitit.core.utils import UncompletedJobError
+
+from jobs import ledger
+from jobs.sweepdir import jobs_dir, read_config, read_plan
+from sweep.io import atomic_write_text, run_dir
+
+WORKERS_JSON = "local-workers.json"
+CLAIM_LOCK = "local.lock"
+
+
+def _job_id() -> str:
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:  # called outside submitit (tests, a debugger)
+        return f"pid-{os.getpid()}"
+
+
+def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """Train a run the ledger already marks ``running``; record completed/failed/timeout.
+
+    Returns the trainer's summary, or None when it failed (the error is in state.json; SLURM
+    jobs re-raise so sacct shows FAILED). A requeue (SystemExit from submitit) passes through
+    and leaves the run ``running``: its next attempt resumes from the checkpoint.
+    """
+    from trainers.run import train_run  # the trainer's imports stay out of the launcher
+
+    row = next((r for r in read_plan(sweep_dir) if r["run_id"] == run_id), None)
+    try:
+        if row is None:
+            raise LookupError(f"run {run_id} is not in {sweep_dir}/plan.csv (re-planned?)")
+        summary = train_run(row, read_config(sweep_dir), run_dir(sweep_dir, run_id))
+    except UncompletedJobError as err:  # submitit would not requeue: time limit, attempts spent
+        ledger.transition(sweep_dir, run_id, ledger.TIMEOUT, error_tail=str(err))
+        raise
+    except Exception:
+        ledger.transition(sweep_dir, run_id, ledger.FAILED,
+                          error_tail=ledger.tail(traceback.format_exc()))
+        raise
+    atomic_write_text(run_dir(sweep_dir, run_id) / "summary.json",
+                      json.dumps(summary, indent=1, default=str) + "\n")
+    ledger.transition(sweep_dir, run_id, ledger.COMPLETED)
+    return summary
+
+
+class RunTask(submitit.helpers.Checkpointable):
+    """One run as a submitit job: requeued on timeout/preemption up to ``max_attempts``."""
+
+    def __init__(self, sweep_dir: str, run_id: str, max_attempts: int) -> None:
+        self.sweep_dir = str(sweep_dir)
+        self.run_id = run_id
+        self.max_attempts = int(max_attempts)
+
+    def __call__(self) -> dict[str, Any] | None:
+        sweep = Path(self.sweep_dir)
+        started = ledger.transition(sweep, self.run_id, ledger.RUNNING, job_id=_job_id())
+        if started is None:  # cancelled (or finished) while it waited in the queue
+            return None
+        return train_one(sweep, self.run_id)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
+        """Called by submitit on USR2 after the trainer saved its checkpoint: requeue the same
+        task unless the run was cancelled or has used its attempts (then: ``timeout``)."""
+        rec = ledger.read(Path(self.sweep_dir), self.run_id) or {}
+        if rec.get("state") in ledger.TERMINAL:
+            return None
+        used = int(rec.get("attempts", 0)) - int(rec.get("attempts_at_submit", 0))
+        if used >= self.max_attempts:
+            ledger.transition(Path(self.sweep_dir), self.run_id, ledger.TIMEOUT,
+                              error_tail=f"time limit or preemption after {used} attempts "
+                                         f"(cluster.max_attempts={self.max_attempts}); the "
+                                         "checkpoint is kept: `flame resubmit --failed` resumes")
+            return None
+        return submitit.helpers.DelayedSubmission(self)
+
+
+@contextmanager
+def claim_lock(sweep_dir: Path) -> Iterator[Path]:
+    """The sweep's local-worker lock: claims, worker exits and worker starts are serialised."""
+    folder = jobs_dir(sweep_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / CLAIM_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield folder / WORKERS_JSON
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by the launcher that started it) is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_workers(path: Path) -> dict[str, str]:
+    """Registry of local worker jobs: submitit job id (controller PID) -> start time."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def live_workers(path: Path) -> dict[str, str]:
+    return {jid: t for jid, t in read_workers(path).items() if pid_alive(int(jid))}
+
+
+def claim_next(sweep_dir: Path, job_id: str, registry: Path) -> str | None:
+    """Under the claim lock: the first queued run in plan order, now ``running``; or None, and
+    then this worker leaves the registry (so a launcher knows to start another)."""
+    states = ledger.read_all(sweep_dir)
+    for row in read_plan(sweep_dir):
+        run_id = row["run_id"]
+        if states.get(run_id, {}).get("state") == ledger.SUBMITTED:
+            if ledger.transition(sweep_dir, run_id, ledger.RUNNING, job_id=job_id):
+                return run_id
+    workers = read_workers(registry)
+    workers.pop(job_id.removeprefix("local-"), None)
+    atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
+    return None
+
+
+class LocalWorker:
+    """A local job that trains queued runs of one sweep until none is left."""
+
+    def __init__(self, sweep_dir: str, threads: int) -> None:
+        self.sweep_dir = str(sweep_dir)
+        self.threads = int(threads)
+
+    def __call__(self) -> list[str]:
+        os.environ["FLAME_THREADS"] = str(self.threads)
+        os.environ.pop("SLURM_CPUS_PER_TASK", None)  # a launcher inside an allocation
+        sweep, job_id, done = Path(self.sweep_dir), f"local-{_job_id()}", []
+        while True:
+            with claim_lock(sweep) as registry:
+                run_id = claim_next(sweep, job_id, registry)
+            if run_id is None:
+                return done
+            try:
+                train_one(sweep, run_id)
+            except Exception:  # recorded in the run's state.json; go on with the next run
+                pass
+            done.append(run_id)
