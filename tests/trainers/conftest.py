@@ -22,5 +22,11 @@ def make_plan(tmp_path: Path, *overrides: str) -> tuple[list[dict], dict]:
 
 
 @pytest.fixture
+def planner():
+    """``make_plan`` as a fixture (test modules here are not a package)."""
+    return make_plan
+
+
+@pytest.fixture
 def sim_plan(tmp_path: Path) -> tuple[list[dict], dict]:
     return make_plan(tmp_path, "trainer=simulated")

@@ -148,7 +148,6 @@ def prepare_corpus(cfg: DataConfig) -> Corpus:
 
 def _write_corpus(directory: Path, docs: list[bytes], seed: int, source: str) -> None:
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-    import torch
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -158,7 +157,7 @@ def _write_corpus(directory: Path, docs: list[bytes], seed: int, source: str) ->
     for i in order:
         ids = np.frombuffer(docs[i] + bytes([EOD]), dtype=np.uint8).astype(np.uint16)
         # lengths must be the real length: [0] makes GPTDataset hang (notes/README.md)
-        builder.add_document(torch.from_numpy(ids), [len(ids)])
+        builder.add_document(ids, [len(ids)])  # takes arrays too (np.array(x, dtype))
         tokens += len(ids)
     builder.finalize(str(staging / "corpus.idx"))
     (staging / "corpus.json").write_text(json.dumps(

@@ -1,0 +1,110 @@
+"""The embedded trainer end to end on the real corpus: it learns, resumes exactly, defers
+signals, keeps validation out of training, and reads a user's jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from trainers.embedded.data import DataConfig, build_datasets, prepare_corpus
+from trainers.embedded.train import train as embedded_train
+from trainers.logformat import parse_lines
+from trainers.run import Preempted, train_run
+from trainers.signals import DeferredSignals
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data-cache")
+
+
+@pytest.fixture
+def tiny(tmp_path, cache_dir, monkeypatch, planner):
+    """One real plan row: the demo family's smallest member at a tiny budget (~70 steps)."""
+    monkeypatch.setenv("FLAME_THREADS", "1")
+    rows, cfg = planner(tmp_path, "family.grid.hidden_size=[32]", "budgets.flops=[3e10]",
+                          "planner.min_iters=10", f"trainer.cache_dir={cache_dir}",
+                          "trainer.eval_iters=4")
+    return rows[0], cfg
+
+
+def _records(run_dir: Path) -> list[dict]:
+    out = []
+    for line in open(run_dir / "metrics.jsonl"):
+        rec = json.loads(line)
+        out.append({k: v for k, v in rec.items() if k not in ("time", "tokens_per_s")})
+    return out
+
+
+def test_learns_and_writes_artefacts(tiny, tmp_path):
+    row, cfg = tiny
+    summary = train_run(row, cfg, tmp_path / "run")
+    assert summary["iterations"] == int(row["train_iters"])
+    parsed = parse_lines(open(tmp_path / "run" / "train.log"))
+    assert parsed.validation[-1]["final"]
+    assert parsed.last_val_loss == pytest.approx(summary["final_val_loss"], rel=1e-6)
+    evals = [r for r in _records(tmp_path / "run") if r["kind"] == "eval"]
+    assert evals[0]["val_loss"] > evals[-1]["val_loss"]
+    assert summary["final_val_loss"] < 0.6 * math.log(256)  # well below uniform over bytes
+    assert evals[-1]["consumed_tokens"] == int(row["tokens"])
+    assert (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path):
+    row, cfg = tiny
+    whole = train_run(row, cfg, tmp_path / "whole")
+    cut = tmp_path / "cut"
+    with DeferredSignals() as signals:
+        part = embedded_train(row, cfg, cut, signals, stop_after=23)
+    assert part["iterations"] == 23 and part["final_val_loss"] is None
+    resumed = train_run(row, cfg, cut)  # a fresh call, as a requeued job makes
+    assert resumed["resumed_from"] == 23
+    assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
+    got, want = _records(cut), _records(tmp_path / "whole")
+    assert [r.keys() for r in got] == [r.keys() for r in want]
+    for a, b in zip(got, want):  # the same log, line for line, no gap and no duplicate
+        assert {k: v for k, v in a.items() if k != "kind"} == pytest.approx(
+            {k: v for k, v in b.items() if k != "kind"}, abs=1e-6)
+
+
+def test_sigusr2_saves_checkpoint_and_raises_preempted(tiny, tmp_path):
+    row, cfg = tiny
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR2))
+    timer.start()
+    with pytest.raises(Preempted) as info:
+        train_run(row, cfg, tmp_path / "run")
+    timer.join()
+    assert 0 < info.value.iteration < int(row["train_iters"])
+    resumed = train_run(row, cfg, tmp_path / "run")
+    assert resumed["resumed_from"] == info.value.iteration
+    assert resumed["iterations"] == int(row["train_iters"])
+
+
+def test_train_and_validation_documents_are_disjoint(cache_dir):
+    cfg = DataConfig.from_cfg({"cache_dir": str(cache_dir)})
+    corpus = prepare_corpus(cfg)
+    assert corpus.tokens > 5_000_000 and corpus.documents > 400
+    train, valid = build_datasets(corpus, cfg, 128, 1000, 100)
+    train_docs, valid_docs = set(train.indices.tolist()), set(valid.indices.tolist())
+    assert train_docs and valid_docs and not train_docs & valid_docs
+    # every sample the trainer reads is cut from training documents only
+    assert set(train.document_index.tolist()) <= train_docs
+
+
+def test_user_jsonl_corpus(tmp_path):
+    lines = [json.dumps({"text": f"document {i}: " + "the quick brown fox. " * 40})
+             for i in range(60)]
+    (tmp_path / "mine.jsonl").write_text("\n".join(lines))
+    cfg = DataConfig.from_cfg({"paths": [str(tmp_path / "*.jsonl")],
+                               "cache_dir": str(tmp_path / "cache"), "split": "80,20,0"})
+    corpus = prepare_corpus(cfg)
+    assert corpus.documents == 60
+    assert corpus.tokens == sum(len(json.loads(l)["text"]) + 1 for l in lines)
+    train, valid = build_datasets(corpus, cfg, 64, 50, 10)
+    assert bytes(train[0]["tokens"].numpy().astype("uint8")).replace(b"\0", b"").decode()
