@@ -1,0 +1,180 @@
+"""``flame collect``: every run of the plan -> one row of ``<sweep>/results.csv``.
+
+Sources, in order of precedence: metrics.jsonl (full precision, written by our trainers),
+train.log (Megatron's text, 7 significant digits), TensorBoard events (Megatron's
+``--tensorboard-dir``). The first source holding a final evaluation wins and later ones are
+not read (a completed sweep reads one file per run); otherwise the source that got furthest
+(highest evaluated iteration) wins, ties going to the earlier one. NaNs in any read source
+count. Flags, first match wins:
+
+- ``missing``: no run directory, or no validation loss in any source;
+- ``nan``: a NaN/inf validation or training loss;
+- ``diverged``: final validation loss above ``(1 + fit.diverge_rise)`` x its best, or no
+  better than uniform guessing (``ln vocab_size``);
+- ``incomplete``: the ledger does not say completed, fewer iterations than planned, or no final
+  evaluation;
+- ``ok``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.settings import FitSettings
+from analysis.sources import (Evidence, finite, read_metrics, read_state, read_tensorboard,
+                              read_train_log)
+from sweep.arch import ConfigError
+from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
+
+RESULT_COLUMNS = ("status", "final_val_loss", "best_val_loss", "tokens_seen", "iterations_done",
+                  "flag", "reason", "source")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What collect concludes about one run."""
+
+    status: str
+    """The ledger's state (planned when there is no state.json)."""
+    final_val_loss: float
+    """Last (final when marked) validation loss; NaN when none."""
+    best_val_loss: float
+    """Lowest finite validation loss; NaN when none."""
+    tokens_seen: float
+    """Tokens consumed so far."""
+    iterations_done: int
+    """Highest iteration any chosen source reports."""
+    flag: str
+    """ok | diverged | nan | incomplete | missing."""
+    reason: str
+    """Why the flag (empty for ok)."""
+    source: str
+    """Which file the losses came from."""
+
+
+def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
+    """Collect every planned run; write ``<sweep_dir>/results.csv`` atomically; return it."""
+    sweep_dir = Path(sweep_dir)
+    plan_path = sweep_dir / PLAN_CSV
+    if not plan_path.is_file():
+        raise ConfigError(f"sweep_dir={sweep_dir}: no {PLAN_CSV}; run `flame plan "
+                          f"sweep_dir={sweep_dir}` first")
+    plan = pd.read_csv(plan_path, dtype={"run_id": str})
+    fit_cfg = cfg.get("fit") if cfg is not None else None
+    rise = FitSettings.from_mapping(fit_cfg).diverge_rise if fit_cfg is not None else \
+        FitSettings.diverge_rise
+    rows = [collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise)
+            for rec in plan.to_dict(orient="records")]
+    results = plan.copy()
+    for col in RESULT_COLUMNS:
+        results[col] = [getattr(r, col) for r in rows]
+    atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
+    return results
+
+
+def collect_run(path: Path, row: dict, diverge_rise: float = 0.1) -> RunResult:
+    """One run's result from its directory and its plan row."""
+    status, state_problem = read_state(path)
+    if not path.is_dir():
+        return _result(status, None, 0, "missing", f"no runs/{path.name}/ directory "
+                       "(never launched)")
+    planned_iters = _int(row.get("train_iters"))
+    seq, batch = _int(row.get("seq_length")), _int(row.get("global_batch_size"))
+    evidence, chosen = [], None
+    readers = (lambda: read_metrics(path), lambda: read_train_log(path, seq),
+               lambda: read_tensorboard(path, planned_iters))
+    for read in readers:
+        ev = read()
+        if ev is None:
+            continue
+        evidence.append(ev)
+        if ev.evals and (chosen is None or ev.evals and
+                         max(e[0] for e in ev.evals) > max(e[0] for e in chosen.evals)):
+            chosen = ev
+        if chosen is not None and chosen.has_final:
+            break
+    iters = max((ev.last_iteration for ev in evidence), default=0)
+    if chosen is None:
+        found = ", ".join(ev.source for ev in evidence) or "no train.log, metrics.jsonl or " \
+                                                           "tensorboard/"
+        return _result(status, None, iters, "missing", f"no validation loss ({found}; "
+                       f"state={status}{'; ' + state_problem if state_problem else ''})",
+                       _tokens(evidence, iters, batch, seq))
+    flag, reason = _flag(status, chosen, evidence, iters, planned_iters, row, diverge_rise)
+    if state_problem:
+        reason = f"{reason}; {state_problem}" if reason else state_problem
+    return _result(status, chosen, iters, flag, reason, _tokens(evidence, iters, batch, seq))
+
+
+def _flag(status: str, chosen: Evidence, evidence: list[Evidence], iters: int,
+          planned_iters: int | None, row: dict, rise: float) -> tuple[str, str]:
+    final_it, final, _ = _final(chosen)
+    for ev in evidence:
+        bad = [(it, x) for it, x, *_ in ev.evals + ev.train_losses if not math.isfinite(x)]
+        if bad:
+            return "nan", f"{ev.source}: non-finite loss {bad[0][1]} at iteration {bad[0][0]}"
+    best = min(x for _, x, _ in chosen.evals)
+    vocab = _int(row.get("vocab_size"))
+    if final > best * (1 + rise):
+        return "diverged", (f"final val loss {final:.4g} at iteration {final_it} is "
+                            f"{final / best - 1:.0%} above its best {best:.4g}")
+    if vocab and final >= math.log(vocab):
+        return "diverged", (f"final val loss {final:.4g} is no better than uniform guessing "
+                            f"(ln {vocab} = {math.log(vocab):.4g})")
+    problems = []
+    if status != "completed":
+        problems.append(f"state={status}")
+    if planned_iters and iters < planned_iters:
+        problems.append(f"{iters}/{planned_iters} iterations")
+    if not chosen.has_final:
+        problems.append("no final evaluation")
+    if problems:
+        return "incomplete", ", ".join(problems)
+    return "ok", ""
+
+
+def _final(ev: Evidence) -> tuple[int, float, bool]:
+    finals = [e for e in ev.evals if e[2]]
+    return finals[-1] if finals else max(ev.evals, key=lambda e: e[0])
+
+
+def _tokens(evidence: list[Evidence], iters: int, batch: int | None, seq: int | None) -> float:
+    reported = [ev.tokens for ev in evidence if ev.tokens]
+    if reported:
+        return float(max(reported))
+    return float(iters * batch * seq) if batch and seq else math.nan
+
+
+def _result(status: str, chosen: Evidence | None, iters: int, flag: str, reason: str,
+            tokens: float = math.nan) -> RunResult:
+    if chosen is None:
+        return RunResult(status, math.nan, math.nan, tokens, iters, flag, reason, "")
+    finite_vals = [x for _, x, _ in chosen.evals if finite(x)]
+    return RunResult(status, _final(chosen)[1], min(finite_vals, default=math.nan), tokens,
+                     iters, flag, reason, chosen.source)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if np.isfinite(number) else None
+
+
+def flag_table(results: pd.DataFrame):
+    """A rich table: runs per flag, with one example reason each."""
+    from rich.table import Table
+    table = Table(title="collect: runs by flag", title_justify="left")
+    for col in ("flag", "runs", "example reason"):
+        table.add_column(col)
+    for flag, group in results.groupby("flag", sort=False):
+        example = next((r for r in group["reason"] if isinstance(r, str) and r), "")
+        table.add_row(str(flag), str(len(group)), example)
+    return table

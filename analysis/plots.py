@@ -1,0 +1,189 @@
+"""Figures of a fit (matplotlib, Agg): isoFLOP curves, N_opt/D_opt vs C, loss frontier,
+residuals. Each is written as PNG and SVG; a budget has the same colour in every figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from analysis.isoflop import IsoflopFit, budget_groups  # noqa: E402
+from analysis.parametric import ParametricFit, closed_form_optimum  # noqa: E402
+from analysis.settings import FitSettings  # noqa: E402
+from sweep.io import FIGURES_DIR  # noqa: E402
+
+CMAP = plt.get_cmap("viridis")
+
+
+class BudgetColours:
+    """One colour per budget from a log-scaled colormap over the fitted budgets."""
+
+    def __init__(self, budgets: np.ndarray):
+        lo, hi = float(np.min(budgets)), float(np.max(budgets))
+        self.norm = LogNorm(lo, hi if hi > lo else lo * 10)
+
+    def __call__(self, budget: float):
+        return CMAP(0.9 * self.norm(budget))
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def write_figures(sweep_dir: Path, points: pd.DataFrame, iso: IsoflopFit,
+                  param: ParametricFit | None, thetas: np.ndarray | None,
+                  selection: pd.DataFrame | None, settings: FitSettings) -> list[Path]:
+    """All figures into ``<sweep_dir>/figures/``; returns the written paths."""
+    out_dir = Path(sweep_dir) / FIGURES_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups, _ = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
+    colours = BudgetColours(groups)
+    paths = _save(isoflop_figure(points, groups, iso, param, colours), out_dir, "isoflop")
+    paths += _save(optimum_figure(iso, param, thetas, selection, colours, settings), out_dir,
+                   "scaling_laws")
+    paths += _save(frontier_figure(points, groups, iso, param, colours, selection), out_dir,
+                   "loss_frontier")
+    if param is not None:
+        paths += _save(residual_figure(points, groups, param, colours), out_dir, "residuals")
+    return paths
+
+
+def isoflop_figure(points, groups, iso: IsoflopFit, param, colours):
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for b in iso.budgets:
+        sel = groups == b.budget
+        n, loss, c = points["n"].to_numpy()[sel], points["loss"].to_numpy()[sel], colours(b.budget)
+        ax.scatter(n, loss, color=c, s=22, zorder=3,
+                   label=f"{b.budget:.2g} FLOPs" + ("" if b.used else " (rejected)"),
+                   marker="o" if b.used else "x")
+        if b.coef is not None and b.window is not None:
+            grid = np.geomspace(*b.window, 100)
+            ax.plot(grid, b.parabola(grid), color=c, lw=1.6 if b.used else 0.8,
+                    ls="-" if b.used else ":")
+        if b.used:
+            ax.scatter([b.n_opt], [b.loss_opt], color=c, marker="*", s=160, edgecolor="k",
+                       zorder=4)
+        if param is not None:
+            grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 100)
+            ax.plot(grid, param.predict(grid, b.budget / (6 * grid)), color=c, lw=0.8,
+                    ls="--", alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N (count, log scale)")
+    ax.set_ylabel("final validation loss (nats/token)")
+    ax.set_title("isoFLOP curves: parabolas in log N (solid), minima (stars),\n"
+                 "Approach 3 law at each budget (dashed)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2, title="budget")
+    return fig
+
+
+def _band(ax, iso, key, budgets, settings, colour):
+    s = iso.samples
+    if not s or s.get(f"ln_k{key}") is None or s[f"ln_k{key}"].size < 2:
+        return
+    curves = s[f"ln_k{key}"][:, None] + s[f"exp_{key}"][:, None] * np.log(budgets)[None]
+    lo, hi = np.percentile(curves, settings.alpha_tails, axis=0)
+    ax.fill_between(budgets, np.exp(lo), np.exp(hi), color=colour, alpha=0.18,
+                    label=f"Approach 2 {int(settings.confidence * 100)}% band")
+
+
+def optimum_figure(iso, param, thetas, selection, colours, settings):
+    used = [b for b in iso.budgets if b.used]
+    targets = np.array(settings.target_budgets)
+    fitted = np.array([b.budget for b in iso.budgets]) if iso.budgets else targets
+    span = np.geomspace(min(fitted.min(), targets.min()) / 1.5,
+                        max(fitted.max(), targets.max()) * 1.5, 200)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, key, attr, label in ((axes[0], "n", "n_opt", "optimal parameters N_opt (count)"),
+                                 (axes[1], "d", "d_opt", "optimal tokens D_opt (count)")):
+        for i, b in enumerate(used):
+            ax.scatter([b.budget], [getattr(b, attr)], color=colours(b.budget), s=60,
+                       edgecolor="k", zorder=4, label="isoFLOP minima" if i == 0 else None)
+        law = iso.n_law if key == "n" else iso.d_law
+        if law is not None:
+            ax.plot(span, law(span), color="C3", label=f"Approach 2: ∝ C^{law.exponent:.3f}")
+            _band(ax, iso, key, span, settings, "C3")
+        if param is not None:
+            n_opt, d_opt, _ = param.optimum(span)
+            exp_ = param.a if key == "n" else param.b
+            ax.plot(span, n_opt if key == "n" else d_opt, color="C0", ls="--",
+                    label=f"Approach 3: ∝ C^{exp_:.3f}")
+            if thetas is not None:
+                n_b, d_b, _ = closed_form_optimum(thetas, span)
+                lo, hi = np.percentile(n_b if key == "n" else d_b, settings.alpha_tails, axis=0)
+                ax.fill_between(span, lo, hi, color="C0", alpha=0.15,
+                                label=f"Approach 3 {int(settings.confidence * 100)}% band")
+        if selection is not None:
+            ax.scatter(selection["budget"], selection["n_opt" if key == "n" else "d_opt"],
+                       marker="D", facecolor="none", edgecolor="k", s=40, zorder=5,
+                       label="predicted at target budgets")
+            if key == "n" and selection["member"].astype(bool).any():
+                ax.scatter(selection["budget"], selection["member_n"], marker="_", color="k",
+                           s=200, zorder=5, label="selected family member")
+        ax.axvspan(fitted.min(), fitted.max(), color="0.9", zorder=0, label="fitted range")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compute budget C (FLOPs)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0].set_title("Compute-optimal model size")
+    axes[1].set_title("Compute-optimal training tokens")
+    return fig
+
+
+def frontier_figure(points, groups, iso, param, colours, selection):
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter(points["budget"], points["loss"], c=[colours(g) for g in groups], s=12,
+               alpha=0.5, label="runs")
+    used = [b for b in iso.budgets if b.used]
+    if used:
+        ax.scatter([b.budget for b in used], [b.loss_opt for b in used], marker="*", s=160,
+                   c=[colours(b.budget) for b in used], edgecolor="k", zorder=4,
+                   label="isoFLOP minima")
+    lo = points["budget"].min() / 1.5
+    hi = max(points["budget"].max(), max(selection["budget"]) if selection is not None else 0)
+    span = np.geomspace(lo, hi * 1.5, 200)
+    if iso.loss_law is not None:
+        ax.plot(span, iso.loss_law(span), color="C3",
+                label=f"Approach 2: L_opt ∝ C^{iso.loss_law.exponent:.3f}")
+    if param is not None:
+        ax.plot(span, param.optimum(span)[2], color="C0", ls="--",
+                label=f"Approach 3 frontier (E = {param.E:.3f})")
+        ax.axhline(param.E, color="C0", lw=0.7, ls=":", label="irreducible loss E")
+    ax.set_xscale("log")
+    ax.set_xlabel("compute budget C (FLOPs)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Loss frontier: best achievable loss per budget")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def residual_figure(points, groups, param: ParametricFit, colours):
+    n, d, loss = (points[c].to_numpy(float) for c in ("n", "tokens", "loss"))
+    resid = np.log(param.predict(n, d)) - np.log(loss)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1]})
+    axes[0].scatter(n, resid, c=[colours(g) for g in groups], s=16)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("parameters N (count, log scale)")
+    axes[0].set_ylabel("log L_pred − log L_observed")
+    axes[0].set_title(f"Approach 3 residuals (colour = budget; summed Huber "
+                      f"{param.objective:.3g})")
+    axes[0].grid(alpha=0.3)
+    axes[1].hist(resid, bins=30, orientation="horizontal", color="0.5")
+    axes[1].set_xlabel("points")
+    axes[1].set_title("distribution")
+    axes[1].sharey(axes[0])
+    return fig

@@ -1,0 +1,202 @@
+"""``flame fit`` as a function: points -> both approaches, extrapolation, selection, figures.
+
+Writes ``fit.json`` (the contract other tools read), ``selection.csv`` and ``figures/`` into
+the sweep directory, and returns the fit.json dict.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from analysis.data import load_bare_csv, load_sweep_results, used_points
+from analysis.extrapolation import extrapolation_check
+from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
+from analysis.parametric import (PARAM_NAMES, ParametricFit, bootstrap_parametric,
+                                 closed_form_optimum, fit_parametric)
+from analysis.selection import family_from_config, select
+from analysis.settings import FitSettings
+from sweep.arch import ConfigError
+from sweep.io import CONFIG_YAML, FIT_JSON, RESULTS_CSV, SELECTION_CSV, atomic_write_text
+
+MIN_PARAMETRIC_POINTS = 6  # five parameters need more points than that to mean anything
+
+
+def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None) -> dict:
+    """Fit ``results_csv`` (default ``<sweep_dir>/results.csv``); write fit.json, figures and
+    selection.csv into ``sweep_dir``; return the fit.json dict."""
+    sweep_dir = Path(sweep_dir)
+    settings = FitSettings.from_mapping(_plain(cfg.get("fit")) if cfg is not None else None)
+    bare = results_csv is not None
+    path = Path(results_csv) if bare else sweep_dir / RESULTS_CSV
+    points = load_bare_csv(path, settings) if bare else load_sweep_results(path, settings)
+    used = used_points(points)
+    if used.empty:
+        raise ConfigError(f"results: none of the {len(points)} rows of {path} is usable "
+                          f"(fit.include_flags={list(settings.include_flags)}); see the flag "
+                          "and reason columns, or include more flags")
+    config = None if bare else _sweep_config(sweep_dir)
+    iso = fit_isoflop(used, settings)
+    param, thetas, param_reason = _parametric(used, settings)
+    result = {
+        "input": {"results": str(path), "kind": "csv" if bare else "sweep",
+                  "n_column": "n" if bare else settings.n_column},
+        "approach2": approach2_dict(iso, settings),
+        "approach3": approach3_dict(param, thetas, settings, param_reason),
+        "extrapolation": extrapolation_check(used, settings),
+        "n_used": int(len(used)), "n_excluded": int(len(points) - len(used)),
+        "excluded": _exclusions(points),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                     for k, v in settings.__dict__.items()},
+    }
+    selection = _selection(iso, param, settings, config, bare)
+    result["selection"] = selection["summary"]
+    from analysis.plots import write_figures  # matplotlib only when figures are made
+    result["figures"] = [str(p.relative_to(sweep_dir)) for p in
+                         write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
+                                       settings)]
+    result = _json_safe(result)
+    atomic_write_text(sweep_dir / FIT_JSON, json.dumps(result, indent=2) + "\n")
+    if selection["table"] is not None:
+        atomic_write_text(sweep_dir / SELECTION_CSV, selection["table"].to_csv(index=False))
+    return result
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _sweep_config(sweep_dir: Path) -> dict | None:
+    path = sweep_dir / CONFIG_YAML
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as err:  # a damaged config.yaml only costs the selection its family
+        raise ConfigError(f"{path}: not readable YAML ({err}); re-run `flame plan`") from None
+
+
+def _parametric(used: pd.DataFrame, settings: FitSettings
+                ) -> tuple[ParametricFit | None, np.ndarray | None, str]:
+    if len(used) < MIN_PARAMETRIC_POINTS:
+        return None, None, f"only {len(used)} points; the law has 5 parameters"
+    n, d, loss = (used[c].to_numpy(float) for c in ("n", "tokens", "loss"))
+    fit = fit_parametric(n, d, loss, settings.huber_delta)
+    if settings.bootstrap == 0:
+        return fit, None, ""
+    budgets, note = budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)
+    # Discrete budgets: resample runs within each budget (the design stays an isoFLOP grid);
+    # continuous FLOPs (e.g. Chinchilla's points): resample all points, as Besiroglu et al.
+    groups = None if note else np.unique(budgets, return_inverse=True)[1]
+    thetas = bootstrap_parametric(fit, n, d, loss, groups, settings.bootstrap, settings.seed,
+                                  settings.huber_delta)
+    return fit, thetas, ""
+
+
+def approach2_dict(iso: IsoflopFit, settings: FitSettings) -> dict:
+    """fit.json's ``approach2`` entry."""
+    s = iso.samples
+    out = {"a": None, "a_ci": None, "b": None, "b_ci": None, "k": None, "k_ci": None,
+           "k_d": None, "loss_law": None,
+           "budgets": [b.as_dict() for b in iso.budgets], "reason": iso.reason,
+           "note": iso.note, "bootstrap": settings.bootstrap,
+           "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None}
+    if iso.n_law is None:
+        return out
+    k_ci = interval(s.get("ln_kn"), settings) if s else None
+    out.update({"a": iso.n_law.exponent, "k": iso.n_law.k, "b": iso.d_law.exponent,
+                "k_d": iso.d_law.k,
+                "loss_law": {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent},
+                "a_ci": interval(s.get("exp_n"), settings) if s else None,
+                "b_ci": interval(s.get("exp_d"), settings) if s else None,
+                "k_ci": [math.exp(v) for v in k_ci] if k_ci else None})
+    return out
+
+
+def parameter_samples(thetas: np.ndarray) -> dict[str, np.ndarray]:
+    """Bootstrap thetas as named quantities: E, A, B, alpha, beta, a, b."""
+    a_, b_, e_, alpha, beta = thetas.T
+    return {"E": np.exp(e_), "A": np.exp(a_), "B": np.exp(b_), "alpha": alpha, "beta": beta,
+            "a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
+
+
+def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
+                   settings: FitSettings, reason: str) -> dict:
+    """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors."""
+    if fit is None:
+        return {k: None for k in ("E", "A", "B", "alpha", "beta", "a", "b", "objective")} | {
+            "n_points": 0, "ci": {}, "se": {}, "reason": reason}
+    out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "bootstrap": settings.bootstrap,
+                           "huber_delta": settings.huber_delta,
+                           "theta": dict(zip(PARAM_NAMES, fit.theta))}
+    if thetas is not None:
+        for name, values in parameter_samples(thetas).items():
+            out["ci"][name] = interval(values, settings)
+            out["se"][name] = float(np.nanstd(values, ddof=1))
+    return out
+
+
+def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettings,
+               config: dict | None, bare: bool) -> dict:
+    if param is not None:
+        predict, approach = (lambda c: param.optimum(c)), "approach3"
+    elif iso.n_law is not None:
+        predict = lambda c: (iso.n_law(c), iso.d_law(c), iso.loss_law(c))  # noqa: E731
+        approach = "approach2"
+    else:
+        return {"table": None, "summary": {"applicable": False, "reason": "no fitted law"}}
+    members = None if bare else family_from_config(config)
+    table = select(settings.target_budgets, predict, approach, members, config,
+                   settings.n_column)
+    if iso.n_law is not None:
+        table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
+    reason = "" if members else ("a plain results CSV has no architecture family" if bare
+                                 else "the sweep has no config.yaml with a family")
+    return {"table": table, "summary": {"applicable": bool(members), "reason": reason,
+                                        "approach": approach,
+                                        "rows": table.to_dict(orient="records")}}
+
+
+def _exclusions(points: pd.DataFrame) -> dict[str, int]:
+    reasons = points.loc[~points["used"], "excluded_reason"].str.split(":").str[0]
+    return {str(k): int(v) for k, v in reasons.value_counts().items()}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def summary_text(fit: dict, width: int = 110) -> str:
+    """The printed summary of a fit.json dict: rich tables rendered to text."""
+    from rich.console import Console
+    from analysis.summary import renderables
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    for item in renderables(fit):
+        console.print(item)
+    return console.export_text()
+
+
+def closed_form(fit: dict, budget: float) -> tuple[float, float, float]:
+    """N_opt, D_opt, L_opt at ``budget`` from a fit.json's approach3 entry."""
+    a3 = fit["approach3"]
+    theta = np.array([[math.log(a3["A"]), math.log(a3["B"]), math.log(a3["E"]),
+                       a3["alpha"], a3["beta"]]])
+    n, d, loss = closed_form_optimum(theta, np.array([budget]))
+    return float(n[0]), float(d[0]), float(loss[0])

@@ -1,0 +1,75 @@
+"""Selection: for each target budget, the family member nearest the predicted optimum.
+
+Nearest means smallest ``|log N_member - log N_opt|`` with N counted the way the fit counted
+it (``fit.n_column``); the member's iterations and tokens follow the planner's arithmetic
+(``sweep.accounting.train_iters`` with the plan's batch, convention and FLOPs formula).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from analysis.settings import N_COLUMN_RE
+from sweep.accounting import param_counts, train_iters
+from sweep.arch import ConfigError, MoEArch
+from sweep.family import Member, build_family
+
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def member_n(arch: MoEArch, n_column: str) -> int:
+    """The architecture's N as ``n_column`` counts it (e.g. n_active_flame_nonemb)."""
+    match = N_COLUMN_RE.match(n_column)
+    if not match:
+        raise ConfigError(f"fit.n_column={n_column!r}: not a parameter-count column")
+    kind, convention, nonemb = match.groups()
+    counts = param_counts(arch, convention)
+    if kind == "active":
+        return counts.active_non_embedding if nonemb else counts.active
+    return counts.total_non_embedding if nonemb else counts.total
+
+
+def family_from_config(config: Mapping[str, Any] | None) -> list[Member] | None:
+    """The plan's family (``config.yaml``'s ``family``), or None when there is none."""
+    if not config or not config.get("family"):
+        return None
+    return build_family(config["family"])
+
+
+def select(targets: tuple[float, ...], predict: Predictor, approach: str,
+           members: list[Member] | None, config: Mapping[str, Any] | None,
+           n_column: str) -> pd.DataFrame:
+    """One row per target budget: predicted optimum and, with a family, the chosen member."""
+    budgets = np.array(targets, float)
+    n_opt, d_opt, loss = (np.atleast_1d(v) for v in predict(budgets))
+    rows = []
+    for i, budget in enumerate(budgets):
+        row = {"budget": budget, "approach": approach, "n_opt": n_opt[i], "d_opt": d_opt[i],
+               "loss_opt": loss[i], "member": "", "member_n": math.nan,
+               "log10_n_ratio": math.nan, "member_tokens": math.nan,
+               "member_iterations": math.nan}
+        if members:
+            row.update(_nearest(budget, n_opt[i], members, config or {}, n_column))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _nearest(budget: float, n_opt: float, members: list[Member], config: Mapping[str, Any],
+             n_column: str) -> dict:
+    eligible = [m for m in members if m.budgets is None or
+                any(math.isclose(budget, b, rel_tol=1e-6) for b in m.budgets)] or members
+    sizes = np.array([member_n(m.arch, n_column) for m in eligible], float)
+    best = int(np.abs(np.log(sizes) - math.log(n_opt)).argmin())
+    member = eligible[best]
+    batch = int((config.get("planner") or {}).get("global_batch_size", 1024))
+    convention = str(config.get("accounting", "flame"))
+    formula = str(config.get("flops_formula", "6n"))
+    iters = train_iters(budget, member.arch, batch, convention, formula)
+    return {"member": member.name, "member_n": sizes[best],
+            "log10_n_ratio": math.log10(sizes[best] / n_opt),
+            "member_tokens": iters * batch * member.arch.seq_length,
+            "member_iterations": iters}
