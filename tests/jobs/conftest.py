@@ -1,0 +1,75 @@
+"""Fixtures for jobs/: real plans from the real planner and Hydra configs, and the real local
+SLURM of `flame cluster up` (tests marked `slurm` skip, saying so, when it is not up)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from omegaconf import DictConfig
+
+from jobs.cli import compose
+from jobs.cluster import LocalCluster, default_state_dir, is_up
+from sweep.config import plan_from_cfg, write_plan
+
+REPO = Path(__file__).resolve().parents[2]
+FLAME = [sys.executable, "-m", "jobs.cli"]
+# 20 and 50 runs of the demo family (5 sizes per budget); min_iters=1 keeps every size
+BUDGETS_20 = "budgets.flops=[3e11,1e12,3e12,1e13]"
+BUDGETS_50 = "budgets.flops=[1e11,3e11,1e12,3e12,1e13,3e13,1e14,3e14,1e15,3e15]"
+
+
+def make_sweep(sweep_dir: Path, *overrides: str) -> DictConfig:
+    """Plan a sweep with the real planner; returns the composed config (as `flame` would)."""
+    cfg = compose([f"sweep_dir={sweep_dir}", "trainer=simulated", "planner.min_iters=1",
+                   *overrides])
+    the_plan, settings = plan_from_cfg(cfg)
+    write_plan(sweep_dir, the_plan, settings, cfg)
+    return cfg
+
+
+def plan_ids(sweep_dir: Path) -> list[str]:
+    with open(sweep_dir / "plan.csv", newline="") as handle:
+        return [row["run_id"] for row in csv.DictReader(handle)]
+
+
+def flame(*argv: str, env: dict | None = None, check: bool = True,
+          timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real `flame` CLI in a subprocess."""
+    out = subprocess.run([*FLAME, *argv], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"flame {' '.join(argv)} -> {out.returncode}\n{out.stdout}\n"
+                             f"{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> LocalCluster:
+    """The local SLURM (`flame cluster up`), with SLURM_CONF exported for this process."""
+    cluster = LocalCluster(default_state_dir())
+    if not is_up(cluster):
+        pytest.skip(f"the local SLURM is not up (state dir {cluster.state_dir}): run "
+                    "`flame cluster up` (tests/run.sh does)")
+    os.environ.setdefault("SLURM_CONF", str(cluster.slurm_conf))
+    return cluster
+
+
+@pytest.fixture
+def slurm_sweep(tmp_path: Path, slurm_cluster: LocalCluster) -> Callable[..., DictConfig]:
+    """Plan sweeps for cluster=slurm; every job they submitted is cancelled at teardown."""
+    made: list[Path] = []
+
+    def make(*overrides: str, name: str = "sweep") -> DictConfig:
+        made.append(tmp_path / name)
+        return make_sweep(tmp_path / name, "cluster=slurm", *overrides)
+
+    yield make
+    for sweep_dir in made:
+        if (sweep_dir / "runs").is_dir():
+            flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm", check=False)
