@@ -1,0 +1,151 @@
+"""cluster=slurm on the real local SLURM (`flame cluster up`): arrays, idempotence, crash
+safety, failures, cancel, one launcher per sweep."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs import ledger
+from jobs.launch import launch_sweep
+from jobs.status import poll, wait_until_terminal
+from tests.jobs.conftest import BUDGETS_20, BUDGETS_50, flame, plan_ids
+
+pytestmark = pytest.mark.slurm
+
+
+def sacct_tasks(job_ids: set[str]) -> list[tuple[str, str, str]]:
+    """(task id, job name, state) of every array task of these jobs, from SLURM's accounting."""
+    bases = sorted({j.split("_")[0] for j in job_ids})
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State", "-j",
+                          ",".join(bases)], capture_output=True, text=True, check=True).stdout
+    rows = [tuple(line.split("|")) for line in out.splitlines() if line]
+    return [row for row in rows if row[0] in job_ids or row[0].split("_")[0] in job_ids]
+
+
+def sacct_settled(job_ids: set[str], expected: int, limit: float = 30) -> list:
+    """sacct's tasks once accounting has caught up (slurmdbd records jobs a few seconds late)
+    with every task in an end state; fails if more than ``expected`` tasks ever appear."""
+    deadline = time.monotonic() + limit
+    while True:
+        tasks = sacct_tasks(job_ids)
+        assert len(tasks) <= expected, tasks
+        ended = all(t[2].split()[0] not in ("PENDING", "RUNNING", "COMPLETING") for t in tasks)
+        if (len(tasks) == expected and ended) or time.monotonic() > deadline:
+            return tasks
+        time.sleep(0.5)
+
+
+def wait_for_state(sweep_dir: Path, cfg, state: str, count: int = 1, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while poll(sweep_dir, cfg).counts[state] < count:
+        assert time.monotonic() < deadline, f"no {state} run after {limit} s"
+        time.sleep(0.3)
+
+
+def test_sweep_of_20_completes_once(slurm_sweep) -> None:
+    cfg = slurm_sweep(BUDGETS_20)
+    sweep_dir = Path(cfg.sweep_dir)
+    out = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    assert "submitted 20 runs (slurm), skipped 0" in out.stdout
+    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    assert final.counts["completed"] == 20, final.summary()
+    again = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    assert "submitted 0 runs" in again.stdout and "skipped 20 completed" in again.stdout
+    records = ledger.read_all(sweep_dir)
+    job_ids = {rec["job_ids"][0] for rec in records.values()}
+    assert all(len(rec["job_ids"]) == 1 and rec["attempts"] == 1 for rec in records.values())
+    tasks = sacct_settled(job_ids, 20)
+    assert len(tasks) == 20 and {t[0] for t in tasks} == job_ids  # one accepted job per run
+    assert {t[2] for t in tasks} == {"COMPLETED"} and len({t[1] for t in tasks}) == 1
+    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm").stdout
+    assert "completed" in status and "20" in status
+
+
+def test_launcher_killed_mid_submission_loses_and_duplicates_nothing(slurm_sweep) -> None:
+    cfg = slurm_sweep(BUDGETS_50, "cluster.max_array_size=10")
+    sweep_dir = Path(cfg.sweep_dir)
+    args = ("launch", f"sweep_dir={sweep_dir}", "cluster=slurm", "cluster.max_array_size=10")
+    killed = flame(*args, env={"FLAME_TEST_KILL_AFTER": "23"}, check=False)
+    assert killed.returncode == -9  # SIGKILLed after 23 runs were recorded (3rd array held)
+    states = ledger.read_all(sweep_dir)
+    assert sum(rec["state"] != "planned" for rec in states.values()) == 23
+    again = flame(*args)
+    assert "recovered 7 runs" in again.stdout and "submitted 20 runs" in again.stdout
+    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    assert final.counts["completed"] == 50, final.summary()
+    records = ledger.read_all(sweep_dir)
+    assert sorted(records) == sorted(plan_ids(sweep_dir))
+    job_ids = [rec["job_ids"][0] for rec in records.values()]
+    assert all(len(rec["job_ids"]) == 1 for rec in records.values())
+    tasks = sacct_settled(set(job_ids), 50)
+    assert len(tasks) == 50 and sorted(t[0] for t in tasks) == sorted(job_ids)  # 0 duplicates
+    assert flame(*args).stdout.count("submitted 0 runs") == 1
+
+
+def test_failed_run_keeps_its_error_and_resubmit_reruns_it(slurm_sweep) -> None:
+    cfg = slurm_sweep("budgets.flops=[3e11]")
+    sweep_dir = Path(cfg.sweep_dir)
+    plan = (sweep_dir / "plan.csv").read_text()
+    rows = list(csv.DictReader(plan.splitlines()))
+    bad = rows[2]["run_id"]  # break one row: its trainer raises on the bad number
+    (sweep_dir / "plan.csv").write_text(plan.replace(f"{bad},{rows[2]['budget']},{rows[2]['member']},",
+                                                     f"{bad},{rows[2]['budget']},{rows[2]['member']},x", 1))
+    launch_sweep(sweep_dir, cfg)
+    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    assert final.counts["completed"] == 4 and final.counts["failed"] == 1
+    rec = ledger.read(sweep_dir, bad)
+    assert rec["state"] == "failed" and "must be a whole number" in rec["error_tail"]
+    assert "Traceback" in rec["error_tail"] and rec["ended_at"]
+    assert sacct_settled({rec["job_ids"][0]}, 1)[0][2] == "FAILED"
+    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm").stdout
+    assert bad in status and "must be a whole number" in status
+    (sweep_dir / "plan.csv").write_text(plan)  # fixed: resubmit runs it again
+    out = flame("resubmit", "--failed", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    assert "reset 1 runs" in out.stdout and "submitted 1 runs" in out.stdout
+    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    assert final.counts["completed"] == 5
+    rec = ledger.read(sweep_dir, bad)
+    assert len(rec["job_ids"]) == 2 and rec["error_tail"] is None
+
+
+def test_cancel_scancels_and_marks_cancelled(slurm_sweep) -> None:
+    cfg = slurm_sweep("budgets.flops=[3e11]", "trainer.seconds_per_run=120")
+    sweep_dir = Path(cfg.sweep_dir)
+    launch_sweep(sweep_dir, cfg)
+    wait_for_state(sweep_dir, cfg, "running", 2)
+    out = flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    assert "cancelled 5 runs" in out.stdout
+    records = ledger.read_all(sweep_dir)
+    assert {rec["state"] for rec in records.values()} == {"cancelled"}
+    job_ids = {rec["job_ids"][0] for rec in records.values()}
+    deadline = time.monotonic() + 30
+    while {t[2].split()[0] for t in sacct_tasks(job_ids)} != {"CANCELLED"}:
+        assert time.monotonic() < deadline, sacct_tasks(job_ids)
+        time.sleep(0.5)
+    assert poll(sweep_dir, cfg).counts["cancelled"] == 5  # stays cancelled
+
+
+def test_two_concurrent_launchers_submit_once(slurm_sweep) -> None:
+    cfg = slurm_sweep("budgets.flops=[3e11,1e12]")
+    sweep_dir = Path(cfg.sweep_dir)
+    cmd = ["launch", f"sweep_dir={sweep_dir}", "cluster=slurm"]
+    from tests.jobs.conftest import FLAME, REPO
+    procs = [subprocess.Popen([*FLAME, *cmd], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    submitted = [o for o, _ in outs if "submitted 10 runs" in o]
+    assert len(submitted) == 1, outs  # exactly one submits ...
+    loser = [(p.returncode, o, e) for p, (o, e) in zip(procs, outs) if "submitted 10" not in o][0]
+    # ... the other was refused by the lock (naming the holder) or came after it: 0 new runs
+    assert (loser[0] == 2 and "another flame launch" in loser[2] and "pid " in loser[2]) or \
+        (loser[0] == 0 and "submitted 0 runs" in loser[1]), (codes, loser)
+    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    assert final.counts["completed"] == 10
+    assert len(sacct_settled({r["job_ids"][0] for r in ledger.read_all(sweep_dir).values()},
+                             10)) == 10
