@@ -39,7 +39,8 @@ def load_sweep_results(path: Path, settings: FitSettings) -> pd.DataFrame:
     points["budget"] = pd.to_numeric(table["budget"], errors="coerce")
     points["tokens"] = pd.to_numeric(table["tokens"], errors="coerce")
     flags = table["flag"].astype(str)
-    reasons = table.get("reason", pd.Series([""] * len(table))).fillna("").astype(str)
+    raw = table["reason"] if "reason" in table.columns else pd.Series(pd.NA, index=table.index)
+    reasons = raw.astype(object).where(raw.notna(), "").astype(str)
     excluded = np.where(flags.isin(settings.include_flags), "",
                         "flag " + flags + ": " + reasons)
     return _finish(points, pd.Series(excluded, index=table.index), settings)

@@ -1,0 +1,106 @@
+"""flame fit end to end: fit.json contract, figures, selection, bare CSVs and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.collect import collect_sweep
+from analysis.report import fit_sweep, summary_text
+from jobs.cli import compose, main
+from sweep.arch import ConfigError
+
+from .conftest import DEMO_LAW
+
+CONTRACT = {"approach2": {"a", "a_ci", "b", "b_ci", "k", "budgets"},
+            "approach3": {"E", "A", "B", "alpha", "beta", "a", "b", "objective", "n_points",
+                          "ci"}}
+
+
+def _check_contract(fit: dict) -> None:
+    assert {"approach2", "approach3", "extrapolation", "n_used", "n_excluded"} <= set(fit)
+    for key, fields in CONTRACT.items():
+        assert fields <= set(fit[key]), key
+    for b in fit["approach2"]["budgets"]:
+        assert {"budget", "n_opt", "loss_opt", "used", "reason"} <= set(b)
+
+
+def test_sweep_fit_writes_everything(demo_sweep, capsys):
+    sweep, plan = demo_sweep
+    collect_sweep(sweep)
+    targets = "fit.target_budgets=[3e11,1e12,3e12,1e13]"
+    assert main(["fit", f"sweep_dir={sweep}", "fit.bootstrap=100", targets]) == 0
+    printed = capsys.readouterr().out
+    assert "Approach 2" in printed and "Approach 3" in printed and "Selection" in printed
+    fit = json.loads((sweep / "fit.json").read_text())
+    _check_contract(fit)
+    assert fit["n_used"] == len(plan) and fit["n_excluded"] == 0
+    # Noise-free losses from a known law: Approach 3 recovers it.
+    a3 = fit["approach3"]
+    assert a3["alpha"] == pytest.approx(DEMO_LAW.alpha, rel=1e-3)
+    assert a3["E"] == pytest.approx(DEMO_LAW.E, rel=1e-3)
+    for name in ("png", "svg"):
+        for fig in ("isoflop", "scaling_laws", "loss_frontier", "residuals"):
+            assert (sweep / "figures" / f"{fig}.{name}").stat().st_size > 10_000
+    selection = pd.read_csv(sweep / "selection.csv")
+    assert list(selection["budget"]) == [3e11, 1e12, 3e12, 1e13]
+    assert fit["selection"]["applicable"] is True
+    # The chosen member's iterations are the planner's for the same member and budget.
+    for row in selection.to_dict(orient="records"):
+        planned = plan[(plan["member"] == row["member"]) & np.isclose(plan["budget"],
+                                                                      row["budget"])]
+        if len(planned):
+            assert int(row["member_iterations"]) == int(planned["train_iters"].iloc[0])
+        others = plan.drop_duplicates("member")["n_active_flame"]
+        gap = abs(np.log10(row["member_n"] / row["n_opt"]))
+        assert gap <= np.abs(np.log10(others / row["n_opt"])).min() + 1e-12
+
+
+def test_flagged_runs_are_kept_but_excluded(demo_sweep):
+    sweep, plan = demo_sweep
+    (sweep / "runs" / plan["run_id"][0] / "metrics.jsonl").unlink()
+    (sweep / "runs" / plan["run_id"][0] / "train.log").unlink()
+    results = collect_sweep(sweep)
+    assert len(results) == len(plan)
+    cfg = compose([f"sweep_dir={sweep}", "fit.bootstrap=0"])
+    fit = fit_sweep(sweep, cfg)
+    assert fit["n_used"] == len(plan) - 1 and fit["n_excluded"] == 1
+    assert fit["excluded"] == {"flag missing": 1}
+    assert fit["approach3"]["ci"] == {}
+
+
+def test_bare_csv_flame_moe(tmp_path, flame48, capsys):
+    csv = tmp_path / "flame48.csv"
+    flame48[["budget", "n", "loss"]].to_csv(csv, index=False)
+    out = tmp_path / "out"
+    assert main(["fit", f"results={csv}", f"sweep_dir={out}", "fit.bootstrap=200"]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    _check_contract(fit)
+    assert fit["approach3"]["objective"] <= 0.00063
+    assert all(b["used"] for b in fit["approach2"]["budgets"])
+    lo, hi = fit["approach2"]["a_ci"]
+    assert lo < fit["approach2"]["a"] < hi
+    assert fit["selection"]["applicable"] is False
+    assert "no architecture family" in fit["selection"]["reason"]
+    assert fit["extrapolation"]["held_out_budget"] == pytest.approx(3e19)
+    assert "not applicable (a plain results CSV" in capsys.readouterr().out
+    assert len(pd.read_csv(out / "selection.csv")) == 7  # predictions for the FLAME budgets
+    assert "approach3" in summary_text(fit)
+
+
+def test_bad_input_is_one_clear_error(tmp_path, capsys):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("flops,params,loss\n1e18,1e8,3.0\n")
+    assert main(["fit", f"results={csv}", f"sweep_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "missing columns ['budget', 'n']" in err
+    assert main(["fit", f"sweep_dir={tmp_path}"]) == 2
+    assert "results.csv does not exist" in capsys.readouterr().err
+    assert main(["fit", f"sweep_dir={tmp_path}", "fit.n_column=n_active"]) == 2
+    assert "fit.n_column='n_active'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="fit.bootstrap"):
+        fit_sweep(tmp_path, compose([f"sweep_dir={tmp_path}", "fit.bootstrap=-1"]), csv)
+    assert not (tmp_path / "fit.json").exists()
