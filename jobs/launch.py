@@ -177,9 +177,8 @@ def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str
                     for rid in group]
         manifest["job_id"] = jobs[0].job_id.split("_")[0]
         _write_manifest(sweep_dir, manifest)
-        for run_id, job in zip(group, jobs):
-            ledger.transition(sweep_dir, run_id, ledger.SUBMITTED, job_id=job.job_id)
-            tick()
+        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, job.job_id)
+                                           for rid, job in zip(group, jobs)], after_each=tick)
         slurm.release(manifest["job_id"])
         manifest["released"] = True
         _write_manifest(sweep_dir, manifest)
@@ -209,9 +208,9 @@ def recover_manifests(sweep_dir: Path) -> list[str]:
             continue
         manifest["job_id"] = job_id
         _write_manifest(sweep_dir, manifest)
-        for run_id, task in zip(manifest["run_ids"], tasks):
-            if ledger.transition(sweep_dir, run_id, ledger.SUBMITTED, job_id=task):
-                recovered.append(run_id)
+        recovered += ledger.transition_many(
+            sweep_dir, [(rid, ledger.SUBMITTED, task)
+                        for rid, task in zip(manifest["run_ids"], tasks)])
         try:
             slurm.release(job_id)
         except RuntimeError:  # already released (killed right after the release)
@@ -225,9 +224,8 @@ def submit_local(sweep_dir: Path, settings: ClusterSettings, todo: list[str]) ->
     """Queue ``todo`` in the ledger and make sure enough local workers are alive to drain it."""
     tick = _killer()
     with claim_lock(sweep_dir):  # workers claim and exit under it: none is missed
-        for run_id in todo:
-            ledger.transition(sweep_dir, run_id, ledger.SUBMITTED)
-            tick()
+        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, None) for rid in todo],
+                               after_each=tick)
     return ensure_local_workers(sweep_dir, settings)
 
 

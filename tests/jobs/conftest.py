@@ -24,9 +24,9 @@ BUDGETS_20 = "budgets.flops=[3e11,1e12,3e12,1e13]"
 BUDGETS_50 = "budgets.flops=[1e11,3e11,1e12,3e12,1e13,3e13,1e14,3e14,1e15,3e15]"
 
 
-def make_sweep(sweep_dir: Path, *overrides: str) -> DictConfig:
+def make_sweep(sweep_dir: Path, *overrides: str, trainer: str = "simulated") -> DictConfig:
     """Plan a sweep with the real planner; returns the composed config (as `flame` would)."""
-    cfg = compose([f"sweep_dir={sweep_dir}", "trainer=simulated", "planner.min_iters=1",
+    cfg = compose([f"sweep_dir={sweep_dir}", f"trainer={trainer}", "planner.min_iters=1",
                    *overrides])
     the_plan, settings = plan_from_cfg(cfg)
     write_plan(sweep_dir, the_plan, settings, cfg)
@@ -65,9 +65,9 @@ def slurm_sweep(tmp_path: Path, slurm_cluster: LocalCluster) -> Callable[..., Di
     """Plan sweeps for cluster=slurm; every job they submitted is cancelled at teardown."""
     made: list[Path] = []
 
-    def make(*overrides: str, name: str = "sweep") -> DictConfig:
+    def make(*overrides: str, name: str = "sweep", trainer: str = "simulated") -> DictConfig:
         made.append(tmp_path / name)
-        return make_sweep(tmp_path / name, "cluster=slurm", *overrides)
+        return make_sweep(tmp_path / name, "cluster=slurm", *overrides, trainer=trainer)
 
     yield make
     for sweep_dir in made:

@@ -26,7 +26,8 @@ def uninterrupted_final_loss(sweep_dir: Path, run_id: str, tmp: Path) -> float:
     """The same run trained in one go, in this process (the trainer is deterministic)."""
     row = next(r for r in csv.DictReader(open(sweep_dir / "plan.csv")) if r["run_id"] == run_id)
     cfg = read_config(sweep_dir)
-    cfg["trainer"]["seconds_per_run"] = 0.0  # operational: not part of the run's result
+    if cfg["trainer"]["name"] == "simulated":
+        cfg["trainer"]["seconds_per_run"] = 0.0  # operational: not part of the run's result
     return float(train_run(row, cfg, tmp / "uninterrupted")["final_val_loss"])
 
 
@@ -78,9 +79,11 @@ def test_attempt_cap_marks_timeout_then_resubmit_resumes(slurm_sweep) -> None:
 
 @pytest.mark.slow
 def test_time_limit_requeues_and_resumes_embedded(slurm_sweep, tmp_path) -> None:
-    """A real SLURM time limit (1 min, USR2 45 s before) on a run longer than that."""
-    cfg = slurm_sweep(*ONE_RUN, "trainer.seconds_per_run=100", "cluster.timeout_min=1",
-                      "cluster.signal_delay_s=45", "cluster.max_attempts=6")
+    """A real SLURM time limit (1 min, USR2 45 s before) on a real training run (the embedded
+    trainer, ~2 min on one thread) that needs more: requeued, resumed, the same final loss."""
+    cfg = slurm_sweep("budgets.flops=[2e12]", "family.grid.hidden_size=[64]",
+                      "cluster.timeout_min=1", "cluster.signal_delay_s=45",
+                      "cluster.max_attempts=8", trainer="embedded")
     sweep_dir = Path(cfg.sweep_dir)
     launch_sweep(sweep_dir, cfg)
     final = wait_until_terminal(sweep_dir, cfg, poll_s=1.0, progress=False)
