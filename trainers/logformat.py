@@ -17,8 +17,9 @@ from typing import Iterable, Mapping
 
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|NaN|Inf)"
 TRAIN_RE = re.compile(r"\biteration\s+(\d+)/\s*(\d+)\s*\|(.*)")
+# "validation-1 loss at ..." when Megatron evaluates several validation sets.
 VAL_RE = re.compile(
-    r"validation loss at iteration (\d+)( on (?:validation|test) set)?\s*\|(.*)")
+    r"validation(?:-(\d+))? loss at iteration (\d+)( on (validation|test) set)?\s*\|(.*)")
 FIELD_RE = re.compile(r"\s*([^|:]+?):\s*(" + _NUM + r")\s*(?=\||$)")
 
 
@@ -26,7 +27,7 @@ def train_line(iteration: int, train_iters: int, consumed_samples: int, elapsed_
                lr: float, global_batch_size: int, losses: Mapping[str, float],
                grad_norm: float | None = None, nan_iterations: int = 0) -> str:
     """One Megatron training-log line; ``losses`` maps names (``lm loss``, ...) to values."""
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")  # core_v0.16 adds microseconds
     parts = [f" [{stamp}] iteration {iteration:8d}/{train_iters:8d} |",
              f" consumed samples: {consumed_samples:12d} |",
              f" elapsed time per iteration (ms): {elapsed_ms:.1f} |",
@@ -58,12 +59,15 @@ class ParsedLog:
     train: list[dict] = field(default_factory=list)
     """One dict per training line: iteration, train_iters, and every ``name: value`` field."""
     validation: list[dict] = field(default_factory=list)
-    """One dict per validation line: iteration, final (bool), and ``<name> value`` fields."""
+    """One dict per validation line: iteration, final (bool), set (index of Megatron's
+    multiple validation sets, 0 for the only one), and ``<name> value`` fields."""
+    test: list[dict] = field(default_factory=list)
+    """Evaluations ``on test set`` (kept apart: never a validation loss)."""
 
     @property
     def last_val_loss(self) -> float | None:
         for rec in reversed(self.validation):
-            if "lm loss value" in rec:
+            if "lm loss value" in rec and rec.get("set", 0) == 0:
                 return rec["lm loss value"]
         return None
 
@@ -73,11 +77,13 @@ def parse_lines(lines: Iterable[str]) -> ParsedLog:
     out = ParsedLog()
     for line in lines:
         if m := VAL_RE.search(line):
-            rec = {"iteration": int(m.group(1)), "final": bool(m.group(2))}
-            rec.update(_fields(m.group(3)))
+            rec = {"iteration": int(m.group(2)), "final": bool(m.group(3)),
+                   "set": int(m.group(1) or 0)}
+            rec.update(_fields(m.group(5)))
             if "lm loss value" in rec:
-                out.validation.append(rec)
-        elif m := TRAIN_RE.search(line):
+                (out.test if m.group(4) == "test" else out.validation).append(rec)
+        elif (m := TRAIN_RE.search(line)) and line.rstrip().endswith("|"):
+            # a complete Megatron line ends with "|"; one cut short by a kill is skipped
             rec = {"iteration": int(m.group(1)), "train_iters": int(m.group(2))}
             rec.update(_fields(m.group(3)))
             out.train.append(rec)
