@@ -8,12 +8,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.columns import Columns
+from rich.console import Group
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 
 from jobs import ledger, slurm
 from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock
 from jobs.settings import ClusterSettings
-from jobs.status import collect, poll, problems, status_table
+from jobs.status import SweepStatus, poll, problems, status_table
 from jobs.sweepdir import read_plan
 from jobs.task import pid_alive
 from sweep.arch import ConfigError
@@ -69,18 +72,24 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     console = _console()
     current = poll(sweep_dir, cfg)
     if getattr(args, "watch", False):
-        with Live(status_table(current, title, devices), console=console,
+        with Live(_watch_view(current, title, devices), console=console,
                   refresh_per_second=2) as live:
             while not current.all_terminal:
                 time.sleep(settings.poll_s)
                 current = poll(sweep_dir, cfg)
-                live.update(status_table(current, f"{title}: {current.terminal}/"
-                                                  f"{current.total} finished", devices))
+                live.update(_watch_view(current, title, devices))
     else:
         console.print(status_table(current, title, devices))
     for line in problems(current):
         console.print(line)
     return 0
+
+
+def _watch_view(current: SweepStatus, title: str, devices: int) -> Group:
+    """The status table over a progress bar of finished (terminal) runs."""
+    bar = ProgressBar(total=max(current.total, 1), completed=current.terminal, width=60)
+    return Group(status_table(current, title, devices), Columns(
+        [bar, f"{current.terminal}/{current.total} finished ({current.summary()})"]))
 
 
 def cancel_arguments(parser: argparse.ArgumentParser) -> None:

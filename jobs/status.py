@@ -113,8 +113,10 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
                 changed += 1
     else:
         for run_id, rec in active.items():
-            pid = rec["job_ids"][-1].removeprefix("local-")
-            if rec["state"] == ledger.RUNNING and pid.isdigit() and not pid_alive(int(pid)):
+            job_id = rec["job_ids"][-1]
+            pid = job_id.removeprefix("local-")
+            if (rec["state"] == ledger.RUNNING and job_id.startswith("local-") and pid.isdigit()
+                    and not pid_alive(int(pid))):
                 if ledger.transition(sweep_dir, run_id, ledger.FAILED,
                                      error_tail=f"local worker {pid} exited while training "
                                                 f"this run (killed?)"):

@@ -18,6 +18,9 @@ def test_local_sweep_runs_detached_and_once(tmp_path: Path) -> None:
     t0 = time.monotonic()
     out = flame("launch", f"sweep_dir={tmp_path}", "cluster=local", "cluster.parallelism=2")
     assert "submitted 15 runs" in out.stdout  # the launcher process has exited by now ...
+    watch = flame("status", "--watch", f"sweep_dir={tmp_path}", "cluster=local",
+                  "cluster.poll_s=0.3")  # refreshes until every run is terminal
+    assert "15/15 finished (15 completed)" in watch.stdout
     final = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
     assert final.counts["completed"] == 15, final.summary()  # ... its workers went on
     records = ledger.read_all(tmp_path)
