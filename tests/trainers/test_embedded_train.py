@@ -18,20 +18,37 @@ from trainers.logformat import parse_lines
 from trainers.run import Preempted, train_run
 from trainers.signals import DeferredSignals
 
+from tests.trainers.conftest import make_plan
+
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data-cache")
 
 
-@pytest.fixture
-def tiny(tmp_path, cache_dir, monkeypatch, planner):
+@pytest.fixture(scope="module")
+def tiny_plan(tmp_path_factory, cache_dir):
     """One real plan row: the demo family's smallest member at a tiny budget (~70 steps)."""
-    monkeypatch.setenv("FLAME_THREADS", "1")
-    rows, cfg = planner(tmp_path, "family.grid.hidden_size=[32]", "budgets.flops=[3e10]",
-                          "planner.min_iters=10", f"trainer.cache_dir={cache_dir}",
-                          "trainer.eval_iters=4")
+    rows, cfg = make_plan(tmp_path_factory.mktemp("plan"), "family.grid.hidden_size=[32]",
+                          "budgets.flops=[3e10]", "planner.min_iters=10",
+                          f"trainer.cache_dir={cache_dir}", "trainer.eval_iters=4")
     return rows[0], cfg
+
+
+@pytest.fixture
+def tiny(tiny_plan, monkeypatch):
+    monkeypatch.setenv("FLAME_THREADS", "1")
+    row, cfg = tiny_plan
+    return dict(row), json.loads(json.dumps(cfg))
+
+
+@pytest.fixture(scope="module")
+def whole(tiny_plan, tmp_path_factory):
+    """The tiny run trained once, uninterrupted (shared by the tests that compare with it)."""
+    row, cfg = tiny_plan
+    run_dir = tmp_path_factory.mktemp("whole")
+    os.environ.setdefault("FLAME_THREADS", "1")
+    return train_run(dict(row), json.loads(json.dumps(cfg)), run_dir), run_dir
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -42,23 +59,23 @@ def _records(run_dir: Path) -> list[dict]:
     return out
 
 
-def test_learns_and_writes_artefacts(tiny, tmp_path):
-    row, cfg = tiny
-    summary = train_run(row, cfg, tmp_path / "run")
+def test_learns_and_writes_artefacts(tiny, whole):
+    row, _ = tiny
+    summary, run_dir = whole
     assert summary["iterations"] == int(row["train_iters"])
-    parsed = parse_lines(open(tmp_path / "run" / "train.log"))
+    parsed = parse_lines(open(run_dir / "train.log"))
     assert parsed.validation[-1]["final"]
     assert parsed.last_val_loss == pytest.approx(summary["final_val_loss"], rel=1e-6)
-    evals = [r for r in _records(tmp_path / "run") if r["kind"] == "eval"]
+    evals = [r for r in _records(run_dir) if r["kind"] == "eval"]
     assert evals[0]["val_loss"] > evals[-1]["val_loss"]
     assert summary["final_val_loss"] < 0.6 * math.log(256)  # well below uniform over bytes
     assert evals[-1]["consumed_tokens"] == int(row["tokens"])
-    assert (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
+    assert (run_dir / "checkpoints" / "latest.pt").exists()
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path):
+def test_interrupted_then_resumed_equals_uninterrupted(tiny, whole, tmp_path):
     row, cfg = tiny
-    whole = train_run(row, cfg, tmp_path / "whole")
+    whole, whole_dir = whole
     cut = tmp_path / "cut"
     with DeferredSignals() as signals:
         part = embedded_train(row, cfg, cut, signals, stop_after=23)
@@ -66,7 +83,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path):
     resumed = train_run(row, cfg, cut)  # a fresh call, as a requeued job makes
     assert resumed["resumed_from"] == 23
     assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
-    got, want = _records(cut), _records(tmp_path / "whole")
+    got, want = _records(cut), _records(whole_dir)
     assert [r.keys() for r in got] == [r.keys() for r in want]
     for a, b in zip(got, want):  # the same log, line for line, no gap and no duplicate
         assert {k: v for k, v in a.items() if k != "kind"} == pytest.approx(
