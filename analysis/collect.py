@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.data import read_csv
 from analysis.settings import FitSettings
 from analysis.sources import (Evidence, finite, read_metrics, read_state, read_tensorboard,
                               read_train_log)
@@ -65,7 +66,10 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     if not plan_path.is_file():
         raise ConfigError(f"sweep_dir={sweep_dir}: no {PLAN_CSV}; run `flame plan "
                           f"sweep_dir={sweep_dir}` first")
-    plan = pd.read_csv(plan_path, dtype={"run_id": str})
+    plan = read_csv(plan_path, "plan")
+    if "run_id" not in plan.columns:
+        raise ConfigError(f"{plan_path}: no run_id column; re-create it with `flame plan`")
+    plan["run_id"] = plan["run_id"].astype(str)
     fit_cfg = cfg.get("fit") if cfg is not None else None
     rise = FitSettings.from_mapping(fit_cfg).diverge_rise if fit_cfg is not None else \
         FitSettings.diverge_rise

@@ -10,10 +10,10 @@ Speed (so that thousands of bootstrap refits are routine):
 - starts by variable projection: for fixed (alpha, beta) the law is linear in (E, A, B); a
   weighted linear least-squares solve per (alpha, beta) pair of a dense grid, all at once,
   ranks the whole landscape in one vectorised pass;
-- a batched Levenberg-Marquardt on the Huber objective through iteratively reweighted least
-  squares (the weights ``min(1, delta/|r|)`` give a quadratic majoriser of the Huber loss),
-  with analytic Jacobians of the log-sum-exp form, refines many starts or many bootstrap
-  resamples (as multinomial point weights) in the same numpy arrays;
+- a batched damped Gauss-Newton on the Huber objective (an IRLS majoriser step and a Newton
+  step on the points inside the Huber zone, the better one kept), with analytic Jacobians of
+  the log-sum-exp form, refines many starts or many bootstrap resamples (as multinomial
+  point weights) in the same numpy arrays;
 - scipy's L-BFGS-B with the analytic gradient polishes the best candidates.
 """
 
@@ -114,7 +114,9 @@ def _predict_log(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray
     z2 = theta[:, 1:2] - theta[:, 4:5] * log_d
     z3 = theta[:, 2:3]
     top = np.maximum(np.maximum(z1, z2), z3)
-    s = np.stack([np.exp(z1 - top), np.exp(z2 - top), np.exp(z3 - top)])
+    s = np.empty((3,) + top.shape)
+    for i, z in enumerate((z1, z2, z3)):
+        np.exp(np.subtract(z, top, out=s[i]), out=s[i])
     total = s[0] + s[1] + s[2]
     s /= total
     return top + np.log(total), s
@@ -122,7 +124,11 @@ def _predict_log(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray
 
 def _jacobian(p: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
     """d log L_pred / d theta, laid out (k, 5, n), from the LSE softmax weights (3, k, n)."""
-    return np.stack([p[0], p[1], p[2], -p[0] * log_n, -p[1] * log_d], axis=1)
+    jac = np.empty((p.shape[1], 5, p.shape[2]))
+    jac[:, :3] = np.swapaxes(p, 0, 1)
+    np.multiply(p[0], -log_n, out=jac[:, 3])
+    np.multiply(p[1], -log_d, out=jac[:, 4])
+    return jac
 
 
 def huber_objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
@@ -144,12 +150,15 @@ def _value_and_grad(theta: np.ndarray, log_n, log_d, log_loss, delta):
 def lm_irls(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
             weights: np.ndarray | None = None, delta: float = HUBER_DELTA,
             max_iter: int = 200, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
-    """Batched Levenberg-Marquardt on the Huber objective from each row of ``theta`` (k, 5).
+    """Batched damped Gauss-Newton on the Huber objective from each row of ``theta`` (k, 5).
 
-    Each step minimises the IRLS quadratic majoriser ``sum w.min(1, delta/|r|).r^2 / 2`` of the
-    Huber loss linearised in theta, damped per row; a step is kept only if it lowers that row's
-    objective. ``weights`` (k, n) are per-row point multiplicities (bootstrap counts). Rows
-    that have converged leave the working arrays, so late iterations cost little.
+    Two candidate steps per iteration, the better one kept when it lowers that row's objective:
+    - IRLS: minimises the quadratic majoriser ``sum w.min(1, delta/|r|).r^2 / 2`` of the Huber
+      loss (always a descent direction, but linear convergence when delta is small);
+    - Newton: the Huber loss's own curvature (only points with |r| <= delta), which converges
+      in a few steps once the set of such points has settled.
+    Both are Levenberg-Marquardt damped by the IRLS diagonal. ``weights`` (k, n) are per-row
+    point multiplicities (bootstrap counts). Converged rows leave the working arrays.
     """
     theta = np.array(theta, float, copy=True)
     k = theta.shape[0]
@@ -161,16 +170,26 @@ def lm_irls(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: n
     for _ in range(max_iter):
         r = pred - log_loss
         jac = _jacobian(p, log_n, log_d)
+        jac_t = np.swapaxes(jac, 1, 2)
         jw = jac * (w * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300)))[:, None, :]
         grad = (jw @ r[..., None])[..., 0]
-        hess = jw @ np.swapaxes(jac, 1, 2)
-        diag = np.einsum("kjj->kj", hess)
-        damped = hess + (lam[:, None] * diag + 1e-12)[..., None] * eye
-        step = np.linalg.solve(damped, -grad[..., None])[..., 0]
-        trial = theta + step
-        t_pred, t_p = _predict_log(trial, log_n, log_d)
-        t_f = (huber(delta, t_pred - log_loss) * w).sum(axis=1)
-        better = np.isfinite(t_f) & (t_f < f)
+        hess_irls = jw @ jac_t
+        hess_newton = (jac * (w * (np.abs(r) <= delta))[:, None, :]) @ jac_t
+        damp = (lam[:, None] * np.einsum("kjj->kj", hess_irls) + 1e-12)[..., None] * eye
+        best = None
+        for hess in (hess_irls, hess_newton):
+            trial = theta + np.linalg.solve(hess + damp, -grad[..., None])[..., 0]
+            t_pred, t_p = _predict_log(trial, log_n, log_d)
+            t_f = (huber(delta, t_pred - log_loss) * w).sum(axis=1)
+            t_f = np.where(np.isfinite(t_f), t_f, np.inf)
+            if best is None:
+                best = [trial, t_pred, t_p, t_f]
+                continue
+            m = t_f < best[3]
+            best[0][m], best[1][m], best[2][:, m], best[3][m] = trial[m], t_pred[m], \
+                t_p[:, m], t_f[m]
+        trial, t_pred, t_p, t_f = best
+        better = t_f < f
         gain = np.where(better, f - t_f, 0.0)
         theta[better], pred[better], f[better] = trial[better], t_pred[better], t_f[better]
         p[:, better] = t_p[:, better]
@@ -262,12 +281,12 @@ def fit_parametric_grid(n, d, loss, delta: float = HUBER_DELTA) -> ParametricFit
 
 def bootstrap_parametric(fit: ParametricFit, n, d, loss, groups: np.ndarray | None = None,
                          n_boot: int = 1000, seed: int = 0, delta: float = HUBER_DELTA,
-                         chunk: int = 1000) -> np.ndarray:
+                         chunk: int = 256) -> np.ndarray:
     """Refit on ``n_boot`` resamples (k, 5 thetas), warm-started at ``fit``.
 
     Points are resampled with replacement within each group (budget) when ``groups`` is
     given, else over all points; a resample is a vector of multiplicities, so all refits run
-    in one batched solve (in chunks to bound memory).
+    in one batched solve (in chunks of ``chunk`` rows: small arrays stay in cache).
     """
     log_n, log_d, log_loss = _logs(n, d, loss)
     counts = resample_counts(log_n.size, groups, n_boot, np.random.default_rng(seed))
@@ -275,7 +294,7 @@ def bootstrap_parametric(fit: ParametricFit, n, d, loss, groups: np.ndarray | No
     for lo in range(0, n_boot, chunk):
         w = counts[lo:lo + chunk]
         start = np.repeat(np.array(fit.theta)[None], w.shape[0], axis=0)
-        theta, _ = lm_irls(start, log_n, log_d, log_loss, w, delta, max_iter=100, rtol=1e-8)
+        theta, _ = lm_irls(start, log_n, log_d, log_loss, w, delta, max_iter=100, rtol=1e-9)
         out.append(theta)
     return np.concatenate(out)
 

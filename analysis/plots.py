@@ -174,7 +174,11 @@ def residual_figure(points, groups, param: ParametricFit, colours):
     n, d, loss = (points[c].to_numpy(float) for c in ("n", "tokens", "loss"))
     resid = np.log(param.predict(n, d)) - np.log(loss)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1]})
-    axes[0].scatter(n, resid, c=[colours(g) for g in groups], s=16)
+    for g in np.unique(groups):
+        sel = groups == g
+        axes[0].scatter(n[sel], resid[sel], color=colours(g), s=16, label=f"{g:.2g} FLOPs")
+    if np.unique(groups).size <= 12:
+        axes[0].legend(fontsize=7, title="budget", ncol=2)
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].set_xscale("log")
     axes[0].set_xlabel("parameters N (count, log scale)")

@@ -79,7 +79,7 @@ def _sweep_config(sweep_dir: Path) -> dict | None:
         return None
     try:
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as err:  # a damaged config.yaml only costs the selection its family
+    except Exception as err:  # noqa: BLE001 - any YAML/interpolation error: one clear line
         raise ConfigError(f"{path}: not readable YAML ({err}); re-run `flame plan`") from None
 
 
