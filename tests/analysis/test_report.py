@@ -13,7 +13,7 @@ from analysis.report import fit_sweep, summary_text
 from jobs.cli import compose, main
 from sweep.arch import ConfigError
 
-from .conftest import DEMO_LAW
+from .conftest import DATA, DEMO_LAW
 
 CONTRACT = {"approach2": {"a", "a_ci", "b", "b_ci", "k", "budgets"},
             "approach3": {"E", "A", "B", "alpha", "beta", "a", "b", "objective", "n_points",
@@ -104,3 +104,19 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(ConfigError, match="fit.bootstrap"):
         fit_sweep(tmp_path, compose([f"sweep_dir={tmp_path}", "fit.bootstrap=-1"]), csv)
     assert not (tmp_path / "fit.json").exists()
+
+
+def test_bare_csv_chinchilla_bucketed(tmp_path):
+    raw = pd.read_csv(DATA / "chinchilla_epoch_svg_extracted_data.csv")
+    csv = tmp_path / "chinchilla.csv"
+    pd.DataFrame({"budget": raw["Training FLOP"], "n": raw["Model Size"],
+                  "loss": raw["loss"]}).to_csv(csv, index=False)
+    out = tmp_path / "out"
+    assert main(["fit", f"results={csv}", f"sweep_dir={out}", "fit.bootstrap=100",
+                 "fit.drop_highest_loss=5"]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["n_used"] == 240 and fit["n_excluded"] == 5
+    assert "bucketed" in fit["approach2"]["note"]
+    assert 0.4 < fit["approach2"]["a"] < 0.6
+    assert fit["approach3"]["alpha"] == pytest.approx(0.3473, abs=0.002)
+    assert fit["extrapolation"]["approach3"]["n_opt_log10_error"] is not None
