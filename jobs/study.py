@@ -1,0 +1,66 @@
+"""``flame run``: the whole isoFLOP study, plan -> launch -> wait -> collect -> fit -> select.
+
+Every stage reads and writes the sweep directory, so running it again continues where it
+stopped: the plan is recomputed (byte-identical for the same config), launch skips runs that are
+completed, queued or running, and collection and fitting are cheap enough to redo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+from rich.console import Console
+
+from sweep.commands import plan as plan_command
+from sweep.io import FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
+
+TERMINAL_OK = "completed"
+
+
+def run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", action="store_true",
+                        help="submit and return (the default for clusters with cluster.wait="
+                             "false); a later `flame run` collects and fits once runs are done")
+
+
+def run(cfg: DictConfig, args: argparse.Namespace) -> int:
+    """Run (or continue) the study of ``cfg`` in ``cfg.sweep_dir``."""
+    from jobs.launch import launch_sweep
+    from jobs.status import poll, wait_until_terminal
+
+    console = Console(width=None if Console().is_terminal else 120)
+    sweep_dir = Path(cfg.sweep_dir)
+    started = time.monotonic()
+    console.rule(f"flame run: {cfg.experiment_name} -> {sweep_dir}")
+    plan_command(cfg, args)
+    report = launch_sweep(sweep_dir, cfg)
+    console.print(f"launch: {len(report.submitted)} runs submitted, "
+                  f"{len(report.skipped)} already done or in flight")
+    wait = bool(cfg.cluster.get("wait", True)) and not getattr(args, "no_wait", False)
+    status = wait_until_terminal(sweep_dir, cfg) if wait else poll(sweep_dir, cfg)
+    if not status.all_terminal:
+        console.print(f"{status.summary()}\nruns are still queued or running on "
+                      f"{cfg.cluster.name}; follow them with `flame status --watch "
+                      f"sweep_dir={sweep_dir}` and run this command again to collect and fit.")
+        return 0
+    return finish(sweep_dir, cfg, console, started)
+
+
+def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -> int:
+    """Collect, fit, select, plot; print the summary and where everything is."""
+    from analysis.collect import collect_sweep
+    from analysis.report import fit_sweep, summary_text
+
+    results = collect_sweep(sweep_dir)
+    ok = int((results["flag"] == "ok").sum()) if "flag" in results else len(results)
+    console.print(f"collect: {len(results)} runs, {ok} usable -> {sweep_dir / RESULTS_CSV}")
+    fit = fit_sweep(sweep_dir, cfg)
+    print(summary_text(fit, width=console.width))
+    console.rule("outputs")
+    for name in (PLAN_CSV, RESULTS_CSV, FIT_JSON, SELECTION_CSV, FIGURES_DIR):
+        console.print(f"  {sweep_dir / name}")
+    console.print(f"study finished in {time.monotonic() - started:.0f} s")
+    return 0
