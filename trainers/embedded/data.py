@@ -5,7 +5,8 @@ Default corpus: the ``.py`` sources of the Python standard library that ships wi
 interpreter (``sysconfig.get_paths()["stdlib"]``; ``pydoc_data/topics.py`` carries the language
 reference's text), minus the directories that Linux distributions split into separate packages
 (test suites, tkinter, idlelib, ...), so the same Python version gives the same corpus
-everywhere: 511 files, 10.0 MB = 10.0M byte tokens on CPython 3.11.7. Files are sorted, then
+everywhere: on CPython 3.11.7, 511 files, 508 non-empty documents, 10,027,224 byte tokens
+(EOD markers included). Files are sorted, then
 shuffled with a fixed seed before writing, so the validation documents (a contiguous range in
 Megatron's split) are a random sample of modules rather than the alphabetical tail.
 
