@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 
 from jobs import ledger, slurm
-from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock
+from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock, unreleased_arrays
 from jobs.settings import ClusterSettings
 from jobs.status import SweepStatus, poll, problems, status_table
 from jobs.sweepdir import read_plan
@@ -82,6 +82,10 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
         console.print(status_table(current, title, devices))
     for line in problems(current):
         console.print(line)
+    held = unreleased_arrays(sweep_dir)
+    if held:
+        console.print(f"  {len(held)} arrays were left held by a killed launcher: "
+                      "`flame launch` records and releases them")
     return 0
 
 

@@ -20,7 +20,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from omegaconf import DictConfig
 
@@ -101,7 +101,7 @@ def select(rows: list[dict[str, str]], states: dict[str, dict]) -> tuple[list[st
     return todo, skipped
 
 
-def _killer() -> callable:
+def _killer() -> Callable[[], None]:
     left = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
 
     def tick() -> None:
@@ -147,6 +147,15 @@ def _groups(rows: list[dict[str, str]], todo: list[str],
             by_shape.setdefault(shape(row, settings), []).append(row["run_id"])
     size = settings.max_array_size
     return [ids[i:i + size] for ids in by_shape.values() for i in range(0, len(ids), size)]
+
+
+def unreleased_arrays(sweep_dir: Path) -> list[str]:
+    """Names of arrays a killed launcher left held (the next ``flame launch`` releases them)."""
+    folder = jobs_dir(sweep_dir) / LAUNCHES_DIR
+    if not folder.is_dir():
+        return []
+    return [p.stem for p in sorted(folder.glob("*.json"))
+            if not json.loads(p.read_text()).get("released")]
 
 
 def _manifest_path(sweep_dir: Path, name: str) -> Path:
@@ -239,10 +248,16 @@ def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str
         new = []
         if wanted > 0:
             executor = local_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR)
-            for _ in range(wanted):
-                job = executor.submit(LocalWorker(str(sweep_dir), settings.threads_per_job))
-                workers[str(job.job_id)] = ledger.now()
-                new.append(f"local-{job.job_id}")
+            # Workers outlive the launcher; an ignored SIGHUP is inherited across exec, so
+            # closing the launcher's terminal does not kill them either.
+            previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            try:
+                for _ in range(wanted):
+                    job = executor.submit(LocalWorker(str(sweep_dir), settings.threads_per_job))
+                    workers[str(job.job_id)] = ledger.now()
+                    new.append(f"local-{job.job_id}")
+            finally:
+                signal.signal(signal.SIGHUP, previous)
         atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
     return new
 

@@ -151,6 +151,12 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.2f}"
 
 
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` (hours may exceed 24: the sum over runs)."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> Table:
     """Runs by state: count, attempts, elapsed wall time, device-hours used and estimated."""
     table = Table(title=title, show_footer=True)
@@ -159,7 +165,7 @@ def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> T
         by_state[run.state].append(run)
     columns = (("state", "all"), ("runs", str(status.total)),
                ("attempts", str(sum(r.attempts for r in status.runs))),
-               ("elapsed h", _hours(sum(r.elapsed_s for r in status.runs))),
+               ("elapsed", _clock(sum(r.elapsed_s for r in status.runs))),
                ("device-h used", _hours(devices_per_run * sum(r.elapsed_s for r in status.runs))),
                ("GPU-h est.", f"{sum(r.gpu_hours_est for r in status.runs):,.2f}"))
     for header, footer in columns:
@@ -168,7 +174,7 @@ def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> T
         if runs:
             elapsed = sum(r.elapsed_s for r in runs)
             table.add_row(state, str(len(runs)), str(sum(r.attempts for r in runs)),
-                          _hours(elapsed), _hours(devices_per_run * elapsed),
+                          _clock(elapsed), _hours(devices_per_run * elapsed),
                           f"{sum(r.gpu_hours_est for r in runs):,.2f}")
     return table
 

@@ -78,13 +78,14 @@ def test_attempt_cap_marks_timeout_then_resubmit_resumes(slurm_sweep) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_time_limit_requeues_and_resumes_embedded(slurm_sweep, tmp_path) -> None:
     """A real SLURM time limit (1 min, USR2 45 s before: it lands 15-30 s into each attempt) on
     a real run of the embedded trainer (~1,150 iterations, 25-90 s on one thread): requeued,
     resumed, and it ends with the same final loss as in one go."""
     cfg = slurm_sweep("budgets.flops=[1.5e12]", "family.grid.hidden_size=[64]",
                       "cluster.timeout_min=1", "cluster.signal_delay_s=45",
-                      "cluster.max_attempts=15", trainer="embedded")
+                      "cluster.max_attempts=30", trainer="embedded")
     sweep_dir = Path(cfg.sweep_dir)
     launch_sweep(sweep_dir, cfg)
     final = wait_until_terminal(sweep_dir, cfg, poll_s=1.0, progress=False)

@@ -93,8 +93,11 @@ def test_failed_run_keeps_its_error_and_resubmit_reruns_it(slurm_sweep) -> None:
     plan = (sweep_dir / "plan.csv").read_text()
     rows = list(csv.DictReader(plan.splitlines()))
     bad = rows[2]["run_id"]  # break one row: its trainer raises on the bad number
-    (sweep_dir / "plan.csv").write_text(plan.replace(f"{bad},{rows[2]['budget']},{rows[2]['member']},",
-                                                     f"{bad},{rows[2]['budget']},{rows[2]['member']},x", 1))
+    rows[2]["num_layers"] = "x" + rows[2]["num_layers"]
+    with open(sweep_dir / "plan.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     launch_sweep(sweep_dir, cfg)
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 4 and final.counts["failed"] == 1
