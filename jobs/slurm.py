@@ -69,14 +69,6 @@ def _expand(job_id: str) -> list[str]:
     return out
 
 
-def _seconds(elapsed: str) -> float:
-    days, _, hms = elapsed.rpartition("-")
-    parts = [float(p) for p in hms.split(":")] if hms else [0.0]
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    return float(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
-
-
 def job_states(job_ids: Iterable[str]) -> dict[str, JobInfo]:
     """States of every task of the given jobs/arrays: ONE sacct call for all of them."""
     bases = sorted({j.split("_")[0] for j in job_ids if j and j[0].isdigit()})

@@ -159,6 +159,8 @@ class LocalWorker:
                 return done
             try:
                 train_one(sweep, run_id)
+            except UncompletedJobError:  # this worker hit its time limit: stop claiming
+                return done
             except Exception:  # recorded in the run's state.json; go on with the next run
                 pass
             done.append(run_id)
