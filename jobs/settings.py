@@ -28,6 +28,8 @@ class ClusterSettings:
     """Wall-time limit of one attempt, minutes."""
     poll_s: float = 10.0
     """Refresh period of ``flame status --watch`` and the blocking wait."""
+    wait: bool = True
+    """``flame run`` blocks until every run ends (False: submit, return, run it again later)."""
     parallelism: int | None = None
     """local: concurrent runs (None = CPU cores)."""
     threads_per_job: int = 1
