@@ -9,8 +9,9 @@ count. Flags, first match wins:
 
 - ``missing``: no run directory, or no validation loss in any source;
 - ``nan``: a NaN/inf validation or training loss;
-- ``diverged``: final validation loss above ``(1 + fit.diverge_rise)`` x its best, or no
-  better than uniform guessing (``ln vocab_size``);
+- ``diverged``: final validation loss above ``(1 + fit.diverge_rise)`` x its best (a loss
+  that blew up after having been lower; an absolute threshold such as ln(vocab) would flag
+  every run of the simulated trainer's laws on small vocabularies);
 - ``incomplete``: the ledger does not say completed, fewer iterations than planned, or no final
   evaluation;
 - ``ok``.
@@ -110,27 +111,23 @@ def collect_run(path: Path, row: dict, diverge_rise: float = 0.1) -> RunResult:
         return _result(status, None, iters, "missing", f"no validation loss ({found}; "
                        f"state={status}{'; ' + state_problem if state_problem else ''})",
                        _tokens(evidence, iters, batch, seq))
-    flag, reason = _flag(status, chosen, evidence, iters, planned_iters, row, diverge_rise)
+    flag, reason = _flag(status, chosen, evidence, iters, planned_iters, diverge_rise)
     if state_problem:
         reason = f"{reason}; {state_problem}" if reason else state_problem
     return _result(status, chosen, iters, flag, reason, _tokens(evidence, iters, batch, seq))
 
 
 def _flag(status: str, chosen: Evidence, evidence: list[Evidence], iters: int,
-          planned_iters: int | None, row: dict, rise: float) -> tuple[str, str]:
+          planned_iters: int | None, rise: float) -> tuple[str, str]:
     final_it, final, _ = _final(chosen)
     for ev in evidence:
         bad = [(it, x) for it, x, *_ in ev.evals + ev.train_losses if not math.isfinite(x)]
         if bad:
             return "nan", f"{ev.source}: non-finite loss {bad[0][1]} at iteration {bad[0][0]}"
     best = min(x for _, x, _ in chosen.evals)
-    vocab = _int(row.get("vocab_size"))
     if final > best * (1 + rise):
         return "diverged", (f"final val loss {final:.4g} at iteration {final_it} is "
                             f"{final / best - 1:.0%} above its best {best:.4g}")
-    if vocab and final >= math.log(vocab):
-        return "diverged", (f"final val loss {final:.4g} is no better than uniform guessing "
-                            f"(ln {vocab} = {math.log(vocab):.4g})")
     problems = []
     if status != "completed":
         problems.append(f"state={status}")

@@ -130,3 +130,32 @@ def test_missing_plan_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="flame plan"):
         collect_sweep(tmp_path)
     assert main(["collect", f"sweep_dir={tmp_path}"]) == 2
+
+
+def test_simulated_trainer_artefacts(tmp_path):
+    """The real simulated trainer (trainers.run.train_run) writes what collect reads."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from jobs.cli import main as flame
+    from sweep.io import atomic_write_text
+    from trainers.run import train_run
+
+    sweep = tmp_path / "s"
+    assert flame(["plan", f"sweep_dir={sweep}", "trainer=simulated"]) == 0
+    cfg = OmegaConf.to_container(OmegaConf.load(sweep / "config.yaml"), resolve=True)
+    plan = pd.read_csv(sweep / "plan.csv", dtype={"run_id": str})
+    summaries = {}
+    for row in plan.to_dict(orient="records"):
+        rd = run_dir(sweep, row["run_id"])
+        summaries[row["run_id"]] = train_run(row, cfg, rd)
+        atomic_write_text(rd / "state.json", json.dumps({"run_id": row["run_id"],
+                                                         "state": "completed"}))
+    results = collect_sweep(sweep)
+    assert (results["flag"] == "ok").all(), results[["flag", "reason"]]
+    for rec in results.to_dict(orient="records"):
+        summary = summaries[rec["run_id"]]
+        assert rec["final_val_loss"] == pytest.approx(summary["final_val_loss"], rel=1e-12)
+        assert rec["iterations_done"] == summary["iterations"]
+        assert rec["tokens_seen"] == summary["tokens"]
