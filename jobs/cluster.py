@@ -311,7 +311,12 @@ def cluster_command(cfg: None, args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise ConfigError("flame cluster up: runs the SLURM daemons as root; run it as root "
                           "(or use an existing cluster with cluster=slurm_h100)")
-    took = up(cluster)
+    try:
+        took = up(cluster)
+    except (RuntimeError, subprocess.CalledProcessError) as err:
+        raise ConfigError(f"the local SLURM did not come up: {err}; its logs are in "
+                          f"{state_dir / 'log'} (`flame cluster down` stops what started)"
+                          ) from None
     print("cluster already up" if took == 0 else f"cluster up in {took:.1f} s")
     print(env_lines(cluster), file=sys.stdout)
     return 0

@@ -222,7 +222,7 @@ def recover_manifests(sweep_dir: Path) -> list[str]:
                         for rid, task in zip(manifest["run_ids"], tasks)])
         try:
             slurm.release(job_id)
-        except RuntimeError:  # already released (killed right after the release)
+        except slurm.SchedulerError:  # already released (killed right after the release)
             pass
         manifest["released"] = True
         _write_manifest(sweep_dir, manifest)

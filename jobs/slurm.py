@@ -39,10 +39,17 @@ def ensure_client(settings: ClusterSettings) -> None:
         os.environ["SLURM_CONF"] = str(local.slurm_conf)
 
 
+class SchedulerError(RuntimeError):
+    """A SLURM client command failed or timed out."""
+
+
 def _run(cmd: list[str], timeout: float = 60) -> str:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SchedulerError(f"{' '.join(cmd[:3])} ... timed out after {timeout:.0f} s") from None
     if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({out.returncode}): "
+        raise SchedulerError(f"{' '.join(cmd[:3])} ... failed ({out.returncode}): "
                            f"{out.stderr.strip()[-500:]}")
     return out.stdout
 
