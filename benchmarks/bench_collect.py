@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=10)
     parser.add_argument("--train-lines", type=int, default=50)
     args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     root = Path(tempfile.mkdtemp(prefix="bench_collect."))
     try:
         sweep = root / "sweep"
