@@ -20,6 +20,13 @@ CONTRACT = {"approach2": {"a", "a_ci", "b", "b_ci", "k", "budgets"},
                           "ci"}}
 
 
+def _load(path) -> dict:
+    """fit.json as strict JSON: NaN/Infinity are not JSON and other tools would choke."""
+    def reject(token):
+        raise AssertionError(f"{path} holds {token}")
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
 def _check_contract(fit: dict) -> None:
     assert {"approach2", "approach3", "extrapolation", "n_used", "n_excluded"} <= set(fit)
     for key, fields in CONTRACT.items():
@@ -35,7 +42,7 @@ def test_sweep_fit_writes_everything(demo_sweep, capsys):
     assert main(["fit", f"sweep_dir={sweep}", "fit.bootstrap=100", targets]) == 0
     printed = capsys.readouterr().out
     assert "Approach 2" in printed and "Approach 3" in printed and "Selection" in printed
-    fit = json.loads((sweep / "fit.json").read_text())
+    fit = _load(sweep / "fit.json")
     _check_contract(fit)
     assert fit["n_used"] == len(plan) and fit["n_excluded"] == 0
     # Noise-free losses from a known law: Approach 3 recovers it.
@@ -77,7 +84,7 @@ def test_bare_csv_flame_moe(tmp_path, flame48, capsys):
     flame48[["budget", "n", "loss"]].to_csv(csv, index=False)
     out = tmp_path / "out"
     assert main(["fit", f"results={csv}", f"sweep_dir={out}", "fit.bootstrap=200"]) == 0
-    fit = json.loads((out / "fit.json").read_text())
+    fit = _load(out / "fit.json")
     _check_contract(fit)
     assert fit["approach3"]["objective"] <= 0.00063
     assert all(b["used"] for b in fit["approach2"]["budgets"])
@@ -114,7 +121,7 @@ def test_bare_csv_chinchilla_bucketed(tmp_path):
     out = tmp_path / "out"
     assert main(["fit", f"results={csv}", f"sweep_dir={out}", "fit.bootstrap=100",
                  "fit.drop_highest_loss=5"]) == 0
-    fit = json.loads((out / "fit.json").read_text())
+    fit = _load(out / "fit.json")
     assert fit["n_used"] == 240 and fit["n_excluded"] == 5
     assert "bucketed" in fit["approach2"]["note"]
     assert 0.4 < fit["approach2"]["a"] < 0.6
