@@ -1,8 +1,10 @@
 """Extrapolation check: refit without the largest budget and predict its optimum.
 
-The "truth" at the held-out budget is its own isoFLOP parabola minimum when that budget is
-usable, else its lowest-loss run. Errors: ``log10(N_pred / N_obs)`` and
-``(L_pred - L_obs) / L_obs``.
+The held-out budget is the largest one that can be judged: its isoFLOP parabola is usable,
+else (no usable parabola anywhere) it has ``min_points`` runs; larger budgets, e.g. the
+stray single points of digitised data, are left out of the refit too. The "truth" there is
+its parabola minimum when usable, else its lowest-loss run. Errors: ``log10(N_pred / N_obs)``
+and ``(L_pred - L_obs) / L_obs``.
 """
 
 from __future__ import annotations
