@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from analysis.collect import collect_run, collect_sweep
 from jobs.cli import main
 from sweep.arch import ConfigError
-from sweep.io import run_dir
+from sweep.io import atomic_write_text, run_dir
+from trainers.run import train_run
 
 from .conftest import final_loss, plan_sweep, write_run
 
@@ -99,7 +102,8 @@ def test_train_log_used_when_metrics_lag(tmp_path):
     assert got.iterations_done == row["train_iters"]
 
 
-def _tensorboard_run(rd, train_iters: int, values: dict[int, float]) -> None:
+def _tensorboard_run(rd, values: dict[int, float]) -> None:
+    """Real event files, as Megatron's --tensorboard-dir holds (scalars per iteration)."""
     writer = SummaryWriter(log_dir=str(rd / "tensorboard"))
     for step, value in values.items():
         writer.add_scalar("lm loss", value + 0.05, step)
@@ -113,7 +117,7 @@ def test_tensorboard_events(tmp_path):
     row = rows[0]
     total = int(row["train_iters"])
     rd = run_dir(sweep, row["run_id"])
-    _tensorboard_run(rd, total, {total // 2: 3.2, total: 3.0})
+    _tensorboard_run(rd, {total // 2: 3.2, total: 3.0})
     (rd / "state.json").write_text('{"state": "completed"}')
     got = collect_run(rd, row)
     assert got.source == "tensorboard" and got.flag == "ok"
@@ -134,16 +138,8 @@ def test_missing_plan_is_a_config_error(tmp_path):
 
 def test_simulated_trainer_artefacts(tmp_path):
     """The real simulated trainer (trainers.run.train_run) writes what collect reads."""
-    import json
-
-    from omegaconf import OmegaConf
-
-    from jobs.cli import main as flame
-    from sweep.io import atomic_write_text
-    from trainers.run import train_run
-
     sweep = tmp_path / "s"
-    assert flame(["plan", f"sweep_dir={sweep}", "trainer=simulated"]) == 0
+    assert main(["plan", f"sweep_dir={sweep}", "trainer=simulated"]) == 0
     cfg = OmegaConf.to_container(OmegaConf.load(sweep / "config.yaml"), resolve=True)
     plan = pd.read_csv(sweep / "plan.csv", dtype={"run_id": str})
     summaries = {}
