@@ -152,3 +152,39 @@ def test_two_concurrent_launchers_submit_once(slurm_sweep) -> None:
     assert final.counts["completed"] == 10
     assert len(sacct_settled({r["job_ids"][0] for r in ledger.read_all(sweep_dir).values()},
                              10)) == 10
+
+
+def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
+    """What a launcher killed right after sbatch (or right before it) leaves behind."""
+    from jobs.executors import slurm_executor
+    from jobs.launch import _write_manifest, unreleased_arrays
+    from jobs.settings import ClusterSettings
+    from jobs.sweepdir import jobs_dir
+    from jobs.task import RunTask
+
+    cfg = slurm_sweep("budgets.flops=[3e11]")
+    sweep_dir = Path(cfg.sweep_dir)
+    ids = plan_ids(sweep_dir)
+    # died after sbatch: its manifest has no job id, its array waits held in SLURM
+    _write_manifest(sweep_dir, {"name": "flame-orphan-test", "run_ids": ids[:3],
+                                "job_id": None, "released": False})
+    executor = slurm_executor(ClusterSettings.from_cfg(cfg), jobs_dir(sweep_dir) / "logs",
+                              "flame-orphan-test")
+    with executor.batch():
+        jobs = [executor.submit(RunTask(str(sweep_dir), rid, 3)) for rid in ids[:3]]
+    # died before sbatch: nothing of it reached SLURM
+    _write_manifest(sweep_dir, {"name": "flame-never-submitted", "run_ids": ids[3:],
+                                "job_id": None, "released": False})
+    assert len(unreleased_arrays(sweep_dir)) == 2
+    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm").stdout
+    assert "2 arrays were left held by a killed launcher" in status
+    report = launch_sweep(sweep_dir, cfg)
+    assert sorted(report.recovered) == sorted(ids[:3])
+    assert sorted(report.submitted) == sorted(ids[3:])
+    assert [ledger.read(sweep_dir, rid)["job_ids"] for rid in ids[:3]] == \
+        [[job.job_id] for job in jobs]
+    assert unreleased_arrays(sweep_dir) == []
+    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    assert final.counts["completed"] == 5, final.summary()
+    all_ids = {rec["job_ids"][0] for rec in ledger.read_all(sweep_dir).values()}
+    assert len(all_ids) == 5 and len(sacct_settled(all_ids, 5)) == 5
