@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +20,8 @@ from omegaconf.errors import OmegaConfBaseException
 from sweep.arch import ConfigError
 
 CONFIG_MODULE = "conf"
+# Commands that act on a launched sweep default to the cluster it was launched on.
+STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run")
 CONFIG_NAME = "config"
 GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit")
 
@@ -127,6 +131,16 @@ def build_parser(name: str, command: Command) -> argparse.ArgumentParser:
     return parser
 
 
+def _use_recorded_cluster(cfg: DictConfig) -> None:
+    from jobs.sweepdir import recorded_cluster
+
+    recorded = recorded_cluster(Path(cfg.sweep_dir))
+    if recorded is not None and recorded.get("name") != cfg.cluster.get("name"):
+        print(f"(using cluster={recorded.get('name')}, which this sweep was launched on; "
+              "pass cluster=... to choose another)", file=sys.stderr)
+        cfg.cluster = recorded
+
+
 def usage() -> str:
     lines = ["usage: flame <command> [--flags] [key=value ...]", "", "commands:"]
     lines += [f"  {name:<9} {c.help}" for name, c in COMMANDS.items()]
@@ -135,6 +149,17 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # One BLAS thread: fits are small, and on a shared 2-core machine OpenBLAS threads made
+    # scipy's L-BFGS-B 5x slower; training jobs get their threads from the scheduler.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `flame ... | head`
+        sys.stderr.close()
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -149,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         cfg = compose(overrides) if command.uses_config else None
+        if name in STICKY_CLUSTER and not any(o.lstrip("+~").startswith("cluster")
+                                              for o in overrides):
+            _use_recorded_cluster(cfg)
         if args.help:
             parser.print_help()
             if cfg is not None:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from jobs import ledger, slurm
 from jobs.executors import local_executor, slurm_executor
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir, read_config, read_plan
+from jobs.sweepdir import jobs_dir, read_config, read_plan, record_cluster
 from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
 from sweep.arch import ConfigError
 from sweep.io import atomic_write_text
@@ -131,6 +131,7 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> Lau
         if dry_run:
             files = write_dry_run(sweep_dir, settings, rows, todo)
             return LaunchReport(tuple(todo), skipped, (), (), True, tuple(files))
+        record_cluster(sweep_dir, cfg.cluster)
         if settings.executor == "slurm":
             job_ids = submit_slurm(sweep_dir, settings, rows, todo)
         else:

@@ -54,7 +54,7 @@ def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -
     from analysis.collect import collect_sweep
     from analysis.report import fit_sweep, summary_text
 
-    results = collect_sweep(sweep_dir)
+    results = collect_sweep(sweep_dir, cfg)
     ok = int((results["flag"] == "ok").sum()) if "flag" in results else len(results)
     console.print(f"collect: {len(results)} runs, {ok} usable -> {sweep_dir / RESULTS_CSV}")
     fit = fit_sweep(sweep_dir, cfg)

@@ -39,3 +39,18 @@ def read_config(sweep_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path} does not exist: run `flame plan sweep_dir={sweep_dir}` first")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+
+
+CLUSTER_YAML = "cluster.yaml"
+
+
+def record_cluster(sweep_dir: Path, cluster: Any) -> None:
+    """Remember the cluster config the sweep was launched with (later commands default to it)."""
+    from sweep.io import atomic_write_text
+    atomic_write_text(jobs_dir(sweep_dir) / CLUSTER_YAML, OmegaConf.to_yaml(cluster, resolve=True))
+
+
+def recorded_cluster(sweep_dir: Path) -> Any | None:
+    """The cluster config of the sweep's last launch, or None if it was never launched."""
+    path = jobs_dir(sweep_dir) / CLUSTER_YAML
+    return OmegaConf.load(path) if path.exists() else None

@@ -13,4 +13,5 @@ fi
 cleanup() { [[ $started == 1 ]] && $flame cluster down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 eval "$($flame cluster env)"
+export OPENBLAS_NUM_THREADS=1  # see jobs/cli.py: BLAS threads slow small fits on 2 cores
 .venv/bin/python -m pytest -m "not slow" "$@"

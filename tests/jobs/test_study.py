@@ -1,0 +1,91 @@
+"""`flame run` end to end on a reduced demo: real Hydra, submitit, embedded training, fits."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FLAME = [sys.executable, "-m", "jobs.cli"]
+# The demo's shape, shrunk so that 6 runs train in seconds each on one thread.
+REDUCED = ["family.grid.hidden_size=[16,24,32]", "family.grid.num_layers=[2]",
+           "family.base.seq_length=64", "budgets.flops=[1.0e10,3.0e10]",
+           "planner.global_batch_size=32", "planner.min_iters=10", "trainer.eval_iters=2",
+           "fit.bootstrap=50", "fit.target_budgets=[1.0e11]"]
+
+
+def flame_run(sweep_dir, *extra, timeout=600):
+    return subprocess.run([*FLAME, "run", f"sweep_dir={sweep_dir}", *REDUCED, *extra],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ledger(sweep_dir):
+    return {p.parent.name: json.loads(p.read_text())
+            for p in Path(sweep_dir, "runs").glob("*/state.json")}
+
+
+def check_study(sweep_dir):
+    sweep_dir = Path(sweep_dir)
+    with open(sweep_dir / "plan.csv", newline="") as handle:
+        planned = {row["run_id"] for row in csv.DictReader(handle)}
+    with open(sweep_dir / "results.csv", newline="") as handle:
+        results = list(csv.DictReader(handle))
+    assert {r["run_id"] for r in results} == planned and len(planned) == 6
+    for row in results:
+        assert row["status"] == "completed"
+        # A real model on real text: far below the uniform-guess loss ln(256) = 5.55.
+        assert float(row["final_val_loss"]) < 4.5
+    fit = json.loads((sweep_dir / "fit.json").read_text())
+    assert {"approach2", "approach3", "extrapolation", "n_used", "n_excluded"} <= set(fit)
+    assert fit["n_used"] == 6
+    with open(sweep_dir / "selection.csv", newline="") as handle:
+        assert [float(r["budget"]) for r in csv.DictReader(handle)] == [1e11]
+    figures = list((sweep_dir / "figures").iterdir())
+    assert any(f.suffix == ".png" for f in figures) and any(f.suffix == ".svg" for f in figures)
+    return results
+
+
+def test_demo_study_local(tmp_path):
+    out = flame_run(tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    check_study(tmp_path)
+    assert all(rec["attempts"] == 1 for rec in ledger(tmp_path).values())
+    assert "fit.json" in out.stdout
+    again = flame_run(tmp_path)  # a finished study: nothing is trained again
+    assert again.returncode == 0 and "0 runs submitted" in again.stdout
+
+
+def test_sigkilled_study_continues_without_retraining(tmp_path):
+    proc = subprocess.Popen([*FLAME, "run", f"sweep_dir={tmp_path}", *REDUCED],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = [r for r, rec in ledger(tmp_path).items() if rec["state"] == "completed"]
+        if done:
+            break
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done, "no run completed before the deadline"
+    logs = {r: Path(tmp_path, "runs", r, "train.log").stat().st_mtime_ns for r in done}
+    out = flame_run(tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    check_study(tmp_path)
+    records = ledger(tmp_path)
+    for run_id in done:
+        assert records[run_id]["attempts"] == 1
+        assert Path(tmp_path, "runs", run_id, "train.log").stat().st_mtime_ns == logs[run_id]
+
+
+@pytest.mark.slurm
+def test_demo_study_through_local_slurm(tmp_path, slurm_cluster):
+    out = flame_run(tmp_path, "cluster=slurm")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    check_study(tmp_path)
+    assert all(rec["job_ids"] and "_" in rec["job_ids"][-1]  # array tasks: <job>_<index>
+               for rec in ledger(tmp_path).values())
