@@ -30,7 +30,7 @@ from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, read_config, read_plan, record_cluster
 from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
 from sweep.arch import ConfigError
-from sweep.io import atomic_write_text
+from sweep.io import atomic_write_text, run_dir
 
 LAUNCH_LOCK = "launch.lock"
 LAUNCHES_DIR = "launches"
@@ -129,7 +129,8 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> Lau
             reconcile(sweep_dir, settings)
         todo, skipped = select(rows, ledger.read_all(sweep_dir))
         if dry_run:
-            files = write_dry_run(sweep_dir, settings, rows, todo)
+            files = write_launch_scripts(sweep_dir, rows, todo)  # validates the trainer first
+            files += write_dry_run(sweep_dir, settings, rows, todo)
             return LaunchReport(tuple(todo), skipped, (), (), True, tuple(files))
         record_cluster(sweep_dir, cfg.cluster)
         if settings.executor == "slurm":
@@ -261,6 +262,19 @@ def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str
                 signal.signal(signal.SIGHUP, previous)
         atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
     return new
+
+
+def write_launch_scripts(sweep_dir: Path, rows: list[dict[str, str]],
+                         todo: list[str]) -> list[Path]:
+    """Megatron runs: each run's ``runs/<run_id>/launch.sh``, readable and runnable by hand."""
+    config = read_config(sweep_dir)
+    if config["trainer"]["name"] != "megatron":
+        return []
+    from trainers.megatron import write_launch
+
+    wanted = set(todo)
+    return [write_launch(row, config, run_dir(sweep_dir, row["run_id"]))
+            for row in rows if row["run_id"] in wanted]
 
 
 def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str, str]],

@@ -40,6 +40,7 @@ def settings_from_cfg(cfg: DictConfig) -> PlannerSettings:
         accounting=str(cfg.accounting),
         flops_formula=str(cfg.flops_formula),
         min_iters=int(p.get("min_iters") or 1),
+        iters_rounding=str(p.get("iters_rounding") or "ceil"),
         max_tokens=optional("max_tokens"),
         min_tokens_per_param=optional("min_tokens_per_param"),
         max_tokens_per_param=optional("max_tokens_per_param"),

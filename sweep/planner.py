@@ -37,6 +37,9 @@ class PlannerSettings:
     """FLOPs per token: 6n | 6n_attn."""
     min_iters: int = 1
     """Runs with fewer iterations are removed."""
+    iters_rounding: str = "ceil"
+    """C / (flops_per_token . batch . seq) to whole iterations: ceil (never under budget; FLAME-MoE's
+    sweep grid) or round (nearest; FLAME-MoE's released models)."""
     max_tokens: float | None = None
     """Runs needing more tokens than the dataset has are removed (no repetition)."""
     min_tokens_per_param: float | None = None
@@ -55,6 +58,8 @@ class PlannerSettings:
             raise ConfigError(f"accounting={self.accounting!r}: use one of {CONVENTIONS}")
         if self.flops_formula not in FLOPS_FORMULAS:
             raise ConfigError(f"flops_formula={self.flops_formula!r}: use one of {FLOPS_FORMULAS}")
+        if self.iters_rounding not in ("ceil", "round"):
+            raise ConfigError(f"planner.iters_rounding={self.iters_rounding!r}: use ceil or round")
         if self.global_batch_size <= 0:
             raise ConfigError(f"planner.global_batch_size={self.global_batch_size}: must be > 0")
         if not (0 < self.assumed_mfu <= 1):
@@ -72,7 +77,7 @@ class PlannedRun:
     member: Member
     """Architecture (and its launch hints)."""
     train_iters: int
-    """Iterations: ceil(C / (flops_per_token . batch . seq))."""
+    """Iterations: C / (flops_per_token . batch . seq), rounded per planner.iters_rounding."""
     tokens: int
     """Tokens trained on: train_iters . batch . seq."""
     flops_per_token: float
@@ -179,7 +184,8 @@ def _plan_one(budget: float, member: Member, s: PlannerSettings,
               ctx: Mapping[str, Any]) -> tuple[PlannedRun | None, Removal | None]:
     arch = member.arch
     fpt = flops_per_token(arch, s.accounting, s.flops_formula)
-    iters = math.ceil(budget / (fpt * s.global_batch_size * arch.seq_length))
+    exact_iters = budget / (fpt * s.global_batch_size * arch.seq_length)
+    iters = math.ceil(exact_iters) if s.iters_rounding == "ceil" else round(exact_iters)
     tokens = iters * s.global_batch_size * arch.seq_length
     n = param_counts(arch, s.accounting).active
     removal = _check(budget, member.name, iters, tokens, n, s)

@@ -90,3 +90,14 @@ def test_family_errors_name_the_member():
     with pytest.raises(ConfigError, match="unknown keys"):
         build_family({**FAMILY, "grid": None, "members": [{"hidden_size": 32, "num_layers": 2,
                                                            "num_heads": 4}]})
+
+
+def test_round_to_nearest_iterations():
+    members = build_family(FAMILY)
+    ceil_plan = plan([1e12], members, settings())
+    round_plan = plan([1e12], members, settings(iters_rounding="round"))
+    for c, r in zip(ceil_plan.runs, round_plan.runs):
+        exact = c.budget / (c.flops_per_token * 8 * 64)
+        assert c.train_iters == math.ceil(exact) and r.train_iters == round(exact)
+    with pytest.raises(ConfigError, match="planner.iters_rounding"):
+        settings(iters_rounding="floor")
