@@ -80,7 +80,7 @@ class EmbeddedConfig:
     eval_batch_size: int | None
     """Sequences per validation batch; None = the run's global batch size."""
     eval_interval: int | None
-    """Evaluate every this many iterations (and at the end); None = 5 evaluations per run."""
+    """Evaluate every this many iterations (and at the end); None = 4 evaluations per run."""
     log_interval: int | None
     """Log training every this many iterations; None = 20 lines per run."""
     checkpoint_interval: int | None
@@ -131,7 +131,7 @@ class _Loop:
         self.ckpt_dir = run_dir / CHECKPOINTS_DIR
         iters = spec.train_iters
         self.log_every = interval(ecfg.log_interval, iters, 20)
-        self.eval_every = interval(ecfg.eval_interval, iters, 5)
+        self.eval_every = interval(ecfg.eval_interval, iters, 4)
         self.ckpt_every = ecfg.checkpoint_interval or self.eval_every
         self.schedule = WSD.from_training(vars(recipe), iters)
         torch.manual_seed(recipe.seed)
