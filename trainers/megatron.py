@@ -109,7 +109,8 @@ class MegatronConfig:
                               "e.g. trainer.megatron_path=/opt/Megatron-LM")
         if not self.data_path and not self.mock_data:
             raise ConfigError("trainer.data_path: not set; give the tokenised dataset prefix "
-                              "(trainer.data_path=/data/dclm_text_document) or "
+                              "(trainer.data_path=/data/dclm_text_document, or export FLAME_DATA_PATH before "
+                              "`flame plan`) or "
                               "trainer.mock_data=true for a smoke test")
         if not self.mock_data and not self.tokenizer_type:
             raise ConfigError("trainer.tokenizer_type: not set (e.g. HuggingFaceTokenizer)")
