@@ -29,7 +29,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_plan(tmp_path_factory, cache_dir):
     """One real plan row: the demo family's smallest member at a tiny budget (~70 steps)."""
-    rows, cfg = make_plan(tmp_path_factory.mktemp("plan"), "family.grid.hidden_size=[32]",
+    rows, cfg = make_plan(tmp_path_factory.mktemp("plan"), "family.members=[{hidden_size:32}]",
                           "budgets.flops=[3e10]", "planner.min_iters=10",
                           f"trainer.cache_dir={cache_dir}", "trainer.eval_iters=4")
     return rows[0], cfg
