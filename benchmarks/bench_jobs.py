@@ -34,8 +34,9 @@ from sweep.config import plan_from_cfg, write_plan
 OVERRIDES = [
     "trainer=simulated", "cluster=slurm", "planner.min_iters=1",
     "budgets.flops=[1e11,3e11,1e12,3e12,1e13,3e13,1e14,3e14,1e15,3e15]",
-    "family.grid.hidden_size=[32,48,64,80,96,112,128,144,160,176]",
-    "family.grid.num_layers=[2,3,4,5,6,7,8,9,10,11]",
+    "family.members=null",
+    "family.grid={hidden_size:[32,48,64,80,96,112,128,144,160,176],"
+    "num_layers:[2,3,4,5,6,7,8,9,10,11]}",
     "cluster.array_parallelism=2",  # the two local CPUs; the bench measures submission
 ]
 TARGET_SUBMIT_S, TARGET_POLL_S = 10.0, 2.0

@@ -19,7 +19,7 @@ from tests.jobs.conftest import flame
 from trainers.run import train_run
 
 pytestmark = pytest.mark.slurm
-ONE_RUN = ("budgets.flops=[3e11]", "family.grid.hidden_size=[64]")
+ONE_RUN = ("budgets.flops=[3e11]", "family.grid={hidden_size:[64],num_layers:[2]}")
 
 
 def uninterrupted_final_loss(sweep_dir: Path, run_id: str, tmp: Path) -> float:
@@ -83,7 +83,7 @@ def test_time_limit_requeues_and_resumes_embedded(slurm_sweep, tmp_path) -> None
     """A real SLURM time limit (1 min, USR2 45 s before: it lands 15-30 s into each attempt) on
     a real run of the embedded trainer (~1,150 iterations, 25-90 s on one thread): requeued,
     resumed, and it ends with the same final loss as in one go."""
-    cfg = slurm_sweep("budgets.flops=[1.5e12]", "family.grid.hidden_size=[64]",
+    cfg = slurm_sweep("budgets.flops=[1.5e12]", "family.grid={hidden_size:[64],num_layers:[2]}",
                       "cluster.timeout_min=1", "cluster.signal_delay_s=45",
                       "cluster.max_attempts=30", trainer="embedded")
     sweep_dir = Path(cfg.sweep_dir)
