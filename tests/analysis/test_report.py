@@ -83,7 +83,8 @@ def test_bare_csv_flame_moe(tmp_path, flame48, capsys):
     csv = tmp_path / "flame48.csv"
     flame48[["budget", "n", "loss"]].to_csv(csv, index=False)
     out = tmp_path / "out"
-    assert main(["fit", f"results={csv}", f"sweep_dir={out}", "fit.bootstrap=200"]) == 0
+    assert main(["fit", "experiment=flame_sweep", f"results={csv}", f"sweep_dir={out}",
+                 "fit.bootstrap=200"]) == 0
     fit = _load(out / "fit.json")
     _check_contract(fit)
     assert fit["approach3"]["objective"] <= 0.00063

@@ -28,14 +28,15 @@ def test_nearest_member_and_iterations(tmp_path):
     plan = plan_sweep(tmp_path / "s")
     config = OmegaConf.to_container(OmegaConf.load(tmp_path / "s" / "config.yaml"))
     members = family_from_config(config)
-    sizes = plan.drop_duplicates("member").set_index("member")["n_active_flame"]
+    at_budget = plan[np.isclose(plan["budget"], 1e12)].sort_values("n_active_flame")
+    (lo, n_lo), (hi, n_hi) = at_budget[["member", "n_active_flame"]].tail(2).values.tolist()
     # A predictor putting N_opt exactly halfway (in log) between two members, nudged up.
-    target = math.sqrt(sizes["L2-h64"] * sizes["L2-h96"]) * 1.01
+    target = math.sqrt(n_lo * n_hi) * 1.01
     table = select((1e12,), lambda c: (np.array([target]), c / (6 * target), np.array([2.0])),
                    "test", members, config, "n_active_flame")
     row = table.iloc[0]
-    assert row["member"] == "L2-h96"
-    planned = plan[(plan["member"] == "L2-h96") & np.isclose(plan["budget"], 1e12)].iloc[0]
+    assert row["member"] == hi != lo
+    planned = at_budget[at_budget["member"] == hi].iloc[0]
     assert row["member_iterations"] == planned["train_iters"]
     assert row["member_tokens"] == planned["tokens"]
 

@@ -22,14 +22,16 @@ FLAME = [sys.executable, "-m", "jobs.cli"]
 # 20 and 50 runs of a demo-shaped grid family (5 sizes per budget); min_iters=1 keeps every size
 GRID_FAMILY = ("family.members=null",
                "family.grid={hidden_size:[32,48,64,96,128],num_layers:[2]}")
+BUDGETS_15 = "budgets.flops=[3e11,1e12,3e12]"
 BUDGETS_20 = "budgets.flops=[3e11,1e12,3e12,1e13]"
 BUDGETS_50 = "budgets.flops=[1e11,3e11,1e12,3e12,1e13,3e13,1e14,3e14,1e15,3e15]"
 
 
 def make_sweep(sweep_dir: Path, *overrides: str, trainer: str = "simulated") -> DictConfig:
     """Plan a sweep with the real planner; returns the composed config (as `flame` would)."""
+    budgets = () if any(o.startswith("budgets.flops=") for o in overrides) else (BUDGETS_15,)
     cfg = compose([f"sweep_dir={sweep_dir}", f"trainer={trainer}", "planner.min_iters=1",
-                   *GRID_FAMILY, *overrides])
+                   *GRID_FAMILY, *budgets, *overrides])
     the_plan, settings = plan_from_cfg(cfg)
     write_plan(sweep_dir, the_plan, settings, cfg)
     return cfg
