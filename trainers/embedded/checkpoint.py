@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from sweep.io import atomic_writer
 
 CHECKPOINT_FILE = "latest.pt"
 
@@ -28,18 +28,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
 def save(directory: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``directory/latest.pt`` via a temp file and a rename, so a job killed
     mid-save leaves the previous checkpoint intact."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".latest.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as handle:
+        torch.save(state, handle)
     return path
 
 
