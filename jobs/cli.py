@@ -83,14 +83,14 @@ def compose(overrides: Sequence[str]) -> DictConfig:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err, overrides)) from None
+        raise ConfigError(_explain(err)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"config keys {missing} have no value; set them, e.g. {missing[0]}=...")
     return cfg
 
 
-def _explain(err: Exception, overrides: Sequence[str]) -> str:
+def _explain(err: Exception) -> str:
     text = " ".join(str(err).split())
     if "Could not override '" in text or "not in struct" in text:
         key = text.split("'")[1]

@@ -17,8 +17,6 @@ from rich.console import Console
 from sweep.commands import plan as plan_command
 from sweep.io import FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
-TERMINAL_OK = "completed"
-
 
 def run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true",

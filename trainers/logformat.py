@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Mapping
 
-_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|NaN|Inf)"
 TRAIN_RE = re.compile(r"\biteration\s+(\d+)/\s*(\d+)\s*\|(.*)")
 # "validation-1 loss at ..." when Megatron evaluates several validation sets.
 VAL_RE = re.compile(
     r"validation(?:-(\d+))? loss at iteration (\d+)( on (validation|test) set)?\s*\|(.*)")
-FIELD_RE = re.compile(r"\s*([^|:]+?):\s*(" + _NUM + r")\s*(?=\||$)")
 
 
 def train_line(iteration: int, train_iters: int, consumed_samples: int, elapsed_ms: float,
