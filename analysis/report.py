@@ -24,7 +24,8 @@ from analysis.parametric import (PARAM_NAMES, ParametricFit, bootstrap_parametri
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
-from sweep.io import CONFIG_YAML, FIT_JSON, RESULTS_CSV, SELECTION_CSV, atomic_write_text
+from sweep.config import load_sweep_config
+from sweep.io import FIT_JSON, RESULTS_CSV, SELECTION_CSV, atomic_write_text
 
 MIN_PARAMETRIC_POINTS = 6  # five parameters need more points than that to mean anything
 
@@ -42,7 +43,7 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
         raise ConfigError(f"results: none of the {len(points)} rows of {path} is usable "
                           f"(fit.include_flags={list(settings.include_flags)}); see the flag "
                           "and reason columns, or include more flags")
-    config = None if bare else _sweep_config(sweep_dir)
+    config = None if bare else load_sweep_config(sweep_dir)
     iso = fit_isoflop(used, settings)
     param, thetas, param_reason = _parametric(used, settings)
     result = {
@@ -71,16 +72,6 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def _sweep_config(sweep_dir: Path) -> dict | None:
-    path = sweep_dir / CONFIG_YAML
-    if not path.is_file():
-        return None
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as err:  # noqa: BLE001 - any YAML/interpolation error: one clear line
-        raise ConfigError(f"{path}: not readable YAML ({err}); re-run `flame plan`") from None
 
 
 def _parametric(used: pd.DataFrame, settings: FitSettings

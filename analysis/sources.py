@@ -11,12 +11,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sweep.io import METRICS_JSONL, STATE_JSON, TENSORBOARD_DIR, TRAIN_LOG
 from trainers.logformat import parse_lines
 
-METRICS_JSONL = "metrics.jsonl"
-TRAIN_LOG = "train.log"
-STATE_JSON = "state.json"
-TENSORBOARD_DIR = "tensorboard"
 TB_TRAIN_TAG = "lm loss"
 TB_VAL_TAG = "lm loss validation"
 

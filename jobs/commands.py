@@ -17,7 +17,7 @@ from jobs import ledger, slurm
 from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock, unreleased_arrays
 from jobs.settings import ClusterSettings
 from jobs.status import SweepStatus, poll, problems, status_table
-from jobs.sweepdir import read_plan
+from sweep.config import read_plan
 from jobs.task import pid_alive
 from sweep.arch import ConfigError
 

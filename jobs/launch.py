@@ -27,7 +27,8 @@ from omegaconf import DictConfig
 from jobs import ledger, slurm
 from jobs.executors import local_executor, slurm_executor
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir, read_config, read_plan, record_cluster
+from jobs.sweepdir import jobs_dir, read_config, record_cluster
+from sweep.config import read_plan
 from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
 from sweep.arch import ConfigError
 from sweep.io import atomic_write_text, run_dir

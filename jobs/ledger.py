@@ -17,9 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sweep.io import RUNS_DIR, atomic_write_text, run_dir
+from sweep.io import RUNS_DIR, STATE_JSON, atomic_write_text, run_dir
 
-STATE_JSON = "state.json"
 LOCK_FILE = "state.lock"
 LEDGER_VERSION = 1
 

@@ -18,7 +18,8 @@ from rich.table import Table
 
 from jobs import ledger, slurm
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir, read_plan
+from jobs.sweepdir import jobs_dir
+from sweep.config import read_plan
 from jobs.task import pid_alive
 from sweep.arch import ConfigError
 

@@ -1,16 +1,16 @@
-"""What jobs/ reads from a sweep directory (plan.csv, config.yaml) and where it keeps its own
-files (``<sweep>/jobs/``: launch manifests, submitit logs, the local worker registry)."""
+"""What jobs/ reads from a sweep directory (config.yaml, via sweep.config) and where it keeps
+its own files (``<sweep>/jobs/``: launch manifests, submitit logs, the local worker registry)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from sweep.arch import ConfigError
-from sweep.io import CONFIG_YAML, PLAN_CSV
+from sweep.config import load_sweep_config
+from sweep.io import CONFIG_YAML
 
 JOBS_DIR = "jobs"
 
@@ -20,26 +20,13 @@ def jobs_dir(sweep_dir: Path) -> Path:
     return Path(sweep_dir) / JOBS_DIR
 
 
-def read_plan(sweep_dir: Path) -> list[dict[str, str]]:
-    """plan.csv's rows in order (strings, as csv gives them), or a ConfigError saying how to
-    make one."""
-    path = Path(sweep_dir) / PLAN_CSV
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: run `flame plan sweep_dir={sweep_dir}` first")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and "run_id" not in rows[0]:
-        raise ConfigError(f"{path} has no run_id column; re-plan with `flame plan`")
-    return rows
-
-
 def read_config(sweep_dir: Path) -> dict[str, Any]:
     """The plan's config.yaml as a plain dict (what the runs were planned with)."""
-    path = Path(sweep_dir) / CONFIG_YAML
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: run `flame plan sweep_dir={sweep_dir}` first")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
-
+    config = load_sweep_config(sweep_dir)
+    if config is None:
+        raise ConfigError(f"{Path(sweep_dir) / CONFIG_YAML} does not exist: run "
+                          f"`flame plan sweep_dir={sweep_dir}` first")
+    return config
 
 CLUSTER_YAML = "cluster.yaml"
 

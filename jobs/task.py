@@ -18,8 +18,9 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from jobs import ledger
-from jobs.sweepdir import jobs_dir, read_config, read_plan
-from sweep.io import atomic_write_text, run_dir
+from jobs.sweepdir import jobs_dir, read_config
+from sweep.config import read_plan
+from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
 
 WORKERS_JSON = "local-workers.json"
 CLAIM_LOCK = "local.lock"
@@ -53,7 +54,7 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
         ledger.transition(sweep_dir, run_id, ledger.FAILED,
                           error_tail=ledger.tail(traceback.format_exc()))
         raise
-    atomic_write_text(run_dir(sweep_dir, run_id) / "summary.json",
+    atomic_write_text(run_dir(sweep_dir, run_id) / SUMMARY_JSON,
                       json.dumps(summary, indent=1, default=str) + "\n")
     ledger.transition(sweep_dir, run_id, ledger.COMPLETED)
     return summary

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep.config import plan_from_cfg, write_plan
+from sweep.config import plan_from_cfg, read_plan, write_plan
 from sweep.io import PLAN_CSV
 from sweep.planner import Plan, PlannerSettings
 
@@ -19,7 +18,7 @@ def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
     """Plan the study of ``cfg`` into ``cfg.sweep_dir``; print the table and removals."""
     the_plan, settings = plan_from_cfg(cfg)  # raises ConfigError before anything is written
     sweep_dir = Path(cfg.sweep_dir)
-    previous = _previous_ids(sweep_dir / PLAN_CSV)
+    previous = _previous_ids(sweep_dir)
     write_plan(sweep_dir, the_plan, settings, cfg)
     console = Console(width=None if Console().is_terminal else 150)
     console.print(plan_table(the_plan, settings, cfg))
@@ -33,11 +32,10 @@ def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
     return 0
 
 
-def _previous_ids(path: Path) -> set[str] | None:
-    if not path.exists():
+def _previous_ids(sweep_dir: Path) -> set[str] | None:
+    if not (sweep_dir / PLAN_CSV).exists():
         return None
-    with open(path, newline="") as handle:
-        return {row["run_id"] for row in csv.DictReader(handle)}
+    return {row["run_id"] for row in read_plan(sweep_dir)}
 
 
 def plan_table(the_plan: Plan, settings: PlannerSettings, cfg: DictConfig) -> Table:

@@ -19,6 +19,19 @@ from sweep.planner import Plan, PlannerSettings, Prior, plan
 OPERATIONAL_KEY = "operational_keys"
 
 
+def load_sweep_config(sweep_dir: Path) -> dict[str, Any] | None:
+    """``<sweep>/config.yaml`` as a plain dict; None when there is none, one clear error when it
+    cannot be read."""
+    path = Path(sweep_dir) / CONFIG_YAML
+    if not path.is_file():
+        return None
+    try:
+        loaded = OmegaConf.load(path)
+        return OmegaConf.to_container(loaded, resolve=True)  # type: ignore[return-value]
+    except Exception as err:  # noqa: BLE001 - any YAML/interpolation error: one clear line
+        raise ConfigError(f"{path}: not readable YAML ({err}); re-run `flame plan`") from None
+
+
 def container(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
@@ -79,6 +92,19 @@ def plan_csv_text(the_plan: Plan, settings: PlannerSettings) -> str:
 def _fmt(value: Any) -> Any:
     # repr() of a float round-trips exactly and is stable across runs and platforms.
     return repr(value) if isinstance(value, float) else value
+
+
+def read_plan(sweep_dir: Path) -> list[dict[str, str]]:
+    """plan.csv's rows in order (strings, as csv gives them), or a ConfigError saying how to
+    make one."""
+    path = Path(sweep_dir) / PLAN_CSV
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: run `flame plan sweep_dir={sweep_dir}` first")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and "run_id" not in rows[0]:
+        raise ConfigError(f"{path} has no run_id column; re-plan with `flame plan`")
+    return rows
 
 
 def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings, cfg: DictConfig) -> None:

@@ -15,6 +15,13 @@ RESULTS_CSV = "results.csv"
 FIT_JSON = "fit.json"
 SELECTION_CSV = "selection.csv"
 FIGURES_DIR = "figures"
+# Inside runs/<run_id>/ (written by jobs/ and trainers/, read by analysis/).
+STATE_JSON = "state.json"
+TRAIN_LOG = "train.log"
+METRICS_JSONL = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+SUMMARY_JSON = "summary.json"
 SWEEP_FORMAT_VERSION = 1
 
 

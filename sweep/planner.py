@@ -38,8 +38,8 @@ class PlannerSettings:
     min_iters: int = 1
     """Runs with fewer iterations are removed."""
     iters_rounding: str = "ceil"
-    """C / (flops_per_token . batch . seq) to whole iterations: ceil (never under budget; FLAME-MoE's
-    sweep grid) or round (nearest; FLAME-MoE's released models)."""
+    """C / (flops_per_token . batch . seq) to whole iterations: ceil (never under budget;
+    FLAME-MoE's sweep grid) or round (nearest; FLAME-MoE's released models)."""
     max_tokens: float | None = None
     """Runs needing more tokens than the dataset has are removed (no repetition)."""
     min_tokens_per_param: float | None = None

@@ -1,1 +1,2 @@
-"""What runs inside a job: the embedded CPU trainer, the simulated trainer, the Megatron launcher."""
+"""What runs inside a job: the embedded CPU trainer, the simulated trainer, the Megatron
+launcher."""

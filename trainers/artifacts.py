@@ -12,11 +12,9 @@ import os
 import time
 from pathlib import Path
 
+from sweep.io import METRICS_JSONL, TRAIN_LOG
 from trainers.logformat import train_line, validation_lines
 
-TRAIN_LOG = "train.log"
-METRICS_JSONL = "metrics.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
 
 
 class RunLog:

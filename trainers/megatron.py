@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sweep.arch import ConfigError, MoEArch
-from sweep.io import atomic_write_text
-from trainers.artifacts import CHECKPOINTS_DIR, METRICS_JSONL, TRAIN_LOG
+from sweep.io import (CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG,
+                      atomic_write_text)
 from trainers.logformat import ParsedLog, parse_lines
 from trainers.signals import DeferredSignals, Preempted
 from trainers.spec import RunSpec
 
 LAUNCH_SH = "launch.sh"
-TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS_PER_RUN = 10
 
 

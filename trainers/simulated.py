@@ -19,7 +19,8 @@ from typing import Any, Mapping
 
 from sweep.arch import ConfigError
 from sweep.io import atomic_write_text
-from trainers.artifacts import CHECKPOINTS_DIR, RunLog
+from sweep.io import CHECKPOINTS_DIR
+from trainers.artifacts import RunLog
 from trainers.schedule import WSD
 from trainers.signals import DeferredSignals
 from trainers.spec import RunSpec

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from sweep.arch import ConfigError
-from trainers.artifacts import CHECKPOINTS_DIR, RunLog
+from sweep.io import CHECKPOINTS_DIR
+from trainers.artifacts import RunLog
 from trainers.embedded import checkpoint
 from trainers.embedded.data import VOCAB, DataConfig, build_datasets, prepare_corpus
 from trainers.embedded.model import MoEDecoder
