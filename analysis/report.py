@@ -98,6 +98,7 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings) -> dict:
            "k_d": None, "loss_law": None,
            "budgets": [b.as_dict() for b in iso.budgets], "reason": iso.reason,
            "note": iso.note, "bootstrap": settings.bootstrap,
+           "bootstrap_kind": iso.bootstrap_kind,
            "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None}
     if iso.n_law is None:
         return out

@@ -11,6 +11,7 @@ from sweep.arch import ConfigError
 N_COLUMN_RE = re.compile(r"^n_(active|total)_(exact|flame)(_nonemb)?$")
 N_COLUMNS = tuple(f"n_{kind}_{conv}{emb}" for kind in ("active", "total")
                   for conv in ("exact", "flame") for emb in ("", "_nonemb"))
+APPROACH2_BOOTSTRAPS = ("residual", "pairs")
 FLAGS = ("ok", "diverged", "nan", "incomplete", "missing")
 FLAME_BUDGETS = (1e18, 3e18, 6e18, 2e19, 3e19, 8e19, 2.4e20)
 
@@ -29,6 +30,9 @@ class FitSettings:
     """Drop this many highest-loss points before fitting (Besiroglu et al. drop 5)."""
     bootstrap: int = 1000
     """Bootstrap resamples for both approaches' intervals (0 = no intervals)."""
+    approach2_bootstrap: str = "residual"
+    """Approach 2's resampling: residual (the sizes are a design; resample pooled parabola
+    residuals) or pairs (resample runs within each budget: conservative with few runs)."""
     seed: int = 0
     """Seed of the bootstrap's random generator (results are reproducible)."""
     confidence: float = 0.95
@@ -69,6 +73,9 @@ class FitSettings:
         bad = sorted(set(self.include_flags) - set(FLAGS))
         if bad:
             raise ConfigError(f"fit.include_flags: unknown flags {bad}; choose from {FLAGS}")
+        if self.approach2_bootstrap not in APPROACH2_BOOTSTRAPS:
+            raise ConfigError(f"fit.approach2_bootstrap={self.approach2_bootstrap!r}: choose "
+                              f"one of {', '.join(APPROACH2_BOOTSTRAPS)}")
         checks = [("bootstrap", self.bootstrap >= 0), ("min_points", self.min_points >= 3),
                   ("confidence", 0 < self.confidence < 1), ("huber_delta", self.huber_delta > 0),
                   ("bucket_decades", self.bucket_decades > 0),

@@ -36,7 +36,8 @@ def _approach2(fit: dict) -> list:
     else:
         out.append(Text(f"  N_opt = {_g(a2['k'])} C^{_g(a2['a'])}  a = {_g(a2['a'])} "
                         f"{_ci(a2['a_ci'])};  D_opt ~ C^{_g(a2['b'])}  b = {_g(a2['b'])} "
-                        f"{_ci(a2['b_ci'])}  ({a2['bootstrap']} bootstraps, "
+                        f"{_ci(a2['b_ci'])}  ({a2['bootstrap']} "
+                        f"{a2.get('bootstrap_kind') or ''} bootstraps, "
                         f"{int(fit['settings']['confidence'] * 100)}% intervals)"))
     return out
 

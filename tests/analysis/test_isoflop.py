@@ -96,3 +96,44 @@ def test_scattered_flops_never_crash():
     n = 10 ** rng.uniform(7, 10, 20)
     fit = fit_isoflop(_budget(c, n, rng.uniform(2, 4, 20)), SETTINGS)
     assert fit.note and (fit.n_law is None) == bool(fit.reason)
+
+
+def _noisy_sweep(per_budget):
+    from analysis.synthetic import Law, isoflop_sweep
+    return isoflop_sweep(Law(), np.geomspace(1e18, 1e20, 3), per_budget=per_budget,
+                         span_decades=0.4, noise=0.005, seed=1)
+
+
+def test_residual_bootstrap_keeps_the_design_and_is_reproducible():
+    points = _noisy_sweep(6)
+    first = fit_isoflop(points, FitSettings(bootstrap=300, seed=3))
+    again = fit_isoflop(points, FitSettings(bootstrap=300, seed=3))
+    np.testing.assert_array_equal(first.samples["exp_n"], again.samples["exp_n"])
+    assert first.samples["ok_fraction"][0] > 0.9
+    lo, hi = np.percentile(first.samples["exp_n"], [2.5, 97.5])
+    assert lo < first.n_law.exponent < hi
+    pairs = fit_isoflop(points, FitSettings(bootstrap=300, seed=3, approach2_bootstrap="pairs"))
+    assert pairs.n_law == first.n_law  # the resampling changes intervals, never the estimate
+    assert not np.array_equal(pairs.samples["exp_n"], first.samples["exp_n"])
+
+
+def test_residual_bootstrap_without_residual_freedom_falls_back_to_pairs():
+    # Three sizes per budget: every parabola passes through its points, no residual to draw.
+    points = _noisy_sweep(3)
+    residual = fit_isoflop(points, FitSettings(bootstrap=100, seed=0, window_decades=None))
+    pairs = fit_isoflop(points, FitSettings(bootstrap=100, seed=0, window_decades=None,
+                                            approach2_bootstrap="pairs"))
+    np.testing.assert_array_equal(residual.samples["exp_n"], pairs.samples["exp_n"])
+
+
+def test_unknown_bootstrap_kind_names_the_field():
+    from sweep.arch import ConfigError
+    with pytest.raises(ConfigError, match="fit.approach2_bootstrap='wild'.*residual, pairs"):
+        FitSettings.from_mapping({"approach2_bootstrap": "wild"})
+
+
+def test_the_bootstrap_kind_used_is_recorded():
+    assert fit_isoflop(_noisy_sweep(6), FitSettings(bootstrap=20)).bootstrap_kind == "residual"
+    fallback = fit_isoflop(_noisy_sweep(3), FitSettings(bootstrap=20, window_decades=None))
+    assert fallback.bootstrap_kind == "pairs"
+    assert fit_isoflop(_noisy_sweep(6), FitSettings(bootstrap=0)).bootstrap_kind == ""
