@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from jobs import ledger, slurm
 from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock, unreleased_arrays
 from jobs.settings import ClusterSettings
-from jobs.status import SweepStatus, poll, problems, status_table
+from jobs.status import PlainLine, SweepStatus, poll, problems, status_table
 from sweep.config import read_plan
 from jobs.task import pid_alive
 from sweep.arch import ConfigError
@@ -71,7 +71,17 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     title = f"{sweep_dir.name} ({settings.name})"
     console = _console()
     current = poll(sweep_dir, cfg)
-    if getattr(args, "watch", False):
+    if getattr(args, "watch", False) and not console.is_terminal:
+        # A file or pipe: a live view would print nothing until the end; plain lines instead.
+        line, started = PlainLine(), time.monotonic()
+        while True:
+            line.maybe_print(console, current, time.monotonic() - started)
+            if current.all_terminal:
+                break
+            time.sleep(settings.poll_s)
+            current = poll(sweep_dir, cfg)
+        console.print(status_table(current, title, devices))
+    elif getattr(args, "watch", False):
         with Live(_watch_view(current, title, devices), console=console,
                   refresh_per_second=2) as live:
             while not current.all_terminal:

@@ -198,21 +198,31 @@ def problems(status: SweepStatus, limit: int = 10) -> list[str]:
     return lines
 
 
+PLAIN_EVERY_S = 30.0
+"""Without a terminal, a progress line at most this often (and at the end)."""
+
+
 def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None = None,
                         progress: bool = True, console: Console | None = None) -> SweepStatus:
     """Block until every run is completed, failed, timed out or cancelled; a rich progress bar
-    shows terminal runs of all. Returns the final status (counts by state)."""
+    shows terminal runs of all (plain lines when output is a file or pipe, where a live bar
+    would print nothing until the end). Returns the final status (counts by state)."""
     settings = ClusterSettings.from_cfg(cfg)
     period = settings.poll_s if poll_s is None else poll_s
     sweep_dir = Path(sweep_dir).resolve()
+    console = console or Console()
+    plain = progress and not console.is_terminal
+    started, last = time.monotonic(), PlainLine()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
-                  console=console, disable=not progress, transient=False) as bar:
+                  console=console, disable=plain or not progress, transient=False) as bar:
         task = bar.add_task("runs finished", total=None, counts="")
         while True:
             status = poll(sweep_dir, cfg)
             bar.update(task, total=status.total, completed=status.terminal,
                        counts=status.summary())
+            if plain:
+                last.maybe_print(console, status, time.monotonic() - started)
             if status.all_terminal:
                 return status
             if status.counts[ledger.PLANNED] and not any(
@@ -223,3 +233,22 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None =
                 from jobs.launch import ensure_local_workers
                 ensure_local_workers(sweep_dir, settings)
             time.sleep(period)
+
+
+@dataclass
+class PlainLine:
+    """Throttles the plain progress lines: on a change, at most every PLAIN_EVERY_S."""
+
+    terminal: int = -1
+    """Terminal runs at the last line printed (-1: none printed yet)."""
+    at_s: float = -PLAIN_EVERY_S
+    """Elapsed seconds when it was printed."""
+
+    def maybe_print(self, console: Console, status: SweepStatus, elapsed_s: float) -> None:
+        changed = status.terminal != self.terminal
+        due = elapsed_s - self.at_s >= PLAIN_EVERY_S or status.all_terminal
+        if changed and due:
+            minutes, seconds = divmod(int(elapsed_s), 60)
+            console.print(f"runs finished {status.terminal}/{status.total}  {status.summary()}  "
+                          f"{minutes}:{seconds:02d}", highlight=False)
+            self.terminal, self.at_s = status.terminal, elapsed_s

@@ -38,7 +38,7 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
     console.print(f"launch: {len(report.submitted)} runs submitted, "
                   f"{len(report.skipped)} already done or in flight")
     wait = bool(cfg.cluster.get("wait", True)) and not getattr(args, "no_wait", False)
-    status = wait_until_terminal(sweep_dir, cfg) if wait else poll(sweep_dir, cfg)
+    status = wait_until_terminal(sweep_dir, cfg, console=console) if wait else poll(sweep_dir, cfg)
     if not status.all_terminal:
         console.print(f"{status.summary()}\nruns are still queued or running on "
                       f"{cfg.cluster.name}; follow them with `flame status --watch "

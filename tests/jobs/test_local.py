@@ -20,7 +20,10 @@ def test_local_sweep_runs_detached_and_once(tmp_path: Path) -> None:
     assert "submitted 15 runs" in out.stdout  # the launcher process has exited by now ...
     watch = flame("status", "--watch", f"sweep_dir={tmp_path}", "cluster=local",
                   "cluster.poll_s=0.3")  # refreshes until every run is terminal
-    assert "15/15 finished (15 completed)" in watch.stdout
+    # Not a terminal: plain progress lines (no live view), then the table.
+    lines = [ln for ln in watch.stdout.splitlines() if ln.startswith("runs finished ")]
+    assert lines[-1].startswith("runs finished 15/15  15 completed"), watch.stdout
+    assert "completed" in watch.stdout.split(lines[-1])[1]  # the final table follows
     final = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
     assert final.counts["completed"] == 15, final.summary()  # ... its workers went on
     records = ledger.read_all(tmp_path)
