@@ -1,5 +1,6 @@
 """The few SLURM client calls jobs/ makes itself (submission goes through submitit): one
-``sacct`` for a whole sweep's states, job look-up by name, ``scancel``, ``scontrol release``."""
+``sacct`` for a whole sweep's states, ``squeue`` for jobs sacct does not know, job look-up by
+name, ``scancel``, ``scontrol release``."""
 
 from __future__ import annotations
 
@@ -93,6 +94,11 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobInfo]:
         for task in _expand(fields[0]):
             out[task] = info
     return out
+
+
+def queued_jobs() -> set[str]:
+    """Ids (array job ids for arrays) of every job slurmctld holds now: pending or running."""
+    return set(_run(["squeue", "-h", "-o", "%F"]).split())
 
 
 def find_by_name(name: str) -> str | None:

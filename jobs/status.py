@@ -102,6 +102,7 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
     if settings.executor == "slurm":
         slurm.ensure_client(settings)
         infos = slurm.job_states(rec["job_ids"][-1] for rec in active.values())
+        changed += _forgotten(sweep_dir, active, infos)
         for run_id, rec in active.items():
             job_id = rec["job_ids"][-1]
             info = infos.get(job_id)
@@ -125,6 +126,31 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
                                      error_tail=f"local worker {pid} exited while training "
                                                 f"this run (killed?)"):
                     changed += 1
+    return changed
+
+
+FORGOTTEN_AFTER_S = 600.0
+"""A job neither sacct nor squeue knows this long after the run's last ledger change is gone
+(its cluster's state was reset, or accounting purged it): the run is marked failed."""
+
+
+def _forgotten(sweep_dir: Path, active: dict[str, dict], infos: dict) -> int:
+    """Fail active runs whose job the scheduler has no record of (else they wait forever)."""
+    stamp = datetime.now(timezone.utc)
+    unknown = {rid: rec for rid, rec in active.items() if rec["job_ids"][-1] not in infos and (
+        stamp - datetime.fromisoformat(rec["updated_at"])).total_seconds() > FORGOTTEN_AFTER_S}
+    if not unknown:
+        return 0
+    queued = slurm.queued_jobs()  # slurmdbd can lag or be down while slurmctld has the job
+    changed = 0
+    for run_id, rec in unknown.items():
+        job_id = rec["job_ids"][-1]
+        if job_id.split("_")[0] in queued:
+            continue
+        note = (f"scheduler: no record of job {job_id} in sacct or squeue "
+                f"{FORGOTTEN_AFTER_S:.0f} s after its last change (cluster state reset or "
+                "accounting purged); `flame resubmit --failed` submits it again")
+        changed += ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=note) is not None
     return changed
 
 

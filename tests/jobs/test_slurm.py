@@ -188,3 +188,26 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
     assert final.counts["completed"] == 5, final.summary()
     all_ids = {rec["job_ids"][0] for rec in ledger.read_all(sweep_dir).values()}
     assert len(all_ids) == 5 and len(sacct_settled(all_ids, 5)) == 5
+
+
+def test_a_job_the_scheduler_forgot_fails_instead_of_waiting_forever(slurm_sweep) -> None:
+    """A job id neither sacct nor squeue knows (its cluster's state was reset) ends the wait."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from jobs.status import FORGOTTEN_AFTER_S
+    from sweep.io import STATE_JSON, atomic_write_text
+
+    cfg = slurm_sweep("budgets.flops=[3e11]")
+    sweep_dir = Path(cfg.sweep_dir)
+    old, recent = plan_ids(sweep_dir)[:2]
+    for run_id, age_s in ((old, FORGOTTEN_AFTER_S + 60), (recent, 5)):
+        ledger.transition(sweep_dir, run_id, ledger.SUBMITTED, job_id="9999999", strict=True)
+        rec = ledger.read(sweep_dir, run_id)
+        stamp = datetime.now(timezone.utc) - timedelta(seconds=age_s)
+        rec["updated_at"] = stamp.isoformat(timespec="seconds")
+        atomic_write_text(sweep_dir / "runs" / run_id / STATE_JSON, json.dumps(rec))
+    status = poll(sweep_dir, cfg)
+    states = {r.run_id: r for r in status.runs}
+    assert states[old].state == ledger.FAILED and "no record of job 9999999" in states[old].error
+    assert states[recent].state == ledger.SUBMITTED  # sacct may simply not have it yet
