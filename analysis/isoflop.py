@@ -236,13 +236,12 @@ def _bootstrap(groups: list[dict], fits: list[dict], settings: FitSettings
     if settings.bootstrap == 0:
         return {}, ""
     rng = np.random.default_rng(settings.seed)
-    shapes = [(settings.bootstrap, g["x"].size) for g in groups]
     losses = _residual_resamples(groups, fits, settings.bootstrap, rng) \
         if settings.approach2_bootstrap == "residual" else None
     if losses is None:  # pairs, or no residual degrees of freedom to resample
         weights = [resample_counts(g["x"].size, None, settings.bootstrap, rng) for g in groups]
     else:
-        weights = [np.ones(shape) for shape in shapes]
+        weights = [np.ones_like(y) for y in losses]
     boot = _fit_all(groups, weights, settings, losses)
     ok = boot["ok"]
     out = {"ok_fraction": np.array([ok.mean()])}

@@ -136,9 +136,8 @@ FORGOTTEN_AFTER_S = 600.0
 
 def _forgotten(sweep_dir: Path, active: dict[str, dict], infos: dict) -> int:
     """Fail active runs whose job the scheduler has no record of (else they wait forever)."""
-    stamp = datetime.now(timezone.utc)
-    unknown = {rid: rec for rid, rec in active.items() if rec["job_ids"][-1] not in infos and (
-        stamp - datetime.fromisoformat(rec["updated_at"])).total_seconds() > FORGOTTEN_AFTER_S}
+    unknown = {rid: rec for rid, rec in active.items() if rec["job_ids"][-1] not in infos
+               and _seconds(rec["updated_at"], None) > FORGOTTEN_AFTER_S}
     if not unknown:
         return 0
     queued = slurm.queued_jobs()  # slurmdbd can lag or be down while slurmctld has the job
