@@ -43,12 +43,18 @@ def preempt_when_running(sweep_dir: Path, cfg, after_s: float) -> str:
     return run_id
 
 
-def test_preempted_run_requeues_and_resumes_to_the_same_loss(slurm_sweep, tmp_path) -> None:
-    cfg = slurm_sweep(*ONE_RUN, "trainer.seconds_per_run=6", "cluster.max_attempts=3")
+def preempted_once(slurm_sweep, max_attempts: int):
+    """One 6-second simulated run launched on SLURM, preempted 2 s in, waited for."""
+    cfg = slurm_sweep(*ONE_RUN, "trainer.seconds_per_run=6",
+                      f"cluster.max_attempts={max_attempts}")
     sweep_dir = Path(cfg.sweep_dir)
     launch_sweep(sweep_dir, cfg)
     run_id = preempt_when_running(sweep_dir, cfg, after_s=2.0)
-    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    return cfg, sweep_dir, run_id, wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+
+
+def test_preempted_run_requeues_and_resumes_to_the_same_loss(slurm_sweep, tmp_path) -> None:
+    cfg, sweep_dir, run_id, final = preempted_once(slurm_sweep, max_attempts=3)
     assert final.counts["completed"] == 1, final.summary()
     rec = ledger.read(sweep_dir, run_id)
     assert rec["attempts"] == 2 and len(rec["job_ids"]) == 1  # requeued: same job, 2 starts
@@ -60,11 +66,7 @@ def test_preempted_run_requeues_and_resumes_to_the_same_loss(slurm_sweep, tmp_pa
 
 
 def test_attempt_cap_marks_timeout_then_resubmit_resumes(slurm_sweep) -> None:
-    cfg = slurm_sweep(*ONE_RUN, "trainer.seconds_per_run=6", "cluster.max_attempts=1")
-    sweep_dir = Path(cfg.sweep_dir)
-    launch_sweep(sweep_dir, cfg)
-    run_id = preempt_when_running(sweep_dir, cfg, after_s=2.0)
-    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+    cfg, sweep_dir, run_id, final = preempted_once(slurm_sweep, max_attempts=1)
     assert final.counts["timeout"] == 1, final.summary()
     rec = ledger.read(sweep_dir, run_id)
     assert rec["attempts"] == 1 and "cluster.max_attempts=1" in rec["error_tail"]
