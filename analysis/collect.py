@@ -14,6 +14,9 @@ count. Flags, first match wins:
   every run of the simulated trainer's laws on small vocabularies);
 - ``incomplete``: the ledger does not say completed, fewer iterations than planned, or no final
   evaluation;
+- ``unplanned``: a run of an earlier plan of this sweep (``history/*/plan.csv``) that the
+  current plan no longer has: kept in results.csv, never lost to a re-plan, but not fitted by
+  default (it was trained under another config);
 - ``ok``.
 """
 
@@ -32,6 +35,7 @@ from analysis.settings import FitSettings
 from analysis.sources import (Evidence, finite, read_metrics, read_state, read_tensorboard,
                               read_train_log)
 from sweep.arch import ConfigError
+from sweep.config import history_plans
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
 
 RESULT_COLUMNS = ("status", "final_val_loss", "best_val_loss", "tokens_seen", "iterations_done",
@@ -74,13 +78,38 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     fit_cfg = cfg.get("fit") if cfg is not None else None
     rise = FitSettings.from_mapping(fit_cfg).diverge_rise if fit_cfg is not None else \
         FitSettings.diverge_rise
+    earlier = _earlier_runs(sweep_dir, set(plan["run_id"]))
     rows = [collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise)
             for rec in plan.to_dict(orient="records")]
-    results = plan.copy()
+    rows += [_unplanned(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise), source)
+             for rec, source in earlier]
+    results = pd.concat([plan, pd.DataFrame([rec for rec, _ in earlier], columns=plan.columns)],
+                        ignore_index=True) if earlier else plan.copy()
     for col in RESULT_COLUMNS:
         results[col] = [getattr(r, col) for r in rows]
     atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
     return results
+
+
+def _earlier_runs(sweep_dir: Path, current: set[str]) -> list[tuple[dict, str]]:
+    """Plan rows of runs that earlier plans started and the current plan dropped (newest plan
+    first, each run once)."""
+    found: dict[str, tuple[dict, str]] = {}
+    for path in history_plans(sweep_dir):
+        old = read_csv(path, "plan")
+        for rec in old.to_dict(orient="records"):
+            rid = str(rec.get("run_id"))
+            if rid not in current and rid not in found and run_dir(sweep_dir, rid).is_dir():
+                found[rid] = (dict(rec, run_id=rid), str(path.relative_to(sweep_dir)))
+    return list(found.values())
+
+
+def _unplanned(result: RunResult, source: str) -> RunResult:
+    if result.flag == "missing":
+        return result
+    reason = f"planned by {source}, not by the current plan"
+    return RunResult(**{**result.__dict__, "flag": "unplanned",
+                        "reason": f"{reason}; {result.reason}" if result.reason else reason})
 
 
 def collect_run(path: Path, row: dict, diverge_rise: float = 0.1) -> RunResult:

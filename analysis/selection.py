@@ -2,7 +2,8 @@
 
 Nearest means smallest ``|log N_member - log N_opt|`` with N counted the way the fit counted
 it (``fit.n_column``); the member's iterations and tokens follow the planner's arithmetic
-(``sweep.accounting.train_iters`` with the plan's batch, convention and FLOPs formula).
+(``sweep.accounting.train_iters`` with the plan's batch, convention, FLOPs formula and
+rounding: the same function the planner uses).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from analysis.settings import N_COLUMN_RE
 from sweep.accounting import param_counts, train_iters
 from sweep.arch import ConfigError, MoEArch
+from sweep.config import settings_from_cfg
 from sweep.family import Member, build_family
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -65,10 +67,10 @@ def _nearest(budget: float, n_opt: float, members: list[Member], config: Mapping
     sizes = np.array([member_n(m.arch, n_column) for m in eligible], float)
     best = int(np.abs(np.log(sizes) - math.log(n_opt)).argmin())
     member = eligible[best]
-    batch = int((config.get("planner") or {}).get("global_batch_size", 1024))
-    convention = str(config.get("accounting", "flame"))
-    formula = str(config.get("flops_formula", "6n"))
-    iters = train_iters(budget, member.arch, batch, convention, formula)
+    s = settings_from_cfg(config)
+    batch = s.global_batch_size
+    iters = train_iters(budget, member.arch, batch, s.accounting, s.flops_formula,
+                        s.iters_rounding)
     return {"member": member.name, "member_n": sizes[best],
             "log10_n_ratio": math.log10(sizes[best] / n_opt),
             "member_tokens": iters * batch * member.arch.seq_length,

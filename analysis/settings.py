@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from sweep.arch import ConfigError
+from sweep.schema import to_typed
 
 N_COLUMN_RE = re.compile(r"^n_(active|total)_(exact|flame)(_nonemb)?$")
 N_COLUMNS = tuple(f"n_{kind}_{conv}{emb}" for kind in ("active", "total")
                   for conv in ("exact", "flame") for emb in ("", "_nonemb"))
 APPROACH2_BOOTSTRAPS = ("residual", "pairs")
-FLAGS = ("ok", "diverged", "nan", "incomplete", "missing")
+FLAGS = ("ok", "diverged", "nan", "incomplete", "missing", "unplanned")
 FLAME_BUDGETS = (1e18, 3e18, 6e18, 2e19, 3e19, 8e19, 2.4e20)
 
 
-@dataclass(frozen=True)
+@dataclass
 class FitSettings:
-    """How ``flame fit`` selects, fits and bootstraps results (the ``fit`` config group)."""
+    """The ``fit`` group: how ``flame collect`` flags runs and ``flame fit`` selects, fits and
+    bootstraps results (``conf/fit/*.yaml``)."""
 
     n_column: str = "n_active_flame"
     """plan/results column used as N: n_{active|total}_{exact|flame}[_nonemb]."""
-    include_flags: tuple[str, ...] = ("ok",)
+    include_flags: list[str] = field(default_factory=lambda: ["ok"])
     """Runs whose collect flag is in this list are fitted; the others are kept but excluded."""
-    exclude_budgets: tuple[float, ...] = ()
+    exclude_budgets: list[float] = field(default_factory=list)
     """Budgets (FLOPs) left out of every fit."""
     drop_highest_loss: int = 0
     """Drop this many highest-loss points before fitting (Besiroglu et al. drop 5)."""
@@ -45,26 +47,19 @@ class FitSettings:
     """Approach 2: bucket width (decades of C) when FLOPs are not on a few discrete budgets."""
     huber_delta: float = 1e-3
     """Approach 3: Huber loss threshold on log-loss residuals (Hoffmann et al.: 1e-3)."""
-    target_budgets: tuple[float, ...] = FLAME_BUDGETS
-    """Budgets (FLOPs) to select configurations for."""
+    target_budgets: list[float] = field(default_factory=lambda: list(FLAME_BUDGETS))
+    """Budgets (FLOPs) to select configurations for (default: FLAME-MoE's seven release
+    budgets)."""
     diverge_rise: float = 0.1
     """collect: a run whose final val loss exceeds its best by this fraction is diverged."""
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "FitSettings":
         """Settings from the ``fit`` config mapping; unknown or bad keys raise ConfigError."""
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"fit: unknown keys {unknown}; allowed: {sorted(known)}")
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in cfg:
-                values[f.name] = _coerce(f.name, cfg[f.name], getattr(cls, f.name))
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        return to_typed(cls, cfg, "fit")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if not N_COLUMN_RE.match(self.n_column):
@@ -93,22 +88,3 @@ class FitSettings:
         """Percentiles (0-100) bounding the confidence interval."""
         tail = (1 - self.confidence) / 2 * 100
         return tail, 100 - tail
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    try:
-        if name in ("include_flags",):
-            return tuple(str(v) for v in (value or ()))
-        if name in ("exclude_budgets", "target_budgets"):
-            return tuple(float(v) for v in (value or ()))
-        if value is None:
-            return None
-        if isinstance(default, bool):
-            return bool(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float) or name == "window_decades":
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"fit.{name}={value!r}: expected {type(default).__name__}") from None

@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from analysis.parametric import closed_form_optimum
+from sweep import law
 
 
-@dataclass(frozen=True)
-class Law:
-    """A ground-truth ``L(N, D) = E + A/N^alpha + B/D^beta``."""
+@dataclass
+class Law(law.Law):
+    """The law synthetic sweeps default to: Chinchilla-like exponents, round coefficients."""
 
     E: float = 1.7
     """Irreducible loss."""
     A: float = 400.0
-    """Parameter-term coefficient."""
+    """Parameter term's scale."""
     B: float = 1200.0
-    """Data-term coefficient."""
+    """Data term's scale."""
     alpha: float = 0.34
     """Parameter exponent."""
     beta: float = 0.28
     """Data exponent."""
-
-    @property
-    def a(self) -> float:
-        """True exponent of N_opt(C) (Hoffmann et al. 2022, eq. 4)."""
-        return self.beta / (self.alpha + self.beta)
-
-    @property
-    def theta(self) -> np.ndarray:
-        return np.array([np.log(self.A), np.log(self.B), np.log(self.E), self.alpha, self.beta])
-
-    def loss(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
 
 
 def isoflop_sweep(law: Law, budgets: np.ndarray, per_budget: int = 9, span_decades: float = 0.8,

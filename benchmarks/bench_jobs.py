@@ -32,7 +32,7 @@ from sweep.config import plan_from_cfg, write_plan
 
 # 10 budgets x 100 demo-family members (10 widths x 10 depths) = 1,000 runs
 OVERRIDES = [
-    "trainer=simulated", "cluster=slurm", "planner.min_iters=1",
+    "trainer=simulated", "cluster=slurm_local", "planner.min_iters=1",
     "budgets.flops=[1e11,3e11,1e12,3e12,1e13,3e13,1e14,3e14,1e15,3e15]",
     "family.members=null",
     "family.grid={hidden_size:[32,48,64,80,96,112,128,144,160,176],"

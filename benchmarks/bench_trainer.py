@@ -24,8 +24,9 @@ from rich.table import Table
 
 from sweep.accounting import param_counts
 from sweep.arch import MoEArch
-from trainers.embedded.train import EmbeddedConfig, Recipe, _Loop
-from trainers.spec import RunSpec
+from sweep.planrow import PlanRow
+from trainers.embedded.train import _Loop
+from trainers.settings import EmbeddedConfig, Recipe
 
 SIZES = [  # (layers, hidden, heads): demo scale, then two >= 1M active parameters
     (2, 128, 4),
@@ -67,10 +68,17 @@ def matmul_peak(repeats: int = 5) -> float:
 
 def train_rate(arch: MoEArch, steps: int, batch: int, cache: Path) -> float:
     """Tokens/s of the embedded trainer's own training step on real batches."""
-    spec = RunSpec("bench", arch, steps + 2, batch, 0.0, param_counts(arch, "exact").active)
-    ecfg = EmbeddedConfig.from_cfg({"cache_dir": str(cache), "eval_iters": 1})
+    exact = param_counts(arch, "exact")
+    counts = {f"n_{k}_{c}{e}": 0 for k in ("active", "total") for c in ("exact", "flame")
+              for e in ("", "_nonemb")} | {"n_active_exact": exact.active}
+    spec = PlanRow(run_id="bench", budget=0.0, member="bench", arch=arch, micro_batch_size=None,
+                   global_batch_size=batch, counts=counts, accounting="exact",
+                   flops_formula="6n", flops_per_token=6.0 * exact.active,
+                   tokens=(steps + 2) * batch * arch.seq_length, train_iters=steps + 2,
+                   gpu_hours=0.0)
+    ecfg = EmbeddedConfig(cache_dir=str(cache), eval_iters=1)
     with tempfile.TemporaryDirectory() as tmp:
-        loop = _Loop(spec, Recipe.from_cfg(RECIPE), ecfg, Path(tmp))
+        loop = _Loop(spec, Recipe(**RECIPE), ecfg, Path(tmp))
         for _ in range(2):  # warm-up: allocator, first-touch
             loop._train_step()
         start = time.perf_counter()

@@ -17,7 +17,10 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from conf.schema import group_docs, register
 from sweep.arch import ConfigError
+from sweep.config import study_config
+from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
@@ -41,7 +44,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "plan": Command("sweep.commands:plan", "budgets x family -> <sweep_dir>/plan.csv"),
+    "plan": Command("sweep.commands:plan", "budgets x family -> <sweep_dir>/plan.csv",
+                    "sweep.commands:plan_arguments"),
     "launch": Command("jobs.commands:launch", "submit the plan's unfinished runs",
                       "jobs.commands:launch_arguments"),
     "status": Command("jobs.commands:status", "table of runs by state",
@@ -75,10 +79,12 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def compose(overrides: Sequence[str]) -> DictConfig:
-    """The composed config, or a ConfigError naming the bad override."""
+    """The composed config, checked against the schema (every group typed), or a ConfigError
+    naming the bad key."""
     from hydra import compose as hydra_compose, initialize_config_module
     from hydra.errors import HydraException
 
+    register()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
@@ -87,18 +93,27 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"config keys {missing} have no value; set them, e.g. {missing[0]}=...")
+    try:
+        study_config(cfg)  # also catches keys added with +key=... and cross-field checks
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain(err)) from None
     return cfg
 
 
 def _explain(err: Exception) -> str:
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else None
+    if cause is not None and getattr(cause, "full_key", None):
+        return explain(cause)
     text = " ".join(str(err).split())
     if "Could not override '" in text or "not in struct" in text:
         key = text.split("'")[1]
         return (f"unknown config key '{key}': check its spelling against `flame <command> "
-                f"--help`, or add a new key on purpose with +{key}=...")
+                "--help`")
     if "Could not find" in text:
         return f"{text.split('Available options')[0].strip()}; `flame <command> --help` lists " \
                "each group's options"
+    if isinstance(err, OmegaConfBaseException):
+        return explain(err)
     return text
 
 
@@ -115,8 +130,18 @@ def print_config_help(cfg: DictConfig) -> None:
     print("\nConfig groups (choose with group=option):")
     for group in GROUPS:
         print(f"  {group:<11} {', '.join(group_options(group))}")
-    print("\nKeys (override with key=value, nested with a.b=value); current values:")
-    print(OmegaConf.to_yaml(cfg, resolve=False))
+    print("\nKeys (override with key=value, nested with a.b=value): current value, meaning")
+    for section in ("planner", *GROUPS[1:]):
+        node = cfg.get(section)
+        if not isinstance(node, DictConfig):
+            continue
+        values = OmegaConf.to_container(node, resolve=True)
+        docs = group_docs(section, str(values.get("name", "")))
+        print(f"  {section}:")
+        for key, value in values.items():
+            shown = "..." if isinstance(value, (dict, list)) and len(str(value)) > 40 else value
+            print(f"    {key} = {str(shown):<28} {docs.get(key, '')}")
+    print("\nThe whole composed config: `--cfg`.")
 
 
 def build_parser(name: str, command: Command) -> argparse.ArgumentParser:

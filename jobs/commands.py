@@ -145,7 +145,7 @@ def _stop_local(job_ids: list[str]) -> None:
 
 
 def _chosen(sweep_dir: Path, ids: list[str], every: bool, flag: str) -> list[str]:
-    known = [r["run_id"] for r in read_plan(sweep_dir)]
+    known = [r.run_id for r in read_plan(sweep_dir)]
     if every:
         return known
     if not ids:

@@ -29,6 +29,7 @@ from jobs.executors import local_executor, slurm_executor
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, read_config, record_cluster
 from sweep.config import read_plan
+from sweep.planrow import PlanRow
 from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
 from sweep.arch import ConfigError
 from sweep.io import atomic_write_text, run_dir
@@ -84,21 +85,21 @@ def launcher_lock(sweep_dir: Path) -> Iterator[None]:
         yield
 
 
-def shape(row: dict[str, str], settings: ClusterSettings) -> tuple:
+def shape(row: PlanRow, settings: ClusterSettings) -> tuple:
     """A run's resource shape: runs of one shape share an array. One shape per cluster config
     today; the hook for per-member resources (GPUs, time limit) later."""
     return (settings.gpus_per_node, settings.cpus_per_task, settings.timeout_min)
 
 
-def select(rows: list[dict[str, str]], states: dict[str, dict]) -> tuple[list[str], dict]:
+def select(rows: list[PlanRow], states: dict[str, dict]) -> tuple[list[str], dict]:
     """Runs to submit (never submitted, or reset by resubmit) and the others with their state."""
     todo, skipped = [], {}
     for row in rows:
-        state = states.get(row["run_id"], {}).get("state", ledger.PLANNED)
+        state = states.get(row.run_id, {}).get("state", ledger.PLANNED)
         if state == ledger.PLANNED:
-            todo.append(row["run_id"])
+            todo.append(row.run_id)
         else:
-            skipped[row["run_id"]] = state
+            skipped[row.run_id] = state
     return todo, skipped
 
 
@@ -141,13 +142,13 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> Lau
         return LaunchReport(tuple(todo), skipped, tuple(job_ids), tuple(recovered))
 
 
-def _groups(rows: list[dict[str, str]], todo: list[str],
+def _groups(rows: list[PlanRow], todo: list[str],
             settings: ClusterSettings) -> list[list[str]]:
     """``todo`` split by resource shape, then into arrays of at most ``max_array_size``."""
     wanted, by_shape = set(todo), {}
     for row in rows:
-        if row["run_id"] in wanted:
-            by_shape.setdefault(shape(row, settings), []).append(row["run_id"])
+        if row.run_id in wanted:
+            by_shape.setdefault(shape(row, settings), []).append(row.run_id)
     size = settings.max_array_size
     return [ids[i:i + size] for ids in by_shape.values() for i in range(0, len(ids), size)]
 
@@ -174,7 +175,7 @@ def _task_ids(job_id: str, count: int) -> list[str]:
     return [job_id] if count == 1 else [f"{job_id}_{i}" for i in range(count)]
 
 
-def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str, str]],
+def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow],
                  todo: list[str]) -> list[str]:
     """One held array per group: manifest, sbatch, record, release."""
     tick, job_ids = _killer(), []
@@ -265,7 +266,7 @@ def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str
     return new
 
 
-def write_launch_scripts(sweep_dir: Path, rows: list[dict[str, str]],
+def write_launch_scripts(sweep_dir: Path, rows: list[PlanRow],
                          todo: list[str]) -> list[Path]:
     """Megatron runs: each run's ``runs/<run_id>/launch.sh``, readable and runnable by hand."""
     config = read_config(sweep_dir)
@@ -274,11 +275,11 @@ def write_launch_scripts(sweep_dir: Path, rows: list[dict[str, str]],
     from trainers.megatron import write_launch
 
     wanted = set(todo)
-    return [write_launch(row, config, run_dir(sweep_dir, row["run_id"]))
-            for row in rows if row["run_id"] in wanted]
+    return [write_launch(row, config, run_dir(sweep_dir, row.run_id))
+            for row in rows if row.run_id in wanted]
 
 
-def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str, str]],
+def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow],
                   todo: list[str]) -> list[Path]:
     """The sbatch files (SLURM) or the worker plan (local) a launch would submit."""
     folder = jobs_dir(sweep_dir) / DRY_RUN_DIR

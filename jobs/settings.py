@@ -6,58 +6,64 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from sweep.arch import ConfigError
-from sweep.config import container
+from sweep.schema import to_typed
 
 EXECUTORS = ("local", "slurm")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ClusterSettings:
-    """Where and how jobs run (``conf/cluster/*.yaml``)."""
+    """The ``cluster`` group: where and how jobs run (``conf/cluster/*.yaml``)."""
 
-    name: str
-    """The config's name (local, slurm, slurm_h100, ...)."""
-    executor: str
+    name: str = MISSING
+    """The config's name (local, slurm, slurm_local, slurm_h100, ...)."""
+    executor: str = MISSING
     """``local`` (submitit LocalExecutor on this machine) or ``slurm``."""
+    device_peak_flops: float = 989.0e12
+    """Peak FLOP/s of one device, for the plan's cost estimate (default: H100 SXM dense bf16)."""
+    assumed_mfu: float = 0.35
+    """Model FLOPs utilisation the cost estimate assumes."""
     max_attempts: int = 3
     """Starts of one submission, requeues included, before the run is marked ``timeout``."""
     timeout_min: int = 60
-    """Wall-time limit of one attempt, minutes."""
+    """Wall-time limit of one attempt, minutes (whole minutes for SLURM)."""
     poll_s: float = 10.0
-    """Refresh period of ``flame status --watch`` and the blocking wait."""
+    """Refresh period of ``flame status --watch`` and the blocking wait (s)."""
     wait: bool = True
-    """``flame run`` blocks until every run ends (False: submit, return, run it again later)."""
+    """``flame run`` blocks until every run ends (false: submit, return, run it again later)."""
     parallelism: int | None = None
-    """local: concurrent runs (None = CPU cores)."""
+    """local: concurrent runs (null = CPU cores)."""
     threads_per_job: int = 1
-    """local: ``FLAME_THREADS`` of each run."""
+    """local: ``FLAME_THREADS`` of each run (never oversubscribe the cores)."""
     use_local_cluster: bool = False
     """slurm: with no ``SLURM_CONF`` in the environment, use ``flame cluster up``'s cluster."""
     partition: str | None = None
-    """slurm: ``--partition``."""
+    """slurm: ``--partition`` (null = the cluster's default)."""
     account: str | None = None
     """slurm: ``--account``."""
     qos: str | None = None
     """slurm: ``--qos``."""
     gpus_per_node: int = 0
-    """slurm: GPUs per job (one node per run)."""
+    """slurm: GPUs per node of a job."""
     cpus_per_task: int = 1
-    """slurm: CPUs per job; also the run's torch threads."""
+    """slurm: CPUs per task; also the run's torch threads."""
     mem_gb: float | None = None
-    """slurm: memory per job (None = partition default)."""
-    signal_delay_s: int = 90
-    """slurm: USR2 this many seconds before the time limit (checkpoint + requeue)."""
+    """slurm: memory per node (null = the partition's default)."""
+    signal_delay_s: int = 120
+    """slurm: USR2 this many seconds before the time limit -> checkpoint + requeue (>= 45:
+    SLURM's signal timing has ~60 s resolution; more for large checkpoints)."""
     array_parallelism: int = 256
-    """slurm: array tasks running at once."""
+    """slurm: tasks of one array running at once (%N)."""
     max_array_size: int = 1000
-    """slurm: tasks per sbatch array."""
-    setup: tuple[str, ...] = ()
-    """slurm: shell lines run before each job."""
-    additional_parameters: Mapping[str, Any] = field(default_factory=dict)
-    """slurm: any other sbatch option, passed to submitit's ``slurm_additional_parameters``."""
+    """slurm: tasks per sbatch array (below the cluster's MaxArraySize)."""
+    setup: list[str] = field(default_factory=list)
+    """slurm: shell lines run before each job (module load, source an environment)."""
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    """slurm: any other sbatch option (submitit's ``slurm_additional_parameters``), e.g.
+    {constraint: h100, exclusive: true}."""
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -72,6 +78,9 @@ class ClusterSettings:
         if self.gpus_per_node < 0 or self.signal_delay_s < 0 or self.poll_s <= 0:
             raise ConfigError("cluster.gpus_per_node and cluster.signal_delay_s must be >= 0, "
                               "cluster.poll_s > 0")
+        if not (0 < self.assumed_mfu <= 1) or self.device_peak_flops <= 0:
+            raise ConfigError("cluster.assumed_mfu must be in (0, 1] and "
+                              "cluster.device_peak_flops > 0")
         if self.executor == "slurm" and self.signal_delay_s >= 60 * self.timeout_min:
             raise ConfigError(f"cluster.signal_delay_s={self.signal_delay_s} is not shorter than "
                               f"cluster.timeout_min={self.timeout_min} minutes; lower it")
@@ -83,16 +92,8 @@ class ClusterSettings:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> "ClusterSettings":
-        """From the whole composed config (its ``cluster`` group)."""
-        raw = container(cfg.get("cluster") or {})
-        known = set(cls.__dataclass_fields__)
-        args = {k: v for k, v in raw.items() if k in known}
-        if "name" not in args or "executor" not in args:
-            raise ConfigError("cluster: needs `name` and `executor`; choose one with "
-                              "cluster=local or cluster=slurm")
-        args["setup"] = tuple(args.get("setup") or ())
-        args["additional_parameters"] = dict(args.get("additional_parameters") or {})
-        try:
-            return cls(**args)
-        except TypeError as err:
-            raise ConfigError(f"cluster: {err}") from None
+        """From the whole composed config (its ``cluster`` group); unknown keys are errors."""
+        raw = cfg.get("cluster")
+        if raw is None:
+            raise ConfigError("cluster: not set; choose one with cluster=local or cluster=slurm")
+        return to_typed(cls, raw, "cluster")

@@ -158,14 +158,14 @@ def collect(sweep_dir: Path) -> SweepStatus:
     records = ledger.read_all(sweep_dir)
     runs = []
     for row in read_plan(sweep_dir):
-        rec: dict[str, Any] = records.get(row["run_id"]) or ledger.new_record(row["run_id"])
+        rec: dict[str, Any] = records.get(row.run_id) or ledger.new_record(row.run_id)
         error = (rec.get("error_tail") or "").strip().splitlines()
         runs.append(RunStatus(
-            run_id=row["run_id"], member=row.get("member", ""),
-            budget=float(row.get("budget") or 0), state=rec["state"],
+            run_id=row.run_id, member=row.member,
+            budget=row.budget, state=rec["state"],
             attempts=int(rec["attempts"]), job_id=(rec["job_ids"] or [None])[-1],
             elapsed_s=_seconds(rec.get("started_at"), rec.get("ended_at")),
-            gpu_hours_est=float(row.get("gpu_hours") or 0), error=error[-1] if error else None))
+            gpu_hours_est=row.gpu_hours, error=error[-1] if error else None))
     counts = Counter(r.state for r in runs)
     return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in ledger.STATES})
 

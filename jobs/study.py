@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from rich.console import Console
 
-from sweep.commands import plan as plan_command
+from sweep.commands import plan as plan_command, plan_arguments
 from sweep.io import FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
 
@@ -22,6 +22,7 @@ def run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true",
                         help="submit and return (the default for clusters with cluster.wait="
                              "false); a later `flame run` collects and fits once runs are done")
+    plan_arguments(parser)
 
 
 def run(cfg: DictConfig, args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
     """
     from trainers.run import train_run  # the trainer's imports stay out of the launcher
 
-    row = next((r for r in read_plan(sweep_dir) if r["run_id"] == run_id), None)
+    row = next((r for r in read_plan(sweep_dir) if r.run_id == run_id), None)
     try:
         if row is None:
             raise LookupError(f"run {run_id} is not in {sweep_dir}/plan.csv (re-planned?)")
@@ -132,7 +132,7 @@ def claim_next(sweep_dir: Path, job_id: str, registry: Path) -> str | None:
     then this worker leaves the registry (so a launcher knows to start another)."""
     states = ledger.read_all(sweep_dir)
     for row in read_plan(sweep_dir):
-        run_id = row["run_id"]
+        run_id = row.run_id
         if states.get(run_id, {}).get("state") == ledger.SUBMITTED:
             if ledger.transition(sweep_dir, run_id, ledger.RUNNING, job_id=job_id):
                 return run_id

@@ -24,6 +24,7 @@ Convention = Literal["exact", "flame"]
 FlopsFormula = Literal["6n", "6n_attn"]
 CONVENTIONS: tuple[str, ...] = ("exact", "flame")
 FLOPS_FORMULAS: tuple[str, ...] = ("6n", "6n_attn")
+ITERS_ROUNDINGS: tuple[str, ...] = ("ceil", "round")
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,16 @@ def flops_per_token(arch: MoEArch, convention: str = "flame", formula: str = "6n
     raise ConfigError(f"flops_formula={formula!r}: must be one of {', '.join(FLOPS_FORMULAS)}")
 
 
-def train_iters(budget: float, arch: MoEArch, global_batch_size: int, convention: str = "flame",
-                formula: str = "6n") -> int:
-    """Iterations that spend ``budget`` FLOPs: ceil(C / (flops_per_token . batch . seq))."""
+def train_iters(budget: float, arch: MoEArch, global_batch_size: int, convention: str,
+                formula: str, rounding: str) -> int:
+    """Iterations that spend ``budget`` FLOPs: C / (flops_per_token . batch . seq), rounded up
+    (``ceil``: never under budget) or to the nearest (``round``). The one definition: the
+    planner and selection both call it."""
     per_iter = flops_per_token(arch, convention, formula) * global_batch_size * arch.seq_length
-    return math.ceil(budget / per_iter)
+    exact = budget / per_iter
+    if rounding == "ceil":
+        return math.ceil(exact)
+    if rounding == "round":
+        return round(exact)
+    raise ConfigError(f"planner.iters_rounding={rounding!r}: use one of "
+                      f"{', '.join(ITERS_ROUNDINGS)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -10,15 +12,29 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.config import plan_from_cfg, read_plan, write_plan
-from sweep.io import PLAN_CSV
+from sweep.arch import ConfigError
+from sweep.io import PLAN_CSV, RUNS_DIR, STATE_JSON, run_dir
 from sweep.planner import Plan, PlannerSettings
+
+# Ledger states of a run that is queued or training (jobs/ledger.py's names).
+IN_FLIGHT = ("submitted", "running")
+
+
+def plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """``flame plan``'s own flag."""
+    parser.add_argument("--replan", action="store_true",
+                        help="replace the plan of a sweep that was already launched (the old "
+                             "plan and config are kept under <sweep_dir>/history/)")
 
 
 def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
     """Plan the study of ``cfg`` into ``cfg.sweep_dir``; print the table and removals."""
+    sweep_dir = check_sweep_dir(cfg.get("sweep_dir"))
     the_plan, settings = plan_from_cfg(cfg)  # raises ConfigError before anything is written
-    sweep_dir = Path(cfg.sweep_dir)
     previous = _previous_ids(sweep_dir)
+    if previous is not None:
+        guard_replan(sweep_dir, previous, {r.run_id for r in the_plan.runs},
+                     bool(getattr(args, "replan", False)))
     write_plan(sweep_dir, the_plan, settings, cfg)
     console = Console(width=None if Console().is_terminal else 150)
     console.print(plan_table(the_plan, settings, cfg))
@@ -32,10 +48,53 @@ def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
     return 0
 
 
+def check_sweep_dir(value: object) -> Path:
+    """``sweep_dir`` as a usable directory path, or a ConfigError saying what to give."""
+    if value is None or not str(value).strip():
+        raise ConfigError("sweep_dir: empty; give the study's directory, e.g. "
+                          "sweep_dir=out/my_study")
+    path = Path(str(value))
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"sweep_dir={path}: is a file, not a directory; give another path")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"sweep_dir={path}: {existing} is not writable; choose a directory "
+                          "you can write to")
+    return path
+
+
+def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: bool) -> None:
+    """A launched sweep's plan changes only on purpose (``--replan``), and never under runs in
+    flight: their results would belong to no plan."""
+    if previous == now:
+        return
+    launched = {rid for rid in previous if (sweep_dir / RUNS_DIR / rid).is_dir()}
+    if not launched:
+        return
+    in_flight = sorted(rid for rid in previous - now if _state(sweep_dir, rid) in IN_FLIGHT)
+    change = f"{len(now - previous)} new runs, {len(previous - now)} no longer planned"
+    if not replan:
+        raise ConfigError(f"sweep_dir={sweep_dir} was launched ({len(launched)} runs started) and "
+                          f"this config changes its plan ({change}); pass --replan to replace "
+                          "the plan (the old plan and config are kept under history/, completed "
+                          "runs stay in results.csv), or use a new sweep_dir")
+    if in_flight:
+        raise ConfigError(f"sweep_dir={sweep_dir}: {len(in_flight)} runs that the new plan drops "
+                          f"are still queued or running (e.g. {in_flight[0]}); wait for them or "
+                          f"`flame cancel --all sweep_dir={sweep_dir}` first, then --replan")
+
+
+def _state(sweep_dir: Path, run_id: str) -> str:
+    try:
+        return str(json.loads((run_dir(sweep_dir, run_id) / STATE_JSON).read_text())["state"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
 def _previous_ids(sweep_dir: Path) -> set[str] | None:
     if not (sweep_dir / PLAN_CSV).exists():
         return None
-    return {row["run_id"] for row in read_plan(sweep_dir)}
+    return {row.run_id for row in read_plan(sweep_dir)}
 
 
 def plan_table(the_plan: Plan, settings: PlannerSettings, cfg: DictConfig) -> Table:

@@ -15,6 +15,7 @@ RESULTS_CSV = "results.csv"
 FIT_JSON = "fit.json"
 SELECTION_CSV = "selection.csv"
 FIGURES_DIR = "figures"
+HISTORY_DIR = "history"  # earlier plan.csv + config.yaml of a re-planned sweep, by time
 # Inside runs/<run_id>/ (written by jobs/ and trainers/, read by analysis/).
 STATE_JSON = "state.json"
 TRAIN_LOG = "train.log"

@@ -8,12 +8,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from sweep.accounting import CONVENTIONS, FLOPS_FORMULAS, flops_per_token, param_counts
+from sweep.accounting import (CONVENTIONS, FLOPS_FORMULAS, ITERS_ROUNDINGS, flops_per_token,
+                              param_counts, train_iters)
 from sweep.arch import ConfigError
 from sweep.family import Member
+from sweep.planrow import PlanRow
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prior:
     """A prior compute-optimal law ``N_opt = k . C^a`` to centre each budget's sizes on."""
 
@@ -25,43 +27,60 @@ class Prior:
     """Keep runs with |log10(N / N_opt)| <= span_log10."""
 
 
-@dataclass(frozen=True)
-class PlannerSettings:
-    """How budgets become runs, and which runs are kept."""
+@dataclass
+class BudgetsConfig:
+    """The ``budgets`` group (``conf/budgets/*.yaml``)."""
 
-    global_batch_size: int
+    flops: list[float] = field(default_factory=list)
+    """The isoFLOP budgets C in training FLOPs (C = flops_per_token x tokens)."""
+
+
+@dataclass
+class PlannerConfig:
+    """The ``planner`` key: how budgets become runs, and which runs are kept."""
+
+    global_batch_size: int = 1024
     """Sequences per iteration."""
-    accounting: str = "flame"
-    """Parameter convention for iterations and tokens-per-parameter: flame | exact."""
-    flops_formula: str = "6n"
-    """FLOPs per token: 6n | 6n_attn."""
-    min_iters: int = 1
-    """Runs with fewer iterations are removed."""
     iters_rounding: str = "ceil"
     """C / (flops_per_token . batch . seq) to whole iterations: ceil (never under budget;
     FLAME-MoE's sweep grid) or round (nearest; FLAME-MoE's released models)."""
+    min_iters: int = 100
+    """Runs with fewer iterations are removed (too few steps to mean much)."""
     max_tokens: float | None = None
-    """Runs needing more tokens than the dataset has are removed (no repetition)."""
+    """Dataset size: runs needing more tokens are removed (no repetition)."""
     min_tokens_per_param: float | None = None
-    """Lower end of the tokens-per-active-parameter window."""
+    """Lower end of the tokens-per-active-parameter window (null = open)."""
     max_tokens_per_param: float | None = None
-    """Upper end of the tokens-per-active-parameter window."""
+    """Upper end of the tokens-per-active-parameter window (null = open)."""
     prior: Prior | None = None
-    """Optional centring of each budget's sizes on a prior law."""
-    device_peak_flops: float = 989e12
-    """Peak FLOP/s of one accelerator (H100 SXM dense bf16), for the cost estimate."""
-    assumed_mfu: float = 0.35
-    """Model FLOPs utilisation assumed for the cost estimate."""
+    """Keep runs within span_log10 decades of N_opt = k.C^a (null = keep all)."""
+
+
+@dataclass(kw_only=True)
+class PlannerSettings(PlannerConfig):
+    """Everything the planner uses: the ``planner`` key plus the study-wide conventions and the
+    cluster's cost model (built by ``sweep.config.settings_from_cfg``)."""
+
+    accounting: str
+    """Parameter convention for iterations and tokens-per-parameter: flame | exact."""
+    flops_formula: str
+    """FLOPs per token: 6n | 6n_attn."""
+    device_peak_flops: float
+    """Peak FLOP/s of one accelerator, for the cost estimate (``cluster.device_peak_flops``)."""
+    assumed_mfu: float
+    """Model FLOPs utilisation assumed for the cost estimate (``cluster.assumed_mfu``)."""
 
     def __post_init__(self) -> None:
         if self.accounting not in CONVENTIONS:
             raise ConfigError(f"accounting={self.accounting!r}: use one of {CONVENTIONS}")
         if self.flops_formula not in FLOPS_FORMULAS:
             raise ConfigError(f"flops_formula={self.flops_formula!r}: use one of {FLOPS_FORMULAS}")
-        if self.iters_rounding not in ("ceil", "round"):
+        if self.iters_rounding not in ITERS_ROUNDINGS:
             raise ConfigError(f"planner.iters_rounding={self.iters_rounding!r}: use ceil or round")
         if self.global_batch_size <= 0:
             raise ConfigError(f"planner.global_batch_size={self.global_batch_size}: must be > 0")
+        if self.min_iters < 1:
+            raise ConfigError(f"planner.min_iters={self.min_iters}: must be >= 1")
         if not (0 < self.assumed_mfu <= 1):
             raise ConfigError(f"cluster.assumed_mfu={self.assumed_mfu}: must be in (0, 1]")
 
@@ -87,29 +106,22 @@ class PlannedRun:
     gpu_hours: float
     """Estimated accelerator-hours at the assumed MFU."""
 
-    def to_row(self, settings: PlannerSettings) -> dict[str, Any]:
+    def to_row(self, settings: PlannerSettings) -> PlanRow:
+        """The run as a plan.csv row."""
         arch = self.member.arch
         exact, flame = param_counts(arch, "exact"), param_counts(arch, "flame")
-        row: dict[str, Any] = {"run_id": self.run_id, "budget": self.budget,
-                               "member": self.member.name}
-        row.update(arch.to_dict())
-        row.update({
-            "micro_batch_size": self.member.micro_batch_size or "",
-            "global_batch_size": settings.global_batch_size,
-            "n_active_exact": exact.active, "n_total_exact": exact.total,
-            "n_active_flame": flame.active, "n_total_flame": flame.total,
-            "n_active_exact_nonemb": exact.active_non_embedding,
-            "n_total_exact_nonemb": exact.total_non_embedding,
-            "n_active_flame_nonemb": flame.active_non_embedding,
-            "n_total_flame_nonemb": flame.total_non_embedding,
-            "accounting": settings.accounting, "flops_formula": settings.flops_formula,
-            "flops_per_token": self.flops_per_token,
-            "tokens": self.tokens, "train_iters": self.train_iters,
-            "flops": self.flops_per_token * self.tokens,
-            "tokens_per_param": self.tokens / self.n_active,
-            "gpu_hours": self.gpu_hours,
-        })
-        return row
+        counts = {"n_active_exact": exact.active, "n_total_exact": exact.total,
+                  "n_active_flame": flame.active, "n_total_flame": flame.total,
+                  "n_active_exact_nonemb": exact.active_non_embedding,
+                  "n_total_exact_nonemb": exact.total_non_embedding,
+                  "n_active_flame_nonemb": flame.active_non_embedding,
+                  "n_total_flame_nonemb": flame.total_non_embedding}
+        return PlanRow(run_id=self.run_id, budget=self.budget, member=self.member.name,
+                       arch=arch, micro_batch_size=self.member.micro_batch_size,
+                       global_batch_size=settings.global_batch_size, counts=counts,
+                       accounting=settings.accounting, flops_formula=settings.flops_formula,
+                       flops_per_token=self.flops_per_token, tokens=self.tokens,
+                       train_iters=self.train_iters, gpu_hours=self.gpu_hours)
 
 
 @dataclass(frozen=True)
@@ -164,6 +176,7 @@ def plan(budgets: Sequence[float], members: Sequence[Member], settings: PlannerS
     """
     result = Plan()
     for budget in validate_budgets(budgets):
+        _check_listed(budget, members)
         kept_before = len(result.runs)
         for member in members:
             if member.budgets is not None and not any(math.isclose(budget, b)
@@ -180,12 +193,22 @@ def plan(budgets: Sequence[float], members: Sequence[Member], settings: PlannerS
     return result
 
 
+def _check_listed(budget: float, members: Sequence[Member]) -> None:
+    if any(m.budgets is None or any(math.isclose(budget, b) for b in m.budgets)
+           for m in members):
+        return
+    listed = sorted({b for m in members for b in m.budgets or ()})
+    raise ConfigError(f"budgets.flops: no family member runs at {budget:.3g} (the members list "
+                      f"{', '.join(f'{b:.3g}' for b in listed)}); use those budgets or add "
+                      "the budget to members' `budgets` in the family")
+
+
 def _plan_one(budget: float, member: Member, s: PlannerSettings,
               ctx: Mapping[str, Any]) -> tuple[PlannedRun | None, Removal | None]:
     arch = member.arch
     fpt = flops_per_token(arch, s.accounting, s.flops_formula)
-    exact_iters = budget / (fpt * s.global_batch_size * arch.seq_length)
-    iters = math.ceil(exact_iters) if s.iters_rounding == "ceil" else round(exact_iters)
+    iters = train_iters(budget, arch, s.global_batch_size, s.accounting, s.flops_formula,
+                        s.iters_rounding)
     tokens = iters * s.global_batch_size * arch.seq_length
     n = param_counts(arch, s.accounting).active
     removal = _check(budget, member.name, iters, tokens, n, s)

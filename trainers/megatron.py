@@ -24,100 +24,19 @@ import shlex
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from sweep.arch import ConfigError, MoEArch
+from sweep.planrow import PlanRow
 from sweep.io import (CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG,
                       atomic_write_text)
 from trainers.logformat import ParsedLog, parse_lines
 from trainers.signals import DeferredSignals, Preempted
-from trainers.spec import RunSpec
+from trainers.settings import MegatronConfig, Recipe, trainer_config
 
 LAUNCH_SH = "launch.sh"
 CHECKPOINTS_PER_RUN = 10
-
-
-@dataclass(frozen=True)
-class MegatronConfig:
-    """``conf/trainer/megatron.yaml``."""
-
-    megatron_path: str
-    """Megatron-LM checkout holding ``pretrain_gpt.py`` (core_v0.16 or newer)."""
-    python: str
-    """Python interpreter with Megatron-LM's dependencies."""
-    data_path: list[str] | None
-    """``--data-path``: indexed-dataset prefixes (optionally weighted); None needs mock_data."""
-    mock_data: bool
-    """``--mock-data`` (smoke tests; NullTokenizer over the arch's vocabulary)."""
-    split: str
-    """``--split`` train,valid,test weights."""
-    tokenizer_type: str
-    """``--tokenizer-type``."""
-    tokenizer_model: str | None
-    """``--tokenizer-model`` (HuggingFace name or path)."""
-    eval_interval: int | None
-    """``--eval-interval`` (core_v0.16 defaults to None = never); None = 10 per run."""
-    eval_iters: int
-    """``--eval-iters``."""
-    log_interval: int
-    """``--log-interval``."""
-    nodes: int
-    """Nodes per run."""
-    gpus_per_node: int
-    """GPUs (= ranks) per node."""
-    master_port: int
-    """Rendezvous port on the first node."""
-    expert_model_parallel_size: int
-    """``--expert-model-parallel-size``."""
-    micro_batch_size: int
-    """``--micro-batch-size`` when the family member gives none."""
-    moe_grouped_gemm: bool
-    """``--moe-grouped-gemm``."""
-    use_distributed_optimizer: bool
-    """``--use-distributed-optimizer``."""
-    data_cache_path: str | None
-    """``--data-cache-path``."""
-    extra_args: list[str]
-    """More flags, verbatim, appended last."""
-
-    @classmethod
-    def from_cfg(cls, trainer: Mapping[str, Any]) -> "MegatronConfig":
-        t = dict(trainer)
-        data = t.get("data_path")
-        if isinstance(data, str):
-            data = data.split()
-        opt_int = lambda k: None if t.get(k) in (None, "") else int(t[k])  # noqa: E731
-        cfg = cls(str(t.get("megatron_path") or ""), str(t.get("python") or "python"),
-                  [str(d) for d in data] if data else None, bool(t.get("mock_data", False)),
-                  str(t.get("split", "99,1,0")), str(t.get("tokenizer_type", "")),
-                  t.get("tokenizer_model"), opt_int("eval_interval"),
-                  int(t.get("eval_iters", 10)), int(t.get("log_interval", 10)),
-                  int(t.get("nodes", 1)), int(t.get("gpus_per_node", 8)),
-                  int(t.get("master_port", 29500)), int(t.get("expert_model_parallel_size", 1)),
-                  int(t.get("micro_batch_size", 1)), bool(t.get("moe_grouped_gemm", True)),
-                  bool(t.get("use_distributed_optimizer", True)),
-                  t.get("data_cache_path"), [str(a) for a in t.get("extra_args") or []])
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if not self.megatron_path:
-            raise ConfigError("trainer.megatron_path: not set; give the Megatron-LM checkout, "
-                              "e.g. trainer.megatron_path=/opt/Megatron-LM")
-        if not self.data_path and not self.mock_data:
-            raise ConfigError("trainer.data_path: not set; give the tokenised dataset prefix "
-                              "(trainer.data_path=/data/dclm_text_document, or export FLAME_DATA_PATH before "
-                              "`flame plan`) or "
-                              "trainer.mock_data=true for a smoke test")
-        if not self.mock_data and not self.tokenizer_type:
-            raise ConfigError("trainer.tokenizer_type: not set (e.g. HuggingFaceTokenizer)")
-        world = self.nodes * self.gpus_per_node
-        if world % self.expert_model_parallel_size:
-            raise ConfigError(f"trainer.expert_model_parallel_size="
-                              f"{self.expert_model_parallel_size} does not divide the "
-                              f"{world} GPUs (nodes x gpus_per_node); change one of them")
 
 
 def _layer_pattern(arch: MoEArch) -> str:
@@ -125,34 +44,33 @@ def _layer_pattern(arch: MoEArch) -> str:
     return f"([0]*{arch.first_dense_layers}+[1]*{arch.num_moe_layers})"
 
 
-def megatron_args(row: Mapping[str, Any], cfg: Mapping[str, Any],
+def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
                   run_dir: Path) -> list[tuple[str, list[tuple[str, Any]]]]:
     """``pretrain_gpt.py`` flags as (section, [(flag, value or None for a switch)])."""
-    spec, t = RunSpec.from_row(row), cfg["training"]
-    m = MegatronConfig.from_cfg(cfg["trainer"])
+    spec, t = PlanRow.of(row), Recipe.from_cfg(cfg["training"])
+    m = megatron_config(cfg)
     a, iters = spec.arch, spec.train_iters
-    mbs = int(float(row["micro_batch_size"])) if row.get("micro_batch_size") not in (
-        None, "") else m.micro_batch_size
+    mbs = spec.micro_batch_size or m.micro_batch_size
     if spec.global_batch_size % (mbs * (m.nodes * m.gpus_per_node)):
         raise ConfigError(f"global_batch_size={spec.global_batch_size} is not a multiple of "
                           f"micro_batch_size={mbs} x {m.nodes * m.gpus_per_node} GPUs; change "
                           "the family's micro_batch_size or trainer.nodes/gpus_per_node")
     if a.num_moe_layers == 0:
-        raise ConfigError(f"{row.get('member')}: no MoE layer (first_dense_layers = num_layers)")
+        raise ConfigError(f"{spec.member}: no MoE layer (first_dense_layers = num_layers)")
     model = [("--num-layers", a.num_layers), ("--hidden-size", a.hidden_size),
              ("--num-attention-heads", a.num_attention_heads),
              ("--ffn-hidden-size", a.ffn_hidden_size), ("--seq-length", a.seq_length),
              ("--max-position-embeddings", a.seq_length), ("--position-embedding-type", "rope"),
              ("--normalization", "RMSNorm"), ("--swiglu", None), ("--disable-bias-linear", None),
-             ("--init-method-std", t["init_std"]), ("--bf16", None)]
+             ("--init-method-std", t.init_std), ("--bf16", None)]
     if not a.tie_embeddings:
         model.append(("--untie-embeddings-and-output-weights", None))
     moe = [("--num-experts", a.num_experts), ("--moe-router-topk", a.moe_router_topk),
            ("--moe-ffn-hidden-size", a.moe_ffn_hidden_size),
            ("--moe-layer-freq", _layer_pattern(a)),
            ("--moe-router-load-balancing-type", "aux_loss"),
-           ("--moe-aux-loss-coeff", t["aux_loss_coeff"]),
-           ("--moe-z-loss-coeff", t["z_loss_coeff"]),
+           ("--moe-aux-loss-coeff", t.aux_loss_coeff),
+           ("--moe-z-loss-coeff", t.z_loss_coeff),
            ("--moe-token-dispatcher-type", "alltoall"), ("--moe-router-pre-softmax", None)]
     if a.shared_expert_size:
         moe.insert(3, ("--moe-shared-expert-intermediate-size", a.shared_expert_size))
@@ -162,15 +80,15 @@ def megatron_args(row: Mapping[str, Any], cfg: Mapping[str, Any],
                 ("--tensor-model-parallel-size", 1), ("--pipeline-model-parallel-size", 1)]
     if m.use_distributed_optimizer:
         parallel.append(("--use-distributed-optimizer", None))
-    decay_iters = max(1, round(float(t["decay_fraction"]) * iters))
+    decay_iters = max(1, t.decay_iters(iters))
     optim = [("--micro-batch-size", mbs), ("--global-batch-size", spec.global_batch_size),
-             ("--train-iters", iters), ("--seed", t["seed"]), ("--optimizer", "adam"),
-             ("--lr", t["lr"]), ("--min-lr", t["min_lr"]), ("--lr-decay-style", "WSD"),
-             ("--lr-wsd-decay-style", t.get("decay_style", "linear")),
+             ("--train-iters", iters), ("--seed", t.seed), ("--optimizer", "adam"),
+             ("--lr", t.lr), ("--min-lr", t.min_lr), ("--lr-decay-style", "WSD"),
+             ("--lr-wsd-decay-style", t.decay_style),
              ("--lr-wsd-decay-iters", decay_iters),
-             ("--lr-warmup-fraction", t["warmup_fraction"]),
-             ("--weight-decay", t["weight_decay"]), ("--adam-beta1", t["adam_beta1"]),
-             ("--adam-beta2", t["adam_beta2"]), ("--clip-grad", t["clip_grad"])]
+             ("--lr-warmup-fraction", t.warmup_fraction),
+             ("--weight-decay", t.weight_decay), ("--adam-beta1", t.adam_beta1),
+             ("--adam-beta2", t.adam_beta2), ("--clip-grad", t.clip_grad)]
     ckpt_dir = run_dir / CHECKPOINTS_DIR
     io = [("--eval-interval", m.eval_interval or max(1, math.ceil(iters / 10))),
           ("--eval-iters", m.eval_iters), ("--save", ckpt_dir), ("--load", ckpt_dir),
@@ -191,24 +109,36 @@ def megatron_args(row: Mapping[str, Any], cfg: Mapping[str, Any],
                 ("batch, optimiser, WSD schedule", optim),
                 ("evaluation, checkpoints, logging", io), ("data", data)]
     if m.extra_args:
-        sections.append(("extra (trainer.extra_args)", [(x, None) for x in m.extra_args]))
+        words = [w for arg in m.extra_args for w in shlex.split(arg)]
+        sections.append(("extra (trainer.extra_args)", [(w, None) for w in words]))
     return sections
 
 
 def _fmt(flag: str, value: Any) -> str:
+    # Every word is quoted: values come from configs and command lines, never from the shell.
     if value is None:
-        return f"  {flag}"
+        return f"  {shlex.quote(flag)}"
     if flag == "--data-path":  # several prefixes (and weights): separate words
         return f"  {flag} {' '.join(shlex.quote(v) for v in str(value).split())}"
     return f"  {flag} {shlex.quote(str(value))}"
 
 
-def render_launch(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> str:
+def megatron_config(cfg: Mapping[str, Any]) -> MegatronConfig:
+    """The config's trainer as a validated MegatronConfig (ConfigError naming the key)."""
+    m = trainer_config(cfg["trainer"])
+    if not isinstance(m, MegatronConfig):
+        raise ConfigError(f"trainer.name={m.name!r}: launch.sh is for trainer=megatron")
+    m.validate()
+    return m
+
+
+def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
+                  run_dir: Path) -> str:
     """The text of ``runs/<run_id>/launch.sh``: readable, runnable by hand."""
     run_dir = Path(run_dir).resolve()
-    spec, m = RunSpec.from_row(row), MegatronConfig.from_cfg(cfg["trainer"])
+    spec, m = PlanRow.of(row), megatron_config(cfg)
     lines = ["#!/usr/bin/env bash",
-             f"# flame run {spec.run_id}: {row.get('member', '')} at budget {spec.budget:.3g} "
+             f"# flame run {spec.run_id}: {spec.member} at budget {spec.budget:.3g} "
              f"FLOPs, {spec.train_iters} iterations x {spec.global_batch_size} x "
              f"{spec.arch.seq_length} tokens.",
              "# Written by trainers/megatron.py. Run by hand with `bash launch.sh` (inside a",
@@ -273,7 +203,7 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
           signals: DeferredSignals) -> dict[str, Any]:
     """Run launch.sh, appending its output to train.log; forward a deferred signal as SIGTERM
     (Megatron checkpoints and exits), then hand it on; summarise from the log."""
-    spec, run_dir = RunSpec.from_row(row), Path(run_dir)
+    spec, run_dir = PlanRow.of(row), Path(run_dir)
     script = write_launch(row, cfg, run_dir)
     began = time.time()
     with open(run_dir / TRAIN_LOG, "ab") as log:

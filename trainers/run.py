@@ -9,14 +9,13 @@ handler installed before (submitit's requeue), or raise ``Preempted`` when there
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from sweep.arch import ConfigError
 from trainers.signals import DeferredSignals, Preempted
 
-__all__ = ["train_run", "Preempted", "TRAINERS", "thread_count", "configure_torch_threads"]
+__all__ = ["train_run", "Preempted", "TRAINERS"]
 
 # name -> module with ``train(row, cfg, run_dir, signals) -> dict``; imported lazily so the
 # simulated trainer never pays for importing torch.
@@ -43,34 +42,3 @@ def train_run(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     with DeferredSignals() as signals:
         return module.train(row, cfg, run_dir, signals)
-
-
-def thread_count() -> int:
-    """Threads this process may use: SLURM's (or submitit's local) cpus per task, else
-    ``FLAME_THREADS``, else 1. Never more: two jobs on two cores want one thread each (two
-    threads each ran 18x slower here)."""
-    for var in ("SLURM_CPUS_PER_TASK", "FLAME_THREADS"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            try:
-                count = int(value)
-            except ValueError:
-                raise ConfigError(f"{var}={value!r}: must be a whole number of threads") from None
-            if count < 1:
-                raise ConfigError(f"{var}={value!r}: must be >= 1")
-            return count
-    return 1
-
-
-def configure_torch_threads() -> int:
-    """Apply ``thread_count()`` to torch (intra- and inter-op) and flush denormals."""
-    import torch
-
-    count = thread_count()
-    torch.set_num_threads(count)
-    try:
-        torch.set_num_interop_threads(count)
-    except RuntimeError:  # only settable before the first parallel op; intra-op is what counts
-        pass
-    torch.set_flush_denormal(True)
-    return count

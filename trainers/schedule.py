@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from sweep.arch import ConfigError
+from trainers.settings import DECAY_STYLES, Recipe
 
-DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,8 @@ class WSD:
     """Fraction of ``train_iters`` (at the end) spent decaying to ``min_lr``."""
     decay_style: str = "linear"
     """Shape of the decay: linear | cosine | exponential | minus_sqrt."""
+    decay_rounding: str = "round"
+    """decay_fraction x train_iters to whole iterations: round | floor."""
 
     def __post_init__(self) -> None:
         if self.decay_style not in DECAY_STYLES:
@@ -48,10 +49,10 @@ class WSD:
             raise ConfigError(f"training.min_lr={self.min_lr}: must be within [0, lr={self.lr}]")
 
     @classmethod
-    def from_training(cls, training: Mapping[str, Any], train_iters: int) -> "WSD":
-        return cls(float(training["lr"]), float(training["min_lr"]), train_iters,
-                   float(training["warmup_fraction"]), float(training["decay_fraction"]),
-                   str(training.get("decay_style", "linear")))
+    def from_recipe(cls, recipe: Recipe, train_iters: int) -> "WSD":
+        """The schedule of ``recipe`` over ``train_iters`` iterations."""
+        return cls(recipe.lr, recipe.min_lr, train_iters, recipe.warmup_fraction,
+                   recipe.decay_fraction, recipe.decay_style, recipe.decay_iters_rounding)
 
     @property
     def warmup_iters(self) -> int:
@@ -59,7 +60,8 @@ class WSD:
 
     @property
     def decay_iters(self) -> int:
-        return int(round(self.decay_fraction * self.train_iters))
+        exact = self.decay_fraction * self.train_iters
+        return int(exact) if self.decay_rounding == "floor" else int(round(exact))
 
     def __call__(self, step: int) -> float:
         """Learning rate for optimiser step ``step`` (1-based, as Megatron counts)."""

@@ -13,82 +13,28 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from sweep.arch import ConfigError
+from sweep.planrow import PlanRow
 from sweep.io import atomic_write_text
 from sweep.io import CHECKPOINTS_DIR
 from trainers.artifacts import RunLog
 from trainers.schedule import WSD
 from trainers.signals import DeferredSignals
-from trainers.spec import RunSpec
+from trainers.settings import Recipe, trainer_config
 
 CHECKPOINT_FILE = "simulated.json"
-
-
-@dataclass(frozen=True)
-class Law:
-    """L(N, D) = E + A/N^alpha + B/D^beta."""
-
-    E: float
-    """Irreducible loss (nats)."""
-    A: float
-    """Parameter term's scale."""
-    alpha: float
-    """Parameter term's exponent."""
-    B: float
-    """Data term's scale."""
-    beta: float
-    """Data term's exponent."""
-
-    def __call__(self, n: float, d: float) -> float:
-        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
-
-
-@dataclass(frozen=True)
-class SimulatedConfig:
-    """``conf/trainer/simulated.yaml``."""
-
-    law: Law
-    """The scaling law losses are drawn from."""
-    noise: float
-    """Standard deviation of the multiplicative log-normal noise on validation losses."""
-    seed: int
-    """Seeds the noise (with the run_id and iteration)."""
-    seconds_per_run: float
-    """Wall time a whole run takes (spread over its log steps); 0 = as fast as possible."""
-    log_points: int
-    """Training lines logged per run."""
-    eval_points: int
-    """Evaluations per run (the final one included)."""
-
-    @classmethod
-    def from_cfg(cls, trainer: Mapping[str, Any]) -> "SimulatedConfig":
-        law = dict(trainer.get("law") or {})
-        missing = {"E", "A", "alpha", "B", "beta"} - set(law)
-        if missing:
-            raise ConfigError(f"trainer.law: missing {sorted(missing)}; give E, A, alpha, B, "
-                              "beta (e.g. trainer=simulated sets Hoffmann et al.'s values)")
-        cfg = cls(Law(**{k: float(law[k]) for k in ("E", "A", "alpha", "B", "beta")}),
-                  float(trainer.get("noise", 0.0)), int(trainer.get("seed", 0)),
-                  float(trainer.get("seconds_per_run", 0.0)),
-                  int(trainer.get("log_points", 20)), int(trainer.get("eval_points", 5)))
-        if cfg.noise < 0 or cfg.seconds_per_run < 0:
-            raise ConfigError("trainer.noise and trainer.seconds_per_run must be >= 0")
-        if cfg.log_points < 1 or cfg.eval_points < 1:
-            raise ConfigError("trainer.log_points and trainer.eval_points must be >= 1")
-        return cfg
 
 
 def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
           signals: DeferredSignals) -> dict[str, Any]:
     """Simulate one run into ``run_dir``; resumes from its checkpoint; returns the summary."""
-    spec, sim = RunSpec.from_row(row), SimulatedConfig.from_cfg(cfg["trainer"])
+    spec, sim = PlanRow.of(row), trainer_config(cfg["trainer"])
     if spec.n_active <= 0:
         raise ConfigError("plan row: n_active_<accounting> missing; re-create the plan")
-    schedule = WSD.from_training(cfg["training"], spec.train_iters)
+    schedule = WSD.from_recipe(Recipe.from_cfg(cfg["training"]), spec.train_iters)
     log, ckpt = RunLog(run_dir), Path(run_dir) / CHECKPOINTS_DIR / CHECKPOINT_FILE
     start, resumed_from, val = 0, None, None
     if ckpt.exists():
@@ -108,7 +54,7 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
         if sim.seconds_per_run:
             time.sleep(sim.seconds_per_run * (it - previous) / iters)
         d, previous = it * tokens_per_iter, it
-        clean = sim.law(spec.n_active, d)
+        clean = sim.law.loss(spec.n_active, d)
         if it % log_every == 0 or it == iters:
             rng = random.Random(f"{sim.seed}:{spec.run_id}:train:{it}")
             log.train(iteration=it, train_iters=iters, global_batch_size=spec.global_batch_size,

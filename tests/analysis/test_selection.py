@@ -44,7 +44,7 @@ def test_nearest_member_and_iterations(tmp_path):
 def test_bad_settings_name_the_key():
     with pytest.raises(ConfigError, match="fit.n_column"):
         FitSettings.from_mapping({"n_column": "n_active_sheet"})
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown config key 'fit.bootstraps'"):
         FitSettings.from_mapping({"bootstraps": 10})
     with pytest.raises(ConfigError, match="include_flags"):
         FitSettings.from_mapping({"include_flags": ["fine"]})

@@ -66,14 +66,14 @@ def slurm_cluster() -> LocalCluster:
 
 @pytest.fixture
 def slurm_sweep(tmp_path: Path, slurm_cluster: LocalCluster) -> Callable[..., DictConfig]:
-    """Plan sweeps for cluster=slurm; every job they submitted is cancelled at teardown."""
+    """Plan sweeps for cluster=slurm_local; every job they submitted is cancelled at teardown."""
     made: list[Path] = []
 
     def make(*overrides: str, name: str = "sweep", trainer: str = "simulated") -> DictConfig:
         made.append(tmp_path / name)
-        return make_sweep(tmp_path / name, "cluster=slurm", *overrides, trainer=trainer)
+        return make_sweep(tmp_path / name, "cluster=slurm_local", *overrides, trainer=trainer)
 
     yield make
     for sweep_dir in made:
         if (sweep_dir / "runs").is_dir():
-            flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm", check=False)
+            flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm_local", check=False)

@@ -70,7 +70,7 @@ def test_attempt_cap_marks_timeout_then_resubmit_resumes(slurm_sweep) -> None:
     assert final.counts["timeout"] == 1, final.summary()
     rec = ledger.read(sweep_dir, run_id)
     assert rec["attempts"] == 1 and "cluster.max_attempts=1" in rec["error_tail"]
-    out = flame("resubmit", "--failed", f"sweep_dir={sweep_dir}", "cluster=slurm",
+    out = flame("resubmit", "--failed", f"sweep_dir={sweep_dir}", "cluster=slurm_local",
                 "cluster.max_attempts=1")
     assert "submitted 1 runs" in out.stdout
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)

@@ -1,4 +1,4 @@
-"""cluster=slurm on the real local SLURM (`flame cluster up`): arrays, idempotence, crash
+"""cluster=slurm_local on the real local SLURM (`flame cluster up`): arrays, idempotence, crash
 safety, failures, cancel, one launcher per sweep."""
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def wait_for_state(sweep_dir: Path, cfg, state: str, count: int = 1, limit: floa
 def test_sweep_of_20_completes_once(slurm_sweep) -> None:
     cfg = slurm_sweep(BUDGETS_20)
     sweep_dir = Path(cfg.sweep_dir)
-    out = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    out = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
     assert "submitted 20 runs (slurm), skipped 0" in out.stdout
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 20, final.summary()
-    again = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    again = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
     assert "submitted 0 runs" in again.stdout and "skipped 20 completed" in again.stdout
     records = ledger.read_all(sweep_dir)
     job_ids = {rec["job_ids"][0] for rec in records.values()}
@@ -62,14 +62,14 @@ def test_sweep_of_20_completes_once(slurm_sweep) -> None:
     tasks = sacct_settled(job_ids, 20)
     assert len(tasks) == 20 and {t[0] for t in tasks} == job_ids  # one accepted job per run
     assert {t[2] for t in tasks} == {"COMPLETED"} and len({t[1] for t in tasks}) == 1
-    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm").stdout
+    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
     assert "completed" in status and "20" in status
 
 
 def test_launcher_killed_mid_submission_loses_and_duplicates_nothing(slurm_sweep) -> None:
     cfg = slurm_sweep(BUDGETS_50, "cluster.max_array_size=10")
     sweep_dir = Path(cfg.sweep_dir)
-    args = ("launch", f"sweep_dir={sweep_dir}", "cluster=slurm", "cluster.max_array_size=10")
+    args = ("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local", "cluster.max_array_size=10")
     killed = flame(*args, env={"FLAME_TEST_KILL_AFTER": "23"}, check=False)
     assert killed.returncode == -9  # SIGKILLed after 23 runs were recorded (3rd array held)
     states = ledger.read_all(sweep_dir)
@@ -105,10 +105,10 @@ def test_failed_run_keeps_its_error_and_resubmit_reruns_it(slurm_sweep) -> None:
     assert rec["state"] == "failed" and "must be a whole number" in rec["error_tail"]
     assert "Traceback" in rec["error_tail"] and rec["ended_at"]
     assert sacct_settled({rec["job_ids"][0]}, 1)[0][2] == "FAILED"
-    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm").stdout
+    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
     assert bad in status and "must be a whole number" in status
     (sweep_dir / "plan.csv").write_text(plan)  # fixed: resubmit runs it again
-    out = flame("resubmit", "--failed", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    out = flame("resubmit", "--failed", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
     assert "reset 1 runs" in out.stdout and "submitted 1 runs" in out.stdout
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 5
@@ -121,7 +121,7 @@ def test_cancel_scancels_and_marks_cancelled(slurm_sweep) -> None:
     sweep_dir = Path(cfg.sweep_dir)
     launch_sweep(sweep_dir, cfg)
     wait_for_state(sweep_dir, cfg, "running", 2)
-    out = flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm")
+    out = flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
     assert "cancelled 5 runs" in out.stdout
     records = ledger.read_all(sweep_dir)
     assert {rec["state"] for rec in records.values()} == {"cancelled"}
@@ -136,7 +136,7 @@ def test_cancel_scancels_and_marks_cancelled(slurm_sweep) -> None:
 def test_two_concurrent_launchers_submit_once(slurm_sweep) -> None:
     cfg = slurm_sweep("budgets.flops=[3e11,1e12]")
     sweep_dir = Path(cfg.sweep_dir)
-    cmd = ["launch", f"sweep_dir={sweep_dir}", "cluster=slurm"]
+    cmd = ["launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local"]
     from tests.jobs.conftest import FLAME, REPO
     procs = [subprocess.Popen([*FLAME, *cmd], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -176,7 +176,7 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
     _write_manifest(sweep_dir, {"name": "flame-never-submitted", "run_ids": ids[3:],
                                 "job_id": None, "released": False})
     assert len(unreleased_arrays(sweep_dir)) == 2
-    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm").stdout
+    status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
     assert "2 arrays were left held by a killed launcher" in status
     report = launch_sweep(sweep_dir, cfg)
     assert sorted(report.recovered) == sorted(ids[:3])

@@ -85,7 +85,7 @@ def test_sigkilled_study_continues_without_retraining(tmp_path):
 
 @pytest.mark.slurm
 def test_demo_study_through_local_slurm(tmp_path, slurm_cluster):
-    out = flame_run(tmp_path, "cluster=slurm")
+    out = flame_run(tmp_path, "cluster=slurm_local")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     check_study(tmp_path)
     assert all(rec["job_ids"] and "_" in rec["job_ids"][-1]  # array tasks: <job>_<index>

@@ -15,7 +15,9 @@ FAMILY = {
 
 
 def settings(**changes):
-    return PlannerSettings(**{"global_batch_size": 8, "min_iters": 10, **changes})
+    return PlannerSettings(**{"global_batch_size": 8, "min_iters": 10, "accounting": "flame",
+                              "flops_formula": "6n", "device_peak_flops": 989e12,
+                              "assumed_mfu": 0.35, **changes})
 
 
 def test_grid_family_and_ratios():
@@ -87,7 +89,7 @@ def test_family_errors_name_the_member():
     bad = {**FAMILY, "grid": None, "members": [{"hidden_size": 30, "num_layers": 2}]}
     with pytest.raises(ConfigError, match=r"family.members\[0\].*num_attention_heads"):
         build_family(bad)
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown config key .*num_heads.*MemberConfig"):
         build_family({**FAMILY, "grid": None, "members": [{"hidden_size": 32, "num_layers": 2,
                                                            "num_heads": 4}]})
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.embedded.data import DataConfig, build_datasets, prepare_corpus
+from trainers.embedded.data import build_datasets, prepare_corpus
+from trainers.settings import DataConfig
 from trainers.embedded.train import train as embedded_train
 from trainers.logformat import parse_lines
 from trainers.run import Preempted, train_run
@@ -104,8 +105,8 @@ def test_sigusr2_saves_checkpoint_and_raises_preempted(tiny, tmp_path):
 
 
 def test_train_and_validation_documents_are_disjoint(cache_dir):
-    cfg = DataConfig.from_cfg({"cache_dir": str(cache_dir)})
-    corpus = prepare_corpus(cfg)
+    cfg = DataConfig()
+    corpus = prepare_corpus(cfg, str(cache_dir))
     assert corpus.tokens > 5_000_000 and corpus.documents > 400
     train, valid = build_datasets(corpus, cfg, 128, 1000, 100)
     train_docs, valid_docs = set(train.indices.tolist()), set(valid.indices.tolist())
@@ -118,9 +119,8 @@ def test_user_jsonl_corpus(tmp_path):
     lines = [json.dumps({"text": f"document {i}: " + "the quick brown fox. " * 40})
              for i in range(60)]
     (tmp_path / "mine.jsonl").write_text("\n".join(lines))
-    cfg = DataConfig.from_cfg({"paths": [str(tmp_path / "*.jsonl")],
-                               "cache_dir": str(tmp_path / "cache"), "split": "80,20,0"})
-    corpus = prepare_corpus(cfg)
+    cfg = DataConfig(paths=[str(tmp_path / "*.jsonl")], split="80,20,0")
+    corpus = prepare_corpus(cfg, str(tmp_path / "cache"))
     assert corpus.documents == 60
     assert corpus.tokens == sum(len(json.loads(l)["text"]) + 1 for l in lines)
     train, valid = build_datasets(corpus, cfg, 64, 50, 10)

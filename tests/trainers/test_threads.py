@@ -3,7 +3,7 @@
 import pytest
 
 from sweep.arch import ConfigError
-from trainers.run import thread_count
+from trainers.threads import thread_count
 
 
 def test_thread_count_precedence(monkeypatch):

@@ -33,6 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from sweep.arch import ConfigError
+from trainers.settings import DataConfig
 
 EOD = 0
 VOCAB = 256
@@ -43,34 +44,12 @@ STDLIB_EXCLUDED = frozenset({"test", "tests", "idlelib", "tkinter", "turtledemo"
                              "__phello__", "__pycache__"})
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """``trainer.data``: where the corpus comes from and how it is split."""
-
-    paths: tuple[str, ...] | None
-    """Text/jsonl files or globs; None = the Python standard library (see module doc)."""
-    split: str
-    """Megatron ``--split`` weights train,valid,test over documents, e.g. ``95,5,0``."""
-    seed: int
-    """Seeds the document order and GPTDataset's sample shuffling."""
-    cache_dir: Path
-    """Where tokenised corpora and sample indices are cached (reused across runs)."""
-
-    @classmethod
-    def from_cfg(cls, data: Mapping[str, Any] | None) -> "DataConfig":
-        data = dict(data or {})
-        paths = data.get("paths")
-        if isinstance(paths, str):
-            paths = [paths]
-        cache = data.get("cache_dir") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "flame", "data")
-        split = str(data.get("split", "95,5,0"))
-        weights = [float(w) for w in split.split(",")] if split else []
-        if len(weights) != 3 or weights[0] <= 0 or weights[1] <= 0 or min(weights) < 0:
-            raise ConfigError(f"trainer.data.split={split!r}: give train,valid,test weights "
-                              "with train and valid > 0, e.g. 95,5,0")
-        return cls(tuple(paths) if paths else None, split, int(data.get("seed", 1234)),
-                   Path(cache))
+def cache_root(cache_dir: str | None) -> Path:
+    """Where tokenised corpora live: ``trainer.cache_dir``, else ~/.cache/flame/data."""
+    if cache_dir:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "flame" / "data"
 
 
 def stdlib_files() -> list[Path]:
@@ -126,7 +105,7 @@ class Corpus:
     """Where the text came from."""
 
 
-def prepare_corpus(cfg: DataConfig) -> Corpus:
+def prepare_corpus(cfg: DataConfig, cache_dir: str | None = None) -> Corpus:
     """Tokenise the corpus once into the cache (keyed by its content) and return it."""
     files = user_files(cfg.paths) if cfg.paths else stdlib_files()
     docs = [d.replace(b"\0", b"") for d in documents(files)]
@@ -138,7 +117,7 @@ def prepare_corpus(cfg: DataConfig) -> Corpus:
         digest.update(len(doc).to_bytes(8, "little"))
         digest.update(doc)
     key = digest.hexdigest()[:16]
-    directory = cfg.cache_dir / key
+    directory = cache_root(cache_dir) / key
     source = ", ".join(cfg.paths) if cfg.paths else f"python stdlib {sysconfig.get_paths()['stdlib']}"
     meta_path = directory / "corpus.json"
     if not meta_path.exists():

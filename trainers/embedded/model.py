@@ -142,11 +142,11 @@ class MoE(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer layer: attention, then a dense SwiGLU or an MoE FFN."""
 
-    def __init__(self, arch: MoEArch, moe: bool) -> None:
+    def __init__(self, arch: MoEArch, moe: bool, norm_eps: float = 1e-5) -> None:
         super().__init__()
-        self.input_norm = RMSNorm(arch.hidden_size)
+        self.input_norm = RMSNorm(arch.hidden_size, norm_eps)
         self.attention = Attention(arch)
-        self.mlp_norm = RMSNorm(arch.hidden_size)
+        self.mlp_norm = RMSNorm(arch.hidden_size, norm_eps)
         self.mlp: nn.Module = MoE(arch) if moe else SwiGLU(arch.hidden_size, arch.ffn_hidden_size)
 
     def forward(self, x, cos, sin):
@@ -160,13 +160,13 @@ class Block(nn.Module):
 class MoEDecoder(nn.Module):
     """The whole decoder: embedding, layers (dense first), final norm, output layer."""
 
-    def __init__(self, arch: MoEArch, init_std: float = 0.02) -> None:
+    def __init__(self, arch: MoEArch, init_std: float = 0.02, norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.arch = arch
         self.embedding = nn.Embedding(arch.vocab_size, arch.hidden_size)
-        self.layers = nn.ModuleList(Block(arch, moe=i >= arch.first_dense_layers)
-                                    for i in range(arch.num_layers))
-        self.final_norm = RMSNorm(arch.hidden_size)
+        self.layers = nn.ModuleList(Block(arch, moe=i >= arch.first_dense_layers,
+                                          norm_eps=norm_eps) for i in range(arch.num_layers))
+        self.final_norm = RMSNorm(arch.hidden_size, norm_eps)
         self.output = (None if arch.tie_embeddings
                        else nn.Linear(arch.hidden_size, arch.vocab_size, bias=False))
         cos, sin = rope_tables(arch.seq_length, arch.head_dim)

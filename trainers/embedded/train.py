@@ -14,95 +14,25 @@ import torch.nn.functional as F
 
 from sweep.arch import ConfigError
 from sweep.io import CHECKPOINTS_DIR
+from sweep.planrow import PlanRow
 from trainers.artifacts import RunLog
 from trainers.embedded import checkpoint
-from trainers.embedded.data import VOCAB, DataConfig, build_datasets, prepare_corpus
+from trainers.embedded.data import VOCAB, build_datasets, prepare_corpus
 from trainers.embedded.model import MoEDecoder
-from trainers.run import configure_torch_threads
+from trainers.threads import configure_torch_threads
 from trainers.schedule import WSD
 from trainers.signals import DeferredSignals
-from trainers.spec import RunSpec
+from trainers.settings import EmbeddedConfig, Recipe, trainer_config
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """The ``training`` group: optimiser, schedule and regularisers (all hashed in run_id)."""
-
-    lr: float
-    """Peak learning rate."""
-    min_lr: float
-    """Learning rate at the end of the WSD decay."""
-    warmup_fraction: float
-    """Fraction of iterations of linear warmup."""
-    decay_fraction: float
-    """Fraction of iterations (at the end) of decay."""
-    decay_style: str
-    """WSD decay shape."""
-    weight_decay: float
-    """AdamW decoupled weight decay (matrices and embeddings; not norms)."""
-    adam_beta1: float
-    """Adam beta1."""
-    adam_beta2: float
-    """Adam beta2."""
-    clip_grad: float
-    """Global gradient-norm clipping threshold."""
-    init_std: float
-    """Standard deviation of the normal initialisation."""
-    aux_loss_coeff: float
-    """Load-balancing loss coefficient (per MoE layer, as Megatron's --moe-aux-loss-coeff)."""
-    z_loss_coeff: float
-    """Router z-loss coefficient (per MoE layer, as Megatron's --moe-z-loss-coeff)."""
-    seed: int
-    """Seeds the initialisation."""
-
-    @classmethod
-    def from_cfg(cls, training: Mapping[str, Any]) -> "Recipe":
-        names = cls.__dataclass_fields__
-        missing = [n for n in names if n not in training]
-        if missing:
-            raise ConfigError(f"training: missing {missing}; see conf/training/demo.yaml")
-        try:
-            return cls(**{n: str(training[n]) if n == "decay_style" else
-                          int(training[n]) if n == "seed" else float(training[n])
-                          for n in names})
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"training: {err}; every value but decay_style is a number") \
-                from None
-
-
-@dataclass(frozen=True)
-class EmbeddedConfig:
-    """``conf/trainer/embedded.yaml``."""
-
-    data: DataConfig
-    """The corpus and its split."""
-    eval_iters: int
-    """Validation batches per evaluation (a fixed set: the first of the valid split)."""
-    eval_batch_size: int | None
-    """Sequences per validation batch; None = the run's global batch size."""
-    eval_interval: int | None
-    """Evaluate every this many iterations (and at the end); None = 4 evaluations per run."""
-    log_interval: int | None
-    """Log training every this many iterations; None = 20 lines per run."""
-    checkpoint_interval: int | None
-    """Save a checkpoint every this many iterations (always on a signal and at the end);
-    None = at every evaluation."""
-    echo: bool
-    """Also print train.log lines to stdout."""
-
-    @classmethod
-    def from_cfg(cls, trainer: Mapping[str, Any]) -> "EmbeddedConfig":
-        opt = lambda k: None if trainer.get(k) in (None, "") else int(trainer[k])  # noqa: E731
-        data = dict(trainer.get("data") or {}, cache_dir=trainer.get("cache_dir"))
-        cfg = cls(DataConfig.from_cfg(data), int(trainer.get("eval_iters", 10)),
-                  opt("eval_batch_size"), opt("eval_interval"), opt("log_interval"),
-                  opt("checkpoint_interval"), bool(trainer.get("echo", False)))
-        for key in ("eval_iters", "eval_batch_size", "eval_interval", "log_interval",
-                    "checkpoint_interval"):
-            value = getattr(cfg, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"trainer.{key}={value}: must be >= 1 (or null for the default)")
-        return cfg
+def check_recipe(recipe: Recipe) -> None:
+    """Refuse recipe settings this trainer does not implement (never ignore them silently)."""
+    if recipe.hidden_dropout or recipe.attention_dropout:
+        raise ConfigError("training.hidden_dropout / training.attention_dropout: the embedded "
+                          "trainer has no dropout; set both to 0 (or use trainer=megatron)")
+    if recipe.moe_router_dtype == "fp64":
+        raise ConfigError("training.moe_router_dtype=fp64: the embedded trainer routes in fp32; "
+                          "set training.moe_router_dtype=fp32 or null")
 
 
 def interval(value: int | None, iters: int, points: int) -> int:
@@ -113,8 +43,9 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
           signals: DeferredSignals, stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume) one run; ``stop_after`` ends the call early after that iteration with
     a checkpoint, as a preemption would (for tests and benchmarks)."""
-    spec, recipe = RunSpec.from_row(row), Recipe.from_cfg(cfg["training"])
-    ecfg = EmbeddedConfig.from_cfg(cfg["trainer"])
+    spec, recipe = PlanRow.of(row), Recipe.from_cfg(cfg["training"])
+    ecfg = trainer_config(cfg["trainer"])
+    check_recipe(recipe)
     if spec.arch.vocab_size != VOCAB:
         raise ConfigError(f"family vocab_size={spec.arch.vocab_size}: the embedded trainer's "
                           f"byte-level data has {VOCAB} tokens; set family.base.vocab_size={VOCAB}")
@@ -126,7 +57,7 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
 class _Loop:
     """One run's state: model, optimiser, data, log; ``run`` trains to the end."""
 
-    def __init__(self, spec: RunSpec, recipe: Recipe, ecfg: EmbeddedConfig, run_dir: Path):
+    def __init__(self, spec: PlanRow, recipe: Recipe, ecfg: EmbeddedConfig, run_dir: Path):
         self.spec, self.recipe, self.ecfg = spec, recipe, ecfg
         self.log = RunLog(run_dir, echo=ecfg.echo)
         self.ckpt_dir = run_dir / CHECKPOINTS_DIR
@@ -134,9 +65,9 @@ class _Loop:
         self.log_every = interval(ecfg.log_interval, iters, 20)
         self.eval_every = interval(ecfg.eval_interval, iters, 4)
         self.ckpt_every = ecfg.checkpoint_interval or self.eval_every
-        self.schedule = WSD.from_training(vars(recipe), iters)
+        self.schedule = WSD.from_recipe(recipe, iters)
         torch.manual_seed(recipe.seed)
-        self.model = MoEDecoder(spec.arch, recipe.init_std)
+        self.model = MoEDecoder(spec.arch, recipe.init_std, recipe.norm_epsilon)
         decay = [p for p in self.model.parameters() if p.dim() > 1]
         no_decay = [p for p in self.model.parameters() if p.dim() <= 1]
         self.optimizer = torch.optim.AdamW(
@@ -146,7 +77,7 @@ class _Loop:
         self.eval_bs = ecfg.eval_batch_size or spec.global_batch_size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # megatron-core's notes about unset tokenizer fields
-            corpus = prepare_corpus(ecfg.data)
+            corpus = prepare_corpus(ecfg.data, ecfg.cache_dir)
             self.train_ds, self.valid_ds = build_datasets(
                 corpus, ecfg.data, spec.arch.seq_length, iters * spec.global_batch_size,
                 ecfg.eval_iters * self.eval_bs)

@@ -1,0 +1,137 @@
+"""One planned run as plan.csv holds it, typed: what the planner writes and jobs, trainers and
+analysis read (csv gives strings; this is the one place that turns them back into values)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sweep.arch import ConfigError, MoEArch
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# plan.csv's parameter-count columns, in the file's order.
+N_KINDS = ("n_active_exact", "n_total_exact", "n_active_flame", "n_total_flame",
+           "n_active_exact_nonemb", "n_total_exact_nonemb", "n_active_flame_nonemb",
+           "n_total_flame_nonemb")
+
+
+def check_run_id(value: Any, where: str = "plan.csv") -> str:
+    """A run_id that is safe as a directory name (no path separators, no ``..``)."""
+    text = str(value)
+    if not RUN_ID_RE.match(text) or ".." in text:
+        raise ConfigError(f"{where}: run_id={text!r} is not a plain id (letters, digits, '-', "
+                          "'_', '.'); re-create the plan with `flame plan`")
+    return text
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One row of plan.csv."""
+
+    run_id: str
+    """Stable hash of everything that changes the run's result."""
+    budget: float
+    """The isoFLOP budget C the run belongs to."""
+    member: str
+    """The family member's label."""
+    arch: MoEArch
+    """The architecture (plan.csv spells out its fields as columns)."""
+    micro_batch_size: int | None
+    """Per-GPU micro batch hint for Megatron (None = the trainer's)."""
+    global_batch_size: int
+    """Sequences per iteration."""
+    counts: Mapping[str, int]
+    """Parameter counts by column: n_{active|total}_{exact|flame}[_nonemb]."""
+    accounting: str
+    """The convention iterations were computed with: flame | exact."""
+    flops_formula: str
+    """FLOPs per token formula: 6n | 6n_attn."""
+    flops_per_token: float
+    """Training FLOPs per token."""
+    tokens: int
+    """Tokens trained on: train_iters x batch x seq."""
+    train_iters: int
+    """Optimiser steps."""
+    gpu_hours: float
+    """Estimated accelerator-hours at the cluster's assumed MFU."""
+
+    @property
+    def n_active(self) -> int:
+        """Active parameters under the plan's accounting convention."""
+        return self.counts[f"n_active_{self.accounting}"]
+
+    @property
+    def flops(self) -> float:
+        """Training FLOPs of the whole run."""
+        return self.flops_per_token * self.tokens
+
+    def to_csv(self) -> dict[str, Any]:
+        """The plan.csv columns, in order (floats as repr: exact and stable)."""
+        row: dict[str, Any] = {"run_id": self.run_id, "budget": self.budget,
+                               "member": self.member}
+        row.update(self.arch.to_dict())
+        row.update({"micro_batch_size": self.micro_batch_size or "",
+                    "global_batch_size": self.global_batch_size})
+        row.update({k: self.counts[k] for k in N_KINDS})
+        row.update({"accounting": self.accounting, "flops_formula": self.flops_formula,
+                    "flops_per_token": self.flops_per_token, "tokens": self.tokens,
+                    "train_iters": self.train_iters, "flops": self.flops,
+                    "tokens_per_param": self.tokens / self.n_active, "gpu_hours": self.gpu_hours})
+        return {k: repr(v) if isinstance(v, float) else v for k, v in row.items()}
+
+    @classmethod
+    def from_csv(cls, row: Mapping[str, Any]) -> "PlanRow":
+        """From a csv.DictReader row; a missing or malformed field is a ConfigError."""
+        missing = [k for k in ("run_id", "budget", "train_iters", "global_batch_size",
+                               "accounting", *N_KINDS) if row.get(k) in (None, "")]
+        if missing:
+            raise ConfigError(f"plan.csv: row {row.get('run_id', '?')!r} lacks {missing}; "
+                              "re-create the plan with `flame plan`")
+        mbs = row.get("micro_batch_size")
+        if isinstance(mbs, float) and math.isnan(mbs):  # an empty cell read by pandas
+            mbs = None
+        return cls(run_id=check_run_id(row["run_id"]), budget=_float(row, "budget"),
+                   member=str(row.get("member") or ""), arch=MoEArch.from_mapping(row),
+                   micro_batch_size=_int(row, "micro_batch_size") if mbs not in (None, "")
+                   else None,
+                   global_batch_size=_int(row, "global_batch_size"),
+                   counts={k: _int(row, k) for k in N_KINDS},
+                   accounting=str(row["accounting"]),
+                   flops_formula=str(row.get("flops_formula") or "6n"),
+                   flops_per_token=_float(row, "flops_per_token"),
+                   tokens=_int(row, "tokens"), train_iters=_int(row, "train_iters"),
+                   gpu_hours=_float(row, "gpu_hours"))
+
+    @classmethod
+    def of(cls, row: "PlanRow | Mapping[str, Any]") -> "PlanRow":
+        """``row`` itself, or parsed from plan.csv's strings."""
+        return row if isinstance(row, PlanRow) else cls.from_csv(row)
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """plan.csv's header."""
+        return (["run_id", "budget", "member"] + MoEArch.field_names()
+                + ["micro_batch_size", "global_batch_size", *N_KINDS, "accounting",
+                   "flops_formula", "flops_per_token", "tokens", "train_iters", "flops",
+                   "tokens_per_param", "gpu_hours"])
+
+
+def _float(row: Mapping[str, Any], key: str) -> float:
+    try:
+        value = float(row[key])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"plan.csv: {key}={row.get(key)!r} is not a number; re-create the "
+                          "plan with `flame plan`") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"plan.csv: {key}={row[key]!r} is not finite")
+    return value
+
+
+def _int(row: Mapping[str, Any], key: str) -> int:
+    value = _float(row, key)
+    if value != int(value) or value < 0:
+        raise ConfigError(f"plan.csv: {key}={row[key]!r} must be a whole number >= 0")
+    return int(value)
+

@@ -1,0 +1,257 @@
+"""The ``training`` and ``trainer`` config groups as dataclasses (the schemas of
+``conf/training/*.yaml`` and ``conf/trainer/*.yaml``).
+
+Each field is ``result()`` (changes what a run computes: hashed into run_id) or
+``operational()`` (paths, logging, layout: never hashed). Light on purpose: no torch, so the
+CLI and the planner import it for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sweep.arch import ConfigError
+from sweep.law import Law
+from sweep.schema import operational, result, to_typed
+
+DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
+
+
+@dataclass
+class Recipe:
+    """The ``training`` group: optimiser, schedule and regularisers (every field hashed)."""
+
+    lr: float = result()
+    """Peak learning rate."""
+    min_lr: float = result()
+    """Learning rate at the end of the WSD decay."""
+    warmup_fraction: float = result()
+    """Fraction of iterations of linear warmup."""
+    decay_fraction: float = result()
+    """Fraction of iterations (at the end) of WSD decay."""
+    decay_style: str = result()
+    """WSD decay shape: linear | cosine | exponential | minus_sqrt."""
+    weight_decay: float = result()
+    """AdamW decoupled weight decay."""
+    adam_beta1: float = result()
+    """Adam beta1."""
+    adam_beta2: float = result()
+    """Adam beta2."""
+    clip_grad: float = result()
+    """Global gradient-norm clipping threshold."""
+    init_std: float = result()
+    """Standard deviation of the normal initialisation."""
+    aux_loss_coeff: float = result()
+    """Load-balancing loss coefficient (Megatron's --moe-aux-loss-coeff)."""
+    z_loss_coeff: float = result()
+    """Router z-loss coefficient (Megatron's --moe-z-loss-coeff)."""
+    seed: int = result()
+    """Seeds the initialisation (and Megatron's --seed)."""
+    decay_iters_rounding: str = result("round", since=2)
+    """decay_fraction x train_iters to whole iterations: round (nearest) or floor (FLAME-MoE's
+    TRAIN_ITERS / 10 in shell integer arithmetic)."""
+    hidden_dropout: float = result(0.0, since=2)
+    """Dropout after attention and MLP (Megatron's --hidden-dropout)."""
+    attention_dropout: float = result(0.0, since=2)
+    """Dropout on attention probabilities (Megatron's --attention-dropout)."""
+    norm_epsilon: float = result(1e-5, since=2)
+    """RMSNorm epsilon (Megatron's --norm-epsilon)."""
+    moe_router_dtype: str | None = result(None, since=2)
+    """Router computation dtype (Megatron's --moe-router-dtype: fp32 | fp64; null = the
+    model's dtype)."""
+
+    def __post_init__(self) -> None:
+        if self.decay_style not in DECAY_STYLES:
+            raise ConfigError(f"training.decay_style={self.decay_style!r}: use one of "
+                              f"{', '.join(DECAY_STYLES)}")
+        if self.decay_iters_rounding not in ("round", "floor"):
+            raise ConfigError(f"training.decay_iters_rounding={self.decay_iters_rounding!r}: "
+                              "use round or floor")
+        if self.moe_router_dtype not in (None, "fp32", "fp64"):
+            raise ConfigError(f"training.moe_router_dtype={self.moe_router_dtype!r}: use fp32, "
+                              "fp64 or null")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"training.{name}={getattr(self, name)}: must be in [0, 1)")
+
+    def decay_iters(self, train_iters: int) -> int:
+        """Iterations of the WSD decay phase (Megatron's --lr-wsd-decay-iters)."""
+        exact = self.decay_fraction * train_iters
+        return int(exact) if self.decay_iters_rounding == "floor" else int(round(exact))
+
+    @classmethod
+    def from_cfg(cls, training: Mapping[str, Any]) -> "Recipe":
+        """From the ``training`` mapping of a (stored) config."""
+        return training if isinstance(training, Recipe) else to_typed(cls, training, "training")
+
+
+@dataclass
+class DataConfig:
+    """``trainer.data`` of the embedded trainer: the corpus and its split."""
+
+    paths: list[str] | None = result(None)
+    """Text/jsonl files or globs; null = the Python standard library's sources."""
+    split: str = result("90,10,0")
+    """Megatron --split weights train,valid,test over documents."""
+    seed: int = result(1234)
+    """Seeds the document order and GPTDataset's sample shuffling."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.paths, str):
+            self.paths = [self.paths]
+        try:
+            weights = [float(w) for w in self.split.split(",")]
+        except ValueError:
+            weights = []
+        if len(weights) != 3 or weights[0] <= 0 or weights[1] <= 0 or min(weights) < 0:
+            raise ConfigError(f"trainer.data.split={self.split!r}: give train,valid,test weights "
+                              "with train and valid > 0, e.g. 90,10,0")
+
+
+@dataclass
+class EmbeddedConfig:
+    """``trainer=embedded``: the CPU trainer in plain PyTorch."""
+
+    name: str = result("embedded")
+    """The trainer (selects the code that runs a job)."""
+    data: DataConfig = result(factory=DataConfig)
+    """The corpus and its split."""
+    eval_iters: int = result(16)
+    """Validation batches per evaluation (a fixed set: the first of the valid split)."""
+    eval_batch_size: int | None = result(64)
+    """Sequences per validation batch; null = the run's global batch size."""
+    cache_dir: str | None = operational(None)
+    """Tokenised corpora and sample indices; null = ~/.cache/flame/data."""
+    eval_interval: int | None = operational(None)
+    """Evaluate every this many iterations (and at the end); null = 4 evaluations per run."""
+    log_interval: int | None = operational(None)
+    """Log training every this many iterations; null = 20 lines per run."""
+    checkpoint_interval: int | None = operational(None)
+    """Checkpoint every this many iterations (always on a signal and at the end); null = at
+    every evaluation."""
+    echo: bool = operational(False)
+    """Also print train.log lines to the job's stdout."""
+
+    def __post_init__(self) -> None:
+        for key in ("eval_iters", "eval_batch_size", "eval_interval", "log_interval",
+                    "checkpoint_interval"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"trainer.{key}={value}: must be >= 1 (or null for the default)")
+
+
+@dataclass
+class SimulatedConfig:
+    """``trainer=simulated``: losses drawn from a law plus noise, no model."""
+
+    law: Law = result()
+    """The law losses are drawn from; N = active parameters under ``accounting``."""
+    name: str = result("simulated")
+    """The trainer (selects the code that runs a job)."""
+    noise: float = result(0.0)
+    """Standard deviation of the log-normal noise on validation losses (train: 2x)."""
+    seed: int = result(1234)
+    """Seeds the noise (with the run_id and iteration)."""
+    seconds_per_run: float = operational(0.0)
+    """Wall time of a whole run (spread over its log steps); 0 = milliseconds."""
+    log_points: int = operational(20)
+    """Training lines per run."""
+    eval_points: int = operational(5)
+    """Evaluations per run, the final one included."""
+
+    def __post_init__(self) -> None:
+        if self.noise < 0 or self.seconds_per_run < 0:
+            raise ConfigError("trainer.noise and trainer.seconds_per_run must be >= 0")
+        if self.log_points < 1 or self.eval_points < 1:
+            raise ConfigError("trainer.log_points and trainer.eval_points must be >= 1")
+
+
+@dataclass
+class MegatronConfig:
+    """``trainer=megatron``: Megatron-LM's ``pretrain_gpt.py`` on GPU nodes."""
+
+    name: str = result("megatron")
+    """The trainer (selects the code that runs a job)."""
+    data_path: Any = result(None)
+    """--data-path: indexed-dataset prefixes, optionally weighted: one string of words
+    ("0.3 /data/a 0.7 /data/b") or a list (null = none: give it, or mock_data)."""
+    mock_data: bool = result(False)
+    """--mock-data for smoke tests (no corpus needed)."""
+    split: str = result("99,1,0")
+    """--split train,valid,test weights."""
+    tokenizer_type: str = result("HuggingFaceTokenizer")
+    """--tokenizer-type."""
+    tokenizer_model: str | None = result("EleutherAI/pythia-12b")
+    """--tokenizer-model (GPT-NeoX BPE: Megatron pads its 50277 ids to 50304)."""
+    eval_iters: int = result(10)
+    """--eval-iters (validation batches per evaluation)."""
+    extra_args: list[str] = result(factory=list)
+    """More pretrain_gpt.py flags, appended last (each word shell-quoted)."""
+    megatron_path: str = operational("${oc.env:MEGATRON_LM,/opt/Megatron-LM}")
+    """The Megatron-LM checkout holding pretrain_gpt.py."""
+    python: str = operational("python")
+    """Interpreter with Megatron-LM's dependencies."""
+    eval_interval: int | None = operational(None)
+    """--eval-interval; null = 10 evaluations per run."""
+    log_interval: int = operational(10)
+    """--log-interval."""
+    nodes: int = operational(1)
+    """Nodes per run."""
+    gpus_per_node: int = operational(8)
+    """GPUs (ranks) per node."""
+    master_port: int = operational(29500)
+    """Rendezvous port on the first node."""
+    expert_model_parallel_size: int = operational(8)
+    """--expert-model-parallel-size (FLAME-MoE: 8)."""
+    micro_batch_size: int = operational(4)
+    """--micro-batch-size when the family member gives none."""
+    moe_grouped_gemm: bool = operational(True)
+    """--moe-grouped-gemm."""
+    use_distributed_optimizer: bool = operational(True)
+    """--use-distributed-optimizer."""
+    data_cache_path: str | None = operational(None)
+    """--data-cache-path (Megatron's sample-index cache)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data_path, str):
+            self.data_path = self.data_path.split()
+        elif self.data_path is not None:
+            self.data_path = [str(w) for w in self.data_path]
+
+    def validate(self) -> None:
+        """What a launch needs (checked before anything is submitted)."""
+        if not self.megatron_path:
+            raise ConfigError("trainer.megatron_path: not set; give the Megatron-LM checkout, "
+                              "e.g. trainer.megatron_path=/opt/Megatron-LM")
+        if not self.data_path and not self.mock_data:
+            raise ConfigError("trainer.data_path: not set; give the tokenised dataset prefix "
+                              "(trainer.data_path=/data/dclm_text_document, or export "
+                              "FLAME_DATA_PATH) or trainer.mock_data=true for a smoke test")
+        if not self.mock_data and not self.tokenizer_type:
+            raise ConfigError("trainer.tokenizer_type: not set (e.g. HuggingFaceTokenizer)")
+        world = self.nodes * self.gpus_per_node
+        if world % self.expert_model_parallel_size:
+            raise ConfigError(f"trainer.expert_model_parallel_size="
+                              f"{self.expert_model_parallel_size} does not divide the "
+                              f"{world} GPUs (nodes x gpus_per_node); change one of them")
+
+
+TRAINER_CONFIGS: dict[str, type] = {"embedded": EmbeddedConfig, "simulated": SimulatedConfig,
+                                    "megatron": MegatronConfig}
+
+
+def trainer_config(trainer: Mapping[str, Any] | Any) -> Any:
+    """The ``trainer`` mapping of a (stored) config as its trainer's dataclass."""
+    if isinstance(trainer, tuple(TRAINER_CONFIGS.values())):
+        return trainer
+    name = (trainer or {}).get("name")
+    if name not in TRAINER_CONFIGS:
+        raise ConfigError(f"trainer.name={name!r}: use one of {', '.join(TRAINER_CONFIGS)} "
+                          "(e.g. trainer=simulated)")
+    values = {k: v for k, v in dict(trainer).items() if k != "operational_keys"}  # format 1
+    return to_typed(TRAINER_CONFIGS[name], values, "trainer")
+
+
+__all__ = ["Recipe", "DataConfig", "EmbeddedConfig", "SimulatedConfig", "MegatronConfig",
+           "TRAINER_CONFIGS", "trainer_config"]
