@@ -44,6 +44,7 @@ import os
 import re
 import subprocess
 import sys
+import traceback
 import types
 from importlib import resources
 from pathlib import Path
@@ -363,7 +364,8 @@ def check_argv(argv: list[str], spec: dict[str, Any] | None = None) -> list[str]
 # Megatron's own parse_args() + validate_args()
 # ---------------------------------------------------------------------------------------------
 
-def validate(megatron_path: str | Path, argv: list[str], world_size: int = 8) -> dict[str, Any]:
+def validate(megatron_path: str | Path, argv: list[str], world_size: int = 8,
+             device_capability: tuple[int, int] = (9, 0)) -> dict[str, Any]:
     """Run the checkout's ``parse_args()`` then ``validate_args()`` on ``argv`` on CPU, as rank 0
     of ``world_size`` (env RANK/WORLD_SIZE, read at arguments.py:109-110). Returns what each
     said. Runs in this process: call it once, in a fresh interpreter (the CLI does).
@@ -371,12 +373,19 @@ def validate(megatron_path: str | Path, argv: list[str], world_size: int = 8) ->
     What this shows: every flag is accepted by Megatron's own parser, the values convert, and
     the cross-flag rules of ``validate_args`` hold (batch divisibility, parallel sizes, MoE and
     schedule constraints). What it cannot: anything decided after arguments (tokenizer files,
-    data paths, CUDA/TE kernels, checkpoint loading)."""
+    data paths, CUDA/TE kernels, checkpoint loading).
+
+    Without a GPU, ``torch.cuda.get_device_capability`` answers ``device_capability`` (default
+    9.0, an H100): ``validate_args`` asks it for ``--moe-grouped-gemm`` (arguments.py:852-854)."""
     path = Path(megatron_path)
     arguments, stubbed = _import_arguments(path)
     os.environ.update(RANK="0", WORLD_SIZE=str(world_size), LOCAL_RANK="0")
     report: dict[str, Any] = {"stubbed_modules": stubbed, "world_size": world_size,
                               "commit": _git(path, "rev-parse", "HEAD")}
+    import torch
+    if not torch.cuda.is_available():
+        torch.cuda.get_device_capability = lambda *a, **k: device_capability
+        report["assumed_device_capability"] = list(device_capability)
     saved = sys.argv
     sys.argv = ["pretrain_gpt.py", *argv]
     try:
@@ -394,6 +403,11 @@ def validate(megatron_path: str | Path, argv: list[str], world_size: int = 8) ->
         except (AssertionError, ValueError, RuntimeError, TypeError, KeyError,
                 AttributeError) as exc:
             report["validate_args"] = f"{type(exc).__name__}: {exc}"
+            frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                      if str(path.resolve()) in str(Path(f.filename).resolve())]
+            if frames:  # where in the checkout it failed (the last frame inside it)
+                report["raised_at"] = (f"{Path(frames[-1].filename).resolve().relative_to(path.resolve())}"
+                                       f":{frames[-1].lineno}: {frames[-1].line}")
         report["derived"] = {k: _jsonable(getattr(args, k, None)) for k in (
             "data_parallel_size", "moe_layer_freq", "lr_warmup_iters", "lr_decay_iters",
             "lr_wsd_decay_iters", "eval_interval", "eval_iters", "save_interval", "params_dtype",
@@ -404,27 +418,31 @@ def validate(megatron_path: str | Path, argv: list[str], world_size: int = 8) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``record`` / ``check`` / ``validate`` (see the module docstring)."""
+    """``record`` / ``check`` / ``validate`` (see the module docstring); Megatron's argv goes
+    after ``--``."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in words:
+        at = words.index("--")
+        words, rest = words[:at], words[at + 1:]
     parser = argparse.ArgumentParser(prog="python -m trainers.megatron_argspec")
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="write the checkout's argument spec as JSON")
     rec.add_argument("megatron_path")
     rec.add_argument("out")
-    chk = sub.add_parser("check", help="check an argv against the recorded spec")
+    chk = sub.add_parser("check", help="check the argv after -- against the recorded spec")
     chk.add_argument("--spec", default=None, help="a spec JSON (default: the packaged one)")
-    chk.add_argument("argv", nargs=argparse.REMAINDER)
-    val = sub.add_parser("validate", help="run Megatron's parse_args + validate_args")
+    val = sub.add_parser("validate", help="run Megatron's parse_args + validate_args on the "
+                                          "argv after --")
     val.add_argument("megatron_path")
     val.add_argument("--world-size", type=int, default=8)
-    val.add_argument("argv", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(argv)
-    rest = [a for a in getattr(ns, "argv", [])]
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
+    val.add_argument("--device-capability", default="9.0",
+                     help="what torch.cuda.get_device_capability answers without a GPU")
+    ns = parser.parse_args(words)
     if ns.command == "record":
         spec = record(ns.megatron_path)
-        spec["source"]["command"] = f"python -m trainers.megatron_argspec record " \
-                                    f"{ns.megatron_path} {ns.out}"
+        spec["source"]["command"] = (f"python -m trainers.megatron_argspec record "
+                                     f"{ns.megatron_path} {ns.out}")
         Path(ns.out).write_text(json.dumps(spec, indent=1) + "\n")
         print(f"{len(spec['options'])} options from {spec['source']['commit']} -> {ns.out}")
         return 0
@@ -432,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = check_argv(rest, load(ns.spec))
         print("\n".join(problems) or "ok")
         return 1 if problems else 0
-    report = validate(ns.megatron_path, rest, ns.world_size)
+    major, _, minor = ns.device_capability.partition(".")
+    report = validate(ns.megatron_path, rest, ns.world_size, (int(major), int(minor or 0)))
     print(json.dumps(report, indent=1))
     return 0 if report.get("validate_args") == "ok" else 1
 

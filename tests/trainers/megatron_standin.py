@@ -239,7 +239,7 @@ def splits(args: argparse.Namespace) -> tuple[bool, bool]:
     """(do_valid, do_test), T:3401-3403: a split exists and eval_iters > 0 (or full validation).
     Without a data path the datasets are mock ones split "1,1,1" whatever --split says
     (megatron/core/datasets/blended_megatron_dataset_config.py:137-149); a zero weight in
-    --split builds no dataset for that split (megatron/core/datasets/utils.py)."""
+    --split builds no dataset for that split (same file, 175-215: a None in the split matrix)."""
     evaluates = bool(args.full_validation or (args.eval_iters or 0) > 0)
     if args.mock_data or not args.data_path:
         return evaluates, evaluates
