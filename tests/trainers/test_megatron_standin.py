@@ -198,3 +198,22 @@ def test_recorded_spec_names_its_source():
     assert flags["--moe-layer-freq"]["type"] == "custom:megatron.training.arguments.moe_freq_type"
     assert flags["--lr-wsd-decay-style"]["default"] == "exponential"
     assert flags["--exit-signal"]["default"] == "SIGTERM"
+
+
+def test_flame_moe_recipe_table_is_valid_under_core_v0_16_1():
+    """Every flag of trainers/data/flame_moe_recipe.csv exists in core_v0.16.1 and every literal
+    value parses there (FLAME-MoE ran a 0.12 fork; none of its flags is gone)."""
+    import csv
+    from importlib import resources
+    table = resources.files("trainers").joinpath("data", "flame_moe_recipe.csv").read_text()
+    rows = list(csv.DictReader(table.splitlines()))
+    assert len(rows) > 60 and all(r["source"].startswith(("cmu-flame/FLAME-MoE:",
+                                                          "yuzc19/Megatron-LM:")) for r in rows)
+    known = {s for o in load()["options"] for s in o["option_strings"]}
+    for row in rows:
+        flag, value = row["flag"], row["value"]
+        assert flag in known, flag
+        if value == "(switch)":
+            assert check_argv([flag]) == [], flag
+        elif not value.startswith(("(", "$")) and "<" not in value:  # a literal value
+            assert check_argv([flag, value]) == [], (flag, value)
