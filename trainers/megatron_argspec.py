@@ -290,10 +290,15 @@ def _convert(option: dict[str, Any], text: str) -> str | None:
     return None
 
 
+# argparse (Python 3.11) takes "-3" and "-0.5" as values because Megatron's parser has no option
+# that looks like a negative number; "-1e-8" is not such a number to it (its matcher has no
+# exponent), so it is read as an option and the flag before it misses its value: write
+# "--adam-eps=-1e-8".
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
 def _looks_like_option(word: str) -> bool:
-    # argparse: "-1e-5" is a value (the parser has no option that looks like a negative number).
-    return word.startswith("-") and len(word) > 1 and not re.fullmatch(
-        r"-\d+\.?\d*(e[-+]?\d+)?|-\.\d+(e[-+]?\d+)?", word, re.IGNORECASE)
+    return word.startswith("-") and len(word) > 1 and not _NEGATIVE_NUMBER.match(word)
 
 
 def _arity(option: dict[str, Any]) -> tuple[int, float]:

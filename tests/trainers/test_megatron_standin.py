@@ -162,7 +162,11 @@ def test_exit_interval_saves_and_exits(tmp_path):
 def test_check_argv_accepts_flames_release_command_line():
     assert check_argv(FLAME_290M) == []
     assert check_argv(["--moe-layer-freq", "([0]*1+[1]*8)", "--moe-layer-freq", "2"]) == []
-    assert check_argv(["--lr=3e-4", "--adam-eps", "-1e-8", "--exit-signal", "SIGUSR2"]) == []
+    assert check_argv(["--lr=3e-4", "--adam-eps=-1e-8", "--exit-signal", "SIGUSR2"]) == []
+    assert check_argv(["--rotary-base", "-3", "--clip-grad", "-.5"]) == []  # argparse: values
+    # ... but argparse reads "-1e-8" as an option (its negative-number pattern has no exponent)
+    assert check_argv(["--adam-eps", "-1e-8"]) == ["--adam-eps: expected a value, got none",
+                                                   "unknown flag -1e-8"]
 
 
 @pytest.mark.parametrize("argv, problem", [
