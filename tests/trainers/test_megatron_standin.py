@@ -221,3 +221,42 @@ def test_flame_moe_recipe_table_is_valid_under_core_v0_16_1():
             assert check_argv([flag]) == [], flag
         elif not value.startswith(("(", "$")) and "<" not in value:  # a literal value
             assert check_argv([flag, value]) == [], (flag, value)
+
+
+AGREEMENT_CASES = [
+    FLAME_290M, ["--moe-router-topK", "6"], ["--lr-wsd-decay-style", "exp"],
+    ["--train-iters", "5473.0"], ["--moe-layer-freq", "[0]*1+[1]*x"], ["--moe-layer-freq", "1.5"],
+    ["--bf16", "true"], ["--bf16=1"], ["--train-iters"], ["--adam-eps", "-1e-8"],
+    ["--adam-eps=-1e-8"], ["--rotary-base", "-3"], ["--data-path"], ["9"],
+    ["--num-layers", "1", "2"], ["--recompute-modules", "core_attn", "mlp"],
+    ["--exit-signal", "SIGUSR2"], ["--no-rope-freq", "[1]+[0]*3"],
+]
+_REAL_PARSER = """
+import argparse, contextlib, io, json, sys
+from pathlib import Path
+from trainers.megatron_argspec import _import_arguments
+arguments, _ = _import_arguments(Path(sys.argv[1]))
+out = []
+for argv in json.loads(sys.argv[2]):
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    arguments.add_megatron_arguments(parser)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parser.parse_args(argv)
+        out.append(True)
+    except (SystemExit, Exception):  # argparse's error, or a type function's own exception
+        out.append(False)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not (Path(os.environ.get("MEGATRON_LM", "/nonexistent")) / "megatron" /
+                         "training" / "arguments.py").is_file(),
+                    reason="needs a Megatron-LM checkout in $MEGATRON_LM")
+def test_check_argv_agrees_with_megatrons_own_parser():
+    import json
+    out = subprocess.run([sys.executable, "-c", _REAL_PARSER, os.environ["MEGATRON_LM"],
+                          json.dumps(AGREEMENT_CASES)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[2], check=True)
+    accepted = json.loads(out.stdout.strip().splitlines()[-1])
+    assert accepted == [check_argv(argv) == [] for argv in AGREEMENT_CASES]
