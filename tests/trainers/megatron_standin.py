@@ -44,6 +44,7 @@ from trainers.megatron_argspec import check_argv, load  # noqa: E402
 _START = time.time()  # T:2370 measures --exit-duration-in-mins from the program's start
 TRACKER = "latest_checkpointed_iteration.txt"  # C:277-281
 STATE = "standin_state.json"  # our stand-in for the torch_dist files in iter_NNNNNNN/
+RECEIVED: list[int] = []  # signals caught by the --exit-signal-handler handler
 
 
 def _now() -> str:
@@ -250,47 +251,22 @@ def splits(args: argparse.Namespace) -> tuple[bool, bool]:
 def main(argv: list[str]) -> int:
     """pretrain_gpt.py's main: load, train (T:2417-3032), final save and evaluation (T:1030-1107)."""
     args = parse(argv)
-    received: list[int] = []
     if args.exit_signal_handler:  # megatron/training/dist_signal_handler.py: only a flag is set
-        signal.signal(args.exit_signal, lambda signum, frame: received.append(signum))
-    seed = args.seed
+        signal.signal(args.exit_signal, lambda signum, frame: RECEIVED.append(signum))
     state = load_checkpoint(args, {"iteration": 0, "consumed": 0,
-                                   "w": 6.0 + random.Random(seed).random()})
+                                   "w": 6.0 + random.Random(args.seed).random()})
     iteration, consumed, w = state["iteration"], state["consumed"], state["w"]
     do_valid, do_test = splits(args)
-    gbs = args.global_batch_size or 1
 
-    if not args.skip_train and args.train_iters > 0:
-        print_datetime("before the start of training step")  # T:2572
-        sums: dict[str, float] = {}
-        count, first, began = 0, True, time.time()
-        step_s = float(os.environ.get("FLAME_STANDIN_STEP_S", "0.001"))
-        while iteration < args.train_iters:  # T:2684
-            time.sleep(step_s)
-            w = _step(w, seed, iteration + 1)
-            iteration += 1  # T:2839
-            consumed += gbs  # T:2869
-            count += 1
-            for name, value in _losses(args, w).items():
-                sums[name] = sums.get(name, 0.0) + value
-            # T:2008: printed when iteration % log_interval == 0, and on the first iteration of
-            # this process (is_first_iteration, T:2577/2909-2911) -- which, after a --load, is
-            # the first iteration after the checkpoint. The first one does not reset the sums
-            # (T:1797 should_reset), so the next line still averages the whole interval.
-            if iteration % args.log_interval == 0 or first:
-                _say(training_line(args, iteration, consumed, time.time() - began, count, sums,
-                                   grad_norm=1.0 + w / 10))
-                if not first:
-                    sums, count, began = {}, 0, time.time()
-            first = False
-            # T:2914-2950: evaluation every eval_interval (None = never) when there is a
-            # validation set.
-            if args.eval_interval and iteration % args.eval_interval == 0 and do_valid:
-                validation_lines(f"iteration {iteration}", 2.05 + w)
-            if checkpoint_and_decide_exit(args, iteration, {"consumed": consumed, "w": w},
-                                          received):
-                return 0  # T:3021-3030: sys.exit(exit_code); exit_code is 0 unless the
-                # rerun state machine set it (T:2576, T:1687-1689)
+    if not args.skip_train:  # T:1026-1061
+        _say("training ...")
+        if args.train_iters > 0:  # T:1030 (do_train: a training dataset exists)
+            iteration, consumed, w, stop = train(args, iteration, consumed, w)
+            if stop:
+                return 0  # T:3021-3030: sys.exit(exit_code); exit_code is 0 unless the rerun
+                # state machine set it (T:2576, T:1687-1689)
+        else:
+            iteration = 0  # T:1029
         print_datetime("after training is done")  # T:1045
         # T:1047: the final save unless the last iteration was just saved by save_interval.
         if args.save and iteration != 0 and iteration % args.save_interval != 0:
@@ -302,6 +278,43 @@ def main(argv: list[str]) -> int:
     if do_test:  # T:1094-1107
         validation_lines(f"iteration {iteration} on test set", 2.07 + w)
     return 0
+
+
+def train(args: argparse.Namespace, iteration: int, consumed: int,
+          w: float) -> tuple[int, int, float, bool]:
+    """T:2417-3032's loop; returns (iteration, consumed samples, w, exited on a condition)."""
+    print_datetime("before the start of training step")  # T:2572
+    do_valid, _ = splits(args)
+    gbs = args.global_batch_size or 1
+    sums: dict[str, float] = {}
+    count, first, began = 0, True, time.time()
+    step_s = float(os.environ.get("FLAME_STANDIN_STEP_S", "0.001"))
+    while iteration < args.train_iters:  # T:2684
+        time.sleep(step_s)
+        w = _step(w, args.seed, iteration + 1)
+        iteration += 1  # T:2839
+        consumed += gbs  # T:2869
+        count += 1
+        for name, value in _losses(args, w).items():
+            sums[name] = sums.get(name, 0.0) + value
+        # T:2008: printed when iteration % log_interval == 0, and on the first iteration of this
+        # process (is_first_iteration, T:2577/2909-2911) -- which, after a --load, is the first
+        # iteration after the checkpoint. The first one does not reset the sums (T:1797
+        # should_reset), so the next line still averages the whole interval.
+        if iteration % args.log_interval == 0 or first:
+            _say(training_line(args, iteration, consumed, time.time() - began, count, sums,
+                               grad_norm=1.0 + w / 10))
+            if not first:
+                sums, count, began = {}, 0, time.time()
+        first = False
+        # T:2914-2950: evaluation every eval_interval (None = never) when there is a
+        # validation set.
+        if args.eval_interval and iteration % args.eval_interval == 0 and do_valid:
+            validation_lines(f"iteration {iteration}", 2.05 + w)
+        if checkpoint_and_decide_exit(args, iteration, {"consumed": consumed, "w": w},
+                                      RECEIVED):
+            return iteration, consumed, w, True
+    return iteration, consumed, w, False
 
 
 def checkpoint_and_decide_exit(args: argparse.Namespace, iteration: int, state: dict,

@@ -143,6 +143,25 @@ def test_sigterm_saves_exits_zero_and_the_rerun_resumes_to_the_same_loss(tmp_pat
     assert resumed.train[-1]["lm loss"] == whole.train[-1]["lm loss"]
 
 
+def test_rerun_of_a_finished_run_trains_nothing_and_evaluates_again(tmp_path):
+    first = parse_lines(_run(tmp_path, 25).stdout.splitlines())
+    again = _run(tmp_path, 25)
+    parsed = parse_lines(again.stdout.splitlines())
+    assert parsed.train == []  # while iteration < train_iters (training.py:2684) never runs
+    # training.py:1047 saves again (25 % 20 != 0), then the final evaluation (1068) is repeated
+    assert "saving checkpoint at iteration      25" in again.stdout
+    assert [(v["iteration"], v["final"]) for v in parsed.validation] == [(25, True)]
+    assert parsed.last_val_loss == first.last_val_loss
+
+
+def test_skip_train_evaluates_the_loaded_checkpoint(tmp_path):
+    _run(tmp_path, 25)
+    out = _run(tmp_path, 25, "--skip-train")
+    assert "skipping training (--skip-train is on) ..." in out.stdout  # training.py:1064
+    parsed = parse_lines(out.stdout.splitlines())
+    assert parsed.train == [] and [v["iteration"] for v in parsed.validation] == [25]
+
+
 def test_without_the_handler_sigterm_kills(tmp_path):
     argv = [a for a in _argv(tmp_path, 500) if a != "--exit-signal-handler"]
     proc = subprocess.Popen([sys.executable, str(STANDIN), *argv], stdout=subprocess.PIPE,
