@@ -22,7 +22,15 @@ The "model" is one number ``w`` that shrinks every iteration by a seeded factor;
 with exactly the final loss of an uninterrupted one only if the checkpoint carried the state.
 
 Environment: ``FLAME_STANDIN_STEP_S`` seconds per iteration (default 0.001) so that a test can
-preempt a run mid-way; ``WORLD_SIZE`` (default 1) for the throughput per GPU.
+preempt a run mid-way; ``RANK``/``WORLD_SIZE`` (default 0/1, as torchrun or flame's srun line
+sets them): rank 0 prints what Megatron prints with print_rank_0 and writes the checkpoint files,
+the last rank prints the training and validation lines (print_rank_last), and the throughput is
+per GPU of WORLD_SIZE. Every rank computes the same numbers, so ranks never need to talk; they
+are not synchronised either (Megatron's barriers are not mimicked), so with several ranks rank 0's
+lines and the last rank's can interleave out of order.
+
+To use it as a Megatron-LM checkout (flame's launch.sh runs ``$MEGATRON/pretrain_gpt.py``):
+make a directory whose ``pretrain_gpt.py`` is a symlink to this file.
 """
 
 from __future__ import annotations
@@ -51,8 +59,20 @@ def _now() -> str:
     return datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+RANK = int(os.environ.get("RANK", "0"))  # set by torchrun, or by flame's launch.sh under srun
+WORLD_SIZE = int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _say(text: str) -> None:
-    print(text, flush=True)  # print_rank_0 / print_rank_last flush (megatron/training/utils.py:394-431)
+    """print_rank_0 (megatron/training/utils.py:394-401): checkpoint, datetime, loading lines."""
+    if RANK == 0:
+        print(text, flush=True)
+
+
+def _say_last(text: str) -> None:
+    """print_rank_last (megatron/training/utils.py:425-431): training and validation lines."""
+    if RANK == WORLD_SIZE - 1:
+        print(text, flush=True)
 
 
 def print_datetime(text: str) -> None:
@@ -155,10 +175,11 @@ def save_checkpoint(args: argparse.Namespace, iteration: int, state: dict) -> No
     """C:529-530 (announce), C:171 (iter_NNNNNNN), C:720-730 (tracker, then the success line)."""
     _say(f"[{_now()}] saving checkpoint at iteration {iteration:7d} to {args.save} "
          f"in {args.ckpt_format} format")
-    folder = Path(args.save) / f"iter_{iteration:07d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / STATE).write_text(json.dumps(dict(state, iteration=iteration)))
-    (Path(args.save) / TRACKER).write_text(str(iteration))  # C:722-723: written last
+    if RANK == 0:  # every rank saves its shard; rank 0 writes the tracker, last (C:702-723)
+        folder = Path(args.save) / f"iter_{iteration:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STATE).write_text(json.dumps(dict(state, iteration=iteration)))
+        (Path(args.save) / TRACKER).write_text(str(iteration))
     tp, pp = args.tensor_model_parallel_size or 1, args.pipeline_model_parallel_size or 1
     _say(f"  [{_now()}] successfully saved checkpoint from iteration {int(iteration):7d} to "
          f"{args.save} [ t 1/{tp}, p 1/{pp} ]")
@@ -191,7 +212,7 @@ def training_line(args: argparse.Namespace, iteration: int, consumed: int, elaps
                   count: int, sums: dict[str, float], grad_norm: float) -> str:
     """T:2030-2097, field for field, in order."""
     per_iter = elapsed_s / count
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = WORLD_SIZE
     text = f" [{_now()}] iteration {iteration:8d}/{args.train_iters:8d} |"
     text += f" consumed samples: {consumed:12d} |"
     text += f" elapsed time per iteration (ms): {per_iter * 1000.0:.1f} |"
@@ -216,9 +237,9 @@ def validation_lines(prefix: str, lm_loss: float) -> None:
     framed by dashes one longer than the line."""
     text = f" validation loss at {prefix} | "
     text += f"lm loss value: {lm_loss:.6E} | lm loss PPL: {math.exp(min(20, lm_loss)):.6E} | "
-    _say("-" * (len(text) + 1))
-    _say(text)
-    _say("-" * (len(text) + 1))
+    _say_last("-" * (len(text) + 1))
+    _say_last(text)
+    _say_last("-" * (len(text) + 1))
 
 
 def _losses(args: argparse.Namespace, w: float) -> dict[str, float]:
@@ -302,7 +323,7 @@ def train(args: argparse.Namespace, iteration: int, consumed: int,
         # iteration after the checkpoint. The first one does not reset the sums (T:1797
         # should_reset), so the next line still averages the whole interval.
         if iteration % args.log_interval == 0 or first:
-            _say(training_line(args, iteration, consumed, time.time() - began, count, sums,
+            _say_last(training_line(args, iteration, consumed, time.time() - began, count, sums,
                                grad_norm=1.0 + w / 10))
             if not first:
                 sums, count, began = {}, 0, time.time()
