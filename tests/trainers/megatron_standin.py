@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""A stand-in for Megatron-LM's ``pretrain_gpt.py`` (no GPU, no model): same argv, same stdout
+for the lines flame reads, under Megatron-LM core_v0.16.1's own rules.
+
+Written from NVIDIA/Megatron-LM tag core_v0.16.1 (commit 55ac7082517c3878ae653c07c09c534b8aed49f6).
+Line numbers below are in that commit's files; ``T`` = ``megatron/training/training.py``,
+``C`` = ``megatron/training/checkpointing.py``, ``A`` = ``megatron/training/arguments.py``.
+
+What it reproduces:
+- argv: validated against the recorded core_v0.16.1 argument spec (``trainers.megatron_argspec``);
+  a bad argv exits 2 with an argparse-style message, as argparse does.
+- the training log line and its schedule (T:2008), the evaluation lines at ``--eval-interval``
+  (T:2914) and after training (T:1068-1107), checkpoint save/load lines and the on-disk tracker
+  layout (C:171, C:281, C:529, C:727, C:1212, C:1232, C:1898), ``--exit-signal-handler``,
+  ``--exit-duration-in-mins`` and ``--exit-interval`` (T:2305-2414, T:3021-3030).
+What it does not: the timers' "(min, max) time across ranks" blocks, memory reports, warnings,
+data loading (``--data-path`` is not opened), and Megatron's exact FLOP count (the throughput
+field has Megatron's format; its value comes from a 6·N·tokens estimate, see ``_flops``).
+
+The "model" is one number ``w`` that shrinks every iteration by a seeded factor; ``lm loss`` is
+``2 + w``. ``w`` is saved in each checkpoint and restored on ``--load``, so a resumed run ends
+with exactly the final loss of an uninterrupted one only if the checkpoint carried the state.
+
+Environment: ``FLAME_STANDIN_STEP_S`` seconds per iteration (default 0.001) so that a test can
+preempt a run mid-way; ``RANK``/``WORLD_SIZE`` (default 0/1, as torchrun or flame's srun line
+sets them): rank 0 prints what Megatron prints with print_rank_0 and writes the checkpoint files,
+the last rank prints the training and validation lines (print_rank_last), and the throughput is
+per GPU of WORLD_SIZE. Every rank computes the same numbers, so ranks never need to talk; they
+are not synchronised either (Megatron's barriers are not mimicked), so with several ranks rank 0's
+lines and the last rank's can interleave out of order.
+
+To use it as a Megatron-LM checkout (flame's launch.sh runs ``$MEGATRON/pretrain_gpt.py``):
+make a directory whose ``pretrain_gpt.py`` is a symlink to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the flame checkout
+from trainers.megatron_argspec import check_argv, load  # noqa: E402
+
+_START = time.time()  # T:2370 measures --exit-duration-in-mins from the program's start
+TRACKER = "latest_checkpointed_iteration.txt"  # C:277-281
+STATE = "standin_state.json"  # our stand-in for the torch_dist files in iter_NNNNNNN/
+RECEIVED: list[int] = []  # signals caught by the --exit-signal-handler handler
+
+
+def _now() -> str:
+    return datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+RANK = int(os.environ.get("RANK", "0"))  # set by torchrun, or by flame's launch.sh under srun
+WORLD_SIZE = int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _say(text: str) -> None:
+    """print_rank_0 (megatron/training/utils.py:394-401): checkpoint, datetime, loading lines."""
+    if RANK == 0:
+        print(text, flush=True)
+
+
+def _say_last(text: str) -> None:
+    """print_rank_last (megatron/training/utils.py:425-431): training and validation lines."""
+    if RANK == WORLD_SIZE - 1:
+        print(text, flush=True)
+
+
+def print_datetime(text: str) -> None:
+    """T:210-218: ``[text] datetime: YYYY-mm-dd HH:MM:SS.ffffff `` (note the trailing space)."""
+    _say(f"[{text}] datetime: {_now()} ")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The options this stand-in acts on, with core_v0.16.1's recorded defaults."""
+    problems = check_argv(argv)
+    if problems:  # argparse's own behaviour: usage error on stderr, exit status 2
+        sys.stderr.write("usage: pretrain_gpt.py [-h] ...\npretrain_gpt.py: error: "
+                         + "; ".join(problems) + "\n")
+        sys.exit(2)
+    spec = {o["dest"]: o for o in load()["options"]}
+    p = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+    typed = {"train_iters": int, "log_interval": int, "eval_interval": int, "eval_iters": int,
+             "save_interval": int, "exit_interval": int, "exit_duration_in_mins": int,
+             "global_batch_size": int, "micro_batch_size": int, "seq_length": int,
+             "seed": int, "lr": float, "min_lr": float, "lr_warmup_fraction": float,
+             "lr_warmup_iters": int, "lr_wsd_decay_iters": int, "lr_decay_iters": int,
+             "hidden_size": int, "num_layers": int, "ffn_hidden_size": int, "num_experts": int,
+             "moe_router_topk": int, "moe_ffn_hidden_size": int, "vocab_size": int,
+             "moe_shared_expert_intermediate_size": int, "moe_aux_loss_coeff": float,
+             "moe_z_loss_coeff": float, "clip_grad": float,
+             "tensor_model_parallel_size": int, "pipeline_model_parallel_size": int,
+             "save": str, "load": str, "split": str, "ckpt_format": str, "lr_decay_style": str,
+             "lr_wsd_decay_style": str, "moe_router_load_balancing_type": str,
+             "exit_signal": lambda name: signal.Signals[name]}
+    for dest, kind in typed.items():
+        p.add_argument(*spec[dest]["option_strings"], dest=dest, type=kind,
+                       default=spec[dest]["default"])
+    for dest in ("exit_signal_handler", "log_throughput", "skip_train", "mock_data",
+                 "full_validation"):
+        p.add_argument(*spec[dest]["option_strings"], dest=dest, action="store_true")
+    p.add_argument("--data-path", nargs="*", default=None)
+    args, _ = p.parse_known_args(argv)
+    args.exit_signal = signal.Signals[args.exit_signal] if isinstance(args.exit_signal, str) \
+        else args.exit_signal
+    if args.train_iters is None:
+        sys.exit("stand-in: --train-iters is required (--train-samples is not supported)")
+    if args.save is not None:  # A:837-839
+        assert args.save_interval is not None and args.save_interval > 0
+    if args.data_path and args.split is None:  # A:468-472: the legacy default split
+        args.split = "969, 30, 1"
+    return args
+
+
+# --------------------------------------------------------------------------------------------
+# The "model": deterministic, seeded, carried by the checkpoint
+# --------------------------------------------------------------------------------------------
+
+def _step(w: float, seed: int, iteration: int) -> float:
+    """One optimiser step: ``w`` shrinks by a factor drawn from (seed, iteration)."""
+    return w * (1.0 - 0.02 - 0.03 * random.Random(seed * 1_000_003 + iteration).random())
+
+
+def _lr(args: argparse.Namespace, iteration: int) -> float:
+    """Warmup then the decay style (megatron/core/optimizer_param_scheduler.py's shapes)."""
+    lr, min_lr = args.lr or 0.0, args.min_lr or 0.0
+    total = args.lr_decay_iters or args.train_iters
+    warmup = args.lr_warmup_iters or int((args.lr_warmup_fraction or 0.0) * total)
+    if warmup and iteration <= warmup:
+        return lr * iteration / warmup
+    if args.lr_decay_style == "constant":
+        return lr
+    if args.lr_decay_style == "WSD":
+        decay = args.lr_wsd_decay_iters or total
+        start = total - decay
+        if iteration <= start:
+            return lr
+        r = min(1.0, (iteration - start) / decay)
+        coeff = {"linear": 1.0 - r, "cosine": 0.5 * (math.cos(math.pi * r) + 1.0),
+                 "exponential": 2.0 * 0.5 ** r - 1.0,
+                 "minus_sqrt": 1.0 - math.sqrt(r)}[args.lr_wsd_decay_style]
+        return min_lr + coeff * (lr - min_lr)
+    r = min(1.0, max(0.0, (iteration - warmup) / max(1, total - warmup)))
+    coeff = 0.5 * (math.cos(math.pi * r) + 1.0) if args.lr_decay_style == "cosine" else 1.0 - r
+    return min_lr + coeff * (lr - min_lr)
+
+
+def _flops(args: argparse.Namespace, batch: int) -> float:
+    """6 x active parameters x tokens (an estimate; T:220-612 counts more precisely)."""
+    h, layers = args.hidden_size or 0, args.num_layers or 0
+    attention = 4 * h * h
+    if args.num_experts:
+        mlp = 3 * h * ((args.moe_router_topk or 2) * (args.moe_ffn_hidden_size or 0)
+                       + (args.moe_shared_expert_intermediate_size or 0))
+    else:
+        mlp = 3 * h * (args.ffn_hidden_size or 4 * h)
+    embeddings = 2 * (args.vocab_size or 50304) * h
+    return 6.0 * (layers * (attention + mlp) + embeddings) * batch * (args.seq_length or 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints (C = megatron/training/checkpointing.py)
+# --------------------------------------------------------------------------------------------
+
+def save_checkpoint(args: argparse.Namespace, iteration: int, state: dict) -> None:
+    """C:529-530 (announce), C:171 (iter_NNNNNNN), C:720-730 (tracker, then the success line)."""
+    _say(f"[{_now()}] saving checkpoint at iteration {iteration:7d} to {args.save} "
+         f"in {args.ckpt_format} format")
+    if RANK == 0:  # every rank saves its shard; rank 0 writes the tracker, last (C:702-723)
+        folder = Path(args.save) / f"iter_{iteration:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STATE).write_text(json.dumps(dict(state, iteration=iteration)))
+        (Path(args.save) / TRACKER).write_text(str(iteration))
+    tp, pp = args.tensor_model_parallel_size or 1, args.pipeline_model_parallel_size or 1
+    _say(f"  [{_now()}] successfully saved checkpoint from iteration {int(iteration):7d} to "
+         f"{args.save} [ t 1/{tp}, p 1/{pp} ]")
+
+
+def load_checkpoint(args: argparse.Namespace, fresh: dict) -> dict:
+    """C:1206-1233 and C:1898: the tracker names the iteration; no tracker = start afresh."""
+    if not args.load:
+        return fresh
+    tracker = Path(args.load) / TRACKER
+    if not tracker.is_file():
+        _say(f"WARNING: could not find the metadata file {tracker}")
+        _say("    will not load any checkpoints and will start from random")
+        return fresh
+    iteration = int(tracker.read_text().strip())
+    infix = "distributed " if args.ckpt_format == "torch_dist" else ""
+    _say(f" loading {infix}checkpoint from {args.load} at iteration {iteration}")
+    state = json.loads((Path(args.load) / f"iter_{iteration:07d}" / STATE).read_text())
+    tp, pp = args.tensor_model_parallel_size or 1, args.pipeline_model_parallel_size or 1
+    _say(f"  successfully loaded checkpoint from {args.load} [ t 1/{tp}, p 1/{pp} ] "
+         f"at iteration {iteration}")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Log lines (T = megatron/training/training.py)
+# --------------------------------------------------------------------------------------------
+
+def training_line(args: argparse.Namespace, iteration: int, consumed: int, elapsed_s: float,
+                  count: int, sums: dict[str, float], grad_norm: float) -> str:
+    """T:2030-2097, field for field, in order."""
+    per_iter = elapsed_s / count
+    world = WORLD_SIZE
+    text = f" [{_now()}] iteration {iteration:8d}/{args.train_iters:8d} |"
+    text += f" consumed samples: {consumed:12d} |"
+    text += f" elapsed time per iteration (ms): {per_iter * 1000.0:.1f} |"
+    if args.log_throughput:  # T:2043-2044
+        tflops = _flops(args, args.global_batch_size or 1) / (per_iter * 10**12 * world)
+        text += f" throughput per GPU (TFLOP/s/GPU): {tflops:.1f} |"
+    text += f" learning rate: {_lr(args, iteration):.6E} |"
+    text += f" global batch size: {args.global_batch_size or 1:5d} |"
+    for name, total in sums.items():  # T:2067-2075: averages over the interval, if > 0
+        if total / max(1, count) > 0.0:
+            text += f" {name}: {total / max(1, count):.6E} |"
+    text += " loss scale: 1.0 |"  # bf16: constant loss scale 1.0
+    if (args.clip_grad or 0.0) > 0.0:  # grad norm is computed (and logged) when clipping
+        text += f" grad norm: {grad_norm:.3f} |"
+    text += f" number of skipped iterations: {0:3d} |"
+    text += f" number of nan iterations: {0:3d} |"
+    return text
+
+
+def validation_lines(prefix: str, lm_loss: float) -> None:
+    """T:3253-3281: `` validation loss at {prefix} | lm loss value: ... | lm loss PPL: ... | ``
+    framed by dashes one longer than the line."""
+    text = f" validation loss at {prefix} | "
+    text += f"lm loss value: {lm_loss:.6E} | lm loss PPL: {math.exp(min(20, lm_loss)):.6E} | "
+    _say_last("-" * (len(text) + 1))
+    _say_last(text)
+    _say_last("-" * (len(text) + 1))
+
+
+def _losses(args: argparse.Namespace, w: float) -> dict[str, float]:
+    """``lm loss`` (pretrain_gpt.py's loss_func), then the MoE losses T:1960-1966 tracks."""
+    out = {"lm loss": 2.0 + w}
+    if args.num_experts:
+        if "aux_loss" in (args.moe_router_load_balancing_type or ""):
+            out["load_balancing_loss"] = (args.moe_aux_loss_coeff or 0.0) * (1.0 + 0.1 * w)
+        if args.moe_z_loss_coeff is not None:
+            out["z_loss"] = args.moe_z_loss_coeff * (4.0 + w)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# pretrain() and train()
+# --------------------------------------------------------------------------------------------
+
+def splits(args: argparse.Namespace) -> tuple[bool, bool]:
+    """(do_valid, do_test), T:3401-3403: a split exists and eval_iters > 0 (or full validation).
+    Without a data path the datasets are mock ones split "1,1,1" whatever --split says
+    (megatron/core/datasets/blended_megatron_dataset_config.py:137-149); a zero weight in
+    --split builds no dataset for that split (same file, 175-215: a None in the split matrix)."""
+    evaluates = bool(args.full_validation or (args.eval_iters or 0) > 0)
+    if args.mock_data or not args.data_path:
+        return evaluates, evaluates
+    weights = [float(x) for x in (args.split or "1,0,0").replace(" ", "").split(",")] + [0, 0]
+    return evaluates and weights[1] > 0, evaluates and weights[2] > 0
+
+
+def main(argv: list[str]) -> int:
+    """pretrain_gpt.py's main: load, train (T:2417-3032), final save and evaluation (T:1030-1107)."""
+    args = parse(argv)
+    if args.exit_signal_handler:  # megatron/training/dist_signal_handler.py: only a flag is set
+        signal.signal(args.exit_signal, lambda signum, frame: RECEIVED.append(signum))
+    state = load_checkpoint(args, {"iteration": 0, "consumed": 0,
+                                   "w": 6.0 + random.Random(args.seed).random()})
+    iteration, consumed, w = state["iteration"], state["consumed"], state["w"]
+    do_valid, do_test = splits(args)
+
+    if not args.skip_train:  # T:1026-1061
+        _say("training ...")
+        if args.train_iters > 0:  # T:1030 (do_train: a training dataset exists)
+            iteration, consumed, w, stop = train(args, iteration, consumed, w)
+            if stop:
+                return 0  # T:3021-3030: sys.exit(exit_code); exit_code is 0 unless the rerun
+                # state machine set it (T:2576, T:1687-1689)
+        else:
+            iteration = 0  # T:1029
+        print_datetime("after training is done")  # T:1045
+        # T:1047: the final save unless the last iteration was just saved by save_interval.
+        if args.save and iteration != 0 and iteration % args.save_interval != 0:
+            save_checkpoint(args, iteration, {"consumed": consumed, "w": w})
+    else:
+        _say("skipping training (--skip-train is on) ...")  # T:1064
+    if do_valid:  # T:1068-1092
+        validation_lines(f"iteration {iteration} on validation set", 2.05 + w)
+    if do_test:  # T:1094-1107
+        validation_lines(f"iteration {iteration} on test set", 2.07 + w)
+    return 0
+
+
+def train(args: argparse.Namespace, iteration: int, consumed: int,
+          w: float) -> tuple[int, int, float, bool]:
+    """T:2417-3032's loop; returns (iteration, consumed samples, w, exited on a condition)."""
+    print_datetime("before the start of training step")  # T:2572
+    do_valid, _ = splits(args)
+    gbs = args.global_batch_size or 1
+    sums: dict[str, float] = {}
+    count, first, began = 0, True, time.time()
+    step_s = float(os.environ.get("FLAME_STANDIN_STEP_S", "0.001"))
+    while iteration < args.train_iters:  # T:2684
+        time.sleep(step_s)
+        w = _step(w, args.seed, iteration + 1)
+        iteration += 1  # T:2839
+        consumed += gbs  # T:2869
+        count += 1
+        for name, value in _losses(args, w).items():
+            sums[name] = sums.get(name, 0.0) + value
+        # T:2008: printed when iteration % log_interval == 0, and on the first iteration of this
+        # process (is_first_iteration, T:2577/2909-2911) -- which, after a --load, is the first
+        # iteration after the checkpoint. The first one does not reset the sums (T:1797
+        # should_reset), so the next line still averages the whole interval.
+        if iteration % args.log_interval == 0 or first:
+            _say_last(training_line(args, iteration, consumed, time.time() - began, count, sums,
+                               grad_norm=1.0 + w / 10))
+            if not first:
+                sums, count, began = {}, 0, time.time()
+        first = False
+        # T:2914-2950: evaluation every eval_interval (None = never) when there is a
+        # validation set.
+        if args.eval_interval and iteration % args.eval_interval == 0 and do_valid:
+            validation_lines(f"iteration {iteration}", 2.05 + w)
+        if checkpoint_and_decide_exit(args, iteration, {"consumed": consumed, "w": w},
+                                      RECEIVED):
+            return iteration, consumed, w, True
+    return iteration, consumed, w, False
+
+
+def checkpoint_and_decide_exit(args: argparse.Namespace, iteration: int, state: dict,
+                               received: list[int]) -> bool:
+    """T:2305-2414, in its order: signal (save, exit), regular save, duration, interval."""
+    if args.exit_signal_handler and received:  # T:2322-2337
+        if args.save:
+            save_checkpoint(args, iteration, state)
+        print_datetime("exiting program after receiving SIGTERM.")  # whatever the signal
+        return True
+    saved = False
+    if args.save and args.save_interval and iteration % args.save_interval == 0:  # T:2340
+        save_checkpoint(args, iteration, state)
+        saved = True
+    if args.exit_duration_in_mins:  # T:2370-2390
+        train_time = (time.time() - _START) / 60.0
+        if train_time > args.exit_duration_in_mins:
+            if args.save and not saved:
+                save_checkpoint(args, iteration, state)
+            print_datetime(f"exiting program after {train_time} minutes")
+            return True
+    if args.exit_interval and iteration % args.exit_interval == 0:  # T:2393-2411
+        if args.save and not saved:
+            save_checkpoint(args, iteration, state)
+        print_datetime(f"exiting program at iteration {iteration}")
+        return True
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
