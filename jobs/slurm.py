@@ -38,6 +38,16 @@ def ensure_client(settings: ClusterSettings) -> None:
             raise ConfigError(f"cluster.use_local_cluster=true but {local.slurm_conf} does not "
                               "exist: run `flame cluster up` (or export SLURM_CONF)")
         os.environ["SLURM_CONF"] = str(local.slurm_conf)
+    # A login node without a reachable controller (no slurm.conf, DNS SRV lookup failing)
+    # makes sbatch die mid-submission: ask the controller first, before anything is written.
+    try:
+        _run(["scontrol", "ping"], timeout=30)
+    except SchedulerError as err:
+        detail = str(err).splitlines()[-1] if str(err) else "no answer"
+        raise ConfigError(f"cluster={settings.name}: the SLURM controller does not answer "
+                          f"(`scontrol ping`: {detail[-200:]}); run on a login node of the "
+                          "cluster, export SLURM_CONF, or use cluster=slurm_local after "
+                          "`flame cluster up`") from None
 
 
 class SchedulerError(RuntimeError):

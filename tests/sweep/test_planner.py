@@ -44,10 +44,12 @@ def test_constraints_remove_and_report():
     capped = plan([1e12], members, settings(max_tokens=2e6))
     assert len(capped.runs) < len(full.runs)
     assert {r.constraint for r in capped.removed} == {"planner.max_tokens"}
-    window = plan([1e12], members, settings(min_tokens_per_param=5, max_tokens_per_param=200))
+    # the full plan spans 0.03 to 140 tokens per parameter: the window cuts both ends
+    window = plan([1e12], members, settings(min_tokens_per_param=1, max_tokens_per_param=100))
     for run in window.runs:
-        assert 5 <= run.tokens / run.n_active <= 200
-    assert {r.constraint for r in window.removed} <= {"planner.min_tokens_per_param",
+        assert 1 <= run.tokens / run.n_active <= 100
+    assert len(window.runs) + len(window.removed) == len(full.runs)
+    assert {r.constraint for r in window.removed} == {"planner.min_tokens_per_param",
                                                      "planner.max_tokens_per_param"}
 
 

@@ -1,0 +1,76 @@
+"""Changing the plan of a launched sweep: refused without --replan, never under runs in flight,
+the old plan and config kept, and completed runs never dropped from results.csv."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = ("trainer=simulated", "budgets.flops=[3e10,1e11]", "cluster=local")
+
+
+def flame(*argv: str) -> subprocess.CompletedProcess:
+    # Output through files, not pipes: detached local workers inherit the launcher's stdout.
+    where = Path(next(a for a in argv if a.startswith("sweep_dir=")).split("=", 1)[1]).parent
+    with open(where / "out.txt", "w+") as out, open(where / "err.txt", "w+") as err:
+        done = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=REPO, stdout=out,
+                              stderr=err, text=True, timeout=300)
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), err.read())
+
+
+def digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file() and p.suffix in (".csv", ".yaml")}
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_replanning_a_launched_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    first = flame("run", f"sweep_dir={sweep}", *BASE, "fit.bootstrap=0")
+    assert first.returncode == 0, first.stderr
+    done = {r["run_id"] for r in rows(sweep / "results.csv") if r["flag"] == "ok"}
+    assert len(done) == 14
+    before = digest(sweep)
+
+    refused = flame("plan", f"sweep_dir={sweep}", *BASE, "training.lr=1e-3")
+    assert refused.returncode == 2 and "--replan" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert digest(sweep) == before  # plan.csv, config.yaml, results.csv untouched
+
+    again = flame("plan", f"sweep_dir={sweep}", *BASE, "training.lr=1e-3", "--replan")
+    assert again.returncode == 0, again.stderr
+    [kept] = list((sweep / "history").iterdir())
+    assert "lr: 0.003" in (kept / "config.yaml").read_text()  # the old config, recoverable
+    assert "lr: 0.001" in (sweep / "config.yaml").read_text()
+    assert {r["run_id"] for r in rows(kept / "plan.csv")} == done
+
+    collected = flame("collect", f"sweep_dir={sweep}", *BASE, "training.lr=1e-3")
+    assert collected.returncode == 0, collected.stderr
+    results = rows(sweep / "results.csv")
+    unplanned = {r["run_id"] for r in results if r["flag"] == "unplanned"}
+    assert unplanned == done  # completed results never disappear because the plan changed
+    assert all(float(r["final_val_loss"]) > 0 for r in results if r["run_id"] in done)
+    assert sum(r["flag"] == "missing" for r in results) == 14  # the new plan, not run yet
+
+
+def test_no_replan_under_runs_in_flight(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    slow = (*BASE, "trainer.seconds_per_run=60", "cluster.parallelism=1")
+    assert flame("plan", f"sweep_dir={sweep}", *slow).returncode == 0
+    try:
+        assert flame("launch", f"sweep_dir={sweep}", *slow).returncode == 0
+        before = digest(sweep)
+        out = flame("plan", f"sweep_dir={sweep}", *slow, "training.lr=1e-3", "--replan")
+        assert out.returncode == 2 and "still queued or running" in out.stderr, out.stderr
+        assert digest(sweep) == before
+    finally:
+        flame("cancel", "--all", f"sweep_dir={sweep}", *slow)
