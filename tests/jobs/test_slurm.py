@@ -51,7 +51,7 @@ def test_sweep_of_20_completes_once(slurm_sweep) -> None:
     cfg = slurm_sweep(BUDGETS_20)
     sweep_dir = Path(cfg.sweep_dir)
     out = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
-    assert "submitted 20 runs (slurm), skipped 0" in out.stdout
+    assert "submitted 20 runs (slurm_local), skipped 0" in out.stdout
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 20, final.summary()
     again = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
@@ -92,8 +92,8 @@ def test_failed_run_keeps_its_error_and_resubmit_reruns_it(slurm_sweep) -> None:
     sweep_dir = Path(cfg.sweep_dir)
     plan = (sweep_dir / "plan.csv").read_text()
     rows = list(csv.DictReader(plan.splitlines()))
-    bad = rows[2]["run_id"]  # break one row: its trainer raises on the bad number
-    rows[2]["num_layers"] = "x" + rows[2]["num_layers"]
+    bad = rows[2]["run_id"]  # break one row: the simulated trainer refuses N = 0
+    rows[2]["n_active_flame"] = "0"
     with open(sweep_dir / "plan.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -102,11 +102,11 @@ def test_failed_run_keeps_its_error_and_resubmit_reruns_it(slurm_sweep) -> None:
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 4 and final.counts["failed"] == 1
     rec = ledger.read(sweep_dir, bad)
-    assert rec["state"] == "failed" and "must be a whole number" in rec["error_tail"]
+    assert rec["state"] == "failed" and "n_active_<accounting> missing" in rec["error_tail"]
     assert "Traceback" in rec["error_tail"] and rec["ended_at"]
     assert sacct_settled({rec["job_ids"][0]}, 1)[0][2] == "FAILED"
     status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
-    assert bad in status and "must be a whole number" in status
+    assert bad in status and "n_active_<accounting> missing" in status
     (sweep_dir / "plan.csv").write_text(plan)  # fixed: resubmit runs it again
     out = flame("resubmit", "--failed", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
     assert "reset 1 runs" in out.stdout and "submitted 1 runs" in out.stdout
