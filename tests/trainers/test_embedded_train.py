@@ -14,7 +14,7 @@ import pytest
 
 from trainers.embedded.data import build_datasets, prepare_corpus
 from trainers.settings import DataConfig
-from trainers.embedded.train import train as embedded_train
+from trainers.embedded.train import _Loop, train as embedded_train
 from trainers.logformat import parse_lines
 from trainers.run import Preempted, train_run
 from trainers.signals import DeferredSignals
@@ -74,13 +74,22 @@ def test_learns_and_writes_artefacts(tiny, whole):
     assert (run_dir / "checkpoints" / "latest.pt").exists()
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tiny, whole, tmp_path):
+def test_interrupted_then_resumed_equals_uninterrupted(tiny, whole, tmp_path, monkeypatch):
     row, cfg = tiny
     whole, whole_dir = whole
     cut = tmp_path / "cut"
-    with DeferredSignals() as signals:
-        part = embedded_train(row, cfg, cut, signals, stop_after=23)
-    assert part["iterations"] == 23 and part["final_val_loss"] is None
+    step = _Loop._train_step
+
+    def preempted_after_23(loop):  # the test injects the signal, as SLURM would send it
+        step(loop)
+        if loop.step == 23:
+            signals.pending = signal.SIGUSR2
+
+    monkeypatch.setattr(_Loop, "_train_step", preempted_after_23)
+    with DeferredSignals() as signals, pytest.raises(Preempted) as info:
+        embedded_train(row, cfg, cut, signals)
+    assert info.value.iteration == 23
+    monkeypatch.undo()
     resumed = train_run(row, cfg, cut)  # a fresh call, as a requeued job makes
     assert resumed["resumed_from"] == 23
     assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)

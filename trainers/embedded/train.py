@@ -40,9 +40,8 @@ def interval(value: int | None, iters: int, points: int) -> int:
 
 
 def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
-          signals: DeferredSignals, stop_after: int | None = None) -> dict[str, Any]:
-    """Train (or resume) one run; ``stop_after`` ends the call early after that iteration with
-    a checkpoint, as a preemption would (for tests and benchmarks)."""
+          signals: DeferredSignals) -> dict[str, Any]:
+    """Train (or resume) one run into ``run_dir``; a deferred signal saves and hands over."""
     spec, recipe = PlanRow.of(row), Recipe.from_cfg(cfg["training"])
     ecfg = trainer_config(cfg["trainer"])
     check_recipe(recipe)
@@ -51,7 +50,7 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
                           f"byte-level data has {VOCAB} tokens; set family.base.vocab_size={VOCAB}")
     threads = configure_torch_threads()
     loop = _Loop(spec, recipe, ecfg, Path(run_dir))
-    return loop.run(signals, stop_after, threads)
+    return loop.run(signals, threads)
 
 
 class _Loop:
@@ -162,7 +161,7 @@ class _Loop:
         return self.step
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, signals: DeferredSignals, stop_after: int | None, threads: int) -> dict:
+    def run(self, signals: DeferredSignals, threads: int) -> dict:
         resumed_from = self.restore()
         iters, began = self.spec.train_iters, time.perf_counter()
         first, window = self.step, time.perf_counter()
@@ -182,9 +181,6 @@ class _Loop:
             if signals.pending is not None and self.step < iters:
                 self.save()
                 signals.deliver(self.step)
-            if stop_after is not None and self.step >= stop_after and self.step < iters:
-                self.save()
-                break
         seconds = time.perf_counter() - began
         trained = (self.step - first) * self.spec.global_batch_size * self.spec.arch.seq_length
         return {"trainer": "embedded", "final_val_loss": self.val if self.step == iters else None,
