@@ -49,11 +49,17 @@ class RootConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     """How budgets become runs."""
     family: Any = None
+    """The ``family`` group (sweep.family.FamilyConfig)."""
     budgets: Any = None
+    """The ``budgets`` group (sweep.planner.BudgetsConfig)."""
     training: Any = None
+    """The ``training`` group (trainers.settings.Recipe)."""
     trainer: Any = None
+    """The ``trainer`` group (trainers.settings.TRAINER_CONFIGS, by name)."""
     cluster: Any = None
+    """The ``cluster`` group (jobs.settings.ClusterSettings)."""
     fit: Any = None
+    """The ``fit`` group (analysis.settings.FitSettings)."""
 
 
 def register() -> None:
@@ -100,7 +106,15 @@ class StudyConfig:
         data["format_version"] = CONFIG_FORMAT
         for name in ("family", "budgets", "training", "trainer", "cluster", "fit"):
             data[name] = plain(getattr(self, name))
+        family = data["family"]  # members and base list only what they set (None = unset)
+        family["base"] = _set_only(family["base"])
+        if family.get("members") is not None:
+            family["members"] = [_set_only(m) for m in family["members"]]
         return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def _set_only(fields_: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields_.items() if v is not None}
 
 
 def upgrade(data: dict[str, Any], where: str) -> dict[str, Any]:
