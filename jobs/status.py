@@ -18,8 +18,7 @@ from rich.table import Table
 
 from jobs import ledger, slurm
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir
-from sweep.config import read_plan
+from jobs.sweepdir import jobs_dir, plan_rows
 from jobs.task import pid_alive
 from sweep.arch import ConfigError
 
@@ -47,7 +46,9 @@ class RunStatus:
     gpu_hours_est: float
     """The planner's GPU-hour estimate."""
     error: str | None
-    """Last line of the error tail, if any."""
+    """Last line of the error tail, if any (for a ``corrupt`` run: what is wrong, the fix)."""
+    reason: str | None = None
+    """Why the scheduler keeps a ``submitted`` run pending (squeue's reason), if it said."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class SweepStatus:
     runs: tuple[RunStatus, ...]
     """In plan order."""
     counts: dict[str, int]
-    """State -> number of runs (every state present, zeros included)."""
+    """State -> number of runs (every state present, zeros included; ``corrupt`` too)."""
 
     @property
     def total(self) -> int:
@@ -70,7 +71,9 @@ class SweepStatus:
 
     @property
     def all_terminal(self) -> bool:
-        return self.terminal == self.total
+        """Nothing left to wait for: every run terminal, or ``corrupt`` (its state.json is
+        unreadable, and only a person repairing it changes that)."""
+        return self.terminal + self.counts.get(ledger.CORRUPT, 0) == self.total
 
     def summary(self) -> str:
         return ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "no runs"
@@ -103,6 +106,7 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
         slurm.ensure_client(settings)
         infos = slurm.job_states(rec["job_ids"][-1] for rec in active.values())
         changed += _forgotten(sweep_dir, active, infos)
+        changed += _pending(sweep_dir, active)
         for run_id, rec in active.items():
             job_id = rec["job_ids"][-1]
             info = infos.get(job_id)
@@ -126,6 +130,27 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
                                      error_tail=f"local worker {pid} exited while training "
                                                 f"this run (killed?)"):
                     changed += 1
+    return changed
+
+
+def _pending(sweep_dir: Path, active: dict[str, dict]) -> int:
+    """Follow squeue for queued jobs (one call): a ``running`` run whose job is pending again
+    (a node failure or ``scontrol requeue`` put it back) goes back to ``submitted``; every
+    pending run keeps squeue's reason. ``active`` was read before squeue was asked: a run
+    whose task started since then has one more attempt and is left alone."""
+    if not active:
+        return 0
+    queue = slurm.queue_entries()
+    changed = 0
+    for run_id, rec in active.items():
+        job_id = rec["job_ids"][-1]
+        entry = queue.get(job_id)
+        if entry is None or entry.state != "PENDING":
+            continue
+        if rec["state"] == ledger.SUBMITTED and rec.get("pending_reason") == entry.reason:
+            continue
+        changed += ledger.requeued(sweep_dir, run_id, job_id, entry.reason,
+                                   attempts=int(rec["attempts"]))
     return changed
 
 
@@ -153,21 +178,34 @@ def _forgotten(sweep_dir: Path, active: dict[str, dict], infos: dict) -> int:
     return changed
 
 
+SHOWN_STATES = (*ledger.STATES, ledger.CORRUPT)
+"""The states status counts: the ledger's, and ``corrupt`` (an unreadable state.json)."""
+
+
 def collect(sweep_dir: Path) -> SweepStatus:
     """The status from the ledger alone (no scheduler call)."""
-    records = ledger.read_all(sweep_dir)
+    records, corrupt = ledger.scan(sweep_dir)
     runs = []
-    for row in read_plan(sweep_dir):
-        rec: dict[str, Any] = records.get(row["run_id"]) or ledger.new_record(row["run_id"])
+    for row in plan_rows(sweep_dir):
+        run_id = row["run_id"]
+        if run_id in corrupt:
+            runs.append(RunStatus(run_id, row.get("member", ""), float(row.get("budget") or 0),
+                                  ledger.CORRUPT, 0, None, 0.0,
+                                  float(row.get("gpu_hours") or 0), str(corrupt[run_id])))
+            continue
+        rec: dict[str, Any] = records.get(run_id) or ledger.new_record(run_id)
         error = (rec.get("error_tail") or "").strip().splitlines()
+        # A queued run (a requeued one included) is not using time now: no growing clock.
+        queued = rec["state"] in (ledger.PLANNED, ledger.SUBMITTED)
         runs.append(RunStatus(
-            run_id=row["run_id"], member=row.get("member", ""),
+            run_id=run_id, member=row.get("member", ""),
             budget=float(row.get("budget") or 0), state=rec["state"],
             attempts=int(rec["attempts"]), job_id=(rec["job_ids"] or [None])[-1],
-            elapsed_s=_seconds(rec.get("started_at"), rec.get("ended_at")),
-            gpu_hours_est=float(row.get("gpu_hours") or 0), error=error[-1] if error else None))
+            elapsed_s=0.0 if queued else _seconds(rec.get("started_at"), rec.get("ended_at")),
+            gpu_hours_est=float(row.get("gpu_hours") or 0), error=error[-1] if error else None,
+            reason=rec.get("pending_reason") if rec["state"] == ledger.SUBMITTED else None))
     counts = Counter(r.state for r in runs)
-    return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in ledger.STATES})
+    return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
 
 
 def poll(sweep_dir: Path, cfg: DictConfig) -> SweepStatus:
@@ -195,7 +233,7 @@ def _clock(seconds: float) -> str:
 def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> Table:
     """Runs by state: count, attempts, elapsed wall time, device-hours used and estimated."""
     table = Table(title=title, show_footer=True)
-    by_state: dict[str, list[RunStatus]] = {s: [] for s in ledger.STATES}
+    by_state: dict[str, list[RunStatus]] = {s: [] for s in SHOWN_STATES}
     for run in status.runs:
         by_state[run.state].append(run)
     columns = (("state", "all"), ("runs", str(status.total)),
@@ -215,11 +253,47 @@ def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> T
 
 
 def problems(status: SweepStatus, limit: int = 10) -> list[str]:
-    """One line per failed/timed-out run (the last line of its error), at most ``limit``."""
+    """One line per failed/timed-out run (the last line of its error), at most ``limit``;
+    then one line per reason the scheduler keeps runs pending."""
     bad = [r for r in status.runs if r.state in (ledger.FAILED, ledger.TIMEOUT)]
     lines = [f"  {r.run_id} {r.state} (job {r.job_id}): {r.error or ''}" for r in bad[:limit]]
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more (runs/<run_id>/state.json)")
+    return lines + pending_lines(status)
+
+
+# squeue reasons a user may not know, explained (prefix match); the others shown as they are.
+REASONS = {
+    "BeginTime": "requeued, SLURM holds it back briefly before it may start again",
+    "JobHeld": "held: `scontrol release <job id>` lets it start",
+    "job requeued in held state": "requeued and held: `scontrol release <job id>` lets it start",
+    "ReqNodeNotAvail": "its node is down or drained; it starts when the node is back",
+    "NodeDown": "its node is down; it starts when the node is back",
+    "Dependency": "waiting for a job it depends on",
+    "Priority": "other jobs come first",
+    "Resources": "waiting for free resources",
+}
+
+
+def explain_reason(reason: str) -> str:
+    for prefix, text in REASONS.items():
+        if reason.startswith(prefix):
+            return f"{reason}: {text}"
+    return reason
+
+
+def pending_lines(status: SweepStatus, shown: int = 3) -> list[str]:
+    """``  2 runs pending (JobHeldUser: held: ...): a1b2, c3d4``, one line per reason."""
+    by_reason: dict[str, list[RunStatus]] = {}
+    for run in status.runs:
+        if run.reason and run.reason != "None":
+            by_reason.setdefault(run.reason, []).append(run)
+    lines = []
+    for reason, runs in by_reason.items():
+        ids = ", ".join(f"{r.run_id} (job {r.job_id})" for r in runs[:shown])
+        more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+        lines.append(f"  {len(runs)} submitted runs pending in the scheduler "
+                     f"({explain_reason(reason)}): {ids}{more}")
     return lines
 
 

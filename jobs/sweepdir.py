@@ -9,8 +9,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sweep.arch import ConfigError
-from sweep.config import load_sweep_config
-from sweep.io import CONFIG_YAML
+from sweep.config import load_sweep_config, read_plan
+from sweep.io import CONFIG_YAML, run_dir
 
 JOBS_DIR = "jobs"
 
@@ -27,6 +27,17 @@ def read_config(sweep_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{Path(sweep_dir) / CONFIG_YAML} does not exist: run "
                           f"`flame plan sweep_dir={sweep_dir}` first")
     return config
+
+
+def plan_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    """plan.csv's rows, every run_id checked to be a plain id before jobs/ makes a path of it
+    (``run_dir`` raises a ConfigError naming the bad one): nothing is written for a plan.csv
+    whose ``../../x`` would reach outside ``<sweep>/runs/``."""
+    rows = read_plan(sweep_dir)
+    for row in rows:
+        run_dir(sweep_dir, row["run_id"])
+    return rows
+
 
 CLUSTER_YAML = "cluster.yaml"
 
