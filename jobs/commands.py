@@ -108,8 +108,8 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     _warn(str(r.error) for r in current.runs if r.state == ledger.CORRUPT)
     held = unreleased_arrays(sweep_dir)
     if held:
-        console.print(f"  {len(held)} arrays were left held by a killed launcher: "
-                      "`flame launch` records and releases them")
+        console.print(f"  {len(held)} arrays are still held (a launcher was killed, or its "
+                      "`scontrol release` failed): `flame launch` records and releases them")
     return 0
 
 
@@ -210,6 +210,7 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Reset failed/timed-out (or named cancelled) runs to planned and launch them. A run
     resumes from its checkpoint if it has one."""
     sweep_dir = Path(cfg.sweep_dir).resolve()
+    plan_rows(sweep_dir)  # a plan.csv jobs/ cannot use fails here, before any reset
     if args.failed:
         records, corrupt = ledger.scan(sweep_dir)
         _warn(str(err) for _, err in sorted(corrupt.items()))

@@ -177,7 +177,7 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
                                 "job_id": None, "released": False})
     assert len(unreleased_arrays(sweep_dir)) == 2
     status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm").stdout
-    assert "2 arrays were left held by a killed launcher" in status
+    assert "2 arrays are still held" in status
     report = launch_sweep(sweep_dir, cfg)
     assert sorted(report.recovered) == sorted(ids[:3])
     assert sorted(report.submitted) == sorted(ids[3:])
