@@ -21,12 +21,13 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from omegaconf import DictConfig
 
 from jobs import ledger, slurm
 from jobs.executors import local_executor, slurm_executor
+from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, read_config, record_cluster, plan_rows
 from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
@@ -37,9 +38,6 @@ LAUNCH_LOCK = "launch.lock"
 LAUNCHES_DIR = "launches"
 DRY_RUN_DIR = "dry-run"
 LOGS_DIR = "logs"
-# Fault injection for the crash-safety test: SIGKILL this launcher after it has recorded this
-# many runs as submitted. Never set in normal use.
-KILL_AFTER_ENV = "FLAME_TEST_KILL_AFTER"
 
 
 class LauncherBusy(ConfigError):
@@ -110,18 +108,6 @@ def select(rows: list[dict[str, str]], states: dict[str, dict],
     return todo, skipped
 
 
-def _killer() -> Callable[[], None]:
-    left = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-
-    def tick() -> None:
-        nonlocal left
-        if left > 0:
-            left -= 1
-            if left == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-    return tick
-
-
 def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> LaunchReport:
     """Submit the missing runs of ``sweep_dir``'s plan with ``cfg.cluster``; non-blocking."""
     settings = ClusterSettings.from_cfg(cfg)
@@ -135,8 +121,7 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> Lau
         warnings: list[str] = []
         if settings.executor == "slurm" and not dry_run:
             recovered = recover_manifests(sweep_dir, warnings)
-            from jobs.status import reconcile  # finished/failed jobs the ledger has not seen
-            reconcile(sweep_dir, settings)
+            reconcile(sweep_dir, settings)  # finished/failed jobs the ledger has not seen
         states, corrupt = ledger.scan(sweep_dir)
         warnings += [str(err) for rid, err in sorted(corrupt.items())]
         todo, skipped = select(rows, states, frozenset(corrupt))
@@ -190,7 +175,7 @@ def _task_ids(job_id: str, count: int) -> list[str]:
 def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str, str]],
                  todo: list[str]) -> list[str]:
     """One held array per group: manifest, sbatch, record, release."""
-    tick, job_ids = _killer(), []
+    job_ids = []
     for group in _groups(rows, todo, settings):
         name = f"flame-{group[0]}" if len(group) == 1 else f"flame-{uuid.uuid4().hex[:12]}"
         manifest = {"name": name, "run_ids": group, "job_id": None, "released": False,
@@ -203,7 +188,7 @@ def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[dict[str
         manifest["job_id"] = jobs[0].job_id.split("_")[0]
         _write_manifest(sweep_dir, manifest)
         ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, job.job_id)
-                                           for rid, job in zip(group, jobs)], after_each=tick)
+                                           for rid, job in zip(group, jobs)])
         try:
             slurm.release(manifest["job_id"])
         except slurm.SchedulerError as err:  # held and recorded: the next launch releases it
@@ -267,10 +252,8 @@ def recover_manifests(sweep_dir: Path, warnings: list[str] | None = None) -> lis
 
 def submit_local(sweep_dir: Path, settings: ClusterSettings, todo: list[str]) -> list[str]:
     """Queue ``todo`` in the ledger and make sure enough local workers are alive to drain it."""
-    tick = _killer()
     with claim_lock(sweep_dir):  # workers claim and exit under it: none is missed
-        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, None) for rid in todo],
-                               after_each=tick)
+        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, None) for rid in todo])
     return ensure_local_workers(sweep_dir, settings)
 
 

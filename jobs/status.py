@@ -1,5 +1,6 @@
-"""Sweep status: the ledger reconciled with the scheduler (one ``sacct`` call per poll for the
-whole sweep), a table by state, and the blocking wait ``flame run`` uses."""
+"""Sweep status: the ledger reconciled with the scheduler (``jobs.reconcile``: one ``sacct``
+and one ``squeue`` call per poll for the whole sweep), a table by state, and the blocking wait
+``flame run`` uses."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from jobs import ledger, slurm
+from jobs.launch import ensure_local_workers
+from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir, plan_rows
-from jobs.task import pid_alive
+from jobs.sweepdir import plan_rows
 from sweep.arch import ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,105 +80,6 @@ class SweepStatus:
         return ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "no runs"
 
 
-def _seconds(start: str | None, end: str | None) -> float:
-    if not start:
-        return 0.0
-    stop = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
-    return max(0.0, (stop - datetime.fromisoformat(start)).total_seconds())
-
-
-def _stderr_tail(sweep_dir: Path, job_id: str) -> str | None:
-    path = jobs_dir(sweep_dir) / "logs" / job_id / f"{job_id}_0_log.err"
-    try:
-        return ledger.tail(path.read_text(errors="replace"))
-    except OSError:
-        return None
-
-
-def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
-    """Record what the ledger missed: jobs the scheduler ended without the task recording it
-    (time limit kill, cancel, setup failure, node failure), or local workers that died.
-    One ``sacct`` call for the whole sweep. Returns the number of runs changed."""
-    records = ledger.read_all(sweep_dir)
-    active = {rid: rec for rid, rec in records.items()
-              if rec["state"] in ledger.ACTIVE and rec["job_ids"]}
-    changed = 0
-    if settings.executor == "slurm":
-        slurm.ensure_client(settings)
-        infos = slurm.job_states(rec["job_ids"][-1] for rec in active.values())
-        changed += _forgotten(sweep_dir, active, infos)
-        changed += _pending(sweep_dir, active)
-        for run_id, rec in active.items():
-            job_id = rec["job_ids"][-1]
-            info = infos.get(job_id)
-            new = slurm.SACCT_TO_LEDGER.get(info.state) if info else None
-            if new not in ledger.TERMINAL:
-                continue
-            tail = _stderr_tail(sweep_dir, job_id)
-            if new == ledger.COMPLETED:  # the task records this itself before its job ends
-                new = ledger.FAILED
-                tail = f"job {job_id} ended COMPLETED without the run recording its end\n{tail}"
-            note = f"scheduler: job {job_id} {info.state}"
-            if ledger.transition(sweep_dir, run_id, new, error_tail=f"{note}\n{tail or ''}"):
-                changed += 1
-    else:
-        for run_id, rec in active.items():
-            job_id = rec["job_ids"][-1]
-            pid = job_id.removeprefix("local-")
-            if (rec["state"] == ledger.RUNNING and job_id.startswith("local-") and pid.isdigit()
-                    and not pid_alive(int(pid))):
-                if ledger.transition(sweep_dir, run_id, ledger.FAILED,
-                                     error_tail=f"local worker {pid} exited while training "
-                                                f"this run (killed?)"):
-                    changed += 1
-    return changed
-
-
-def _pending(sweep_dir: Path, active: dict[str, dict]) -> int:
-    """Follow squeue for queued jobs (one call): a ``running`` run whose job is pending again
-    (a node failure or ``scontrol requeue`` put it back) goes back to ``submitted``; every
-    pending run keeps squeue's reason. ``active`` was read before squeue was asked: a run
-    whose task started since then has one more attempt and is left alone."""
-    if not active:
-        return 0
-    queue = slurm.queue_entries()
-    changed = 0
-    for run_id, rec in active.items():
-        job_id = rec["job_ids"][-1]
-        entry = queue.get(job_id)
-        if entry is None or entry.state != "PENDING":
-            continue
-        if rec["state"] == ledger.SUBMITTED and rec.get("pending_reason") == entry.reason:
-            continue
-        changed += ledger.requeued(sweep_dir, run_id, job_id, entry.reason,
-                                   attempts=int(rec["attempts"]))
-    return changed
-
-
-FORGOTTEN_AFTER_S = 600.0
-"""A job neither sacct nor squeue knows this long after the run's last ledger change is gone
-(its cluster's state was reset, or accounting purged it): the run is marked failed."""
-
-
-def _forgotten(sweep_dir: Path, active: dict[str, dict], infos: dict) -> int:
-    """Fail active runs whose job the scheduler has no record of (else they wait forever)."""
-    unknown = {rid: rec for rid, rec in active.items() if rec["job_ids"][-1] not in infos
-               and _seconds(rec["updated_at"], None) > FORGOTTEN_AFTER_S}
-    if not unknown:
-        return 0
-    queued = slurm.queued_jobs()  # slurmdbd can lag or be down while slurmctld has the job
-    changed = 0
-    for run_id, rec in unknown.items():
-        job_id = rec["job_ids"][-1]
-        if job_id.split("_")[0] in queued:
-            continue
-        note = (f"scheduler: no record of job {job_id} in sacct or squeue "
-                f"{FORGOTTEN_AFTER_S:.0f} s after its last change (cluster state reset or "
-                "accounting purged); `flame resubmit --failed` submits it again")
-        changed += ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=note) is not None
-    return changed
-
-
 SHOWN_STATES = (*ledger.STATES, ledger.CORRUPT)
 """The states status counts: the ledger's, and ``corrupt`` (an unreadable state.json)."""
 
@@ -201,7 +103,8 @@ def collect(sweep_dir: Path) -> SweepStatus:
             run_id=run_id, member=row.get("member", ""),
             budget=float(row.get("budget") or 0), state=rec["state"],
             attempts=int(rec["attempts"]), job_id=(rec["job_ids"] or [None])[-1],
-            elapsed_s=0.0 if queued else _seconds(rec.get("started_at"), rec.get("ended_at")),
+            elapsed_s=0.0 if queued else ledger.seconds_between(rec.get("started_at"),
+                                                                rec.get("ended_at")),
             gpu_hours_est=float(row.get("gpu_hours") or 0), error=error[-1] if error else None,
             reason=rec.get("pending_reason") if rec["state"] == ledger.SUBMITTED else None))
     counts = Counter(r.state for r in runs)
@@ -329,7 +232,6 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None =
                 raise ConfigError(f"{status.counts[ledger.PLANNED]} runs of {sweep_dir} were "
                                   "never launched; run `flame launch` first")
             if settings.executor == "local":  # restart workers that died with runs queued
-                from jobs.launch import ensure_local_workers
                 ensure_local_workers(sweep_dir, settings)
             time.sleep(period)
 
