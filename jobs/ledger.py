@@ -200,7 +200,7 @@ def apply(rec: dict[str, Any], new: str, *, job_id: str | None = None,
           error_tail: str | None = None) -> None:
     """Change an entry held under its lock (no checks)."""
     stamp = now()
-    rec["pending_reason"] = None  # only ``requeued`` sets it, for a job the scheduler holds
+    rec["pending_reason"] = None  # only ``requeued`` sets it: why a started run went back
     if job_id is not None and (not rec["job_ids"] or rec["job_ids"][-1] != job_id):
         rec["job_ids"].append(job_id)
     if new == SUBMITTED:
@@ -237,17 +237,15 @@ def tail(text: str, lines: int = ERROR_TAIL_LINES) -> str:
 def requeued(sweep_dir: Path, run_id: str, job_id: str, reason: str,
              attempts: int | None = None) -> bool:
     """The scheduler holds the run's job ``job_id`` pending again (a node failure or
-    ``scontrol requeue`` put it back in the queue): ``running -> submitted`` with the reason,
-    so status shows what the scheduler says. The attempt count and the submission stay (the
+    ``scontrol requeue`` put it back in the queue): ``running -> submitted``, keeping squeue's
+    reason as ``pending_reason`` (why it went back), so status shows what the scheduler says. The attempt count and the submission stay (the
     next start is one more attempt of the same submission). ``attempts``: the count the caller
     saw before asking the scheduler; a run started since then is left alone. Returns whether
     it changed."""
     with locked(sweep_dir, run_id) as rec:
-        if rec["state"] not in ACTIVE or not rec["job_ids"] or rec["job_ids"][-1] != job_id:
+        if rec["state"] != RUNNING or not rec["job_ids"] or rec["job_ids"][-1] != job_id:
             return False
         if attempts is not None and rec["attempts"] != attempts:
-            return False
-        if rec["state"] == SUBMITTED and rec.get("pending_reason") == reason:
             return False
         rec["state"], rec["pending_reason"] = SUBMITTED, reason
         return True

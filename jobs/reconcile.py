@@ -8,6 +8,7 @@ and by ``flame launch`` before it selects what to submit (jobs.launch).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import ledger, slurm
@@ -24,21 +25,33 @@ def _stderr_tail(sweep_dir: Path, job_id: str) -> str | None:
         return None
 
 
-def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconcile found."""
+
+    changed: int
+    """Runs whose ledger entry it changed."""
+    pending: dict[str, str]
+    """Run id -> squeue's reason, for every queued or running run whose job SLURM holds
+    pending now (not written to each state.json: on a big sweep reasons change every poll)."""
+
+
+def reconcile(sweep_dir: Path, settings: ClusterSettings) -> Reconciled:
     """Record what the ledger missed: jobs the scheduler ended without the task recording it
-    (time limit kill, cancel, setup failure, node failure), or local workers that died.
-    One ``sacct`` and one ``squeue`` call for the whole sweep. Returns the number of runs
-    changed."""
+    (time limit kill, cancel, setup failure, node failure), jobs it put back in its queue, or
+    local workers that died. One ``sacct`` and one ``squeue`` call for the whole sweep."""
     records = ledger.read_all(sweep_dir)
     active = {rid: rec for rid, rec in records.items()
               if rec["state"] in ledger.ACTIVE and rec["job_ids"]}
-    changed = 0
+    changed, pending = 0, {}
     if settings.executor == "slurm":
         slurm.ensure_client(settings)
         infos = slurm.job_states(rec["job_ids"][-1] for rec in active.values())
         queue = slurm.queue_entries() if active else {}
         changed += _forgotten(sweep_dir, active, infos)
-        changed += _pending(sweep_dir, active, queue)
+        changed += _requeued(sweep_dir, active, queue)
+        pending = {rid: queue[rec["job_ids"][-1]].reason for rid, rec in active.items()
+                   if queue.get(rec["job_ids"][-1], _RUNNING).state == "PENDING"}
         for run_id, rec in active.items():
             job_id = rec["job_ids"][-1]
             if job_id in queue:  # slurmctld still holds it (a node failure's requeue): not
@@ -64,25 +77,24 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
                                      error_tail=f"local worker {pid} exited while training "
                                                 f"this run (killed?)"):
                     changed += 1
-    return changed
+    return Reconciled(changed, pending)
 
 
-def _pending(sweep_dir: Path, active: dict[str, dict],
-             queue: dict[str, slurm.QueueEntry]) -> int:
-    """Follow squeue's ``queue`` for queued jobs: a ``running`` run whose job is pending again
-    (a node failure or ``scontrol requeue`` put it back) goes back to ``submitted``; every
-    pending run keeps squeue's reason. ``active`` was read before squeue was asked: a run
-    whose task started since then has one more attempt and is left alone."""
+_RUNNING = slurm.QueueEntry("RUNNING", "None")
+
+
+def _requeued(sweep_dir: Path, active: dict[str, dict],
+              queue: dict[str, slurm.QueueEntry]) -> int:
+    """A ``running`` run whose job squeue shows pending again (a node failure or ``scontrol
+    requeue`` put it back) goes back to ``submitted``. ``active`` was read before squeue was
+    asked: a run whose task started since then has one more attempt and is left alone."""
     changed = 0
     for run_id, rec in active.items():
         job_id = rec["job_ids"][-1]
         entry = queue.get(job_id)
-        if entry is None or entry.state != "PENDING":
-            continue
-        if rec["state"] == ledger.SUBMITTED and rec.get("pending_reason") == entry.reason:
-            continue
-        changed += ledger.requeued(sweep_dir, run_id, job_id, entry.reason,
-                                   attempts=int(rec["attempts"]))
+        if rec["state"] == ledger.RUNNING and entry is not None and entry.state == "PENDING":
+            changed += ledger.requeued(sweep_dir, run_id, job_id, entry.reason,
+                                       attempts=int(rec["attempts"]))
     return changed
 
 

@@ -84,8 +84,10 @@ SHOWN_STATES = (*ledger.STATES, ledger.CORRUPT)
 """The states status counts: the ledger's, and ``corrupt`` (an unreadable state.json)."""
 
 
-def collect(sweep_dir: Path) -> SweepStatus:
-    """The status from the ledger alone (no scheduler call)."""
+def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStatus:
+    """The status from the ledger alone (no scheduler call); ``pending``: squeue's reason by
+    run id for the runs SLURM holds pending now (else the reason a requeued run went back)."""
+    pending = pending or {}
     records, corrupt = ledger.scan(sweep_dir)
     runs = []
     for row in plan_rows(sweep_dir):
@@ -106,7 +108,8 @@ def collect(sweep_dir: Path) -> SweepStatus:
             elapsed_s=0.0 if queued else ledger.seconds_between(rec.get("started_at"),
                                                                 rec.get("ended_at")),
             gpu_hours_est=float(row.get("gpu_hours") or 0), error=error[-1] if error else None,
-            reason=rec.get("pending_reason") if rec["state"] == ledger.SUBMITTED else None))
+            reason=(pending.get(run_id) or rec.get("pending_reason")
+                    if rec["state"] == ledger.SUBMITTED else None)))
     counts = Counter(r.state for r in runs)
     return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
 
@@ -116,11 +119,12 @@ def poll(sweep_dir: Path, cfg: DictConfig) -> SweepStatus:
     that does not answer costs a warning, not the status: the ledger alone is still right
     about everything the jobs recorded themselves."""
     settings = ClusterSettings.from_cfg(cfg)
+    pending: dict[str, str] = {}
     try:
-        reconcile(Path(sweep_dir).resolve(), settings)
+        pending = reconcile(Path(sweep_dir).resolve(), settings).pending
     except slurm.SchedulerError as err:
         log.warning("status from the ledger only; the scheduler did not answer: %s", err)
-    return collect(Path(sweep_dir).resolve())
+    return collect(Path(sweep_dir).resolve(), pending)
 
 
 def _hours(seconds: float) -> str:
