@@ -265,20 +265,32 @@ def adopt(sweep_dir: Path, run_id: str, holder: str) -> dict[str, Any] | None:
         return dict(rec)
 
 
+SAME_JOB_WAIT_S = 300.0
+"""How long a task waits for a training lock held under its own job id: an earlier attempt of
+the same job, whose lock outlives it a while only on a network file system (an NFS lease
+after a node crash); any other holder is a different trainer and the task gives way at once."""
+
+
 @contextmanager
-def training_lock(sweep_dir: Path, run_id: str, holder: str) -> Iterator[bool]:
-    """Try to take the run's exclusive training lock (``runs/<run_id>/train.lock``, flock, not
-    blocking); yields whether this process got it, and holds it until the block ends. The
-    holder writes its job id in the file, for ``lock_holder``. flock dies with its process, so
-    a killed trainer never leaves a stale lock."""
+def training_lock(sweep_dir: Path, run_id: str, holder: str,
+                  same_job_wait_s: float = SAME_JOB_WAIT_S) -> Iterator[bool]:
+    """Try to take the run's exclusive training lock (``runs/<run_id>/train.lock``, flock);
+    yields whether this process got it, and holds it until the block ends. The holder writes
+    its job id in the file, for ``lock_holder``. flock dies with its process, so a killed
+    trainer never leaves a stale lock on a local disk."""
     folder = run_dir(sweep_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / TRAIN_LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        deadline = time.monotonic() + same_job_wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if lock_holder(sweep_dir, run_id) != holder or time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(1.0)
         handle.truncate(0)
         handle.write(f"{holder} pid {os.getpid()} host {os.uname().nodename}\n")
         handle.flush()
