@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -17,7 +21,7 @@ from jobs import ledger, slurm
 from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock, unreleased_arrays
 from jobs.settings import ClusterSettings
 from jobs.status import PlainLine, SweepStatus, poll, problems, status_table
-from sweep.config import read_plan
+from jobs.sweepdir import plan_rows
 from jobs.task import pid_alive
 from sweep.arch import ConfigError
 
@@ -37,6 +41,7 @@ def launch(cfg: DictConfig, args: argparse.Namespace) -> int:
     sweep_dir = Path(cfg.sweep_dir)
     report = launch_sweep(sweep_dir, cfg, dry_run=bool(getattr(args, "dry_run", False)))
     console = _console()
+    _warn(report.warnings)
     if report.recovered:
         console.print(f"recovered {len(report.recovered)} runs a killed launcher had submitted")
     verb = "would submit" if report.dry_run else "submitted"
@@ -71,20 +76,25 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     title = f"{sweep_dir.name} ({settings.name})"
     console = _console()
     current = poll(sweep_dir, cfg)
-    if getattr(args, "watch", False) and not console.is_terminal:
+    watch = bool(getattr(args, "watch", False))
+    if watch and _nothing_to_wait_for(current):
+        raise ConfigError(f"no run of {sweep_dir} is queued or running ("
+                          f"{current.counts[ledger.PLANNED]} never launched), so --watch would "
+                          "wait forever: run `flame launch` first")
+    if watch and not console.is_terminal:
         # A file or pipe: a live view would print nothing until the end; plain lines instead.
         line, started = PlainLine(), time.monotonic()
         while True:
             line.maybe_print(console, current, time.monotonic() - started)
-            if current.all_terminal:
+            if current.all_terminal or _nothing_to_wait_for(current):
                 break
             time.sleep(settings.poll_s)
             current = poll(sweep_dir, cfg)
         console.print(status_table(current, title, devices))
-    elif getattr(args, "watch", False):
+    elif watch:
         with Live(_watch_view(current, title, devices), console=console,
                   refresh_per_second=2) as live:
-            while not current.all_terminal:
+            while not (current.all_terminal or _nothing_to_wait_for(current)):
                 time.sleep(settings.poll_s)
                 current = poll(sweep_dir, cfg)
                 live.update(_watch_view(current, title, devices))
@@ -92,11 +102,27 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
         console.print(status_table(current, title, devices))
     for line in problems(current):
         console.print(line)
+    if current.counts[ledger.PLANNED]:
+        console.print(f"  {current.counts[ledger.PLANNED]} runs were never launched: "
+                      "`flame launch` submits them")
+    _warn(str(r.error) for r in current.runs if r.state == ledger.CORRUPT)
     held = unreleased_arrays(sweep_dir)
     if held:
-        console.print(f"  {len(held)} arrays were left held by a killed launcher: "
-                      "`flame launch` records and releases them")
+        console.print(f"  {len(held)} arrays are still held (a launcher was killed, or its "
+                      "`scontrol release` failed): `flame launch` records and releases them")
     return 0
+
+
+def _nothing_to_wait_for(current: SweepStatus) -> bool:
+    """Nothing queued or running, yet not all finished: runs were never launched."""
+    return not current.all_terminal and not any(current.counts[s] for s in ledger.ACTIVE)
+
+
+def _warn(lines: Iterable[str]) -> None:
+    """One line each on stderr (unreadable state.json files, arrays left held): the command
+    itself went on with the other runs."""
+    for line in lines:
+        print(f"flame: warning: {line}", file=sys.stderr)
 
 
 def _watch_view(current: SweepStatus, title: str, devices: int) -> Group:
@@ -112,40 +138,56 @@ def cancel_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
-    """Mark runs cancelled, then scancel their jobs (local: stop their worker)."""
+    """Mark runs cancelled, then scancel their jobs (local: stop the worker training each).
+
+    ``--all`` cancels what was launched (queued or running); runs never launched stay
+    ``planned`` (a later ``flame launch`` starts them). A run named explicitly is cancelled
+    even if never launched: launch then skips it until ``flame resubmit RUN_ID``."""
     sweep_dir = Path(cfg.sweep_dir).resolve()
     settings = ClusterSettings.from_cfg(cfg)
-    ids = _chosen(sweep_dir, list(args.run_ids), bool(args.all), "--all")
+    chosen = _chosen(sweep_dir, list(args.run_ids), bool(args.all), "--all")
+    if settings.executor == "slurm":  # before any ledger change: a failure changes nothing
+        slurm.ensure_client(settings)
+    records, corrupt = ledger.scan(sweep_dir)
+    state = {rid: records.get(rid, {}).get("state", ledger.PLANNED) for rid in chosen}
+    unreadable = [rid for rid in chosen if rid in corrupt]  # never overwritten: named below
+    never = [rid for rid in chosen if args.all and rid not in corrupt
+             and state[rid] == ledger.PLANNED]
+    ids = [rid for rid in chosen if rid not in corrupt and rid not in never]
     jobs, done = [], []
     for run_id in ids:
         rec = ledger.transition(sweep_dir, run_id, ledger.CANCELLED,
                                 error_tail="cancelled by `flame cancel`")
         if rec is not None:
             done.append(run_id)
-            if rec["job_ids"] and rec["state"] == ledger.CANCELLED:
-                jobs.append(rec["job_ids"][-1])
+            if rec["job_ids"]:
+                jobs.append((run_id, rec["job_ids"][-1]))
     if settings.executor == "slurm":
-        slurm.ensure_client(settings)
-        slurm.scancel(j for j in jobs if not j.startswith("local-"))
+        slurm.scancel(j for _, j in jobs if not j.startswith("local-"))
     else:
-        _stop_local(jobs)
+        _stop_local(sweep_dir, jobs)
         ensure_local_workers(sweep_dir, settings)  # the other queued runs go on
-    print(f"cancelled {len(done)} runs; {len(ids) - len(done)} were already finished")
+    print(f"cancelled {len(done)} runs; {len(ids) - len(done)} were already finished"
+          + (f"; {len(never)} never launched stay planned (`flame launch` starts them)"
+             if never else ""))
+    _warn(str(corrupt[rid]) for rid in unreadable)
     return 0
 
 
-def _stop_local(job_ids: list[str]) -> None:
-    """SIGINT the local workers' controllers: submitit stops their task (the run)."""
-    import os
-    import signal
-    for job_id in job_ids:
+def _stop_local(sweep_dir: Path, jobs: list[tuple[str, str]]) -> None:
+    """SIGINT the local worker training each run: submitit stops its task (the run). Only a
+    worker that holds the run's training lock now: a run that waited in the queue still
+    names the worker of an earlier attempt, and that process may be training another run."""
+    for run_id, job_id in jobs:
         pid = job_id.removeprefix("local-")
-        if pid.isdigit() and pid_alive(int(pid)):
+        if not (job_id.startswith("local-") and pid.isdigit()):
+            continue
+        if ledger.lock_holder(sweep_dir, run_id) == job_id and pid_alive(int(pid)):
             os.kill(int(pid), signal.SIGINT)
 
 
 def _chosen(sweep_dir: Path, ids: list[str], every: bool, flag: str) -> list[str]:
-    known = [r.run_id for r in read_plan(sweep_dir)]
+    known = [r.run_id for r in plan_rows(sweep_dir)]
     if every:
         return known
     if not ids:
@@ -168,8 +210,10 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Reset failed/timed-out (or named cancelled) runs to planned and launch them. A run
     resumes from its checkpoint if it has one."""
     sweep_dir = Path(cfg.sweep_dir).resolve()
+    plan_rows(sweep_dir)  # a plan.csv jobs/ cannot use fails here, before any reset
     if args.failed:
-        records = ledger.read_all(sweep_dir)
+        records, corrupt = ledger.scan(sweep_dir)
+        _warn(str(err) for _, err in sorted(corrupt.items()))
         ids = [rid for rid, rec in records.items()
                if rec["state"] in (ledger.FAILED, ledger.TIMEOUT)]
         allowed = frozenset({ledger.FAILED, ledger.TIMEOUT})

@@ -16,31 +16,29 @@ import json
 import os
 import signal
 import socket
+import sys
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from omegaconf import DictConfig
 
 from jobs import ledger, slurm
 from jobs.executors import local_executor, slurm_executor
+from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir, read_config, record_cluster
-from sweep.config import read_plan
-from sweep.planrow import PlanRow
+from jobs.sweepdir import jobs_dir, read_config, record_cluster, plan_rows
 from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
 from sweep.arch import ConfigError
+from sweep.planrow import PlanRow
 from sweep.io import atomic_write_text, run_dir
 
 LAUNCH_LOCK = "launch.lock"
 LAUNCHES_DIR = "launches"
 DRY_RUN_DIR = "dry-run"
 LOGS_DIR = "logs"
-# Fault injection for the crash-safety test: SIGKILL this launcher after it has recorded this
-# many runs as submitted. Never set in normal use.
-KILL_AFTER_ENV = "FLAME_TEST_KILL_AFTER"
 
 
 class LauncherBusy(ConfigError):
@@ -63,6 +61,9 @@ class LaunchReport:
     """Nothing was submitted; ``files`` holds what would have been."""
     files: tuple[Path, ...] = field(default_factory=tuple)
     """Dry run: the sbatch/launch files written."""
+    warnings: tuple[str, ...] = ()
+    """One line each: unreadable state.json files (left alone, named with the fix), arrays
+    still held after a failed release (the next launch retries)."""
 
 
 @contextmanager
@@ -91,10 +92,15 @@ def shape(row: PlanRow, settings: ClusterSettings) -> tuple:
     return (settings.gpus_per_node, settings.cpus_per_task, settings.timeout_min)
 
 
-def select(rows: list[PlanRow], states: dict[str, dict]) -> tuple[list[str], dict]:
-    """Runs to submit (never submitted, or reset by resubmit) and the others with their state."""
+def select(rows: list[PlanRow], states: dict[str, dict],
+           corrupt: frozenset[str] = frozenset()) -> tuple[list[str], dict]:
+    """Runs to submit (never submitted, or reset by resubmit) and the others with their state.
+    A run whose state.json is unreadable is skipped: it may be queued or training."""
     todo, skipped = [], {}
     for row in rows:
+        if row.run_id in corrupt:
+            skipped[row.run_id] = ledger.CORRUPT
+            continue
         state = states.get(row.run_id, {}).get("state", ledger.PLANNED)
         if state == ledger.PLANNED:
             todo.append(row.run_id)
@@ -103,43 +109,35 @@ def select(rows: list[PlanRow], states: dict[str, dict]) -> tuple[list[str], dic
     return todo, skipped
 
 
-def _killer() -> Callable[[], None]:
-    left = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-
-    def tick() -> None:
-        nonlocal left
-        if left > 0:
-            left -= 1
-            if left == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-    return tick
-
-
 def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> LaunchReport:
     """Submit the missing runs of ``sweep_dir``'s plan with ``cfg.cluster``; non-blocking."""
     settings = ClusterSettings.from_cfg(cfg)
     sweep_dir = Path(sweep_dir).resolve()
-    rows = read_plan(sweep_dir)
+    rows = plan_rows(sweep_dir)
     read_config(sweep_dir)  # the jobs need it: fail here, not in every job
     if settings.executor == "slurm" and not dry_run:
         slurm.ensure_client(settings)
     with launcher_lock(sweep_dir):
         recovered: list[str] = []
+        warnings: list[str] = []
         if settings.executor == "slurm" and not dry_run:
-            recovered = recover_manifests(sweep_dir)
-            from jobs.status import reconcile  # finished/failed jobs the ledger has not seen
-            reconcile(sweep_dir, settings)
-        todo, skipped = select(rows, ledger.read_all(sweep_dir))
+            recovered = recover_manifests(sweep_dir, warnings)
+            reconcile(sweep_dir, settings)  # finished/failed jobs the ledger has not seen
+        states, corrupt = ledger.scan(sweep_dir)
+        warnings += [str(err) for rid, err in sorted(corrupt.items())]
+        todo, skipped = select(rows, states, frozenset(corrupt))
         if dry_run:
             files = write_launch_scripts(sweep_dir, rows, todo)  # validates the trainer first
             files += write_dry_run(sweep_dir, settings, rows, todo)
-            return LaunchReport(tuple(todo), skipped, (), (), True, tuple(files))
+            return LaunchReport(tuple(todo), skipped, (), (), True, tuple(files),
+                                tuple(warnings))
         record_cluster(sweep_dir, cfg.cluster)
         if settings.executor == "slurm":
             job_ids = submit_slurm(sweep_dir, settings, rows, todo)
         else:
             job_ids = submit_local(sweep_dir, settings, todo)
-        return LaunchReport(tuple(todo), skipped, tuple(job_ids), tuple(recovered))
+        return LaunchReport(tuple(todo), skipped, tuple(job_ids), tuple(recovered),
+                            warnings=tuple(warnings))
 
 
 def _groups(rows: list[PlanRow], todo: list[str],
@@ -178,7 +176,7 @@ def _task_ids(job_id: str, count: int) -> list[str]:
 def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow],
                  todo: list[str]) -> list[str]:
     """One held array per group: manifest, sbatch, record, release."""
-    tick, job_ids = _killer(), []
+    job_ids = []
     for group in _groups(rows, todo, settings):
         name = f"flame-{group[0]}" if len(group) == 1 else f"flame-{uuid.uuid4().hex[:12]}"
         manifest = {"name": name, "run_ids": group, "job_id": None, "released": False,
@@ -191,18 +189,35 @@ def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow]
         manifest["job_id"] = jobs[0].job_id.split("_")[0]
         _write_manifest(sweep_dir, manifest)
         ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, job.job_id)
-                                           for rid, job in zip(group, jobs)], after_each=tick)
-        slurm.release(manifest["job_id"])
+                                           for rid, job in zip(group, jobs)])
+        try:
+            slurm.release(manifest["job_id"])
+        except slurm.SchedulerError as err:  # held and recorded: the next launch releases it
+            raise ConfigError(_held_message(manifest, err)) from None
         manifest["released"] = True
         _write_manifest(sweep_dir, manifest)
         job_ids += [job.job_id for job in jobs]
     return job_ids
 
 
-def recover_manifests(sweep_dir: Path) -> list[str]:
+# ``scontrol release`` errors that mean nothing is left held: the job already ended, or
+# SLURM no longer knows it (reconcile then deals with its runs). Any other error (a timeout,
+# slurmctld restarting) may be transient: the array stays held and the next launch retries.
+NOTHING_HELD = ("already finished", "invalid job id", "not held", "already released")
+
+
+def _held_message(manifest: dict, err: Exception) -> str:
+    return (f"array {manifest['name']} (job {manifest['job_id']}, "
+            f"{len(manifest['run_ids'])} runs) is submitted but still held: `scontrol release` "
+            f"failed ({' '.join(str(err).split())}); run `flame launch` again to release it")
+
+
+def recover_manifests(sweep_dir: Path, warnings: list[str] | None = None) -> list[str]:
     """Finish what a killed launcher left: find each unreleased array by its name, record its
     runs as submitted, release it. An array whose job never reached SLURM is forgotten (its
-    runs are still ``planned``); one whose job files are missing is cancelled."""
+    runs are still ``planned``); one whose job files are missing is cancelled. An array whose
+    release fails for another reason than "nothing held" stays unreleased (a line is added to
+    ``warnings``) and the next launch tries again."""
     recovered: list[str] = []
     folder = jobs_dir(sweep_dir) / LAUNCHES_DIR
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -226,8 +241,11 @@ def recover_manifests(sweep_dir: Path) -> list[str]:
                         for rid, task in zip(manifest["run_ids"], tasks)])
         try:
             slurm.release(job_id)
-        except slurm.SchedulerError:  # already released (killed right after the release)
-            pass
+        except slurm.SchedulerError as err:
+            if not any(text in str(err).lower() for text in NOTHING_HELD):
+                if warnings is not None:
+                    warnings.append(_held_message(manifest, err))
+                continue
         manifest["released"] = True
         _write_manifest(sweep_dir, manifest)
     return recovered
@@ -235,11 +253,47 @@ def recover_manifests(sweep_dir: Path) -> list[str]:
 
 def submit_local(sweep_dir: Path, settings: ClusterSettings, todo: list[str]) -> list[str]:
     """Queue ``todo`` in the ledger and make sure enough local workers are alive to drain it."""
-    tick = _killer()
     with claim_lock(sweep_dir):  # workers claim and exit under it: none is missed
-        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, None) for rid in todo],
-                               after_each=tick)
+        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, None) for rid in todo])
     return ensure_local_workers(sweep_dir, settings)
+
+
+WORKERS_LOG = "local-workers.out"
+
+
+@contextmanager
+def _detached_stdio(log: Path) -> Iterator[None]:
+    """Point this process's fds 0, 1 and 2 at /dev/null and ``log`` while workers start.
+
+    submitit's LocalExecutor starts each worker with ``Popen`` and no redirection, so workers
+    would inherit the caller's stdout: ``flame launch | tail`` then waits for the last worker to
+    exit (19 s instead of 1 s). submitit has no parameter for it, so the launcher swaps its own
+    descriptors for the duration of the ``submit`` calls and restores them after.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sinks = {0: os.open(os.devnull, os.O_RDONLY),
+             1: os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)}
+    sinks[2] = sinks[1]
+    saved: dict[int, int | None] = {}
+    for fd in (0, 1, 2):
+        try:
+            saved[fd] = os.dup(fd)
+        except OSError:  # closed in this process (a daemon): nothing to restore
+            saved[fd] = None
+        os.dup2(sinks[fd], fd)
+    try:
+        yield
+    finally:
+        for fd, old in saved.items():
+            if old is None:
+                os.close(fd)
+            else:
+                os.dup2(old, fd)
+                os.close(old)
+        os.close(sinks[0])
+        os.close(sinks[1])
 
 
 def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str]:
@@ -256,10 +310,12 @@ def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str
             # closing the launcher's terminal does not kill them either.
             previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
             try:
-                for _ in range(wanted):
-                    job = executor.submit(LocalWorker(str(sweep_dir), settings.threads_per_job))
-                    workers[str(job.job_id)] = ledger.now()
-                    new.append(f"local-{job.job_id}")
+                with _detached_stdio(jobs_dir(sweep_dir) / LOGS_DIR / WORKERS_LOG):
+                    for _ in range(wanted):
+                        job = executor.submit(LocalWorker(str(sweep_dir),
+                                                          settings.threads_per_job))
+                        workers[str(job.job_id)] = ledger.now()
+                        new.append(f"local-{job.job_id}")
             finally:
                 signal.signal(signal.SIGHUP, previous)
         atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")

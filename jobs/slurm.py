@@ -111,6 +111,30 @@ def queued_jobs() -> set[str]:
     return set(_run(["squeue", "-h", "-o", "%F"]).split())
 
 
+@dataclass(frozen=True)
+class QueueEntry:
+    """A job or array task slurmctld holds now, as ``squeue`` shows it."""
+
+    state: str
+    """``PENDING``, ``RUNNING``, ``COMPLETING``, ..."""
+    reason: str
+    """squeue's %r: why it is pending (``Priority``, ``JobHeldUser``, ``ReqNodeNotAvail``,
+    ``BeginTime`` after a requeue, ...); ``None`` when running."""
+
+
+def queue_entries() -> dict[str, QueueEntry]:
+    """Every queued or running job, array tasks one by one (``12_3``): ONE squeue call. squeue
+    (slurmctld) rather than sacct: a requeued job is pending here at once, and the reason is
+    only here."""
+    out: dict[str, QueueEntry] = {}
+    for line in _run(["squeue", "-h", "-r", "-o", "%i|%T|%r"]).splitlines():
+        job_id, _, rest = line.partition("|")
+        state, _, reason = rest.partition("|")
+        for task in _expand(job_id.strip()):
+            out[task] = QueueEntry(state.strip(), reason.strip())
+    return out
+
+
 def find_by_name(name: str) -> str | None:
     """The job id of the job named ``name`` (queued or finished), or None."""
     queued = _run(["squeue", "-h", "-r", "--name", name, "-o", "%F"]).split()

@@ -1,5 +1,6 @@
-"""Sweep status: the ledger reconciled with the scheduler (one ``sacct`` call per poll for the
-whole sweep), a table by state, and the blocking wait ``flame run`` uses."""
+"""Sweep status: the ledger reconciled with the scheduler (``jobs.reconcile``: one ``sacct``
+and one ``squeue`` call per poll for the whole sweep), a table by state, and the blocking wait
+``flame run`` uses."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from jobs import ledger, slurm
+from jobs.launch import ensure_local_workers
+from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir
-from sweep.config import read_plan
-from jobs.task import pid_alive
+from jobs.sweepdir import plan_rows
 from sweep.arch import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,9 @@ class RunStatus:
     gpu_hours_est: float
     """The planner's GPU-hour estimate."""
     error: str | None
-    """Last line of the error tail, if any."""
+    """Last line of the error tail, if any (for a ``corrupt`` run: what is wrong, the fix)."""
+    reason: str | None = None
+    """Why the scheduler keeps a ``submitted`` run pending (squeue's reason), if it said."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class SweepStatus:
     runs: tuple[RunStatus, ...]
     """In plan order."""
     counts: dict[str, int]
-    """State -> number of runs (every state present, zeros included)."""
+    """State -> number of runs (every state present, zeros included; ``corrupt`` too)."""
 
     @property
     def total(self) -> int:
@@ -70,104 +72,44 @@ class SweepStatus:
 
     @property
     def all_terminal(self) -> bool:
-        return self.terminal == self.total
+        """Nothing left to wait for: every run terminal, or ``corrupt`` (its state.json is
+        unreadable, and only a person repairing it changes that)."""
+        return self.terminal + self.counts.get(ledger.CORRUPT, 0) == self.total
 
     def summary(self) -> str:
         return ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "no runs"
 
 
-def _seconds(start: str | None, end: str | None) -> float:
-    if not start:
-        return 0.0
-    stop = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
-    return max(0.0, (stop - datetime.fromisoformat(start)).total_seconds())
+SHOWN_STATES = (*ledger.STATES, ledger.CORRUPT)
+"""The states status counts: the ledger's, and ``corrupt`` (an unreadable state.json)."""
 
 
-def _stderr_tail(sweep_dir: Path, job_id: str) -> str | None:
-    path = jobs_dir(sweep_dir) / "logs" / job_id / f"{job_id}_0_log.err"
-    try:
-        return ledger.tail(path.read_text(errors="replace"))
-    except OSError:
-        return None
-
-
-def reconcile(sweep_dir: Path, settings: ClusterSettings) -> int:
-    """Record what the ledger missed: jobs the scheduler ended without the task recording it
-    (time limit kill, cancel, setup failure, node failure), or local workers that died.
-    One ``sacct`` call for the whole sweep. Returns the number of runs changed."""
-    records = ledger.read_all(sweep_dir)
-    active = {rid: rec for rid, rec in records.items()
-              if rec["state"] in ledger.ACTIVE and rec["job_ids"]}
-    changed = 0
-    if settings.executor == "slurm":
-        slurm.ensure_client(settings)
-        infos = slurm.job_states(rec["job_ids"][-1] for rec in active.values())
-        changed += _forgotten(sweep_dir, active, infos)
-        for run_id, rec in active.items():
-            job_id = rec["job_ids"][-1]
-            info = infos.get(job_id)
-            new = slurm.SACCT_TO_LEDGER.get(info.state) if info else None
-            if new not in ledger.TERMINAL:
-                continue
-            tail = _stderr_tail(sweep_dir, job_id)
-            if new == ledger.COMPLETED:  # the task records this itself before its job ends
-                new = ledger.FAILED
-                tail = f"job {job_id} ended COMPLETED without the run recording its end\n{tail}"
-            note = f"scheduler: job {job_id} {info.state}"
-            if ledger.transition(sweep_dir, run_id, new, error_tail=f"{note}\n{tail or ''}"):
-                changed += 1
-    else:
-        for run_id, rec in active.items():
-            job_id = rec["job_ids"][-1]
-            pid = job_id.removeprefix("local-")
-            if (rec["state"] == ledger.RUNNING and job_id.startswith("local-") and pid.isdigit()
-                    and not pid_alive(int(pid))):
-                if ledger.transition(sweep_dir, run_id, ledger.FAILED,
-                                     error_tail=f"local worker {pid} exited while training "
-                                                f"this run (killed?)"):
-                    changed += 1
-    return changed
-
-
-FORGOTTEN_AFTER_S = 600.0
-"""A job neither sacct nor squeue knows this long after the run's last ledger change is gone
-(its cluster's state was reset, or accounting purged it): the run is marked failed."""
-
-
-def _forgotten(sweep_dir: Path, active: dict[str, dict], infos: dict) -> int:
-    """Fail active runs whose job the scheduler has no record of (else they wait forever)."""
-    unknown = {rid: rec for rid, rec in active.items() if rec["job_ids"][-1] not in infos
-               and _seconds(rec["updated_at"], None) > FORGOTTEN_AFTER_S}
-    if not unknown:
-        return 0
-    queued = slurm.queued_jobs()  # slurmdbd can lag or be down while slurmctld has the job
-    changed = 0
-    for run_id, rec in unknown.items():
-        job_id = rec["job_ids"][-1]
-        if job_id.split("_")[0] in queued:
-            continue
-        note = (f"scheduler: no record of job {job_id} in sacct or squeue "
-                f"{FORGOTTEN_AFTER_S:.0f} s after its last change (cluster state reset or "
-                "accounting purged); `flame resubmit --failed` submits it again")
-        changed += ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=note) is not None
-    return changed
-
-
-def collect(sweep_dir: Path) -> SweepStatus:
-    """The status from the ledger alone (no scheduler call)."""
-    records = ledger.read_all(sweep_dir)
+def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStatus:
+    """The status from the ledger alone (no scheduler call); ``pending``: squeue's reason by
+    run id for the runs SLURM holds pending now (else the reason a requeued run went back)."""
+    pending = pending or {}
+    records, corrupt = ledger.scan(sweep_dir)
     runs = []
-    for row in read_plan(sweep_dir):
-        rec: dict[str, Any] = records.get(row.run_id) or ledger.new_record(row.run_id)
+    for row in plan_rows(sweep_dir):
+        run_id = row.run_id
+        if run_id in corrupt:
+            runs.append(RunStatus(run_id, row.member, row.budget, ledger.CORRUPT, 0, None, 0.0,
+                                  row.gpu_hours, str(corrupt[run_id])))
+            continue
+        rec: dict[str, Any] = records.get(run_id) or ledger.new_record(run_id)
         error = (rec.get("error_tail") or "").strip().splitlines()
+        # A queued run (a requeued one included) is not using time now: no growing clock.
+        queued = rec["state"] in (ledger.PLANNED, ledger.SUBMITTED)
         runs.append(RunStatus(
-            run_id=row.run_id, member=row.member,
-            budget=row.budget, state=rec["state"],
+            run_id=run_id, member=row.member, budget=row.budget, state=rec["state"],
             attempts=int(rec["attempts"]), job_id=(rec["job_ids"] or [None])[-1],
-            elapsed_s=_seconds(rec.get("started_at"), rec.get("ended_at")),
-            gpu_hours_est=row.gpu_hours, error=error[-1] if error else None))
+            elapsed_s=0.0 if queued else ledger.seconds_between(rec.get("started_at"),
+                                                                rec.get("ended_at")),
+            gpu_hours_est=row.gpu_hours, error=error[-1] if error else None,
+            reason=(pending.get(run_id) or rec.get("pending_reason")
+                    if rec["state"] == ledger.SUBMITTED else None)))
     counts = Counter(r.state for r in runs)
-    return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in ledger.STATES})
+    return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
 
 
 def poll(sweep_dir: Path, cfg: DictConfig) -> SweepStatus:
@@ -175,11 +117,12 @@ def poll(sweep_dir: Path, cfg: DictConfig) -> SweepStatus:
     that does not answer costs a warning, not the status: the ledger alone is still right
     about everything the jobs recorded themselves."""
     settings = ClusterSettings.from_cfg(cfg)
+    pending: dict[str, str] = {}
     try:
-        reconcile(Path(sweep_dir).resolve(), settings)
+        pending = reconcile(Path(sweep_dir).resolve(), settings).pending
     except slurm.SchedulerError as err:
         log.warning("status from the ledger only; the scheduler did not answer: %s", err)
-    return collect(Path(sweep_dir).resolve())
+    return collect(Path(sweep_dir).resolve(), pending)
 
 
 def _hours(seconds: float) -> str:
@@ -195,7 +138,7 @@ def _clock(seconds: float) -> str:
 def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> Table:
     """Runs by state: count, attempts, elapsed wall time, device-hours used and estimated."""
     table = Table(title=title, show_footer=True)
-    by_state: dict[str, list[RunStatus]] = {s: [] for s in ledger.STATES}
+    by_state: dict[str, list[RunStatus]] = {s: [] for s in SHOWN_STATES}
     for run in status.runs:
         by_state[run.state].append(run)
     columns = (("state", "all"), ("runs", str(status.total)),
@@ -215,11 +158,47 @@ def status_table(status: SweepStatus, title: str, devices_per_run: int = 1) -> T
 
 
 def problems(status: SweepStatus, limit: int = 10) -> list[str]:
-    """One line per failed/timed-out run (the last line of its error), at most ``limit``."""
+    """One line per failed/timed-out run (the last line of its error), at most ``limit``;
+    then one line per reason the scheduler keeps runs pending."""
     bad = [r for r in status.runs if r.state in (ledger.FAILED, ledger.TIMEOUT)]
     lines = [f"  {r.run_id} {r.state} (job {r.job_id}): {r.error or ''}" for r in bad[:limit]]
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more (runs/<run_id>/state.json)")
+    return lines + pending_lines(status)
+
+
+# squeue reasons a user may not know, explained (prefix match); the others shown as they are.
+REASONS = {
+    "BeginTime": "requeued, SLURM holds it back briefly before it may start again",
+    "JobHeld": "held: `scontrol release <job id>` lets it start",
+    "job requeued in held state": "requeued and held: `scontrol release <job id>` lets it start",
+    "ReqNodeNotAvail": "its node is down or drained; it starts when the node is back",
+    "NodeDown": "its node is down; it starts when the node is back",
+    "Dependency": "waiting for a job it depends on",
+    "Priority": "other jobs come first",
+    "Resources": "waiting for free resources",
+}
+
+
+def explain_reason(reason: str) -> str:
+    for prefix, text in REASONS.items():
+        if reason.startswith(prefix):
+            return f"{reason}: {text}"
+    return reason
+
+
+def pending_lines(status: SweepStatus, shown: int = 3) -> list[str]:
+    """``  2 runs pending (JobHeldUser: held: ...): a1b2, c3d4``, one line per reason."""
+    by_reason: dict[str, list[RunStatus]] = {}
+    for run in status.runs:
+        if run.reason and run.reason != "None":
+            by_reason.setdefault(run.reason, []).append(run)
+    lines = []
+    for reason, runs in by_reason.items():
+        ids = ", ".join(f"{r.run_id} (job {r.job_id})" for r in runs[:shown])
+        more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+        lines.append(f"  {len(runs)} submitted runs pending in the scheduler "
+                     f"({explain_reason(reason)}): {ids}{more}")
     return lines
 
 
@@ -255,7 +234,6 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None =
                 raise ConfigError(f"{status.counts[ledger.PLANNED]} runs of {sweep_dir} were "
                                   "never launched; run `flame launch` first")
             if settings.executor == "local":  # restart workers that died with runs queued
-                from jobs.launch import ensure_local_workers
                 ensure_local_workers(sweep_dir, settings)
             time.sleep(period)
 

@@ -9,7 +9,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sweep.arch import ConfigError
-from sweep.config import load_sweep_config
+from sweep.config import load_sweep_config, read_plan
+from sweep.planrow import PlanRow
 from sweep.io import CONFIG_YAML
 
 JOBS_DIR = "jobs"
@@ -27,6 +28,14 @@ def read_config(sweep_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{Path(sweep_dir) / CONFIG_YAML} does not exist: run "
                           f"`flame plan sweep_dir={sweep_dir}` first")
     return config
+
+
+def plan_rows(sweep_dir: Path) -> list[PlanRow]:
+    """plan.csv's typed rows; every run_id is checked to be a plain id (``sweep.io``) before
+    jobs/ makes a path of it: a plan.csv whose ``../../x`` would reach outside ``runs/`` is
+    refused before anything is written."""
+    return read_plan(sweep_dir)
+
 
 CLUSTER_YAML = "cluster.yaml"
 

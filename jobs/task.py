@@ -9,8 +9,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,8 +19,7 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from jobs import ledger
-from jobs.sweepdir import jobs_dir, read_config
-from sweep.config import read_plan
+from jobs.sweepdir import jobs_dir, read_config, plan_rows
 from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
 
 WORKERS_JSON = "local-workers.json"
@@ -42,7 +42,7 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
     """
     from trainers.run import train_run  # the trainer's imports stay out of the launcher
 
-    row = next((r for r in read_plan(sweep_dir) if r.run_id == run_id), None)
+    row = next((r for r in plan_rows(sweep_dir) if r.run_id == run_id), None)
     try:
         if row is None:
             raise LookupError(f"run {run_id} is not in {sweep_dir}/plan.csv (re-planned?)")
@@ -69,11 +69,17 @@ class RunTask(submitit.helpers.Checkpointable):
         self.max_attempts = int(max_attempts)
 
     def __call__(self) -> dict[str, Any] | None:
-        sweep = Path(self.sweep_dir)
-        started = ledger.transition(sweep, self.run_id, ledger.RUNNING, job_id=_job_id())
-        if started is None:  # cancelled (or finished) while it waited in the queue
-            return None
-        return train_one(sweep, self.run_id)
+        sweep, job_id = Path(self.sweep_dir), _job_id()
+        # The training lock before the ledger: a second job for the same run (its state.json
+        # was deleted and the run launched again) must not train it alongside the first.
+        with ledger.training_lock(sweep, self.run_id, job_id) as mine:
+            if not mine:
+                defer_to_holder(sweep, self.run_id, job_id)
+                return None
+            started = ledger.transition(sweep, self.run_id, ledger.RUNNING, job_id=job_id)
+            if started is None:  # cancelled (or finished) while it waited in the queue
+                return None
+            return train_one(sweep, self.run_id)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on USR2 after the trainer saved its checkpoint: requeue the same
@@ -89,6 +95,16 @@ class RunTask(submitit.helpers.Checkpointable):
                                          "checkpoint is kept: `flame resubmit --failed` resumes")
             return None
         return submitit.helpers.DelayedSubmission(self)
+
+
+def defer_to_holder(sweep_dir: Path, run_id: str, job_id: str) -> None:
+    """Another process holds the run's training lock: leave the run to it, and point the
+    ledger at that job (reconcile then follows the job that really trains it)."""
+    holder = ledger.lock_holder(sweep_dir, run_id)
+    if holder and holder != "unknown":
+        ledger.adopt(sweep_dir, run_id, holder)
+    print(f"flame: run {run_id} is being trained by job {holder}; job {job_id} leaves it to "
+          "that job", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -127,15 +143,25 @@ def live_workers(path: Path) -> dict[str, str]:
     return {jid: t for jid, t in read_workers(path).items() if pid_alive(int(jid))}
 
 
-def claim_next(sweep_dir: Path, job_id: str, registry: Path) -> str | None:
-    """Under the claim lock: the first queued run in plan order, now ``running``; or None, and
-    then this worker leaves the registry (so a launcher knows to start another)."""
+def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) -> str | None:
+    """Under the claim lock: the first queued run in plan order, now ``running`` with its
+    training lock pushed on ``held``; or None, and then this worker leaves the registry (so a
+    launcher knows to start another). A queued run another process is training already (its
+    lock is held) is recorded as that process's and skipped."""
     states = ledger.read_all(sweep_dir)
-    for row in read_plan(sweep_dir):
+    for row in plan_rows(sweep_dir):
         run_id = row.run_id
-        if states.get(run_id, {}).get("state") == ledger.SUBMITTED:
-            if ledger.transition(sweep_dir, run_id, ledger.RUNNING, job_id=job_id):
-                return run_id
+        if states.get(run_id, {}).get("state") != ledger.SUBMITTED:
+            continue
+        guard = ExitStack()
+        if not guard.enter_context(ledger.training_lock(sweep_dir, run_id, job_id)):
+            guard.close()
+            defer_to_holder(sweep_dir, run_id, job_id)
+            continue
+        if ledger.transition(sweep_dir, run_id, ledger.RUNNING, job_id=job_id):
+            held.callback(guard.close)
+            return run_id
+        guard.close()
     workers = read_workers(registry)
     workers.pop(job_id.removeprefix("local-"), None)
     atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
@@ -154,14 +180,15 @@ class LocalWorker:
         os.environ.pop("SLURM_CPUS_PER_TASK", None)  # a launcher inside an allocation
         sweep, job_id, done = Path(self.sweep_dir), f"local-{_job_id()}", []
         while True:
-            with claim_lock(sweep) as registry:
-                run_id = claim_next(sweep, job_id, registry)
-            if run_id is None:
-                return done
-            try:
-                train_one(sweep, run_id)
-            except UncompletedJobError:  # this worker hit its time limit: stop claiming
-                return done
-            except Exception:  # recorded in the run's state.json; go on with the next run
-                pass
+            with ExitStack() as held:  # the claimed run's training lock, until it is trained
+                with claim_lock(sweep) as registry:
+                    run_id = claim_next(sweep, job_id, registry, held)
+                if run_id is None:
+                    return done
+                try:
+                    train_one(sweep, run_id)
+                except UncompletedJobError:  # this worker hit its time limit: stop claiming
+                    return done
+                except Exception:  # recorded in the run's state.json; go on with the next run
+                    pass
             done.append(run_id)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from sweep.arch import ConfigError
 
 PLAN_CSV = "plan.csv"
 CONFIG_YAML = "config.yaml"
@@ -26,6 +29,17 @@ SUMMARY_JSON = "summary.json"
 SWEEP_FORMAT_VERSION = 1
 
 
+_OPEN_MODE = 0o666
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary handle whose content replaces ``path`` only when the block ends without error.
@@ -37,6 +51,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _OPEN_MODE & ~_umask())  # mkstemp makes 0600; give open()'s usual mode
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -59,5 +74,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def run_dir(sweep_dir: str | os.PathLike, run_id: str) -> Path:
-    """Where one run's ledger, logs, metrics and checkpoints live."""
-    return Path(sweep_dir) / RUNS_DIR / run_id
+    """Where one run's ledger, logs, metrics and checkpoints live. ``run_id`` comes from
+    plan.csv, which a person may edit: anything but a plain id (``../../x``, ``a/b``) would
+    put files outside ``<sweep>/runs/``, so it is refused before anything is written."""
+    return Path(sweep_dir) / RUNS_DIR / check_run_id(run_id, sweep_dir)
+
+
+def check_run_id(run_id: object, sweep_dir: str | os.PathLike = "...") -> str:
+    """``run_id`` if it is a plain id (safe as a directory name), else a ConfigError."""
+    if not isinstance(run_id, str) or not _PLAIN_ID.match(run_id):
+        raise ConfigError(f"plan.csv: run_id {run_id!r} is not a plain id (letters, digits, "
+                          f"'.', '_', '-'; no '/' or leading '.'); restore it, or re-plan with "
+                          f"`flame plan sweep_dir={sweep_dir}`")
+    return run_id

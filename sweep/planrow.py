@@ -4,26 +4,16 @@ analysis read (csv gives strings; this is the one place that turns them back int
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sweep.arch import ConfigError, MoEArch
+from sweep.io import check_run_id
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # plan.csv's parameter-count columns, in the file's order.
 N_KINDS = ("n_active_exact", "n_total_exact", "n_active_flame", "n_total_flame",
            "n_active_exact_nonemb", "n_total_exact_nonemb", "n_active_flame_nonemb",
            "n_total_flame_nonemb")
-
-
-def check_run_id(value: Any, where: str = "plan.csv") -> str:
-    """A run_id that is safe as a directory name (no path separators, no ``..``)."""
-    text = str(value)
-    if not RUN_ID_RE.match(text) or ".." in text:
-        raise ConfigError(f"{where}: run_id={text!r} is not a plain id (letters, digits, '-', "
-                          "'_', '.'); re-create the plan with `flame plan`")
-    return text
 
 
 @dataclass(frozen=True)
@@ -92,7 +82,7 @@ class PlanRow:
         mbs = row.get("micro_batch_size")
         if isinstance(mbs, float) and math.isnan(mbs):  # an empty cell read by pandas
             mbs = None
-        return cls(run_id=check_run_id(row["run_id"]), budget=_float(row, "budget"),
+        return cls(run_id=check_run_id(str(row["run_id"])), budget=_float(row, "budget"),
                    member=str(row.get("member") or ""), arch=MoEArch.from_mapping(row),
                    micro_batch_size=_int(row, "micro_batch_size") if mbs not in (None, "")
                    else None,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from jobs import ledger
+from tests.jobs.conftest import REPO
 
 
 def test_state_machine_moves_forward_only(tmp_path: Path) -> None:
@@ -59,3 +62,44 @@ def test_read_all_and_tail(tmp_path: Path) -> None:
     (tmp_path / "runs" / "not-a-run").mkdir()
     assert sorted(ledger.read_all(tmp_path)) == ["r0", "r1", "r2"]
     assert ledger.tail("\n".join(str(i) for i in range(100)), 3) == "97\n98\n99"
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from jobs import ledger
+with ledger.training_lock(Path(sys.argv[1]), "r1", "5_0") as mine:
+    print(mine, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_training_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert ledger.lock_holder(tmp_path, "r1") == "5_0"
+        with ledger.training_lock(tmp_path, "r1", "6_0") as mine:
+            assert mine is False  # another job trains it: give way at once
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs in the holder
+        holder.wait()
+    assert ledger.lock_holder(tmp_path, "r1") is None  # no stale lock
+    with ledger.training_lock(tmp_path, "r1", "6_0") as mine:
+        assert mine is True and ledger.lock_holder(tmp_path, "r1") == "6_0"
+
+
+def test_unreadable_state_json_is_named_and_never_overwritten(tmp_path: Path) -> None:
+    ledger.transition(tmp_path, "ok", ledger.SUBMITTED)
+    path = tmp_path / "runs" / "bad" / "state.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"state": "runn')
+    records, corrupt = ledger.scan(tmp_path)
+    assert list(records) == ["ok"] and list(corrupt) == ["bad"]
+    assert str(path) in str(corrupt["bad"]) and "delete it" in str(corrupt["bad"])
+    with pytest.raises(ledger.CorruptLedger, match="state.json is unreadable"):
+        ledger.transition(tmp_path, "bad", ledger.CANCELLED)
+    assert ledger.transition_many(tmp_path, [("bad", ledger.SUBMITTED, "1"),
+                                             ("ok", ledger.RUNNING, "1")]) == ["ok"]
+    assert path.read_text() == '{"state": "runn'

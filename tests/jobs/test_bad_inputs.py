@@ -1,0 +1,178 @@
+"""Bad inputs through the real CLI (`python -m jobs.cli`), one table (issue 11's acceptance).
+
+Each case prepares a sweep directory, runs one command on it and checks:
+- ``error`` cases: exit 2, exactly one line on stderr naming what is wrong and the fix, no
+  traceback, and every file of the sweep directory byte-identical (sha256) before and after;
+- ``warn`` cases (the command goes on with the sweep's other runs): exit 0, exactly one
+  warning line on stderr naming the broken file and the fix, no traceback, every file of the
+  sweep byte-identical after (the broken one included: flame never rewrites it), except the
+  launcher's own files under ``<sweep>/jobs/`` (its lock names its holder, a dry run writes
+  its plan there).
+
+To add a case, append a ``Case`` to ``CASES``: a setup (what the sweep looks like before),
+the command line (``{sweep}`` is replaced by the sweep directory) and the texts stderr must
+contain. Set ``env`` for the environment (e.g. a PATH without SLURM).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from jobs import ledger
+from jobs.launch import launch_sweep
+from jobs.status import wait_until_terminal
+from tests.jobs.conftest import FLAME, REPO, make_sweep, plan_ids
+
+LOCAL = "cluster=local"
+
+
+# ---- setups: what the sweep directory holds before the command -------------------------------
+
+def nothing(sweep: Path, shared: Path) -> None:
+    """No sweep directory at all."""
+
+
+def planned(sweep: Path, shared: Path) -> None:
+    """A planned sweep of 15 runs (simulated trainer), never launched."""
+    make_sweep(sweep, LOCAL)
+
+
+def completed(sweep: Path, shared: Path) -> None:
+    """The same sweep launched locally and finished (built once, copied for each case)."""
+    template = shared / "completed"
+    if not template.exists():
+        cfg = make_sweep(template, LOCAL, "cluster.parallelism=2")
+        launch_sweep(template, cfg)
+        assert wait_until_terminal(template, cfg, poll_s=0.2,
+                                   progress=False).counts["completed"] == 15
+    shutil.copytree(template, sweep)
+
+
+def one_state_json_truncated(sweep: Path, shared: Path) -> None:
+    """A finished sweep whose 4th run's state.json was cut short (a disk filled mid-write)."""
+    completed(sweep, shared)
+    path = sweep / "runs" / plan_ids(sweep)[3] / "state.json"
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def run_id_escapes_runs_dir(sweep: Path, shared: Path) -> None:
+    """plan.csv edited by hand: a run_id that would make a path outside <sweep>/runs/."""
+    planned(sweep, shared)
+    rows = list(csv.DictReader((sweep / "plan.csv").read_text().splitlines()))
+    rows[1]["run_id"] = "../../x"
+    with open(sweep / "plan.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def submitted_to_slurm(sweep: Path, shared: Path) -> None:
+    """Three runs recorded as submitted to SLURM (the jobs themselves do not matter: the
+    command must stop before it asks the scheduler)."""
+    planned(sweep, shared)
+    for k, run_id in enumerate(plan_ids(sweep)[:3]):
+        ledger.transition(sweep, run_id, ledger.SUBMITTED, job_id=f"424242_{k}", strict=True)
+
+
+def no_slurm_env(tmp: Path) -> dict[str, str]:
+    """A PATH without sbatch/scancel (a laptop, a compute node without the client)."""
+    empty = tmp / "empty-bin"
+    empty.mkdir(exist_ok=True)
+    return {"PATH": str(empty), "SLURM_CONF": ""}
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    setup: Callable[[Path, Path], None]
+    argv: tuple[str, ...]
+    stderr_has: tuple[str, ...]
+    """Texts the one stderr line must contain (the field or file, and the fix)."""
+    kind: str = "error"
+    """``error`` (exit 2, nothing written) or ``warn`` (exit 0, the other runs go on)."""
+    stdout_has: tuple[str, ...] = ()
+    env: Callable[[Path], dict[str, str]] | None = None
+
+
+TRUNCATED = ("runs/", "state.json is unreadable", "delete it to reset run")
+CASES = [
+    # item 3: one unreadable state.json: the command goes on with the other runs, names it
+    Case("status/truncated-state", one_state_json_truncated, ("status", LOCAL), TRUNCATED,
+         "warn", ("corrupt", "completed")),
+    Case("status-watch/truncated-state", one_state_json_truncated, ("status", "--watch", LOCAL),
+         TRUNCATED, "warn", ("runs finished 14/15", "corrupt")),
+    Case("launch/truncated-state", one_state_json_truncated, ("launch", LOCAL), TRUNCATED,
+         "warn", ("submitted 0 runs", "skipped 14 completed", "skipped 1 corrupt")),
+    Case("launch-dry-run/truncated-state", one_state_json_truncated,
+         ("launch", "--dry-run", LOCAL), TRUNCATED, "warn", ("skipped 1 corrupt",)),
+    Case("cancel-all/truncated-state", one_state_json_truncated, ("cancel", "--all", LOCAL),
+         TRUNCATED, "warn", ("cancelled 0 runs",)),
+    Case("resubmit-failed/truncated-state", one_state_json_truncated,
+         ("resubmit", "--failed", LOCAL), TRUNCATED, "warn", ("nothing to resubmit",)),
+    # item 10: watching a sweep nothing was launched for would wait forever
+    Case("status-watch/never-launched", planned, ("status", "--watch", LOCAL),
+         ("never launched", "--watch would wait forever", "flame launch")),
+    # item 8: a run_id that is not a plain id is refused before anything is written
+    *[Case(f"{'-'.join(argv)}/run-id-path", run_id_escapes_runs_dir, (*argv, LOCAL),
+           ("plan.csv", "run_id '../../x'", "re-plan"))
+      for argv in (("launch",), ("launch", "--dry-run"), ("status",), ("cancel", "--all"),
+                   ("resubmit", "--failed"))],
+    # item 5: cancel on SLURM without the SLURM client: the ledger is not touched
+    Case("cancel-slurm/no-sbatch", submitted_to_slurm, ("cancel", "--all", "cluster=slurm"),
+         ("`sbatch` is not on PATH", "flame cluster up"), env=no_slurm_env),
+    Case("launch-slurm/no-sbatch", planned, ("launch", "cluster=slurm"),
+         ("`sbatch` is not on PATH",), env=no_slurm_env),
+]
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative path (locks and all)."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bad-input-templates")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, shared: Path) -> None:
+    sweep = tmp_path / "sweep"
+    case.setup(sweep, shared)
+    before = checksums(sweep)
+    argv = [a.replace("{sweep}", str(sweep)) for a in case.argv]
+    env = {**os.environ, **(case.env(tmp_path) if case.env else {})}
+    out = subprocess.run([*FLAME, argv[0], f"sweep_dir={sweep}", *argv[1:]], cwd=REPO,
+                         capture_output=True, text=True, env=env, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert "Traceback" not in out.stderr, out.stderr
+    assert len(lines) == 1, out.stderr
+    for text in case.stderr_has:
+        assert text in lines[0], (text, lines[0])
+    for text in case.stdout_has:
+        assert text in out.stdout, (text, out.stdout)
+    after = checksums(sweep)
+    if case.kind == "error":
+        assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+        assert after == before  # nothing written, nothing lost
+    else:
+        assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
+        assert lines[0].startswith("flame: warning: ")
+        ours = [k for k in before if not k.startswith("jobs/")]
+        assert {k: after.get(k) for k in ours} == {k: before[k] for k in ours}  # untouched
+        assert all(k.startswith("jobs/") for k in set(after) - set(before)), after
