@@ -75,11 +75,11 @@ def test_truncated_state_json_is_named_and_the_other_runs_go_on(tmp_path: Path) 
 
 
 def break_first_row(sweep_dir: Path) -> tuple[str, str]:
-    """Make plan.csv's first run fail at once (its trainer rejects the number); returns the
-    plan's original text and that run's id."""
+    """Make plan.csv's first run fail at once (the simulated trainer refuses N = 0); returns
+    the plan's original text and that run's id."""
     text = (sweep_dir / "plan.csv").read_text()
     rows = list(csv.DictReader(text.splitlines()))
-    rows[0]["num_layers"] = "x" + rows[0]["num_layers"]
+    rows[0]["n_active_flame"] = "0"
     with open(sweep_dir / "plan.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
