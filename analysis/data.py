@@ -9,6 +9,7 @@ import pandas as pd
 
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
+from sweep.io import RESULTS_CSV
 
 BARE_COLUMNS = ("budget", "n", "loss")
 FIT_COLUMNS = ("budget", "n", "tokens", "loss", "used", "excluded_reason")
@@ -16,6 +17,9 @@ FIT_COLUMNS = ("budget", "n", "tokens", "loss", "used", "excluded_reason")
 
 def read_csv(path: Path, what: str) -> pd.DataFrame:
     """A CSV as a DataFrame, or a ConfigError saying what is wrong with the file."""
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a directory, not a CSV file; pass the file "
+                          f"itself, e.g. {what}={path / RESULTS_CSV}")
     if not path.is_file():
         raise ConfigError(f"{what}: {path} does not exist; run the step that writes it first "
                           "(`flame collect` writes results.csv) or fix the path")
