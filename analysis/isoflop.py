@@ -31,7 +31,12 @@ from analysis.settings import FitSettings
 REASONS = {1: "fewer than {min_points} distinct sizes in the window",
            2: "lowest loss at the {edge} sampled size: the optimum is not bracketed",
            3: "concave parabola (no minimum)",
-           4: "parabola minimum outside the sampled sizes"}
+           4: "parabola minimum outside the sampled sizes",
+           5: "flat losses: their range is below {flat:.0e} of the loss across the "
+              "budget's sizes, so N_opt is not identified"}
+# A budget whose losses span less than this fraction of the loss is flat (code 5): far
+# below any evaluation noise (~0.5% here), above float and 4-decimal CSV rounding (~3e-5).
+FLAT_LOSS_REL_RANGE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,8 @@ def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: f
     """Windowed weighted parabolas of y (n,) or (k, n) in x for each weight row (k, n)."""
     y = np.broadcast_to(y, weights.shape)
     present = weights > 0
+    spread = np.where(present, y, -np.inf).max(axis=1) - np.where(present, y, np.inf).min(axis=1)
+    flat = spread <= FLAT_LOSS_REL_RANGE * np.abs(np.where(present, y, 0.0).max(axis=1))
     ic = np.where(present, y, np.inf).argmin(axis=1)
     xc = x[ic]
     lo = np.where(present, x, np.inf).min(axis=1)
@@ -156,8 +163,8 @@ def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: f
         t_opt = -c1 / (2 * c2)
     w_lo = np.where(inwin, t, np.inf).min(axis=1)
     w_hi = np.where(inwin, t, -np.inf).max(axis=1)
-    code = np.select([few, (xc == lo) | (xc == hi), c2 <= 0, (t_opt < w_lo) | (t_opt > w_hi)],
-                     [1, 2, 3, 4], 0)
+    code = np.select([flat, few, (xc == lo) | (xc == hi), c2 <= 0,
+                      (t_opt < w_lo) | (t_opt > w_hi)], [5, 1, 2, 3, 4], 0)
     return {"code": code, "edge_low": xc == lo, "coef": coef, "center": center, "inwin": inwin,
             "x_opt": center + t_opt, "loss_opt": c0 + c1 * t_opt + c2 * t_opt ** 2,
             "window": (center + w_lo, center + w_hi)}
@@ -221,13 +228,14 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
 def _budget_fit(group: dict, fit: dict, settings: FitSettings) -> BudgetFit:
     code = int(fit["code"][0])
     reason = REASONS.get(code, "").format(min_points=settings.min_points,
-                                          edge="smallest" if fit["edge_low"][0] else "largest")
+                                          edge="smallest" if fit["edge_low"][0] else "largest",
+                                          flat=FLAT_LOSS_REL_RANGE)
     ok = code == 0
     x_opt = float(fit["x_opt"][0]) if ok else None
-    window = None if code == 1 else (math.exp(fit["window"][0][0]), math.exp(fit["window"][1][0]))
+    window = None if code in (1, 5) else (math.exp(fit["window"][0][0]), math.exp(fit["window"][1][0]))
     return BudgetFit(
         budget=group["budget"], n_points=int(group["x"].size), used=ok, reason=reason,
-        coef=None if code == 1 else tuple(float(c) for c in fit["coef"][0]),
+        coef=None if code in (1, 5) else tuple(float(c) for c in fit["coef"][0]),
         center=float(fit["center"]), window=window,
         n_opt=math.exp(x_opt) if ok else None,
         d_opt=math.exp(group["d0"] + group["d1"] * x_opt) if ok else None,

@@ -156,7 +156,11 @@ def optimum_figure(iso, param, thetas, selection, colours, settings):
             if key == "n" and selection["member"].astype(bool).any():
                 ax.scatter(selection["budget"], selection["member_n"], marker="_", color="k",
                            s=200, zorder=5, label="selected family member")
-        ax.axvspan(fitted.min(), fitted.max(), color="0.9", zorder=0, label="fitted range")
+        if fitted.max() > fitted.min():
+            ax.axvspan(fitted.min(), fitted.max(), color="0.9", zorder=0, label="fitted range")
+        else:  # one budget: a zero-width span would make the log axis singular
+            ax.axvline(fitted.min(), color="0.8", zorder=0, label="fitted budget")
+        ax.set_xlim(span[0], span[-1])  # also when nothing but that line is drawn
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("compute budget C (FLOPs)")

@@ -17,6 +17,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.data import load_bare_csv, load_sweep_results, used_points
+from analysis.degenerate import (MAX_EXTRAPOLATION_DECADES, FitWarning,
+                                 approach2_interval_reason, duplicate_warnings,
+                                 extrapolation_decades, parametric_unidentified, zero_width)
 from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
 from analysis.parametric import (PARAM_NAMES, ParametricFit, bootstrap_parametric,
@@ -46,19 +49,21 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
     config = None if bare else load_sweep_config(sweep_dir)
     iso = fit_isoflop(used, settings)
     param, thetas, param_reason = _parametric(used, settings)
+    warnings = duplicate_warnings(points)
     result = {
         "input": {"results": str(path), "kind": "csv" if bare else "sweep",
                   "n_column": "n" if bare else settings.n_column},
-        "approach2": approach2_dict(iso, settings),
-        "approach3": approach3_dict(param, thetas, settings, param_reason),
+        "approach2": approach2_dict(iso, settings, warnings),
+        "approach3": approach3_dict(param, thetas, settings, param_reason, warnings),
         "extrapolation": extrapolation_check(used, settings),
         "n_used": int(len(used)), "n_excluded": int(len(points) - len(used)),
         "excluded": _exclusions(points),
         "settings": {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in settings.__dict__.items()},
     }
-    selection = _selection(iso, param, settings, config, bare)
+    selection = _selection(iso, param, settings, config, bare, used, warnings)
     result["selection"] = selection["summary"]
+    result["warnings"] = [w.as_dict() for w in warnings]
     from analysis.plots import write_figures  # matplotlib only when figures are made
     result["figures"] = [str(p.relative_to(sweep_dir)) for p in
                          write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
@@ -79,10 +84,13 @@ def _parametric(used: pd.DataFrame, settings: FitSettings
     if len(used) < MIN_PARAMETRIC_POINTS:
         return None, None, f"only {len(used)} points; the law has 5 parameters"
     n, d, loss = (used[c].to_numpy(float) for c in ("n", "tokens", "loss"))
+    budgets, note = budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)
+    unidentified = parametric_unidentified(loss, np.unique(budgets).size)
+    if unidentified:
+        return None, None, unidentified
     fit = fit_parametric(n, d, loss, settings.huber_delta)
     if settings.bootstrap == 0:
         return fit, None, ""
-    budgets, note = budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)
     # Discrete budgets: resample runs within each budget (the design stays an isoFLOP grid);
     # continuous FLOPs (e.g. Chinchilla's points): resample all points, as Besiroglu et al.
     groups = None if note else np.unique(budgets, return_inverse=True)[1]
@@ -91,24 +99,43 @@ def _parametric(used: pd.DataFrame, settings: FitSettings
     return fit, thetas, ""
 
 
-def approach2_dict(iso: IsoflopFit, settings: FitSettings) -> dict:
-    """fit.json's ``approach2`` entry."""
+def approach2_dict(iso: IsoflopFit, settings: FitSettings,
+                   warnings: list[FitWarning] | None = None) -> dict:
+    """fit.json's ``approach2`` entry; intervals that would be falsely precise are withheld,
+    with ``interval_reason`` and a warning appended to ``warnings``."""
     s = iso.samples
     out = {"a": None, "a_ci": None, "b": None, "b_ci": None, "k": None, "k_ci": None,
            "k_d": None, "loss_law": None,
            "budgets": [b.as_dict() for b in iso.budgets], "reason": iso.reason,
            "note": iso.note, "bootstrap": settings.bootstrap,
            "bootstrap_kind": iso.bootstrap_kind,
-           "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None}
+           "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None,
+           "interval_reason": ""}
+    flat = sum(b.reason.startswith("flat") for b in iso.budgets)
+    if flat and warnings is not None:
+        warnings.append(FitWarning("flat_losses", f"Approach 2: {flat} of {len(iso.budgets)} "
+                                   "budget(s) have flat losses; their N_opt is not identified "
+                                   "and they are not used"))
     if iso.n_law is None:
         return out
-    k_ci = interval(s.get("ln_kn"), settings) if s else None
     out.update({"a": iso.n_law.exponent, "k": iso.n_law.k, "b": iso.d_law.exponent,
                 "k_d": iso.d_law.k,
-                "loss_law": {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent},
-                "a_ci": interval(s.get("exp_n"), settings) if s else None,
-                "b_ci": interval(s.get("exp_d"), settings) if s else None,
-                "k_ci": [math.exp(v) for v in k_ci] if k_ci else None})
+                "loss_law": {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}})
+    if not s:
+        return out
+    k_ci = interval(s.get("ln_kn"), settings)
+    cis = {"a_ci": interval(s.get("exp_n"), settings), "b_ci": interval(s.get("exp_d"), settings),
+           "k_ci": [math.exp(v) for v in k_ci] if k_ci else None}
+    reason = approach2_interval_reason(sum(b.used for b in iso.budgets))
+    if not reason and any(zero_width(ci) for ci in cis.values()):
+        reason = "the bootstrap resamples did not vary (zero-width interval)"
+    if reason:
+        if warnings is not None:
+            warnings.append(FitWarning("few_budgets" if "budgets" in reason else "zero_width",
+                                       f"Approach 2: no interval reported: {reason}"))
+        out["interval_reason"] = reason
+        return out
+    out.update(cis)
     return out
 
 
@@ -120,9 +147,17 @@ def parameter_samples(thetas: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
-                   settings: FitSettings, reason: str) -> dict:
-    """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors."""
+                   settings: FitSettings, reason: str,
+                   warnings: list[FitWarning] | None = None) -> dict:
+    """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors.
+
+    Zero-width intervals are withheld (with a warning); so is the fit when ``reason`` says the
+    law is not identified."""
     if fit is None:
+        if warnings is not None and reason:
+            code = "flat_losses" if reason.startswith("flat") else \
+                "few_budgets" if "budget" in reason else "few_points"
+            warnings.append(FitWarning(code, f"Approach 3: not fitted: {reason}"))
         return {k: None for k in ("E", "A", "B", "alpha", "beta", "a", "b", "objective")} | {
             "n_points": 0, "ci": {}, "se": {}, "reason": reason}
     out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "bootstrap": settings.bootstrap,
@@ -132,28 +167,59 @@ def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
         for name, values in parameter_samples(thetas).items():
             out["ci"][name] = interval(values, settings)
             out["se"][name] = float(np.nanstd(values, ddof=1))
+        still = sorted(k for k, ci in out["ci"].items() if zero_width(ci))
+        if still:
+            out["ci"] = {k: (None if k in still else v) for k, v in out["ci"].items()}
+            if warnings is not None:
+                warnings.append(FitWarning("zero_width", f"Approach 3: no interval reported "
+                                           f"for {still}: the bootstrap resamples did not "
+                                           "vary"))
     return out
 
 
 def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettings,
-               config: dict | None, bare: bool) -> dict:
+               config: dict | None, bare: bool, used: pd.DataFrame,
+               warnings: list[FitWarning]) -> dict:
     if param is not None:
         predict, approach = (lambda c: param.optimum(c)), "approach3"
     elif iso.n_law is not None:
         predict = lambda c: (iso.n_law(c), iso.d_law(c), iso.loss_law(c))  # noqa: E731
         approach = "approach2"
     else:
-        return {"table": None, "summary": {"applicable": False, "reason": "no fitted law"}}
+        return {"table": None, "summary": {"applicable": False, "reason": "no fitted law",
+                                           "warnings": []}}
     members = None if bare else family_from_config(config)
     table = select(settings.target_budgets, predict, approach, members, config,
                    settings.n_column)
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
+    notes = _flag_extrapolation(table, used["budget"].to_numpy(float))
+    if approach == "approach2" and approach2_interval_reason(sum(b.used for b in iso.budgets)):
+        notes.append("the Approach 2 law it uses has no interval (too few budgets): its "
+                     "uncertainty is unknown")
+    warnings.extend(FitWarning("extrapolation" if "decades" in n else "few_budgets",
+                               f"selection: {n}") for n in notes)
     reason = "" if members else ("a plain results CSV has no architecture family" if bare
                                  else "the sweep has no config.yaml with a family")
     return {"table": table, "summary": {"applicable": bool(members), "reason": reason,
-                                        "approach": approach,
+                                        "approach": approach, "warnings": notes,
                                         "rows": table.to_dict(orient="records")}}
+
+
+def _flag_extrapolation(table: pd.DataFrame, fitted: np.ndarray) -> list[str]:
+    """Add ``extrapolation_decades`` and ``warning`` columns; the summary's sentence, if any."""
+    decades = extrapolation_decades(table["budget"].to_numpy(float), fitted)
+    far = decades > MAX_EXTRAPOLATION_DECADES
+    table["extrapolation_decades"] = decades
+    table["warning"] = np.where(far, f"extrapolation beyond {MAX_EXTRAPOLATION_DECADES} "
+                                     "decades of the fitted budgets", "")
+    if not far.any():
+        return []
+    return [f"{int(far.sum())} of {len(table)} target budgets lie "
+            f"{decades[far].min():.1f}-{decades[far].max():.1f} decades of compute outside "
+            f"the fitted budgets ({fitted.min():.3g}-{fitted.max():.3g} FLOPs), beyond the "
+            f"{MAX_EXTRAPOLATION_DECADES} allowed: an extrapolation of the law's form, not "
+            "a measurement (selection.csv's warning column)"]
 
 
 def _exclusions(points: pd.DataFrame) -> dict[str, int]:

@@ -39,6 +39,8 @@ def _approach2(fit: dict) -> list:
                         f"{_ci(a2['b_ci'])}  ({a2['bootstrap']} "
                         f"{a2.get('bootstrap_kind') or ''} bootstraps, "
                         f"{int(fit['settings']['confidence'] * 100)}% intervals)"))
+        if a2.get("interval_reason"):
+            out.append(Text(f"  no interval: {a2['interval_reason']}"))
     return out
 
 
@@ -98,4 +100,7 @@ def renderables(fit: dict) -> list:
     """Everything the summary prints, in order."""
     head = Text(f"{fit['n_used']} points fitted, {fit['n_excluded']} excluded "
                 f"{fit['excluded'] or ''}; N = {fit['input']['n_column']}")
-    return [head, *_approach2(fit), *_approach3(fit), *_extrapolation(fit), *_selection(fit)]
+    warnings = [Text(f"warning [{w['code']}]: {w['message']}")
+                for w in fit.get("warnings", [])]
+    return [head, *warnings, *_approach2(fit), *_approach3(fit), *_extrapolation(fit),
+            *_selection(fit)]
