@@ -232,10 +232,12 @@ def _budget_fit(group: dict, fit: dict, settings: FitSettings) -> BudgetFit:
                                           flat=FLAT_LOSS_REL_RANGE)
     ok = code == 0
     x_opt = float(fit["x_opt"][0]) if ok else None
-    window = None if code in (1, 5) else (math.exp(fit["window"][0][0]), math.exp(fit["window"][1][0]))
+    no_parabola = code in (1, 5)  # too few sizes, or flat: no parabola was fitted
+    window = None if no_parabola else (math.exp(fit["window"][0][0]),
+                                       math.exp(fit["window"][1][0]))
     return BudgetFit(
         budget=group["budget"], n_points=int(group["x"].size), used=ok, reason=reason,
-        coef=None if code in (1, 5) else tuple(float(c) for c in fit["coef"][0]),
+        coef=None if no_parabola else tuple(float(c) for c in fit["coef"][0]),
         center=float(fit["center"]), window=window,
         n_opt=math.exp(x_opt) if ok else None,
         d_opt=math.exp(group["d0"] + group["d1"] * x_opt) if ok else None,

@@ -22,8 +22,8 @@ from analysis.degenerate import (MAX_EXTRAPOLATION_DECADES, FitWarning,
                                  extrapolation_decades, parametric_unidentified, zero_width)
 from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
-from analysis.parametric import (PARAM_NAMES, ParametricFit, bootstrap_parametric,
-                                 closed_form_optimum, fit_parametric)
+from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
+                                 bootstrap_parametric, closed_form_optimum, fit_parametric)
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
@@ -161,6 +161,9 @@ def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
         return {k: None for k in ("E", "A", "B", "alpha", "beta", "a", "b", "objective")} | {
             "n_points": 0, "ci": {}, "se": {}, "reason": reason}
     out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "bootstrap": settings.bootstrap,
+                           "bootstrap_method": "" if thetas is None else
+                           "one Newton step per resample" if fit.n_points >=
+                           ONE_STEP_MIN_POINTS else "refit per resample",
                            "huber_delta": settings.huber_delta,
                            "theta": dict(zip(PARAM_NAMES, fit.theta))}
     if thetas is not None:
