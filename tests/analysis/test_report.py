@@ -130,3 +130,12 @@ def test_bare_csv_chinchilla_bucketed(tmp_path):
     assert 0.4 < fit["approach2"]["a"] < 0.6
     assert fit["approach3"]["alpha"] == pytest.approx(0.3473, abs=0.002)
     assert fit["extrapolation"]["approach3"]["n_opt_log10_error"] is not None
+
+
+def test_figures_draw_a_said_sample_of_many_runs():
+    from analysis.plots import PLOT_MAX_POINTS, plotted_sample
+    drawn, note = plotted_sample(100)
+    assert list(drawn) == list(range(100)) and note == ""
+    drawn, note = plotted_sample(100_000)
+    assert drawn.size == PLOT_MAX_POINTS == np.unique(drawn).size
+    assert note == f"markers: a random {PLOT_MAX_POINTS:,} of the 100,000 runs"
