@@ -9,8 +9,10 @@ that go into fit.json's ``warnings`` and the printed summary (issue 11, item 6):
   power law through two points has no residual degrees of freedom, so nothing measures how
   far the exponent could move;
 - Approach 3 is not fitted on fewer than ``MIN_PARAMETRIC_BUDGETS`` budgets (within a budget
-  D = C / 6N, so one budget cannot tell the N term from the D term, and two pin the law on
-  two curves only) nor on flat losses (``isoflop.FLAT_LOSS_REL_RANGE``: nothing to fit);
+  D = C / 6N, so one budget cannot tell the N term from the D term) nor on flat losses
+  (``isoflop.FLAT_LOSS_REL_RANGE``: nothing to fit); below ``MIN_INTERVAL_BUDGETS`` it is
+  fitted but reports no interval: how the optimum moves with C rests on two budgets, which
+  every resample keeps, so the resamples cannot show that uncertainty;
 - an interval of zero width is not reported: the resamples did not vary;
 - a selection more than ``MAX_EXTRAPOLATION_DECADES`` of compute outside the fitted budgets
   is flagged in selection.csv and the summary as an extrapolation.
@@ -29,7 +31,7 @@ import pandas as pd
 from analysis.isoflop import FLAT_LOSS_REL_RANGE
 
 MIN_INTERVAL_BUDGETS = 3
-MIN_PARAMETRIC_BUDGETS = 3
+MIN_PARAMETRIC_BUDGETS = 2
 # FLAME-MoE's own largest target is 0.9 decades beyond its sweep's largest budget (2.4e20 vs
 # 3e19, tests/data); 1.5 decades allows that with margin. Farther out the law's assumed
 # form, not the data, decides the answer.
@@ -75,6 +77,15 @@ def parametric_unidentified(loss: np.ndarray, n_budgets: int) -> str:
         return (f"only {n_budgets} budget(s); within a budget D = C / 6N, so at least "
                 f"{MIN_PARAMETRIC_BUDGETS} budgets are needed to separate the N and D terms")
     return ""
+
+
+def approach3_interval_reason(n_budgets: int) -> str:
+    """Why Approach 3's intervals are withheld for this many budgets ("" if they are not)."""
+    if n_budgets >= MIN_INTERVAL_BUDGETS:
+        return ""
+    return (f"fitted on only {n_budgets} budgets: how the optimum moves with C rests on them, "
+            f"and every resample keeps the same {n_budgets}, so no interval is reported; at "
+            f"least {MIN_INTERVAL_BUDGETS} are needed")
 
 
 def approach2_interval_reason(n_used_budgets: int) -> str:

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.data import load_bare_csv, load_sweep_results, used_points
 from analysis.degenerate import (MAX_EXTRAPOLATION_DECADES, FitWarning,
-                                 approach2_interval_reason, duplicate_warnings,
+                                 approach2_interval_reason, approach3_interval_reason,
+                                 duplicate_warnings,
                                  extrapolation_decades, parametric_unidentified, zero_width)
 from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
@@ -48,13 +49,14 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
                           "and reason columns, or include more flags")
     config = None if bare else load_sweep_config(sweep_dir)
     iso = fit_isoflop(used, settings)
-    param, thetas, param_reason = _parametric(used, settings)
+    param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
     warnings = duplicate_warnings(points)
     result = {
         "input": {"results": str(path), "kind": "csv" if bare else "sweep",
                   "n_column": "n" if bare else settings.n_column},
         "approach2": approach2_dict(iso, settings, warnings),
-        "approach3": approach3_dict(param, thetas, settings, param_reason, warnings),
+        "approach3": approach3_dict(param, thetas, settings, param_reason, warnings,
+                                    param_interval_reason),
         "extrapolation": extrapolation_check(used, settings),
         "n_used": int(len(used)), "n_excluded": int(len(points) - len(used)),
         "excluded": _exclusions(points),
@@ -80,23 +82,25 @@ def _plain(node: Any) -> Any:
 
 
 def _parametric(used: pd.DataFrame, settings: FitSettings
-                ) -> tuple[ParametricFit | None, np.ndarray | None, str]:
+                ) -> tuple[ParametricFit | None, np.ndarray | None, str, str]:
+    """The law, its bootstrap thetas, why it was not fitted, and why it has no interval."""
     if len(used) < MIN_PARAMETRIC_POINTS:
-        return None, None, f"only {len(used)} points; the law has 5 parameters"
+        return None, None, f"only {len(used)} points; the law has 5 parameters", ""
     n, d, loss = (used[c].to_numpy(float) for c in ("n", "tokens", "loss"))
     budgets, note = budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)
     unidentified = parametric_unidentified(loss, np.unique(budgets).size)
     if unidentified:
-        return None, None, unidentified
+        return None, None, unidentified, ""
     fit = fit_parametric(n, d, loss, settings.huber_delta)
-    if settings.bootstrap == 0:
-        return fit, None, ""
+    no_interval = approach3_interval_reason(np.unique(budgets).size)
+    if settings.bootstrap == 0 or no_interval:
+        return fit, None, "", no_interval
     # Discrete budgets: resample runs within each budget (the design stays an isoFLOP grid);
     # continuous FLOPs (e.g. Chinchilla's points): resample all points, as Besiroglu et al.
     groups = None if note else np.unique(budgets, return_inverse=True)[1]
     thetas = bootstrap_parametric(fit, n, d, loss, groups, settings.bootstrap, settings.seed,
                                   settings.huber_delta)
-    return fit, thetas, ""
+    return fit, thetas, "", ""
 
 
 def approach2_dict(iso: IsoflopFit, settings: FitSettings,
@@ -148,11 +152,11 @@ def parameter_samples(thetas: np.ndarray) -> dict[str, np.ndarray]:
 
 def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
                    settings: FitSettings, reason: str,
-                   warnings: list[FitWarning] | None = None) -> dict:
+                   warnings: list[FitWarning] | None = None, interval_reason: str = "") -> dict:
     """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors.
 
-    Zero-width intervals are withheld (with a warning); so is the fit when ``reason`` says the
-    law is not identified."""
+    ``reason``: why there is no fit; ``interval_reason``: why there are no intervals. Both,
+    and zero-width intervals (withheld), add a warning to ``warnings``."""
     if fit is None:
         if warnings is not None and reason:
             code = "flat_losses" if reason.startswith("flat") else \
@@ -160,7 +164,10 @@ def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
             warnings.append(FitWarning(code, f"Approach 3: not fitted: {reason}"))
         return {k: None for k in ("E", "A", "B", "alpha", "beta", "a", "b", "objective")} | {
             "n_points": 0, "ci": {}, "se": {}, "reason": reason}
-    out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "bootstrap": settings.bootstrap,
+    if interval_reason and warnings is not None:
+        warnings.append(FitWarning("few_budgets", f"Approach 3: {interval_reason}"))
+    out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "interval_reason": interval_reason,
+                           "bootstrap": settings.bootstrap,
                            "bootstrap_method": "" if thetas is None else
                            "one Newton step per resample" if fit.n_points >=
                            ONE_STEP_MIN_POINTS else "refit per resample",
@@ -197,8 +204,11 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
     notes = _flag_extrapolation(table, used["budget"].to_numpy(float))
-    if approach == "approach2" and approach2_interval_reason(sum(b.used for b in iso.budgets)):
-        notes.append("the Approach 2 law it uses has no interval (too few budgets): its "
+    n_budgets = sum(b.used for b in iso.budgets) if approach == "approach2" else \
+        np.unique(budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)[0]).size
+    if (approach2_interval_reason if approach == "approach2" else
+            approach3_interval_reason)(n_budgets):
+        notes.append(f"the {approach} law it uses has no interval (too few budgets): its "
                      "uncertainty is unknown")
     warnings.extend(FitWarning("extrapolation" if "decades" in n else "few_budgets",
                                f"selection: {n}") for n in notes)

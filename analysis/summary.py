@@ -56,7 +56,10 @@ def _approach3(fit: dict) -> list:
     for name in ("E", "A", "B", "alpha", "beta", "a", "b"):
         table.add_row(name, _g(a3[name], 5), _ci(a3["ci"].get(name)),
                       _g(a3["se"].get(name), 3))
-    return [table]
+    out: list = [table]
+    if a3.get("interval_reason"):
+        out.append(Text(f"  no interval: {a3['interval_reason']}"))
+    return out
 
 
 def _extrapolation(fit: dict) -> list:

@@ -64,16 +64,20 @@ def test_two_budgets_give_no_interval(tmp_path, capsys):
     assert a2["a"] is not None  # the line through two minima is still the estimate ...
     assert a2["a_ci"] is None and a2["b_ci"] is None and a2["k_ci"] is None  # ... not precise
     assert "only 2 usable budgets" in a2["interval_reason"]
-    assert fit["approach3"]["E"] is None and fit["approach3"]["ci"] == {}
-    assert "only 2 budget(s)" in fit["approach3"]["reason"]
-    assert "few_budgets" in _codes(fit) and "no interval: only 2 usable budgets" in printed
-    assert any("has no interval" in w for w in fit["selection"]["warnings"])
+    a3 = fit["approach3"]
+    assert a3["E"] is not None and a3["ci"] == {} and a3["se"] == {}  # a fit, no interval
+    assert a3["interval_reason"].startswith("fitted on only 2 budgets")
+    assert _codes(fit) == ["few_budgets", "few_budgets", "few_budgets"]
+    assert "no interval: only 2 usable budgets" in printed
+    assert "no interval: fitted on only 2 budgets" in printed
+    assert fit["selection"]["warnings"] == ["the approach3 law it uses has no interval (too "
+                                            "few budgets): its uncertainty is unknown"]
 
 
 def test_one_budget_gives_no_law_and_no_selection(tmp_path, capsys):
     fit, printed = _fit(tmp_path, _points(BUDGETS[:1]), capsys)
     assert fit["approach2"]["a"] is None and fit["approach3"]["E"] is None
-    assert "only 1 budget(s)" in fit["approach3"]["reason"]
+    assert fit["approach3"]["reason"].startswith("only 1 budget(s); within a budget D = C / 6N")
     assert fit["selection"] == {"applicable": False, "reason": "no fitted law", "warnings": []}
     assert not (tmp_path / "out" / "selection.csv").exists()
     assert "few_budgets" in _codes(fit) and "Selection: not applicable (no fitted law)" in printed
