@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from analysis.data import load_bare_csv, load_sweep_results, used_points
 from analysis.degenerate import (MAX_EXTRAPOLATION_DECADES, FitWarning,
                                  approach2_interval_reason, approach3_interval_reason,
-                                 duplicate_warnings,
-                                 extrapolation_decades, parametric_unidentified, zero_width)
+                                 duplicate_warnings, extrapolation_decades,
+                                 parametric_unidentified, zero_width)
 from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
 from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
@@ -63,7 +63,9 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
         "settings": {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in settings.__dict__.items()},
     }
-    selection = _selection(iso, param, settings, config, bare, used, warnings)
+    law = result["approach3" if param is not None else "approach2"]
+    selection = _selection(iso, param, settings, config, bare, used["budget"].to_numpy(float),
+                           law.get("interval_reason", ""), warnings)
     result["selection"] = selection["summary"]
     result["warnings"] = [w.as_dict() for w in warnings]
     from analysis.plots import write_figures  # matplotlib only when figures are made
@@ -125,18 +127,18 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings,
     out.update({"a": iso.n_law.exponent, "k": iso.n_law.k, "b": iso.d_law.exponent,
                 "k_d": iso.d_law.k,
                 "loss_law": {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}})
-    if not s:
+    code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets))
+    if not s and not reason:
         return out
-    k_ci = interval(s.get("ln_kn"), settings)
-    cis = {"a_ci": interval(s.get("exp_n"), settings), "b_ci": interval(s.get("exp_d"), settings),
+    k_ci = interval(s.get("ln_kn"), settings) if s else None
+    cis = {"a_ci": interval(s.get("exp_n"), settings) if s else None,
+           "b_ci": interval(s.get("exp_d"), settings) if s else None,
            "k_ci": [math.exp(v) for v in k_ci] if k_ci else None}
-    reason = approach2_interval_reason(sum(b.used for b in iso.budgets))
     if not reason and any(zero_width(ci) for ci in cis.values()):
-        reason = "the bootstrap resamples did not vary (zero-width interval)"
+        code, reason = "zero_width", "the bootstrap resamples did not vary (zero-width interval)"
     if reason:
         if warnings is not None:
-            warnings.append(FitWarning("few_budgets" if "budgets" in reason else "zero_width",
-                                       f"Approach 2: no interval reported: {reason}"))
+            warnings.append(FitWarning(code, f"Approach 2: no interval reported: {reason}"))
         out["interval_reason"] = reason
         return out
     out.update(cis)
@@ -188,8 +190,9 @@ def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
 
 
 def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettings,
-               config: dict | None, bare: bool, used: pd.DataFrame,
-               warnings: list[FitWarning]) -> dict:
+               config: dict | None, bare: bool, fitted_budgets: np.ndarray,
+               law_interval_reason: str, warnings: list[FitWarning]) -> dict:
+    """selection.csv's table and fit.json's ``selection``; its findings join ``warnings``."""
     if param is not None:
         predict, approach = (lambda c: param.optimum(c)), "approach3"
     elif iso.n_law is not None:
@@ -203,15 +206,12 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
                    settings.n_column)
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
-    notes = _flag_extrapolation(table, used["budget"].to_numpy(float))
-    n_budgets = sum(b.used for b in iso.budgets) if approach == "approach2" else \
-        np.unique(budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)[0]).size
-    if (approach2_interval_reason if approach == "approach2" else
-            approach3_interval_reason)(n_budgets):
-        notes.append(f"the {approach} law it uses has no interval (too few budgets): its "
-                     "uncertainty is unknown")
-    warnings.extend(FitWarning("extrapolation" if "decades" in n else "few_budgets",
-                               f"selection: {n}") for n in notes)
+    found = _flag_extrapolation(table, fitted_budgets)
+    if law_interval_reason:
+        found.append(FitWarning("few_budgets", f"the {approach} law it uses has no interval "
+                                "(too few budgets): its uncertainty is unknown"))
+    warnings.extend(FitWarning(w.code, f"selection: {w.message}") for w in found)
+    notes = [w.message for w in found]
     reason = "" if members else ("a plain results CSV has no architecture family" if bare
                                  else "the sweep has no config.yaml with a family")
     return {"table": table, "summary": {"applicable": bool(members), "reason": reason,
@@ -219,8 +219,8 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
                                         "rows": table.to_dict(orient="records")}}
 
 
-def _flag_extrapolation(table: pd.DataFrame, fitted: np.ndarray) -> list[str]:
-    """Add ``extrapolation_decades`` and ``warning`` columns; the summary's sentence, if any."""
+def _flag_extrapolation(table: pd.DataFrame, fitted: np.ndarray) -> list[FitWarning]:
+    """Add ``extrapolation_decades`` and ``warning`` columns; the warning, if any."""
     decades = extrapolation_decades(table["budget"].to_numpy(float), fitted)
     far = decades > MAX_EXTRAPOLATION_DECADES
     table["extrapolation_decades"] = decades
@@ -228,11 +228,12 @@ def _flag_extrapolation(table: pd.DataFrame, fitted: np.ndarray) -> list[str]:
                                      "decades of the fitted budgets", "")
     if not far.any():
         return []
-    return [f"{int(far.sum())} of {len(table)} target budgets lie "
-            f"{decades[far].min():.1f}-{decades[far].max():.1f} decades of compute outside "
-            f"the fitted budgets ({fitted.min():.3g}-{fitted.max():.3g} FLOPs), beyond the "
-            f"{MAX_EXTRAPOLATION_DECADES} allowed: an extrapolation of the law's form, not "
-            "a measurement (selection.csv's warning column)"]
+    return [FitWarning("extrapolation", f"{int(far.sum())} of {len(table)} target budgets lie "
+                       f"{decades[far].min():.1f}-{decades[far].max():.1f} decades of compute "
+                       f"outside the fitted budgets ({fitted.min():.3g}-{fitted.max():.3g} "
+                       f"FLOPs), beyond the {MAX_EXTRAPOLATION_DECADES} allowed: an "
+                       "extrapolation of the law's form, not a measurement (selection.csv's "
+                       "warning column)")]
 
 
 def _exclusions(points: pd.DataFrame) -> dict[str, int]:
