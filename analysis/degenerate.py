@@ -14,7 +14,7 @@ that go into fit.json's ``warnings`` and the printed summary (issue 11, item 6):
   fitted but reports no interval: how the optimum moves with C rests on two budgets, which
   every resample keeps, so the resamples cannot show that uncertainty;
 - an interval of zero width is not reported: the resamples did not vary;
-- a selection more than ``MAX_EXTRAPOLATION_DECADES`` of compute outside the fitted budgets
+- a selection more than ``fit.max_extrapolation_decades`` of compute outside the fitted budgets
   is flagged in selection.csv and the summary as an extrapolation.
 
 The thresholds are module constants for now (to become fit config fields).
@@ -32,10 +32,6 @@ from analysis.isoflop import FLAT_LOSS_REL_RANGE
 
 MIN_INTERVAL_BUDGETS = 3
 MIN_PARAMETRIC_BUDGETS = 2
-# FLAME-MoE's own largest target is 0.9 decades beyond its sweep's largest budget (2.4e20 vs
-# 3e19, tests/data); 1.5 decades allows that with margin. Farther out the law's assumed
-# form, not the data, decides the answer.
-MAX_EXTRAPOLATION_DECADES = 1.5
 DUPLICATE_REASON = "duplicate: same budget, n, tokens and loss as an earlier row; counted once"
 
 

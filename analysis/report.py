@@ -17,7 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.data import load_bare_csv, load_sweep_results, used_points
-from analysis.degenerate import (MAX_EXTRAPOLATION_DECADES, FitWarning,
+from analysis.degenerate import (FitWarning,
                                  approach2_interval_reason, approach3_interval_reason,
                                  duplicate_warnings, extrapolation_decades,
                                  parametric_unidentified, zero_width)
@@ -206,7 +206,7 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
                    settings.n_column)
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
-    found = _flag_extrapolation(table, fitted_budgets)
+    found = _flag_extrapolation(table, fitted_budgets, settings.max_extrapolation_decades)
     if law_interval_reason:
         found.append(FitWarning("few_budgets", f"the {approach} law it uses has no interval "
                                 "(too few budgets): its uncertainty is unknown"))
@@ -219,19 +219,20 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
                                         "rows": table.to_dict(orient="records")}}
 
 
-def _flag_extrapolation(table: pd.DataFrame, fitted: np.ndarray) -> list[FitWarning]:
+def _flag_extrapolation(table: pd.DataFrame, fitted: np.ndarray,
+                        allowed: float) -> list[FitWarning]:
     """Add ``extrapolation_decades`` and ``warning`` columns; the warning, if any."""
     decades = extrapolation_decades(table["budget"].to_numpy(float), fitted)
-    far = decades > MAX_EXTRAPOLATION_DECADES
+    far = decades > allowed
     table["extrapolation_decades"] = decades
-    table["warning"] = np.where(far, f"extrapolation beyond {MAX_EXTRAPOLATION_DECADES} "
+    table["warning"] = np.where(far, f"extrapolation beyond {allowed} "
                                      "decades of the fitted budgets", "")
     if not far.any():
         return []
     return [FitWarning("extrapolation", f"{int(far.sum())} of {len(table)} target budgets lie "
                        f"{decades[far].min():.1f}-{decades[far].max():.1f} decades of compute "
                        f"outside the fitted budgets ({fitted.min():.3g}-{fitted.max():.3g} "
-                       f"FLOPs), beyond the {MAX_EXTRAPOLATION_DECADES} allowed: an "
+                       f"FLOPs), beyond fit.max_extrapolation_decades={allowed}: an "
                        "extrapolation of the law's form, not a measurement (selection.csv's "
                        "warning column)")]
 

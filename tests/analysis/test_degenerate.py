@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.degenerate import MAX_EXTRAPOLATION_DECADES
 from analysis.isoflop import fit_isoflop
 from analysis.report import approach2_dict
 from analysis.settings import FitSettings
@@ -101,7 +100,8 @@ def test_selection_far_beyond_the_data_is_flagged(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "out" / "selection.csv", keep_default_na=False)
     assert list(table["extrapolation_decades"]) == pytest.approx([0.0, 2.0])
     assert table["warning"].iloc[0] == ""
-    assert table["warning"].iloc[1] == (f"extrapolation beyond {MAX_EXTRAPOLATION_DECADES} "
+    allowed = FitSettings().max_extrapolation_decades
+    assert table["warning"].iloc[1] == (f"extrapolation beyond {allowed} "
                                         "decades of the fitted budgets")
     assert _codes(fit) == ["extrapolation"]
     assert "1 of 2 target budgets lie 2.0-2.0 decades of compute outside" in printed
