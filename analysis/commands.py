@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from sweep.arch import ConfigError
@@ -34,9 +34,26 @@ def fit_arguments(parser: argparse.ArgumentParser) -> None:
 def fit(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Fit <sweep_dir>/results.csv (or results=FILE.csv) and print the summary."""
     from analysis.report import fit_sweep, summary_text
-    sweep_dir = _sweep_dir(cfg)
-    results = cfg.get("results")
-    result = fit_sweep(sweep_dir, cfg, Path(str(results)) if results else None)
+    results = Path(str(cfg.results)) if cfg.get("results") else None
+    out_dir = fit_output_dir(cfg, results)
+    result = fit_sweep(out_dir, cfg, results)
     print(summary_text(result), end="")
-    print(f"wrote {sweep_dir / 'fit.json'}, figures in {sweep_dir / 'figures'}")
+    print(f"wrote {out_dir / 'fit.json'}, figures in {out_dir / 'figures'}")
     return 0
+
+
+def fit_output_dir(cfg: DictConfig, results: Path | None) -> Path:
+    """Where `flame fit` writes: the sweep directory, except for ``results=FILE.csv`` without
+    an explicit ``sweep_dir``: then ``<FILE's folder>/<FILE's stem>_fit/``, beside the CSV.
+
+    Fitting some CSV must not overwrite the default sweep's (``out/<experiment>``) fit.json,
+    selection.csv and figures (issue 11, item 4). ``sweep_dir`` counts as not given while it
+    is still the config's interpolated default (``out/${experiment_name}``): a value typed on
+    the command line or in an experiment file is a plain path.
+    """
+    if results is None:
+        return _sweep_dir(cfg)
+    raw = OmegaConf.to_container(cfg, resolve=False).get("sweep_dir")
+    if raw and "${" not in str(raw):
+        return _sweep_dir(cfg)
+    return results.parent / f"{results.stem}_fit"

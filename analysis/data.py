@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.degenerate import DUPLICATE_REASON
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
+from sweep.io import RESULTS_CSV
 
 BARE_COLUMNS = ("budget", "n", "loss")
 FIT_COLUMNS = ("budget", "n", "tokens", "loss", "used", "excluded_reason")
@@ -16,6 +18,9 @@ FIT_COLUMNS = ("budget", "n", "tokens", "loss", "used", "excluded_reason")
 
 def read_csv(path: Path, what: str) -> pd.DataFrame:
     """A CSV as a DataFrame, or a ConfigError saying what is wrong with the file."""
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a directory, not a CSV file; pass the file "
+                          f"itself, e.g. {what}={path / RESULTS_CSV}")
     if not path.is_file():
         raise ConfigError(f"{what}: {path} does not exist; run the step that writes it first "
                           "(`flame collect` writes results.csv) or fix the path")
@@ -74,6 +79,7 @@ def _finish(points: pd.DataFrame, excluded: pd.Series, settings: FitSettings) ->
         drop = np.isclose(points["budget"].to_numpy(float)[:, None],
                           np.array(settings.exclude_budgets)[None], rtol=1e-6).any(axis=1)
         excluded = excluded.where(~(drop & (excluded == "")), "budget in fit.exclude_budgets")
+    excluded = _mark_duplicates(points, excluded)
     if settings.drop_highest_loss:
         candidates = points["loss"].where(excluded == "")
         worst = candidates.nlargest(settings.drop_highest_loss).index
@@ -81,6 +87,15 @@ def _finish(points: pd.DataFrame, excluded: pd.Series, settings: FitSettings) ->
     points["excluded_reason"] = excluded.to_numpy()
     points["used"] = points["excluded_reason"] == ""
     return points
+
+
+def _mark_duplicates(points: pd.DataFrame, excluded: pd.Series) -> pd.Series:
+    """Exclude, as duplicates, used rows equal to an earlier used row in budget, n, tokens and
+    loss (and run_id when the table has one: distinct runs are never merged)."""
+    key = ["budget", "n", "tokens", "loss"] + (["run_id"] if "run_id" in points else [])
+    used = excluded == ""
+    repeated = points.loc[used, key].duplicated(keep="first")
+    return excluded.where(~repeated.reindex(points.index, fill_value=False), DUPLICATE_REASON)
 
 
 def used_points(points: pd.DataFrame) -> pd.DataFrame:

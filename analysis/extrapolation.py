@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis.degenerate import parametric_unidentified
 from analysis.isoflop import budget_groups, fit_isoflop
 from analysis.parametric import fit_parametric
 from analysis.settings import FitSettings
@@ -43,7 +44,12 @@ def extrapolation_check(points: pd.DataFrame, settings: FitSettings) -> dict:
         out["approach2"] = {"reason": iso.reason}
     else:
         out["approach2"] = _errors(float(iso.n_law(held)), float(iso.loss_law(held)), truth)
-    if len(train) >= 6:
+    train_budgets, _ = budget_groups(train["budget"].to_numpy(float), settings.bucket_decades)
+    unidentified = parametric_unidentified(train["loss"].to_numpy(float),
+                                           np.unique(train_budgets).size)
+    if unidentified:
+        out["approach3"] = {"reason": unidentified}
+    elif len(train) >= 6:
         fit = fit_parametric(train["n"], train["tokens"], train["loss"], settings.huber_delta)
         n_opt, _, l_opt = fit.optimum(held)
         out["approach3"] = _errors(float(n_opt[0]), float(l_opt[0]), truth)

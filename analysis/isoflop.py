@@ -25,13 +25,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.parametric import resample_counts
+from analysis.parametric import resample_counts, row_chunks
 from analysis.settings import FitSettings
 
 REASONS = {1: "fewer than {min_points} distinct sizes in the window",
            2: "lowest loss at the {edge} sampled size: the optimum is not bracketed",
            3: "concave parabola (no minimum)",
-           4: "parabola minimum outside the sampled sizes"}
+           4: "parabola minimum outside the sampled sizes",
+           5: "flat losses: their range is below {flat:.0e} of the loss across the "
+              "budget's sizes, so N_opt is not identified"}
+# Approach 2 bootstrap: resamples x runs per chunk (32 MB a chunk; ~100 MB peak). 4x the
+# Approach 3 chunk: each chunk loops over the budgets in Python, and at 100,000 runs that
+# overhead halved the time (9 s -> 5 s) for 75 MB more.
+RESAMPLE_CHUNK_ELEMENTS = 1 << 22
+# A budget whose losses span less than this fraction of the loss is flat (code 5): far
+# below any evaluation noise (~0.5% here), above float and 4-decimal CSV rounding (~3e-5).
+FLAT_LOSS_REL_RANGE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -131,18 +140,24 @@ def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: f
     """Windowed weighted parabolas of y (n,) or (k, n) in x for each weight row (k, n)."""
     y = np.broadcast_to(y, weights.shape)
     present = weights > 0
+    spread = np.where(present, y, -np.inf).max(axis=1) - np.where(present, y, np.inf).min(axis=1)
+    flat = spread <= FLAT_LOSS_REL_RANGE * np.abs(np.where(present, y, 0.0).max(axis=1))
     ic = np.where(present, y, np.inf).argmin(axis=1)
     xc = x[ic]
     lo = np.where(present, x, np.inf).min(axis=1)
     hi = np.where(present, x, -np.inf).max(axis=1)
     inwin = present & (np.abs(x[None] - xc[:, None]) <= half_window + 1e-12)
-    distinct = np.unique(x)
-    n_distinct = (inwin.astype(float) @ (x[:, None] == distinct[None]) > 0).sum(axis=1)
+    # Distinct sizes in each row's window: OR over each run of equal sorted sizes (O(k.n);
+    # a (points x sizes) indicator product was O(k.n^2): minutes at 5,000 runs per budget).
+    order = np.argsort(x, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, x[order][1:] != x[order][:-1]])
+    n_distinct = np.logical_or.reduceat(inwin[:, order], firsts, axis=1).sum(axis=1)
     center = x.mean()
     t = x - center
     ww = weights * inwin
-    s = np.stack([ww @ t ** p for p in range(5)], axis=1)
-    rhs = np.stack([(ww * t ** p * y).sum(axis=1) for p in range(3)], axis=1)
+    powers = t[:, None] ** np.arange(5)
+    s = ww @ powers
+    rhs = (ww * y) @ powers[:, :3]
     gram = np.stack([s[:, 0:3], s[:, 1:4], s[:, 2:5]], axis=1)
     few = n_distinct < min_points
     gram[few] = np.eye(3)
@@ -152,8 +167,8 @@ def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: f
         t_opt = -c1 / (2 * c2)
     w_lo = np.where(inwin, t, np.inf).min(axis=1)
     w_hi = np.where(inwin, t, -np.inf).max(axis=1)
-    code = np.select([few, (xc == lo) | (xc == hi), c2 <= 0, (t_opt < w_lo) | (t_opt > w_hi)],
-                     [1, 2, 3, 4], 0)
+    code = np.select([flat, few, (xc == lo) | (xc == hi), c2 <= 0,
+                      (t_opt < w_lo) | (t_opt > w_hi)], [5, 1, 2, 3, 4], 0)
     return {"code": code, "edge_low": xc == lo, "coef": coef, "center": center, "inwin": inwin,
             "x_opt": center + t_opt, "loss_opt": c0 + c1 * t_opt + c2 * t_opt ** 2,
             "window": (center + w_lo, center + w_hi)}
@@ -217,13 +232,16 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
 def _budget_fit(group: dict, fit: dict, settings: FitSettings) -> BudgetFit:
     code = int(fit["code"][0])
     reason = REASONS.get(code, "").format(min_points=settings.min_points,
-                                          edge="smallest" if fit["edge_low"][0] else "largest")
+                                          edge="smallest" if fit["edge_low"][0] else "largest",
+                                          flat=FLAT_LOSS_REL_RANGE)
     ok = code == 0
     x_opt = float(fit["x_opt"][0]) if ok else None
-    window = None if code == 1 else (math.exp(fit["window"][0][0]), math.exp(fit["window"][1][0]))
+    no_parabola = code in (1, 5)  # too few sizes, or flat: no parabola was fitted
+    window = None if no_parabola else (math.exp(fit["window"][0][0]),
+                                       math.exp(fit["window"][1][0]))
     return BudgetFit(
         budget=group["budget"], n_points=int(group["x"].size), used=ok, reason=reason,
-        coef=None if code == 1 else tuple(float(c) for c in fit["coef"][0]),
+        coef=None if no_parabola else tuple(float(c) for c in fit["coef"][0]),
         center=float(fit["center"]), window=window,
         n_opt=math.exp(x_opt) if ok else None,
         d_opt=math.exp(group["d0"] + group["d1"] * x_opt) if ok else None,
@@ -232,31 +250,48 @@ def _budget_fit(group: dict, fit: dict, settings: FitSettings) -> BudgetFit:
 
 def _bootstrap(groups: list[dict], fits: list[dict], settings: FitSettings
                ) -> tuple[dict[str, np.ndarray], str]:
-    """Bootstrap samples of the power laws (resamples with >= 2 usable budgets), and kind."""
+    """Bootstrap samples of the power laws (resamples with >= 2 usable budgets), and kind.
+
+    Resamples are drawn and fitted in chunks of rows holding at most RESAMPLE_CHUNK_ELEMENTS
+    values (one chunk, hence the same random draws as unchunked, up to ~4,000 runs at 1,000
+    resamples): memory stays flat in the number of runs.
+    """
     if settings.bootstrap == 0:
         return {}, ""
     rng = np.random.default_rng(settings.seed)
-    losses = _residual_resamples(groups, fits, settings.bootstrap, rng) \
+    residual = _residual_model(groups, fits) \
         if settings.approach2_bootstrap == "residual" else None
-    if losses is None:  # pairs, or no residual degrees of freedom to resample
-        weights = [resample_counts(g["x"].size, None, settings.bootstrap, rng) for g in groups]
-    else:
-        weights = [np.ones_like(y) for y in losses]
-    boot = _fit_all(groups, weights, settings, losses)
-    ok = boot["ok"]
+    parts = []
+    width = sum(g["x"].size for g in groups)
+    for rows in row_chunks(settings.bootstrap, width, RESAMPLE_CHUNK_ELEMENTS):
+        size = rows.stop - rows.start
+        if residual is None:  # pairs, or no residual degrees of freedom to resample
+            weights = [resample_counts(g["x"].size, None, size, rng) for g in groups]
+            losses = None
+        else:
+            losses = [y0[None] + np.where(win, rng.choice(residual["pool"], (size, y0.size)),
+                                          0.0)
+                      for y0, win in zip(residual["fitted"], residual["windows"])]
+            weights = [np.ones_like(y) for y in losses]
+        boot = _fit_all(groups, weights, settings, losses)
+        parts.append((boot["ok"], boot["laws"]))
+    ok = np.concatenate([p[0] for p in parts])
     out = {"ok_fraction": np.array([ok.mean()])}
-    for name, (intercept, slope) in boot["laws"].items():
+    for name in parts[0][1]:
+        intercept = np.concatenate([p[1][name][0] for p in parts])
+        slope = np.concatenate([p[1][name][1] for p in parts])
         out[f"ln_k{name}"], out[f"exp_{name}"] = intercept[ok], slope[ok]
-    return out, "pairs" if losses is None else "residual"
+    return out, "pairs" if residual is None else "residual"
 
 
-def _residual_resamples(groups: list[dict], fits: list[dict], n_boot: int,
-                        rng: np.random.Generator) -> list[np.ndarray] | None:
-    """Losses (n_boot, n) per budget: fitted parabola + pooled residuals, in each used window.
+def _residual_model(groups: list[dict], fits: list[dict]) -> dict | None:
+    """What residual resamples are drawn from: per budget, the fitted parabola in its used
+    window (observed losses elsewhere) and the window; and the pooled residuals.
 
-    Residuals are divided by sqrt(1 - leverage) so that, pooled, they have the noise's
-    variance; runs outside a window, and budgets rejected on the data, keep their losses.
-    None when no window has more runs than the parabola's three coefficients.
+    A resample's losses are fitted + pooled residuals drawn with replacement, in each used
+    window. Residuals are divided by sqrt(1 - leverage) so that, pooled, they have the
+    noise's variance; runs outside a window, and budgets rejected on the data, keep their
+    losses. None when no window has more runs than the parabola's three coefficients.
     """
     fitted, windows, pool = [], [], []
     for g, f in zip(groups, fits):
@@ -273,9 +308,7 @@ def _residual_resamples(groups: list[dict], fits: list[dict], n_boot: int,
     if not pool:
         return None
     pool = np.concatenate(pool)
-    pool -= pool.mean()
-    return [y0[None] + np.where(win, rng.choice(pool, (n_boot, y0.size)), 0.0)
-            for y0, win in zip(fitted, windows)]
+    return {"fitted": fitted, "windows": windows, "pool": pool - pool.mean()}
 
 
 def interval(samples: np.ndarray, settings: FitSettings) -> list[float] | None:

@@ -19,6 +19,9 @@ from analysis.settings import FitSettings  # noqa: E402
 from sweep.io import FIGURES_DIR  # noqa: E402
 
 CMAP = plt.get_cmap("viridis")
+# Most runs drawn as markers per figure: beyond this a seeded random sample is drawn and the
+# figure says so (100,000 markers took ~2 minutes to render, mostly SVG, and hide each other).
+PLOT_MAX_POINTS = 3000
 
 
 class BudgetColours:
@@ -28,8 +31,18 @@ class BudgetColours:
         lo, hi = float(np.min(budgets)), float(np.max(budgets))
         self.norm = LogNorm(lo, hi if hi > lo else lo * 10)
 
-    def __call__(self, budget: float):
+    def __call__(self, budget):
+        """RGBA of a budget, or (k, 4) RGBA rows for an array of budgets."""
         return CMAP(0.9 * self.norm(budget))
+
+
+def plotted_sample(size: int) -> tuple[np.ndarray, str]:
+    """Indices of the runs drawn as markers (all, or a seeded random PLOT_MAX_POINTS of
+    them) and a note saying how many are shown ("" when all are)."""
+    if size <= PLOT_MAX_POINTS:
+        return np.arange(size), ""
+    keep = np.sort(np.random.default_rng(0).choice(size, PLOT_MAX_POINTS, replace=False))
+    return keep, f"markers: a random {PLOT_MAX_POINTS:,} of the {size:,} runs"
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:
@@ -48,20 +61,33 @@ def write_figures(sweep_dir: Path, points: pd.DataFrame, iso: IsoflopFit,
     out_dir.mkdir(parents=True, exist_ok=True)
     groups, _ = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
     colours = BudgetColours(groups)
-    paths = _save(isoflop_figure(points, groups, iso, param, colours), out_dir, "isoflop")
+    drawn, note = plotted_sample(len(points))
+    shown, shown_groups = points.iloc[drawn].reset_index(drop=True), groups[drawn]
+    paths = _save(_noted(isoflop_figure(shown, shown_groups, iso, param, colours), note),
+                  out_dir, "isoflop")
     paths += _save(optimum_figure(iso, param, thetas, selection, colours, settings), out_dir,
                    "scaling_laws")
-    paths += _save(frontier_figure(points, groups, iso, param, colours, selection), out_dir,
-                   "loss_frontier")
+    paths += _save(_noted(frontier_figure(shown, shown_groups, iso, param, colours, selection),
+                          note), out_dir, "loss_frontier")
     if param is not None:
-        paths += _save(residual_figure(points, groups, param, colours), out_dir, "residuals")
+        paths += _save(_noted(residual_figure(points, groups, param, colours, drawn),
+                              note), out_dir, "residuals")
     return paths
+
+
+def _noted(fig, note: str):
+    """The figure with ``note`` (which runs are drawn) written under it."""
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=8, color="0.3", ha="left", va="bottom")
+    return fig
 
 
 def isoflop_figure(points, groups, iso: IsoflopFit, param, colours):
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for b in iso.budgets:
         sel = groups == b.budget
+        if not sel.any():  # every run of this budget fell outside the drawn sample
+            continue
         n, loss, c = points["n"].to_numpy()[sel], points["loss"].to_numpy()[sel], colours(b.budget)
         ax.scatter(n, loss, color=c, s=22, zorder=3,
                    label=f"{b.budget:.2g} FLOPs" + ("" if b.used else " (rejected)"),
@@ -130,7 +156,11 @@ def optimum_figure(iso, param, thetas, selection, colours, settings):
             if key == "n" and selection["member"].astype(bool).any():
                 ax.scatter(selection["budget"], selection["member_n"], marker="_", color="k",
                            s=200, zorder=5, label="selected family member")
-        ax.axvspan(fitted.min(), fitted.max(), color="0.9", zorder=0, label="fitted range")
+        if fitted.max() > fitted.min():
+            ax.axvspan(fitted.min(), fitted.max(), color="0.9", zorder=0, label="fitted range")
+        else:  # one budget: a zero-width span would make the log axis singular
+            ax.axvline(fitted.min(), color="0.8", zorder=0, label="fitted budget")
+        ax.set_xlim(span[0], span[-1])  # also when nothing but that line is drawn
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("compute budget C (FLOPs)")
@@ -144,7 +174,7 @@ def optimum_figure(iso, param, thetas, selection, colours, settings):
 
 def frontier_figure(points, groups, iso, param, colours, selection):
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.scatter(points["budget"], points["loss"], c=[colours(g) for g in groups], s=12,
+    ax.scatter(points["budget"], points["loss"], c=colours(groups), s=12,
                alpha=0.5, label="runs")
     used = [b for b in iso.budgets if b.used]
     if used:
@@ -170,12 +200,15 @@ def frontier_figure(points, groups, iso, param, colours, selection):
     return fig
 
 
-def residual_figure(points, groups, param: ParametricFit, colours):
+def residual_figure(points, groups, param: ParametricFit, colours,
+                    drawn: np.ndarray | None = None):
+    """Every run's residual in the histogram; the ``drawn`` ones (default all) as markers."""
     n, d, loss = (points[c].to_numpy(float) for c in ("n", "tokens", "loss"))
     resid = np.log(param.predict(n, d)) - np.log(loss)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1]})
-    for g in np.unique(groups):
-        sel = groups == g
+    drawn = np.arange(n.size) if drawn is None else drawn
+    for g in np.unique(groups[drawn]):
+        sel = drawn[groups[drawn] == g]
         axes[0].scatter(n[sel], resid[sel], color=colours(g), s=16, label=f"{g:.2g} FLOPs")
     if np.unique(groups).size <= 12:
         axes[0].legend(fontsize=7, title="budget", ncol=2)

@@ -17,10 +17,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.data import load_bare_csv, load_sweep_results, used_points
+from analysis.degenerate import (FitWarning,
+                                 approach2_interval_reason, approach3_interval_reason,
+                                 duplicate_warnings, extrapolation_decades,
+                                 parametric_unidentified, zero_width)
 from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
-from analysis.parametric import (PARAM_NAMES, ParametricFit, bootstrap_parametric,
-                                 closed_form_optimum, fit_parametric)
+from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
+                                 bootstrap_parametric, closed_form_optimum, fit_parametric)
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
@@ -45,20 +49,25 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
                           "and reason columns, or include more flags")
     config = None if bare else load_sweep_config(sweep_dir)
     iso = fit_isoflop(used, settings)
-    param, thetas, param_reason = _parametric(used, settings)
+    param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
+    warnings = duplicate_warnings(points)
     result = {
         "input": {"results": str(path), "kind": "csv" if bare else "sweep",
                   "n_column": "n" if bare else settings.n_column},
-        "approach2": approach2_dict(iso, settings),
-        "approach3": approach3_dict(param, thetas, settings, param_reason),
+        "approach2": approach2_dict(iso, settings, warnings),
+        "approach3": approach3_dict(param, thetas, settings, param_reason, warnings,
+                                    param_interval_reason),
         "extrapolation": extrapolation_check(used, settings),
         "n_used": int(len(used)), "n_excluded": int(len(points) - len(used)),
         "excluded": _exclusions(points),
         "settings": {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in settings.__dict__.items()},
     }
-    selection = _selection(iso, param, settings, config, bare)
+    law = result["approach3" if param is not None else "approach2"]
+    selection = _selection(iso, param, settings, config, bare, used["budget"].to_numpy(float),
+                           law.get("interval_reason", ""), warnings)
     result["selection"] = selection["summary"]
+    result["warnings"] = [w.as_dict() for w in warnings]
     from analysis.plots import write_figures  # matplotlib only when figures are made
     result["figures"] = [str(p.relative_to(sweep_dir)) for p in
                          write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
@@ -75,40 +84,64 @@ def _plain(node: Any) -> Any:
 
 
 def _parametric(used: pd.DataFrame, settings: FitSettings
-                ) -> tuple[ParametricFit | None, np.ndarray | None, str]:
+                ) -> tuple[ParametricFit | None, np.ndarray | None, str, str]:
+    """The law, its bootstrap thetas, why it was not fitted, and why it has no interval."""
     if len(used) < MIN_PARAMETRIC_POINTS:
-        return None, None, f"only {len(used)} points; the law has 5 parameters"
+        return None, None, f"only {len(used)} points; the law has 5 parameters", ""
     n, d, loss = (used[c].to_numpy(float) for c in ("n", "tokens", "loss"))
-    fit = fit_parametric(n, d, loss, settings.huber_delta)
-    if settings.bootstrap == 0:
-        return fit, None, ""
     budgets, note = budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)
+    unidentified = parametric_unidentified(loss, np.unique(budgets).size)
+    if unidentified:
+        return None, None, unidentified, ""
+    fit = fit_parametric(n, d, loss, settings.huber_delta)
+    no_interval = approach3_interval_reason(np.unique(budgets).size)
+    if settings.bootstrap == 0 or no_interval:
+        return fit, None, "", no_interval
     # Discrete budgets: resample runs within each budget (the design stays an isoFLOP grid);
     # continuous FLOPs (e.g. Chinchilla's points): resample all points, as Besiroglu et al.
     groups = None if note else np.unique(budgets, return_inverse=True)[1]
     thetas = bootstrap_parametric(fit, n, d, loss, groups, settings.bootstrap, settings.seed,
                                   settings.huber_delta)
-    return fit, thetas, ""
+    return fit, thetas, "", ""
 
 
-def approach2_dict(iso: IsoflopFit, settings: FitSettings) -> dict:
-    """fit.json's ``approach2`` entry."""
+def approach2_dict(iso: IsoflopFit, settings: FitSettings,
+                   warnings: list[FitWarning] | None = None) -> dict:
+    """fit.json's ``approach2`` entry; intervals that would be falsely precise are withheld,
+    with ``interval_reason`` and a warning appended to ``warnings``."""
     s = iso.samples
     out = {"a": None, "a_ci": None, "b": None, "b_ci": None, "k": None, "k_ci": None,
            "k_d": None, "loss_law": None,
            "budgets": [b.as_dict() for b in iso.budgets], "reason": iso.reason,
            "note": iso.note, "bootstrap": settings.bootstrap,
            "bootstrap_kind": iso.bootstrap_kind,
-           "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None}
+           "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None,
+           "interval_reason": ""}
+    flat = sum(b.reason.startswith("flat") for b in iso.budgets)
+    if flat and warnings is not None:
+        warnings.append(FitWarning("flat_losses", f"Approach 2: {flat} of {len(iso.budgets)} "
+                                   "budget(s) have flat losses; their N_opt is not identified "
+                                   "and they are not used"))
     if iso.n_law is None:
         return out
-    k_ci = interval(s.get("ln_kn"), settings) if s else None
     out.update({"a": iso.n_law.exponent, "k": iso.n_law.k, "b": iso.d_law.exponent,
                 "k_d": iso.d_law.k,
-                "loss_law": {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent},
-                "a_ci": interval(s.get("exp_n"), settings) if s else None,
-                "b_ci": interval(s.get("exp_d"), settings) if s else None,
-                "k_ci": [math.exp(v) for v in k_ci] if k_ci else None})
+                "loss_law": {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}})
+    code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets))
+    if not s and not reason:
+        return out
+    k_ci = interval(s.get("ln_kn"), settings) if s else None
+    cis = {"a_ci": interval(s.get("exp_n"), settings) if s else None,
+           "b_ci": interval(s.get("exp_d"), settings) if s else None,
+           "k_ci": [math.exp(v) for v in k_ci] if k_ci else None}
+    if not reason and any(zero_width(ci) for ci in cis.values()):
+        code, reason = "zero_width", "the bootstrap resamples did not vary (zero-width interval)"
+    if reason:
+        if warnings is not None:
+            warnings.append(FitWarning(code, f"Approach 2: no interval reported: {reason}"))
+        out["interval_reason"] = reason
+        return out
+    out.update(cis)
     return out
 
 
@@ -120,40 +153,88 @@ def parameter_samples(thetas: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
-                   settings: FitSettings, reason: str) -> dict:
-    """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors."""
+                   settings: FitSettings, reason: str,
+                   warnings: list[FitWarning] | None = None, interval_reason: str = "") -> dict:
+    """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors.
+
+    ``reason``: why there is no fit; ``interval_reason``: why there are no intervals. Both,
+    and zero-width intervals (withheld), add a warning to ``warnings``."""
     if fit is None:
+        if warnings is not None and reason:
+            code = "flat_losses" if reason.startswith("flat") else \
+                "few_budgets" if "budget" in reason else "few_points"
+            warnings.append(FitWarning(code, f"Approach 3: not fitted: {reason}"))
         return {k: None for k in ("E", "A", "B", "alpha", "beta", "a", "b", "objective")} | {
             "n_points": 0, "ci": {}, "se": {}, "reason": reason}
-    out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "bootstrap": settings.bootstrap,
+    if interval_reason and warnings is not None:
+        warnings.append(FitWarning("few_budgets", f"Approach 3: {interval_reason}"))
+    out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "interval_reason": interval_reason,
+                           "bootstrap": settings.bootstrap,
+                           "bootstrap_method": "" if thetas is None else
+                           "one Newton step per resample" if fit.n_points >=
+                           ONE_STEP_MIN_POINTS else "refit per resample",
                            "huber_delta": settings.huber_delta,
                            "theta": dict(zip(PARAM_NAMES, fit.theta))}
     if thetas is not None:
         for name, values in parameter_samples(thetas).items():
             out["ci"][name] = interval(values, settings)
             out["se"][name] = float(np.nanstd(values, ddof=1))
+        still = sorted(k for k, ci in out["ci"].items() if zero_width(ci))
+        if still:
+            out["ci"] = {k: (None if k in still else v) for k, v in out["ci"].items()}
+            if warnings is not None:
+                warnings.append(FitWarning("zero_width", f"Approach 3: no interval reported "
+                                           f"for {still}: the bootstrap resamples did not "
+                                           "vary"))
     return out
 
 
 def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettings,
-               config: dict | None, bare: bool) -> dict:
+               config: dict | None, bare: bool, fitted_budgets: np.ndarray,
+               law_interval_reason: str, warnings: list[FitWarning]) -> dict:
+    """selection.csv's table and fit.json's ``selection``; its findings join ``warnings``."""
     if param is not None:
         predict, approach = (lambda c: param.optimum(c)), "approach3"
     elif iso.n_law is not None:
         predict = lambda c: (iso.n_law(c), iso.d_law(c), iso.loss_law(c))  # noqa: E731
         approach = "approach2"
     else:
-        return {"table": None, "summary": {"applicable": False, "reason": "no fitted law"}}
+        return {"table": None, "summary": {"applicable": False, "reason": "no fitted law",
+                                           "warnings": []}}
     members = None if bare else family_from_config(config)
     table = select(settings.target_budgets, predict, approach, members, config,
                    settings.n_column)
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
+    found = _flag_extrapolation(table, fitted_budgets, settings.max_extrapolation_decades)
+    if law_interval_reason:
+        found.append(FitWarning("few_budgets", f"the {approach} law it uses has no interval "
+                                "(too few budgets): its uncertainty is unknown"))
+    warnings.extend(FitWarning(w.code, f"selection: {w.message}") for w in found)
+    notes = [w.message for w in found]
     reason = "" if members else ("a plain results CSV has no architecture family" if bare
                                  else "the sweep has no config.yaml with a family")
     return {"table": table, "summary": {"applicable": bool(members), "reason": reason,
-                                        "approach": approach,
+                                        "approach": approach, "warnings": notes,
                                         "rows": table.to_dict(orient="records")}}
+
+
+def _flag_extrapolation(table: pd.DataFrame, fitted: np.ndarray,
+                        allowed: float) -> list[FitWarning]:
+    """Add ``extrapolation_decades`` and ``warning`` columns; the warning, if any."""
+    decades = extrapolation_decades(table["budget"].to_numpy(float), fitted)
+    far = decades > allowed
+    table["extrapolation_decades"] = decades
+    table["warning"] = np.where(far, f"extrapolation beyond {allowed} "
+                                     "decades of the fitted budgets", "")
+    if not far.any():
+        return []
+    return [FitWarning("extrapolation", f"{int(far.sum())} of {len(table)} target budgets lie "
+                       f"{decades[far].min():.1f}-{decades[far].max():.1f} decades of compute "
+                       f"outside the fitted budgets ({fitted.min():.3g}-{fitted.max():.3g} "
+                       f"FLOPs), beyond fit.max_extrapolation_decades={allowed}: an "
+                       "extrapolation of the law's form, not a measurement (selection.csv's "
+                       "warning column)")]
 
 
 def _exclusions(points: pd.DataFrame) -> dict[str, int]:

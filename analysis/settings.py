@@ -50,6 +50,10 @@ class FitSettings:
     target_budgets: list[float] = field(default_factory=lambda: list(FLAME_BUDGETS))
     """Budgets (FLOPs) to select configurations for (default: FLAME-MoE's seven release
     budgets)."""
+    max_extrapolation_decades: float = 1.5
+    """Selection: a target budget more than this many decades of compute outside the fitted
+    budgets is flagged as an extrapolation (FLAME-MoE's own largest target is 0.9 decades past
+    its sweep; farther out the law's assumed form, not the data, decides the answer)."""
     diverge_rise: float = 0.1
     """collect: a run whose final val loss exceeds its best by this fraction is diverged."""
 
@@ -76,6 +80,7 @@ class FitSettings:
                   ("bucket_decades", self.bucket_decades > 0),
                   ("drop_highest_loss", self.drop_highest_loss >= 0),
                   ("diverge_rise", self.diverge_rise > 0),
+                  ("max_extrapolation_decades", self.max_extrapolation_decades > 0),
                   ("window_decades", self.window_decades is None or self.window_decades > 0),
                   ("target_budgets", all(b > 0 for b in self.target_budgets))]
         for name, ok in checks:

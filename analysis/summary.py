@@ -39,6 +39,8 @@ def _approach2(fit: dict) -> list:
                         f"{_ci(a2['b_ci'])}  ({a2['bootstrap']} "
                         f"{a2.get('bootstrap_kind') or ''} bootstraps, "
                         f"{int(fit['settings']['confidence'] * 100)}% intervals)"))
+        if a2.get("interval_reason"):
+            out.append(Text(f"  no interval: {a2['interval_reason']}"))
     return out
 
 
@@ -54,7 +56,10 @@ def _approach3(fit: dict) -> list:
     for name in ("E", "A", "B", "alpha", "beta", "a", "b"):
         table.add_row(name, _g(a3[name], 5), _ci(a3["ci"].get(name)),
                       _g(a3["se"].get(name), 3))
-    return [table]
+    out: list = [table]
+    if a3.get("interval_reason"):
+        out.append(Text(f"  no interval: {a3['interval_reason']}"))
+    return out
 
 
 def _extrapolation(fit: dict) -> list:
@@ -98,4 +103,7 @@ def renderables(fit: dict) -> list:
     """Everything the summary prints, in order."""
     head = Text(f"{fit['n_used']} points fitted, {fit['n_excluded']} excluded "
                 f"{fit['excluded'] or ''}; N = {fit['input']['n_column']}")
-    return [head, *_approach2(fit), *_approach3(fit), *_extrapolation(fit), *_selection(fit)]
+    warnings = [Text(f"warning [{w['code']}]: {w['message']}")
+                for w in fit.get("warnings", [])]
+    return [head, *warnings, *_approach2(fit), *_approach3(fit), *_extrapolation(fit),
+            *_selection(fit)]

@@ -53,14 +53,35 @@ def test_rejections_carry_their_reason():
 
 
 def test_concave_is_named():
+    # The lowest-loss run is inside the sampled sizes, but the least-squares parabola through
+    # the W-shaped losses curves downwards: no minimum.
+    n = np.geomspace(1e8, 1e9, 5)
+    fit = fit_isoflop(_budget(1e18, n, [3.0, 2.95, 3.1, 2.94, 3.0]),
+                      FitSettings(bootstrap=0, window_decades=None))
+    assert fit.budgets[0].used is False
+    assert fit.budgets[0].reason == "concave parabola (no minimum)"
+    assert fit.budgets[0].coef[2] < 0
+    assert fit.n_law is None and "usable budget" in fit.reason
+
+
+def test_minimum_outside_the_sampled_sizes_is_named():
+    # Lowest loss at the fourth of five sizes, but the convex parabola's vertex lies beyond
+    # the largest size: the data fall almost linearly.
+    n = np.geomspace(1e8, 1e9, 5)
+    fit = fit_isoflop(_budget(1e18, n, [3.4, 3.3, 3.2, 3.1, 3.105]),
+                      FitSettings(bootstrap=0, window_decades=None))
+    budget = fit.budgets[0]
+    assert budget.used is False and budget.coef[2] > 0
+    assert budget.reason == "parabola minimum outside the sampled sizes"
+
+
+def test_too_narrow_a_window_is_named():
+    # Sizes 0.25 decades apart and a window of +-0.2 decades: one size in it.
     n = np.geomspace(1e8, 1e9, 5)
     x = np.log(n / 3e8)
-    # A minimum bracketed by the sampled sizes but concave through the window.
-    loss = 3 - 0.1 * x ** 2 + 0.05 * np.abs(x) ** 3
-    loss[2] -= 0.2
-    fit = fit_isoflop(_budget(1e18, n, loss), FitSettings(bootstrap=0, window_decades=0.2))
-    assert fit.budgets[0].used is False
-    assert fit.n_law is None and "usable budget" in fit.reason
+    fit = fit_isoflop(_budget(1e18, n, 3 + 0.1 * x ** 2),
+                      FitSettings(bootstrap=0, window_decades=0.2))
+    assert fit.budgets[0].reason == "fewer than 3 distinct sizes in the window"
 
 
 def test_flame_moe_optima_match_the_lowest_loss_runs(flame48):

@@ -113,3 +113,22 @@ def test_matches_the_4500_start_grid_fit(chinchilla):
     fast, grid = fit_parametric(*args), fit_parametric_grid(*args)
     assert fast.objective <= grid.objective * (1 + 1e-9)
     assert np.allclose(fast.theta, grid.theta, atol=1e-3)
+
+
+def test_one_step_bootstrap_matches_refits_on_many_points():
+    # From ONE_STEP_MIN_POINTS points a resample takes one Newton step instead of a refit:
+    # its standard errors must match full refits' (measured: within 4% at 10,000 points).
+    from analysis import parametric
+    from analysis.synthetic import Law, isoflop_sweep
+    points = isoflop_sweep(Law(), np.geomspace(1e18, 1e21, 20), per_budget=500, seed=2)
+    assert len(points) >= parametric.ONE_STEP_MIN_POINTS
+    args = (points["n"], points["tokens"], points["loss"])
+    groups = np.unique(points["budget"], return_inverse=True)[1]
+    fit = fit_parametric(*args)
+    one_step = bootstrap_parametric(fit, *args, groups=groups, n_boot=400, seed=0)
+    refits = bootstrap_parametric(fit, *args, groups=groups, n_boot=400, seed=0,
+                                  one_step_min_points=10 ** 9)
+    ratio = one_step.std(axis=0, ddof=1) / refits.std(axis=0, ddof=1)
+    assert np.all(np.abs(ratio - 1) < 0.15), ratio  # log A, log B, log E, alpha, beta
+    a_ratio = parameter_samples(one_step)["a"].std() / parameter_samples(refits)["a"].std()
+    assert abs(a_ratio - 1) < 0.1, a_ratio

@@ -38,7 +38,9 @@ def _check_contract(fit: dict) -> None:
 def test_sweep_fit_writes_everything(demo_sweep, capsys):
     sweep, plan = demo_sweep
     collect_sweep(sweep)
-    targets = "fit.target_budgets=[3e11,1e12,3e12,1e13]"
+    # Targets on the plan's own budgets: each selected member is planned there, so its
+    # iterations can be compared with the planner's.
+    targets = "fit.target_budgets=[1e11,3e11,1e12,2e12]"
     assert main(["fit", f"sweep_dir={sweep}", "fit.bootstrap=100", targets]) == 0
     printed = capsys.readouterr().out
     assert "Approach 2" in printed and "Approach 3" in printed and "Selection" in printed
@@ -53,14 +55,14 @@ def test_sweep_fit_writes_everything(demo_sweep, capsys):
         for fig in ("isoflop", "scaling_laws", "loss_frontier", "residuals"):
             assert (sweep / "figures" / f"{fig}.{name}").stat().st_size > 10_000
     selection = pd.read_csv(sweep / "selection.csv")
-    assert list(selection["budget"]) == [3e11, 1e12, 3e12, 1e13]
+    assert list(selection["budget"]) == [1e11, 3e11, 1e12, 2e12]
     assert fit["selection"]["applicable"] is True
     # The chosen member's iterations are the planner's for the same member and budget.
     for row in selection.to_dict(orient="records"):
         planned = plan[(plan["member"] == row["member"]) & np.isclose(plan["budget"],
                                                                       row["budget"])]
-        if len(planned):
-            assert int(row["member_iterations"]) == int(planned["train_iters"].iloc[0])
+        assert len(planned) == 1, row
+        assert int(row["member_iterations"]) == int(planned["train_iters"].iloc[0])
         others = plan.drop_duplicates("member")["n_active_flame"]
         gap = abs(np.log10(row["member_n"] / row["n_opt"]))
         assert gap <= np.abs(np.log10(others / row["n_opt"])).min() + 1e-12
@@ -128,3 +130,12 @@ def test_bare_csv_chinchilla_bucketed(tmp_path):
     assert 0.4 < fit["approach2"]["a"] < 0.6
     assert fit["approach3"]["alpha"] == pytest.approx(0.3473, abs=0.002)
     assert fit["extrapolation"]["approach3"]["n_opt_log10_error"] is not None
+
+
+def test_figures_draw_a_said_sample_of_many_runs():
+    from analysis.plots import PLOT_MAX_POINTS, plotted_sample
+    drawn, note = plotted_sample(100)
+    assert list(drawn) == list(range(100)) and note == ""
+    drawn, note = plotted_sample(100_000)
+    assert drawn.size == PLOT_MAX_POINTS == np.unique(drawn).size
+    assert note == f"markers: a random {PLOT_MAX_POINTS:,} of the 100,000 runs"
