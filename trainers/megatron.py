@@ -8,7 +8,10 @@ GPUS --rdzv-id $SLURM_JOB_ID --rdzv-backend c10d --rdzv-endpoint <first node>:<p
 is no srun inside launch.sh: the step already exists. Outside SLURM (``cluster=local``, or a
 user running it by hand) launch.sh runs ``torchrun --standalone`` on this machine.
 
-Signals: a job's deferred SIGUSR2/SIGTERM is forwarded as SIGTERM (Megatron's default
+Signals: SLURM signals every process of the step, not only submitit's task (observed on the
+local SLURM: ``scancel --signal=USR2`` killed torchrun with signal 12), so launch.sh ignores
+USR2 (``trap '' USR2``, inherited by torchrun and the ranks). The task's deferred
+SIGUSR2/SIGTERM is then forwarded as SIGTERM (Megatron's default
 ``--exit-signal``) to the ranks only, i.e. the launcher's direct children. Not to torchrun
 itself: its elastic agent answers SIGTERM by killing the workers and SIGKILLs them after a
 grace period (torch/distributed/elastic/agent/server/api.py, ``_shutdown``), which could cut a
@@ -214,7 +217,10 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
              f"RDZV_PORT_BASE={m.master_port}",
              "# FLAME-MoE's environment (scripts/training/modules/flame-moe_step2.sh:5-8)"]
     lines += [f"export {k}={v}" for k, v in FLAME_ENV]
-    lines += ["", "ARGS=("]
+    lines += ["# SLURM signals every process of the job step (scancel --signal, sbatch --signal=USR2@T),",
+              "# torchrun and the ranks included, and USR2's default action kills them unsaved. Ignored",
+              "# here (inherited across exec); flame's task forwards SIGTERM to the ranks instead.",
+              "trap '' USR2", "", "ARGS=("]
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]
