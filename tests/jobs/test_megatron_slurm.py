@@ -84,3 +84,38 @@ def _check_preempted_run(sweep_dir: Path, cfg, tmp_path: Path) -> None:
     expected = _uninterrupted_final_loss(plan_row, read_config(sweep_dir), tmp_path)
     assert abs(row["final_val_loss"] - expected) <= 1e-6 * expected
     assert row["gpu_hours_spent"] > 0
+
+
+def test_two_nodes_rendezvous_by_c10d_into_one_world(slurm_cluster, tmp_path,
+                                                              monkeypatch):
+    """One run on 2 "nodes" x 1 rank, both on this machine, as SLURM starts them (one task per
+    node: SLURM_NNODES=2, SLURM_NODEID 0 and 1): each task runs launch.sh, whose torchruns meet
+    by c10d rendezvous on the first node of SLURM_JOB_NODELIST; node 1's task only runs its
+    launcher (jobs.task.run_other_node) and exits 0; node 0's task ends with the summary. Uses the local cluster's scontrol (hostnames)."""
+    sweep_dir = tmp_path / "sweep"
+    cfg = compose([f"sweep_dir={sweep_dir}", "experiment=megatron_smoke",
+                   *standin_overrides(tmp_path / "megatron"), "trainer.nodes=2"])
+    write_plan(sweep_dir, *plan_from_cfg(cfg), cfg)
+    (run_id,) = [r["run_id"] for r in csv.DictReader(open(sweep_dir / "plan.csv"))]
+    job = {"SLURM_JOB_ID": str(90000 + (time.time_ns() // 1000) % 9000), "SLURM_NNODES": "2",
+           "SLURM_JOB_NODELIST": "localhost", "SLURM_NTASKS_PER_NODE": "1"}
+    node1 = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from jobs.task import "
+         "run_other_node; run_other_node(Path(sys.argv[1]), sys.argv[2])", str(sweep_dir),
+         run_id], cwd=Path(__file__).resolve().parents[2],
+        env={**__import__("os").environ, **job, "SLURM_NODEID": "1", "SLURM_PROCID": "1"})
+    for key, value in {**job, "SLURM_NODEID": "0", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    from trainers.run import train_run
+    row = next(csv.DictReader(open(sweep_dir / "plan.csv")))
+    summary = train_run(row, read_config(sweep_dir), sweep_dir / "runs" / run_id)
+    assert node1.wait(timeout=60) == 0
+    assert summary["iterations"] == 103 and summary["final_val_loss"] > 2.0
+    log = (sweep_dir / "runs" / run_id / "train.log").read_text()
+    # rank 0 (node 0) saves; the last rank (node 1) prints the training and validation lines
+    assert "successfully saved checkpoint from iteration     103" in log
+    assert "validation loss at iteration 103 on validation set" in log
+    assert "throughput per GPU" in log
+    # one world of 2 ranks, not two worlds of 1: each line once
+    assert log.count("iteration        1/     103 |") == 1
+    assert log.count("successfully saved checkpoint from iteration     103") == 1
