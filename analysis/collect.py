@@ -33,13 +33,13 @@ import pandas as pd
 from analysis.data import read_csv
 from analysis.settings import FitSettings
 from analysis.sources import (Evidence, finite, read_metrics, read_state, read_tensorboard,
-                              read_train_log)
+                              read_throughput, read_train_log)
 from sweep.arch import ConfigError
-from sweep.config import history_plans
+from sweep.config import history_plans, load_sweep_config
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
 
 RESULT_COLUMNS = ("status", "final_val_loss", "best_val_loss", "tokens_seen", "iterations_done",
-                  "flag", "reason", "source")
+                  "flag", "reason", "source", "mfu", "gpu_hours_spent")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,12 @@ class RunResult:
     """Why the flag (empty for ok)."""
     source: str
     """Which file the losses came from."""
+    mfu: float = math.nan
+    """Megatron runs: model FLOPs utilisation, Megatron's own TFLOP/s/GPU (time-weighted mean
+    of its training lines) over the cluster's device_peak_flops (config.yaml); else NaN."""
+    gpu_hours_spent: float = math.nan
+    """Megatron runs: GPUs x the iterations' wall time from Megatron's ``elapsed time per
+    iteration`` (training steps only: start-up, evaluation, checkpoints excluded); else NaN."""
 
 
 def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
@@ -79,7 +85,9 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     rise = FitSettings.from_mapping(fit_cfg).diverge_rise if fit_cfg is not None else \
         FitSettings.diverge_rise
     earlier = _earlier_runs(sweep_dir, set(plan["run_id"]))
-    rows = [collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise)
+    gpus, peak = _megatron_shape(sweep_dir)
+    rows = [_with_cost(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise),
+                       run_dir(sweep_dir, rec["run_id"]), gpus, peak)
             for rec in plan.to_dict(orient="records")]
     rows += [_unplanned(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise), source)
              for rec, source in earlier]
@@ -89,6 +97,42 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
         results[col] = [getattr(r, col) for r in rows]
     atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
     return results
+
+
+def _megatron_shape(sweep_dir: Path) -> tuple[int | None, float | None]:
+    """(GPUs per run, device peak FLOP/s) from config.yaml when the trainer is Megatron (the
+    only trainer that reports its own throughput); (None, None) otherwise."""
+    config = load_sweep_config(sweep_dir) or {}
+    trainer, cluster = config.get("trainer") or {}, config.get("cluster") or {}
+    if trainer.get("name") != "megatron":
+        return None, None
+    gpus = int(trainer.get("nodes", 1)) * int(trainer.get("gpus_per_node", 1))
+    return gpus, float(cluster.get("device_peak_flops") or 0.0) or None
+
+
+def _with_cost(result: RunResult, path: Path, gpus: int | None,
+               peak: float | None) -> RunResult:
+    """MFU and GPU-hours from Megatron's own training lines (NaN for other trainers)."""
+    if gpus is None:
+        return result
+    speed = read_throughput(path)
+    if not speed.step_seconds:
+        return result
+    mfu = speed.tflops_per_gpu * 1e12 / peak if peak and speed.tflops_per_gpu else math.nan
+    return RunResult(**{**result.__dict__, "mfu": mfu,
+                        "gpu_hours_spent": speed.step_seconds * gpus / 3600.0})
+
+
+def cost_line(results: pd.DataFrame) -> str | None:
+    """Planned (plan.csv's estimate) vs spent GPU-hours, over the runs that report spending."""
+    if "gpu_hours_spent" not in results or results["gpu_hours_spent"].isna().all():
+        return None
+    spent = results.dropna(subset=["gpu_hours_spent"])
+    planned = pd.to_numeric(spent.get("gpu_hours"), errors="coerce").sum()
+    mfu = spent["mfu"].dropna()
+    return (f"GPU-hours: {spent['gpu_hours_spent'].sum():,.3g} spent in training steps by "
+            f"{len(spent)} runs, {planned:,.3g} planned for them (plan.csv gpu_hours)"
+            + (f"; MFU {mfu.min():.1%}-{mfu.max():.1%}" if len(mfu) else ""))
 
 
 def _earlier_runs(sweep_dir: Path, current: set[str]) -> list[tuple[dict, str]]:

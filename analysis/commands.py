@@ -24,6 +24,9 @@ def collect(cfg: DictConfig, args: argparse.Namespace) -> int:
     console = Console()
     console.print(flag_table(table))
     console.print(f"wrote {_sweep_dir(cfg) / 'results.csv'} ({len(table)} runs)")
+    from analysis.collect import cost_line
+    if (line := cost_line(table)) is not None:
+        console.print(line)
     return 0
 
 

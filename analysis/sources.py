@@ -89,6 +89,45 @@ def read_train_log(run_dir: Path, seq_length: int | None) -> Evidence | None:
     return ev
 
 
+THROUGHPUT = "throughput per GPU (TFLOP/s/GPU)"  # core_v0.16.1 training.py:2043-2044
+STEP_MS = "elapsed time per iteration (ms)"  # training.py:2039-2041
+
+
+@dataclass
+class Throughput:
+    """What Megatron's training lines say about speed: each line averages the iterations since
+    the previous line of the same process (``--log-interval``; 1 for a process's first)."""
+
+    iterations: int = 0
+    """Iterations the lines cover."""
+    step_seconds: float = 0.0
+    """Sum of the iterations' wall time (excludes start-up, evaluation and checkpoint I/O)."""
+    tflop: float = 0.0
+    """Sum of TFLOP/s/GPU x seconds over those iterations (for the time-weighted mean)."""
+
+    @property
+    def tflops_per_gpu(self) -> float | None:
+        return self.tflop / self.step_seconds if self.step_seconds and self.tflop else None
+
+
+def read_throughput(run_dir: Path) -> Throughput:
+    """Megatron's own ``elapsed time per iteration`` and ``throughput per GPU`` from train.log.
+    A line at or below the previous line's iteration starts a new process (a resume): it
+    covers one iteration, as Megatron's first line after a start does (training.py:2008)."""
+    out, previous = Throughput(), None
+    for rec in parse_lines(_lines(run_dir / TRAIN_LOG)).train:
+        ms, it = rec.get(STEP_MS), rec["iteration"]
+        count = it - previous if previous is not None and it > previous else 1
+        previous = it
+        if ms is None:
+            continue
+        seconds = ms / 1000.0 * count
+        out.iterations += count
+        out.step_seconds += seconds
+        out.tflop += (rec.get(THROUGHPUT) or 0.0) * seconds
+    return out
+
+
 def read_tensorboard(run_dir: Path, train_iters: int | None) -> Evidence | None:
     """Scalars ``lm loss`` / ``lm loss validation`` of the run's TensorBoard event files.
 

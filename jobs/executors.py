@@ -21,7 +21,7 @@ def slurm_parameters(settings: ClusterSettings, name: str, hold: bool = True) ->
     params: dict[str, Any] = {
         "name": name,
         "timeout_min": settings.timeout_min,
-        "nodes": 1,
+        "nodes": settings.nodes,  # one task per node: each runs that node's launcher
         "tasks_per_node": 1,
         "cpus_per_task": settings.cpus_per_task,
         "slurm_signal_delay_s": settings.signal_delay_s,
@@ -29,7 +29,7 @@ def slurm_parameters(settings: ClusterSettings, name: str, hold: bool = True) ->
         "slurm_setup": list(settings.setup),
         "slurm_additional_parameters": extra,
     }
-    if settings.gpus_per_node:
+    if settings.gpus_per_node and settings.request_gpus:
         params["gpus_per_node"] = settings.gpus_per_node
     if settings.mem_gb:
         params["mem_gb"] = settings.mem_gb
@@ -46,6 +46,30 @@ def slurm_executor(settings: ClusterSettings, folder: Path, name: str,
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                      slurm_max_num_timeout=settings.max_attempts + 1)
     executor.update_parameters(**slurm_parameters(settings, name, hold))
+    return executor
+
+
+class DryRunSlurmExecutor(submitit.SlurmExecutor):
+    """submitit's SlurmExecutor on a machine without SLURM, for ``flame launch --dry-run``: its
+    constructor refuses to exist without ``srun`` on PATH (SlurmExecutor.__init__ checks
+    ``affinity()``), though writing an sbatch file needs none. Never submits."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+
+def dry_run_executor(settings: ClusterSettings, folder: Path, name: str) -> DryRunSlurmExecutor:
+    """The SlurmExecutor ``slurm_executor`` would wrap, with the same parameters (AutoExecutor's
+    generic names, and ``slurm_*`` ones without their prefix, as AutoExecutor passes them)."""
+    executor = DryRunSlurmExecutor(folder=folder / "%j", max_num_timeout=settings.max_attempts + 1)
+    params = slurm_parameters(settings, name, hold=False)
+    generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    # AutoExecutor's own translation of generic names (timeout_min -> time, ...): what
+    # AutoExecutor.update_parameters calls; submitit has no public equivalent.
+    executor.update_parameters(**executor._convert_parameters(generic),
+                               **{k[len("slurm_"):]: v for k, v in params.items()
+                                  if k.startswith("slurm_")})
     return executor
 
 

@@ -26,7 +26,8 @@ from typing import Iterator
 from omegaconf import DictConfig
 
 from jobs import ledger, slurm
-from jobs.executors import local_executor, slurm_executor
+from jobs.executors import dry_run_executor, local_executor, slurm_executor
+from jobs.preflight import check_runs, trainer_overrides, write_trainer
 from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, read_config, record_cluster, plan_rows
@@ -114,7 +115,15 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> Lau
     settings = ClusterSettings.from_cfg(cfg)
     sweep_dir = Path(sweep_dir).resolve()
     rows = plan_rows(sweep_dir)
-    read_config(sweep_dir)  # the jobs need it: fail here, not in every job
+    # The jobs need config.yaml: fail here, not in every job. Then, before anything is written:
+    # trainer keys overridden at launch (applied or refused) and every run's flags and shape.
+    config, changes = trainer_overrides(read_config(sweep_dir), cfg)
+    states, corrupt = ledger.scan(sweep_dir)
+    todo, _ = select(rows, states, frozenset(corrupt))
+    settings, notes = check_runs(rows, config, todo, settings, dry_run)
+    for line in [*notes, *(f"{c} (operational: applied at launch"
+                           f"{'' if dry_run else ', config.yaml updated'})" for c in changes)]:
+        print(line, file=sys.stderr)
     if settings.executor == "slurm" and not dry_run:
         slurm.ensure_client(settings)
     with launcher_lock(sweep_dir):
@@ -127,10 +136,12 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> Lau
         warnings += [str(err) for rid, err in sorted(corrupt.items())]
         todo, skipped = select(rows, states, frozenset(corrupt))
         if dry_run:
-            files = write_launch_scripts(sweep_dir, rows, todo)  # validates the trainer first
+            files = write_launch_scripts(sweep_dir, rows, todo, config)
             files += write_dry_run(sweep_dir, settings, rows, todo)
             return LaunchReport(tuple(todo), skipped, (), (), True, tuple(files),
                                 tuple(warnings))
+        if changes:
+            write_trainer(sweep_dir, config)
         record_cluster(sweep_dir, cfg.cluster)
         if settings.executor == "slurm":
             job_ids = submit_slurm(sweep_dir, settings, rows, todo)
@@ -322,10 +333,10 @@ def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str
     return new
 
 
-def write_launch_scripts(sweep_dir: Path, rows: list[PlanRow],
-                         todo: list[str]) -> list[Path]:
+def write_launch_scripts(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
+                         config: dict | None = None) -> list[Path]:
     """Megatron runs: each run's ``runs/<run_id>/launch.sh``, readable and runnable by hand."""
-    config = read_config(sweep_dir)
+    config = config or read_config(sweep_dir)
     if config["trainer"]["name"] != "megatron":
         return []
     from trainers.megatron import write_launch
@@ -347,12 +358,13 @@ def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow
                                             "threads_per_job": settings.threads_per_job,
                                             "run_ids": todo}, indent=1) + "\n")
         return [path]
-    from submitit.slurm.slurm import _make_sbatch_string  # submitit's own sbatch writer
+    # submitit's public API has no "render the sbatch file without submitting": the text comes
+    # from its private _make_sbatch_string (what SlurmExecutor._make_submission_file_text
+    # calls), fed the executor's own parameters, so the file is the one a launch submits.
+    from submitit.slurm.slurm import _make_sbatch_string
 
     for k, group in enumerate(_groups(rows, todo, settings)):
-        executor = slurm_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR,
-                                  f"flame-dry-run-{k}", hold=False)
-        inner = executor._executor  # the SlurmExecutor behind AutoExecutor
+        inner = dry_run_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR, f"flame-dry-run-{k}")
         text = _make_sbatch_string(command=inner._submitit_command_str,
                                    folder=inner.folder, map_count=len(group), **inner.parameters)
         sbatch, listing = folder / f"array-{k}.sbatch", folder / f"array-{k}.json"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from omegaconf import MISSING, DictConfig
@@ -49,7 +49,12 @@ class ClusterSettings:
     gpus_per_node: int = 0
     """slurm: GPUs per node of a job."""
     cpus_per_task: int = 1
-    """slurm: CPUs per task; also the run's torch threads."""
+    """slurm: CPUs per task (one task per node); also the run's torch threads."""
+    nodes: int = 1
+    """slurm: nodes per job, one task each (trainer=megatron: trainer.nodes, see with_trainer)."""
+    request_gpus: bool = True
+    """slurm: ask for gpus_per_node GPUs (false on a CPU-only cluster such as `flame cluster
+    up`'s, where trainer=megatron runs the CPU stand-in)."""
     mem_gb: float | None = None
     """slurm: memory per node (null = the partition's default)."""
     signal_delay_s: int = 120
@@ -69,7 +74,7 @@ class ClusterSettings:
         if self.executor not in EXECUTORS:
             raise ConfigError(f"cluster.executor={self.executor!r}: use one of {EXECUTORS} "
                               "(e.g. cluster=local or cluster=slurm)")
-        for key in ("max_attempts", "timeout_min", "threads_per_job", "cpus_per_task",
+        for key in ("max_attempts", "timeout_min", "threads_per_job", "cpus_per_task", "nodes",
                     "array_parallelism", "max_array_size"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"cluster.{key}={getattr(self, key)}: must be >= 1")
@@ -84,6 +89,22 @@ class ClusterSettings:
         if self.executor == "slurm" and self.signal_delay_s >= 60 * self.timeout_min:
             raise ConfigError(f"cluster.signal_delay_s={self.signal_delay_s} is not shorter than "
                               f"cluster.timeout_min={self.timeout_min} minutes; lower it")
+
+    def with_trainer(self, trainer: Mapping[str, Any]) -> "ClusterSettings":
+        """The job shape the planned trainer needs. trainer=megatron runs one launcher per node
+        on trainer.nodes x trainer.gpus_per_node, so the job's nodes and GPUs per node come from
+        the trainer; cluster.nodes / cluster.gpus_per_node may stay unset (1 / 0) or agree."""
+        if (trainer or {}).get("name") != "megatron":
+            return self
+        nodes, gpus = int(trainer.get("nodes", 1)), int(trainer.get("gpus_per_node", 8))
+        if self.gpus_per_node not in (0, gpus):
+            raise ConfigError(f"cluster.gpus_per_node={self.gpus_per_node} disagrees with "
+                              f"trainer.gpus_per_node={gpus} (the ranks per node); set both to "
+                              "the same value, or cluster.gpus_per_node=0 to take the trainer's")
+        if self.nodes not in (1, nodes):
+            raise ConfigError(f"cluster.nodes={self.nodes} disagrees with trainer.nodes={nodes}; "
+                              "set trainer.nodes (the job takes it) and leave cluster.nodes=1")
+        return replace(self, nodes=nodes, gpus_per_node=gpus)
 
     @property
     def workers(self) -> int:

@@ -50,12 +50,14 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
 
 def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -> int:
     """Collect, fit, select, plot; print the summary and where everything is."""
-    from analysis.collect import collect_sweep
+    from analysis.collect import collect_sweep, cost_line
     from analysis.report import fit_sweep, summary_text
 
     results = collect_sweep(sweep_dir, cfg)
     ok = int((results["flag"] == "ok").sum()) if "flag" in results else len(results)
     console.print(f"collect: {len(results)} runs, {ok} usable -> {sweep_dir / RESULTS_CSV}")
+    if (line := cost_line(results)) is not None:  # Megatron: planned vs spent GPU-hours
+        console.print(line)
     fit = fit_sweep(sweep_dir, cfg)
     print(summary_text(fit, width=console.width))
     console.rule("outputs")

@@ -60,6 +60,24 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
     return summary
 
 
+def _global_rank() -> int:
+    """This task's SLURM_PROCID (through submitit: 0 outside a job). Only task 0 of a job
+    updates the ledger and writes metrics.jsonl and summary.json."""
+    try:
+        return int(submitit.JobEnvironment().global_rank)
+    except RuntimeError:
+        return 0
+
+
+def run_other_node(sweep_dir: Path, run_id: str) -> None:
+    """Node k > 0 of a multi-node run: run that node's launcher and end with its outcome (a
+    nonzero exit raises, so sacct shows the task FAILED); task 0 records the run."""
+    from trainers.megatron import run_node
+
+    row = next(r for r in plan_rows(sweep_dir) if r.run_id == run_id)
+    run_node(row, read_config(sweep_dir), run_dir(sweep_dir, run_id))
+
+
 class RunTask(submitit.helpers.Checkpointable):
     """One run as a submitit job: requeued on timeout/preemption up to ``max_attempts``."""
 
@@ -70,6 +88,8 @@ class RunTask(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any] | None:
         sweep, job_id = Path(self.sweep_dir), _job_id()
+        if _global_rank() != 0:  # a multi-node run's other nodes: their launcher, nothing else
+            return run_other_node(sweep, self.run_id)
         # The training lock before the ledger: a second job for the same run (its state.json
         # was deleted and the run launched again) must not train it alongside the first.
         with ledger.training_lock(sweep, self.run_id, job_id) as mine:

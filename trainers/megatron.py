@@ -1,24 +1,36 @@
 """The Megatron-LM launcher: renders ``runs/<run_id>/launch.sh`` (``pretrain_gpt.py`` with
-Megatron-LM's own flags, core_v0.16+) and, inside a job, runs it.
+FLAME-MoE's flags, Megatron-LM core_v0.16.1) and, inside a job, runs it.
 
-Multi-node: ``srun`` with one task per GPU, each task taking ``RANK``/``LOCAL_RANK`` from
-``SLURM_PROCID``/``SLURM_LOCALID`` and ``MASTER_ADDR`` from the allocation's first node (what
-submitit's ``TorchDistributedEnvironment`` derives from the same variables). Chosen over
-torchrun-under-srun because SLURM then delivers signals straight to every Megatron rank, whose
-``--exit-signal-handler`` saves a checkpoint and exits together; an elastic agent in between
-would have to forward them, and kills workers after a grace period. Outside SLURM (a user
-running launch.sh by hand on one machine) the script falls back to ``torchrun --standalone``.
+Layout (FLAME-MoE's, configs/train/flame-moe.sh:4-11): a job of ``trainer.nodes`` nodes with
+one task per node (submitit starts it with srun); each node's task runs launch.sh, which
+execs **torchrun** with ``--nnodes $SLURM_NNODES --node_rank $SLURM_NODEID --nproc_per_node
+GPUS --rdzv-id $SLURM_JOB_ID --rdzv-backend c10d --rdzv-endpoint <first node>:<port>``. There
+is no srun inside launch.sh: the step already exists. Outside SLURM (``cluster=local``, or a
+user running it by hand) launch.sh runs ``torchrun --standalone`` on this machine.
 
-Checkpoints: ``--save``/``--load`` both point at ``runs/<run_id>/checkpoints`` so a requeued job
-resumes; ``--save-interval`` gives 10 checkpoints per run (FLAME-MoE's recipe). Preemption: the
-job's deferred SIGUSR2/SIGTERM is forwarded as SIGTERM (Megatron's default ``--exit-signal``) to
-the launch's process group; Megatron checkpoints and exits; then the previous handler runs.
+Signals: SLURM signals every process of the step, not only submitit's task (observed on the
+local SLURM: ``scancel --signal=USR2`` killed torchrun with signal 12), so launch.sh ignores
+USR2 (``trap '' USR2``, inherited by torchrun and the ranks). The task's deferred
+SIGUSR2/SIGTERM is then forwarded as SIGTERM (Megatron's default
+``--exit-signal``) to the ranks only, i.e. the launcher's direct children. Not to torchrun
+itself: its elastic agent answers SIGTERM by killing the workers and SIGKILLs them after a
+grace period (torch/distributed/elastic/agent/server/api.py, ``_shutdown``), which could cut a
+checkpoint short; not to the ranks' DataLoader workers either, which would die and fail the
+rank. Megatron's ``--exit-signal-handler`` all-reduces the flag, so every rank saves at the
+next iteration boundary and exits 0 (core_v0.16.1 training.py:2322-2337); then the signal goes
+to submitit's handler (requeue) on the node with SLURM_PROCID 0.
+
+Completion (Megatron's own semantics): training lines appear only every ``--log-interval``
+iterations (training.py:2008), so a run is complete when the final validation (printed after
+training, training.py:1068-1092) is at ``train_iters`` or the checkpoint tracker
+(``latest_checkpointed_iteration.txt``, written last by rank 0, checkpointing.py:720-723) says
+``train_iters``. Exit 0 short of that after a forwarded signal: preempted (requeue); exit 0
+short of it without a signal: a failure; nonzero: a failure with the end of train.log.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import signal
@@ -36,82 +48,135 @@ from trainers.signals import DeferredSignals, Preempted
 from trainers.settings import MegatronConfig, Recipe, trainer_config
 
 LAUNCH_SH = "launch.sh"
-CHECKPOINTS_PER_RUN = 10
+TRACKER = "latest_checkpointed_iteration.txt"  # core_v0.16.1 checkpointing.py:277-281
+# FLAME-MoE's environment (scripts/training/modules/flame-moe_step2.sh:5-8).
+FLAME_ENV = (("OMP_NUM_THREADS", "16"), ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "true"),
+             ("TORCH_NCCL_TRACE_BUFFER_SIZE", "8"), ("TORCH_NCCL_DUMP_ON_TIMEOUT", "1"))
 
 
 def _layer_pattern(arch: MoEArch) -> str:
-    # Megatron's --moe-layer-freq list expression: 0 = dense layer, 1 = MoE layer.
-    return f"([0]*{arch.first_dense_layers}+[1]*{arch.num_moe_layers})"
+    # Megatron's --moe-layer-freq list expression (0 = dense, 1 = MoE), written as FLAME-MoE
+    # wrote it (scripts/release/*.sh:7): "[0]*1+[1]*(L-1)" evaluated, without parentheses.
+    return f"[0]*{arch.first_dense_layers}+[1]*{arch.num_moe_layers}"
+
+
+def interval(train_iters: int, m: MegatronConfig) -> int:
+    """--eval-interval and --save-interval: ``train_iters // evaluations_per_run`` (FLAME-MoE's
+    sweep: train_iters, search.sh:118-119; their releases: hand-set values near a tenth)."""
+    return m.eval_interval or max(1, train_iters // m.evaluations_per_run)
+
+
+def check_batch(spec: PlanRow, m: MegatronConfig) -> int:
+    """The micro-batch; a ConfigError naming the keys when the global batch is not a multiple
+    of micro-batch x data-parallel size (Megatron asserts it, arguments.py validate_args)."""
+    mbs = spec.micro_batch_size or m.micro_batch_size
+    data_parallel = m.nodes * m.gpus_per_node  # TP = PP = 1
+    if spec.global_batch_size % (mbs * data_parallel):
+        raise ConfigError(f"planner.global_batch_size={spec.global_batch_size} is not a multiple "
+                          f"of micro_batch_size={mbs} x data-parallel size {data_parallel} "
+                          f"(trainer.nodes x trainer.gpus_per_node) for {spec.member}; change "
+                          "the family member's micro_batch_size or trainer.nodes/gpus_per_node")
+    return mbs
 
 
 def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
                   run_dir: Path) -> list[tuple[str, list[tuple[str, Any]]]]:
-    """``pretrain_gpt.py`` flags as (section, [(flag, value or None for a switch)])."""
+    """``pretrain_gpt.py`` flags as (section, [(flag, value or None for a switch)]), in the
+    order of FLAME-MoE's scripts; Megatron defaults they relied on are written explicitly so
+    that a Megatron upgrade cannot change a run silently (docs/flame_recipe.md)."""
     spec, t = PlanRow.of(row), Recipe.from_cfg(cfg["training"])
     m = megatron_config(cfg)
     a, iters = spec.arch, spec.train_iters
-    mbs = spec.micro_batch_size or m.micro_batch_size
-    if spec.global_batch_size % (mbs * (m.nodes * m.gpus_per_node)):
-        raise ConfigError(f"global_batch_size={spec.global_batch_size} is not a multiple of "
-                          f"micro_batch_size={mbs} x {m.nodes * m.gpus_per_node} GPUs; change "
-                          "the family's micro_batch_size or trainer.nodes/gpus_per_node")
+    mbs = check_batch(spec, m)
     if a.num_moe_layers == 0:
         raise ConfigError(f"{spec.member}: no MoE layer (first_dense_layers = num_layers)")
+    # configs/model/flame-moe.sh:6-16, 31-35
     model = [("--num-layers", a.num_layers), ("--hidden-size", a.hidden_size),
-             ("--num-attention-heads", a.num_attention_heads),
-             ("--ffn-hidden-size", a.ffn_hidden_size), ("--seq-length", a.seq_length),
-             ("--max-position-embeddings", a.seq_length), ("--position-embedding-type", "rope"),
-             ("--normalization", "RMSNorm"), ("--swiglu", None), ("--disable-bias-linear", None),
-             ("--init-method-std", t.init_std), ("--bf16", None)]
+             ("--ffn-hidden-size", a.ffn_hidden_size),
+             ("--num-attention-heads", a.num_attention_heads), ("--swiglu", None),
+             ("--max-position-embeddings", a.seq_length), ("--normalization", "RMSNorm"),
+             ("--norm-epsilon", t.norm_epsilon), ("--position-embedding-type", "rope"),
+             ("--disable-bias-linear", None), ("--hidden-dropout", t.hidden_dropout),
+             ("--attention-dropout", t.attention_dropout),
+             ("--init-method-std", t.init_std), ("--bf16", None),
+             # Megatron defaults FLAME-MoE relied on (yuzc19 arguments.py:957,1071,1094,1096,1110)
+             ("--transformer-impl", "transformer_engine"), ("--attention-backend", "auto"),
+             ("--rotary-base", 10000), ("--rotary-percent", 1.0),
+             ("--make-vocab-size-divisible-by", 128)]
     if not a.tie_embeddings:
-        model.append(("--untie-embeddings-and-output-weights", None))
-    moe = [("--num-experts", a.num_experts), ("--moe-router-topk", a.moe_router_topk),
-           ("--moe-ffn-hidden-size", a.moe_ffn_hidden_size),
-           ("--moe-layer-freq", _layer_pattern(a)),
-           ("--moe-router-load-balancing-type", "aux_loss"),
-           ("--moe-aux-loss-coeff", t.aux_loss_coeff),
-           ("--moe-z-loss-coeff", t.z_loss_coeff),
-           ("--moe-token-dispatcher-type", "alltoall"), ("--moe-router-pre-softmax", None)]
+        model.insert(9, ("--untie-embeddings-and-output-weights", None))
+    # configs/model/flame-moe.sh:19-28
+    moe = [("--moe-ffn-hidden-size", a.moe_ffn_hidden_size), ("--num-experts", a.num_experts),
+           ("--moe-router-topk", a.moe_router_topk),
+           ("--moe-layer-freq", _layer_pattern(a))]
     if a.shared_expert_size:
         moe.insert(3, ("--moe-shared-expert-intermediate-size", a.shared_expert_size))
+    if t.moe_router_dtype:
+        moe.append(("--moe-router-dtype", t.moe_router_dtype))
+    moe += [("--moe-router-pre-softmax", None), ("--moe-router-score-function", "softmax"),
+            ("--moe-aux-loss-coeff", t.aux_loss_coeff), ("--moe-z-loss-coeff", t.z_loss_coeff),
+            ("--moe-router-load-balancing-type", "aux_loss"),  # default (yuzc19 :2289)
+            ("--moe-token-dispatcher-type", "alltoall")]  # configs/train/flame-moe.sh:19
     if m.moe_grouped_gemm:
         moe.append(("--moe-grouped-gemm", None))
-    parallel = [("--expert-model-parallel-size", m.expert_model_parallel_size),
-                ("--tensor-model-parallel-size", 1), ("--pipeline-model-parallel-size", 1)]
-    if m.use_distributed_optimizer:
-        parallel.append(("--use-distributed-optimizer", None))
-    decay_iters = max(1, t.decay_iters(iters))
+    # configs/train/flame-moe.sh:14-21
+    parallel = [("--tensor-model-parallel-size", 1), ("--pipeline-model-parallel-size", 1),
+                ("--expert-model-parallel-size", m.expert_model_parallel_size)]
+    parallel += [(flag, None) for flag, on in (
+        ("--use-distributed-optimizer", m.use_distributed_optimizer),
+        ("--overlap-grad-reduce", m.overlap_grad_reduce),
+        ("--overlap-param-gather", m.overlap_param_gather)) if on]
+    parallel.append(("--distributed-timeout-minutes", m.distributed_timeout_minutes))
+    # configs/train/flame-moe.sh:25-32, then the optimiser defaults (yuzc19 :1286-1303, 1606)
     optim = [("--micro-batch-size", mbs), ("--global-batch-size", spec.global_batch_size),
-             ("--train-iters", iters), ("--seed", t.seed), ("--optimizer", "adam"),
              ("--lr", t.lr), ("--min-lr", t.min_lr), ("--lr-decay-style", "WSD"),
-             ("--lr-wsd-decay-style", t.decay_style),
-             ("--lr-wsd-decay-iters", decay_iters),
              ("--lr-warmup-fraction", t.warmup_fraction),
-             ("--weight-decay", t.weight_decay), ("--adam-beta1", t.adam_beta1),
-             ("--adam-beta2", t.adam_beta2), ("--clip-grad", t.clip_grad)]
-    ckpt_dir = run_dir / CHECKPOINTS_DIR
-    io = [("--eval-interval", m.eval_interval or max(1, math.ceil(iters / 10))),
-          ("--eval-iters", m.eval_iters), ("--save", ckpt_dir), ("--load", ckpt_dir),
-          ("--save-interval", max(1, math.ceil(iters / CHECKPOINTS_PER_RUN))),
-          ("--exit-signal-handler", None), ("--log-interval", m.log_interval),
-          ("--log-throughput", None), ("--tensorboard-dir", run_dir / TENSORBOARD_DIR)]
+             ("--lr-wsd-decay-iters", max(1, t.decay_iters(iters))),
+             ("--lr-wsd-decay-style", t.decay_style), ("--lr-warmup-iters", 0),
+             ("--lr-warmup-init", 0.0),
+             ("--train-iters", iters), ("--seed", t.seed), ("--optimizer", "adam"),
+             ("--weight-decay", t.weight_decay), ("--weight-decay-incr-style", "constant"),
+             ("--adam-beta1", t.adam_beta1), ("--adam-beta2", t.adam_beta2),
+             ("--adam-eps", 1e-08), ("--clip-grad", t.clip_grad)]
+    ckpt_dir, every = run_dir / CHECKPOINTS_DIR, interval(iters, m)
+    # flame-moe_step2.sh:21-30; --exit-signal-handler is flame's (requeue)
+    io = [("--log-interval", m.log_interval), ("--log-throughput", None),
+          ("--save", ckpt_dir), ("--save-interval", every), ("--load", ckpt_dir),
+          ("--eval-interval", every), ("--eval-iters", m.eval_iters),
+          ("--ckpt-format", "torch_dist"), ("--tensorboard-dir", run_dir / TENSORBOARD_DIR),
+          ("--exit-signal-handler", None)]
+    # flame-moe_step2.sh:15-17, configs/model/flame-moe.sh:38-39
+    data: list[tuple[str, Any]] = [("--seq-length", a.seq_length)]
     if m.mock_data:
-        data = [("--mock-data", None), ("--tokenizer-type", "NullTokenizer"),
-                ("--vocab-size", a.vocab_size - 1)]  # NullTokenizer adds the EOD id
+        data += [("--mock-data", None), ("--tokenizer-type", "NullTokenizer"),
+                 ("--vocab-size", a.vocab_size - 1)]  # NullTokenizer adds the EOD id
     else:
-        data = [("--data-path", " ".join(m.data_path or [])), ("--split", m.split),
-                ("--tokenizer-type", m.tokenizer_type)]
+        data += [("--data-path", " ".join(m.data_path or [])), ("--split", m.split),
+                 ("--tokenizer-type", m.tokenizer_type)]
         if m.tokenizer_model:
             data.append(("--tokenizer-model", m.tokenizer_model))
+    data.append(("--num-workers", 2))  # default (yuzc19 :2097)
     if m.data_cache_path:
         data.append(("--data-cache-path", m.data_cache_path))
-    sections = [("model", model), ("mixture of experts", moe), ("parallelism", parallel),
+    sections = [("model (configs/model/flame-moe.sh)", model),
+                ("mixture of experts", moe), ("parallelism (configs/train/flame-moe.sh)", parallel),
                 ("batch, optimiser, WSD schedule", optim),
-                ("evaluation, checkpoints, logging", io), ("data", data)]
+                ("evaluation, checkpoints, logging (flame-moe_step2.sh)", io), ("data", data)]
     if m.extra_args:
         words = [w for arg in m.extra_args for w in shlex.split(arg)]
         sections.append(("extra (trainer.extra_args)", [(w, None) for w in words]))
     return sections
+
+
+def argv_of(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> list[str]:
+    """The argv pretrain_gpt.py receives (what launch.sh's ARGS array expands to)."""
+    out: list[str] = []
+    for _, flags in megatron_args(row, cfg, Path(run_dir).resolve()):
+        for flag, value in flags:
+            out.append(flag)
+            if value is not None:
+                out += str(value).split() if flag == "--data-path" else [str(value)]
+    return out
 
 
 def _fmt(flag: str, value: Any) -> str:
@@ -140,34 +205,44 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
     lines = ["#!/usr/bin/env bash",
              f"# flame run {spec.run_id}: {spec.member} at budget {spec.budget:.3g} "
              f"FLOPs, {spec.train_iters} iterations x {spec.global_batch_size} x "
-             f"{spec.arch.seq_length} tokens.",
-             "# Written by trainers/megatron.py. Run by hand with `bash launch.sh` (inside a",
-             "# SLURM allocation: srun, one task per GPU; elsewhere: torchrun on this machine).",
+             f"{spec.arch.seq_length} tokens, {m.nodes} x {m.gpus_per_node} GPUs.",
+             "# Written by trainers/megatron.py. One launcher per node: inside a SLURM job (one",
+             "# task per node) torchrun with c10d rendezvous on the first node, as FLAME-MoE's",
+             "# configs/train/flame-moe.sh:4-11; elsewhere torchrun --standalone on this machine.",
              "set -euo pipefail", "",
              f"MEGATRON={shlex.quote(m.megatron_path)}",
              f"PYTHON={shlex.quote(m.python)}",
-             f"GPUS_PER_NODE={m.gpus_per_node}",
              f"NODES={m.nodes}",
-             "export CUDA_DEVICE_MAX_CONNECTIONS=1", "", "ARGS=("]
+             f"GPUS_PER_NODE={m.gpus_per_node}",
+             f"RDZV_PORT_BASE={m.master_port}",
+             "# FLAME-MoE's environment (scripts/training/modules/flame-moe_step2.sh:5-8)"]
+    lines += [f"export {k}={v}" for k, v in FLAME_ENV]
+    lines += ["# SLURM signals every process of the job step (scancel --signal, sbatch --signal=USR2@T),",
+              "# torchrun and the ranks included, and USR2's default action kills them unsaved. Ignored",
+              "# here (inherited across exec); flame's task forwards SIGTERM to the ranks instead.",
+              "trap '' USR2", "", "ARGS=("]
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]
     lines += [")", "",
               'if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
-              '  # Ranks from SLURM, as submitit\'s TorchDistributedEnvironment derives them.',
-              '  MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              f"  export MASTER_ADDR MASTER_PORT={m.master_port}",
-              "  export WORLD_SIZE=$((NODES * GPUS_PER_NODE))",
-              '  exec srun --nodes="$NODES" --ntasks-per-node="$GPUS_PER_NODE" '
-              "--kill-on-bad-exit=1 \\",
-              "    bash -c 'export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID; "
-              'exec "$0" "$@"\' \\',
-              '    "$PYTHON" "$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"',
+              '  if [[ "${SLURM_NNODES}" != "$NODES" || "${SLURM_NTASKS_PER_NODE:-1}" != 1 ]]; then',
+              '    echo "launch.sh: wants $NODES nodes x 1 task, the job has ${SLURM_NNODES} x '
+              '${SLURM_NTASKS_PER_NODE:-?} (trainer.nodes and the job shape disagree)" >&2',
+              "    exit 2",
+              "  fi",
+              "  # The port: a base plus the job id, so that two jobs sharing a node do not meet.",
+              '  RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+              "  RDZV_PORT=$((RDZV_PORT_BASE + SLURM_JOB_ID % 1000))",
+              '  LAUNCHER=(--nnodes "$SLURM_NNODES" --node_rank "$SLURM_NODEID" '
+              '--nproc_per_node "$GPUS_PER_NODE"',
+              '            --rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d '
+              '--rdzv-endpoint "$RDZV_HOST:$RDZV_PORT")',
               "else",
-              '  exec "$PYTHON" -m torch.distributed.run --standalone '
-              '--nproc-per-node="$GPUS_PER_NODE" \\',
-              '    "$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"',
-              "fi", ""]
+              '  LAUNCHER=(--standalone --nnodes 1 --nproc_per_node "$GPUS_PER_NODE")',
+              "fi",
+              'exec "$PYTHON" -m torch.distributed.run "${LAUNCHER[@]}" '
+              '"$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"', ""]
     return "\n".join(lines)
 
 
@@ -190,6 +265,8 @@ def metrics_from_log(parsed: ParsedLog, global_batch_size: int, seq_length: int)
                     "lr": rec.get("learning rate"), "train_loss": rec.get("lm loss"),
                     "aux_loss": rec.get("load_balancing_loss"), "z_loss": rec.get("z_loss"),
                     "grad_norm": rec.get("grad norm"),
+                    "tflops_per_gpu": rec.get("throughput per GPU (TFLOP/s/GPU)"),
+                    "ms_per_iteration": ms,
                     "tokens_per_s": global_batch_size * seq_length / (ms / 1000.0)
                     if ms else None, "time": None})
     for rec in parsed.validation:
@@ -199,41 +276,104 @@ def metrics_from_log(parsed: ParsedLog, global_batch_size: int, seq_length: int)
     return sorted(out, key=lambda r: (r["iteration"], r["kind"] == "eval"))
 
 
-def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
-          signals: DeferredSignals) -> dict[str, Any]:
-    """Run launch.sh, appending its output to train.log; forward a deferred signal as SIGTERM
-    (Megatron checkpoints and exits), then hand it on; summarise from the log."""
-    spec, run_dir = PlanRow.of(row), Path(run_dir)
-    script = write_launch(row, cfg, run_dir)
-    began = time.time()
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the ranks torchrun started), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _forward(launcher: int) -> None:
+    """SIGTERM (Megatron's --exit-signal) to the ranks; to the launcher if none started yet."""
+    for pid in _children(launcher) or [launcher]:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def run_launcher(script: Path, run_dir: Path, signals: DeferredSignals) -> tuple[int, bool]:
+    """Run launch.sh, appending its output to train.log (every node appends to the same file:
+    Megatron prints on rank 0 and on the last rank, which is on the last node). Returns (exit
+    code, whether a signal was forwarded)."""
     with open(run_dir / TRAIN_LOG, "ab") as log:
         proc = subprocess.Popen(["bash", str(script)], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=run_dir, start_new_session=True)
+        forwarded = False
         while proc.poll() is None:
-            if signals.pending is not None:
-                os.killpg(proc.pid, signal.SIGTERM)  # Megatron's --exit-signal (default)
-                proc.wait()
-                signals.deliver(_last_iteration(run_dir))
-            time.sleep(0.5)
+            if signals.pending is not None and not forwarded:
+                _forward(proc.pid)
+                forwarded = True
+            time.sleep(0.2)
+    return proc.returncode, forwarded
+
+
+def tracker_iteration(run_dir: Path) -> int:
+    """The iteration of the newest complete checkpoint (Megatron's tracker file), or 0."""
+    try:
+        return int((Path(run_dir) / CHECKPOINTS_DIR / TRACKER).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def reached(parsed: ParsedLog, run_dir: Path) -> int:
+    """How far training got, by Megatron's evidence whatever the log interval: the final
+    validation, the checkpoint tracker, the last training line."""
+    finals = [v["iteration"] for v in parsed.validation if v["final"]]
+    lines = [r["iteration"] for r in parsed.train]
+    return max(finals + lines + [tracker_iteration(run_dir)])
+
+
+def _tail(run_dir: Path) -> str:
+    return (run_dir / TRAIN_LOG).read_text(errors="replace")[-2000:]
+
+
+def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
+          signals: DeferredSignals) -> dict[str, Any]:
+    """Run launch.sh (this node's launcher; the task with SLURM_PROCID 0), forward a deferred
+    signal to the ranks as SIGTERM, then decide from Megatron's own evidence: completed,
+    preempted (hand the signal on: submitit requeues) or failed."""
+    spec, run_dir = PlanRow.of(row), Path(run_dir)
+    script = write_launch(row, cfg, run_dir)
+    began = time.time()
+    code, forwarded = run_launcher(script, run_dir, signals)
     parsed = parse_lines(open(run_dir / TRAIN_LOG, errors="replace"))
     records = metrics_from_log(parsed, spec.global_batch_size, spec.arch.seq_length)
     atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in records))
-    if proc.returncode != 0:
-        tail = (run_dir / TRAIN_LOG).read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"Megatron-LM exited with {proc.returncode}; end of train.log:\n{tail}")
+    if code != 0:
+        raise RuntimeError(f"Megatron-LM exited with {code}; end of {TRAIN_LOG}:\n"
+                           f"{_tail(run_dir)}")
+    done = reached(parsed, run_dir)
+    if done < spec.train_iters:
+        if forwarded:  # saved at an iteration boundary and exited 0: requeue from there
+            signum, saved = signals.pending or signal.SIGTERM, tracker_iteration(run_dir)
+            signals.deliver(saved)  # submitit's handler requeues and exits from here
+            raise Preempted(signum, saved)  # its SIGTERM "bypass" returned: stop, resumable
+        raise RuntimeError(f"Megatron-LM exited 0 at iteration {done} of {spec.train_iters} "
+                           f"without a signal (no final validation, checkpoint tracker at "
+                           f"{tracker_iteration(run_dir)}); see {TRAIN_LOG}")
     final = [v for v in parsed.validation if v["final"]]
-    last_iter = parsed.train[-1]["iteration"] if parsed.train else 0
-    if last_iter < spec.train_iters or not final:
-        raise RuntimeError(f"Megatron-LM stopped at iteration {last_iter} of "
-                           f"{spec.train_iters} without a final validation; see {TRAIN_LOG}")
-    return {"trainer": "megatron", "final_val_loss": final[-1]["lm loss value"],
-            "iterations": last_iter, "tokens": spec.tokens, "wall_s": time.time() - began}
+    return {"trainer": "megatron", "final_val_loss": final[-1]["lm loss value"] if final
+            else None, "iterations": done, "tokens": spec.tokens,
+            "wall_s": time.time() - began}
 
 
-def _last_iteration(run_dir: Path) -> int:
-    parsed = parse_lines(open(run_dir / TRAIN_LOG, errors="replace"))
-    return parsed.train[-1]["iteration"] if parsed.train else 0
+def run_node(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
+    """Another node's task of a multi-node run (SLURM_PROCID > 0): run its launcher only,
+    forwarding signals to its ranks; no ledger, no metrics, no summary (node 0 writes them)."""
+    run_dir = Path(run_dir)
+    script = write_launch(row, cfg, run_dir)  # identical bytes on every node, written atomically
+    with DeferredSignals() as signals:
+        code, _ = run_launcher(script, run_dir, signals)
+    if code != 0:
+        raise RuntimeError(f"Megatron-LM (this node's launcher) exited with {code}")
 
 
-__all__ = ["render_launch", "write_launch", "megatron_args", "metrics_from_log", "train",
-           "MegatronConfig", "Preempted"]
+__all__ = ["render_launch", "write_launch", "megatron_args", "argv_of", "metrics_from_log",
+           "train", "run_node", "MegatronConfig", "Preempted"]

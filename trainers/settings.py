@@ -173,43 +173,55 @@ class MegatronConfig:
 
     name: str = result("megatron")
     """The trainer (selects the code that runs a job)."""
-    data_path: Any = result(None)
-    """--data-path: indexed-dataset prefixes, optionally weighted: one string of words
-    ("0.3 /data/a 0.7 /data/b") or a list (null = none: give it, or mock_data)."""
+    data_path: Any = operational(None)
+    """--data-path: where this site keeps the tokenised corpus, as indexed-dataset prefixes,
+    optionally weighted: one string of words ("1.0 /data/a 1.0 /data/b") or a list (null =
+    none: give it, or mock_data). Operational: the corpus itself is the recipe's (tokenizer_*
+    and split are hashed); only its location differs between sites."""
     mock_data: bool = result(False)
     """--mock-data for smoke tests (no corpus needed)."""
-    split: str = result("99,1,0")
-    """--split train,valid,test weights."""
+    split: str = result("90,5,5")
+    """--split train,valid,test weights (FLAME-MoE: flame-moe_step2.sh:17)."""
     tokenizer_type: str = result("HuggingFaceTokenizer")
     """--tokenizer-type."""
     tokenizer_model: str | None = result("EleutherAI/pythia-12b")
     """--tokenizer-model (GPT-NeoX BPE: Megatron pads its 50277 ids to 50304)."""
-    eval_iters: int = result(10)
-    """--eval-iters (validation batches per evaluation)."""
+    eval_iters: int = result(100)
+    """--eval-iters (validation batches per evaluation; FLAME-MoE relied on the default 100)."""
     extra_args: list[str] = result(factory=list)
     """More pretrain_gpt.py flags, appended last (each word shell-quoted)."""
     megatron_path: str = operational("${oc.env:MEGATRON_LM,/opt/Megatron-LM}")
     """The Megatron-LM checkout holding pretrain_gpt.py."""
     python: str = operational("python")
     """Interpreter with Megatron-LM's dependencies."""
+    evaluations_per_run: int = operational(10)
+    """--eval-interval and --save-interval = train_iters // this (FLAME-MoE: about 10 for the
+    released models, 1 for the sweep)."""
     eval_interval: int | None = operational(None)
-    """--eval-interval; null = 10 evaluations per run."""
-    log_interval: int = operational(10)
-    """--log-interval."""
+    """--eval-interval and --save-interval as a number of iterations (null: from
+    evaluations_per_run)."""
+    log_interval: int = operational(5)
+    """--log-interval (FLAME-MoE: 5)."""
     nodes: int = operational(1)
-    """Nodes per run."""
+    """Nodes per run (one torchrun launcher per node)."""
     gpus_per_node: int = operational(8)
-    """GPUs (ranks) per node."""
+    """GPUs (ranks) per node: torchrun's --nproc_per_node, and the job's GPUs per node."""
     master_port: int = operational(29500)
-    """Rendezvous port on the first node."""
+    """Rendezvous port base on the first node (+ SLURM_JOB_ID % 1000 under SLURM)."""
     expert_model_parallel_size: int = operational(8)
     """--expert-model-parallel-size (FLAME-MoE: 8)."""
     micro_batch_size: int = operational(4)
     """--micro-batch-size when the family member gives none."""
-    moe_grouped_gemm: bool = operational(True)
-    """--moe-grouped-gemm."""
+    moe_grouped_gemm: bool = operational(False)
+    """--moe-grouped-gemm (FLAME-MoE: off; same math, faster experts kernel)."""
     use_distributed_optimizer: bool = operational(True)
     """--use-distributed-optimizer."""
+    overlap_grad_reduce: bool = operational(True)
+    """--overlap-grad-reduce (FLAME-MoE: on)."""
+    overlap_param_gather: bool = operational(True)
+    """--overlap-param-gather (FLAME-MoE: on)."""
+    distributed_timeout_minutes: int = operational(30)
+    """--distributed-timeout-minutes (FLAME-MoE: 30)."""
     data_cache_path: str | None = operational(None)
     """--data-cache-path (Megatron's sample-index cache)."""
 
@@ -230,11 +242,37 @@ class MegatronConfig:
                               "FLAME_DATA_PATH) or trainer.mock_data=true for a smoke test")
         if not self.mock_data and not self.tokenizer_type:
             raise ConfigError("trainer.tokenizer_type: not set (e.g. HuggingFaceTokenizer)")
+        for key in ("nodes", "gpus_per_node", "expert_model_parallel_size", "micro_batch_size",
+                    "evaluations_per_run", "log_interval", "distributed_timeout_minutes"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"trainer.{key}={getattr(self, key)}: must be >= 1")
+        if self.eval_interval is not None and self.eval_interval < 1:
+            raise ConfigError(f"trainer.eval_interval={self.eval_interval}: must be >= 1 or "
+                              "null (train_iters // trainer.evaluations_per_run)")
         world = self.nodes * self.gpus_per_node
         if world % self.expert_model_parallel_size:
             raise ConfigError(f"trainer.expert_model_parallel_size="
                               f"{self.expert_model_parallel_size} does not divide the "
                               f"{world} GPUs (nodes x gpus_per_node); change one of them")
+
+    def check_checkout(self, required: bool) -> str | None:
+        """The Megatron-LM checkout must hold pretrain_gpt.py. A path that does not exist on
+        this machine is an error when ``required`` (a real launch), a note otherwise (a dry run
+        may be read far from the cluster's file system)."""
+        from pathlib import Path
+
+        root = Path(self.megatron_path).expanduser()
+        if root.is_dir() and not (root / "pretrain_gpt.py").is_file():
+            raise ConfigError(f"trainer.megatron_path={self.megatron_path}: no pretrain_gpt.py "
+                              "there; point it (or MEGATRON_LM) at a Megatron-LM core_v0.16.1 "
+                              "checkout")
+        if not root.exists():
+            if required:
+                raise ConfigError(f"trainer.megatron_path={self.megatron_path}: does not exist; "
+                                  "set trainer.megatron_path (or export MEGATRON_LM) to the "
+                                  "Megatron-LM core_v0.16.1 checkout")
+            return f"trainer.megatron_path={self.megatron_path} does not exist here (not checked)"
+        return None
 
 
 TRAINER_CONFIGS: dict[str, type] = {"embedded": EmbeddedConfig, "simulated": SimulatedConfig,

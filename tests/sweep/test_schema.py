@@ -63,6 +63,8 @@ def _yaml_values(path: Path) -> dict:
 def _schema_of(group: str, path: Path) -> type | None:
     if group == "trainer":
         return TRAINER_CONFIGS.get(path.stem)
+    if group == "trainer_layout":  # <experiment>_<trainer>.yaml, merged into `trainer`
+        return TRAINER_CONFIGS.get(path.stem.rsplit("_", 1)[-1])
     return GROUPS.get(group)
 
 

@@ -30,3 +30,23 @@ def planner():
 @pytest.fixture
 def sim_plan(tmp_path: Path) -> tuple[list[dict], dict]:
     return make_plan(tmp_path, "trainer=simulated")
+
+
+STANDIN = Path(__file__).with_name("megatron_standin.py")
+
+
+def standin_checkout(path: Path) -> Path:
+    """A "Megatron-LM checkout" whose pretrain_gpt.py is the stand-in (a symlink, as the
+    stand-in supports): launch.sh runs it under the real torchrun, with this interpreter."""
+    path.mkdir(parents=True, exist_ok=True)
+    link = path / "pretrain_gpt.py"
+    if not link.exists():
+        link.symlink_to(STANDIN)
+    return path
+
+
+def standin_overrides(path: Path) -> list[str]:
+    """trainer=megatron on this machine: the stand-in, one rank, expert parallelism 1."""
+    import sys
+    return [f"trainer.megatron_path={standin_checkout(path)}", f"trainer.python={sys.executable}",
+            "trainer.gpus_per_node=1", "trainer.nodes=1", "trainer.expert_model_parallel_size=1"]

@@ -59,7 +59,7 @@ def _now() -> str:
     return datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-RANK = int(os.environ.get("RANK", "0"))  # set by torchrun, or by flame's launch.sh under srun
+RANK = int(os.environ.get("RANK", "0"))  # set by torchrun (flame's launch.sh runs it)
 WORLD_SIZE = int(os.environ.get("WORLD_SIZE", "1"))
 
 

@@ -1,5 +1,8 @@
-"""The Megatron-LM launcher: launch.sh for FLAME's release model carries the recipe's flags,
-parses as the argv Megatron will see, and a job's signal reaches the ranks as SIGTERM."""
+"""The Megatron-LM launcher: launch.sh hands pretrain_gpt.py exactly the rendered flags, and a
+run's outcome follows Megatron's own semantics, shown with the stand-in of core_v0.16.1's
+pretrain_gpt.py (tests/trainers/megatron_standin.py) under the real torchrun: complete whatever
+the log interval, a forwarded signal saves and exits 0 (preempted, resumable), exit 0 short of
+train_iters without a signal and nonzero exits are failures."""
 
 from __future__ import annotations
 
@@ -8,38 +11,19 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from sweep.arch import ConfigError
 from trainers.logformat import parse_lines
-from trainers.megatron import render_launch, write_launch
+from trainers.megatron import argv_of, render_launch, tracker_iteration, write_launch
 from trainers.run import Preempted, train_run
+from tests.trainers.conftest import standin_overrides
 
-
-def _argv_of(script: Path, tmp_path: Path) -> list[str]:
-    """Run launch.sh outside SLURM with a stand-in interpreter that records its argv."""
-    recorder = tmp_path / "record.py"
-    recorder.write_text(f"import json, sys\njson.dump(sys.argv[1:], open({str(tmp_path / 'argv.json')!r}, 'w'))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    text = script.read_text().replace("PYTHON=python", f"PYTHON='{sys.executable} {recorder}'")
-    text = text.replace('exec "$PYTHON"', "exec $PYTHON")
-    script.write_text(text)
-    subprocess.run(["bash", str(script)], check=True, env=env)
-    return json.loads((tmp_path / "argv.json").read_text())
-
-
-def _flags(argv: list[str]) -> dict[str, str | None]:
-    args = argv[argv.index(next(a for a in argv if a.endswith("pretrain_gpt.py"))) + 1:]
-    out: dict[str, str | None] = {}
-    for i, a in enumerate(args):
-        if a.startswith("--"):
-            nxt = args[i + 1] if i + 1 < len(args) else None
-            out[a] = None if nxt is None or nxt.startswith("--") else nxt
-    return out
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -49,32 +33,25 @@ def release(tmp_path, planner):
     return next(r for r in rows if r["member"] == "L9-h1024"), cfg
 
 
-def test_release_290m_carries_the_flame_recipe(release, tmp_path):
+def test_launch_sh_hands_pretrain_gpt_exactly_the_rendered_flags(release, tmp_path):
     row, cfg = release
     run_dir = tmp_path / "runs" / row["run_id"]
-    flags = _flags(_argv_of(write_launch(row, cfg, run_dir), tmp_path))
-    expected = {"--num-layers": "9", "--hidden-size": "1024", "--num-attention-heads": "16",
-                "--ffn-hidden-size": "5472", "--num-experts": "64", "--moe-router-topk": "6",
-                "--moe-ffn-hidden-size": "704", "--moe-shared-expert-intermediate-size": "1408",
-                "--moe-layer-freq": "([0]*1+[1]*8)", "--expert-model-parallel-size": "8",
-                "--moe-router-load-balancing-type": "aux_loss", "--moe-aux-loss-coeff": "0.01",
-                "--moe-z-loss-coeff": "0.001", "--moe-token-dispatcher-type": "alltoall",
-                "--global-batch-size": "1024", "--seq-length": "2048",
-                "--lr": "0.0003", "--min-lr": "3e-05", "--lr-decay-style": "WSD",
-                "--lr-wsd-decay-style": "linear", "--lr-warmup-fraction": "0.01",
-                "--train-iters": "5473",  # FLAME's own count (the planner rounds to nearest)
-                "--save": str(run_dir.resolve() / "checkpoints"),
-                "--load": str(run_dir.resolve() / "checkpoints"),
-                "--tensorboard-dir": str(run_dir.resolve() / "tensorboard"),
-                "--data-path": "/data/dclm_text_document"}
-    assert {k: flags.get(k) for k in expected} == expected
-    for switch in ("--moe-router-pre-softmax", "--bf16", "--exit-signal-handler", "--swiglu",
-                   "--disable-bias-linear", "--untie-embeddings-and-output-weights"):
-        assert switch in flags and flags[switch] is None
-    iters = int(row["train_iters"])
-    assert int(flags["--lr-wsd-decay-iters"]) == round(0.1 * iters)  # decay over the last 10%
-    assert int(flags["--save-interval"]) * 10 >= iters > int(flags["--save-interval"]) * 9
-    assert int(flags["--eval-interval"]) > 0  # core_v0.16's default (None) would never evaluate
+    recorder = tmp_path / "record.py"
+    recorder.write_text("import json, sys\njson.dump(sys.argv[1:], open(sys.argv[0] + '.json', "
+                        "'w'))\n")
+    cfg["trainer"]["python"] = f"{sys.executable} {recorder}"  # quoted: one word in launch.sh
+    script = write_launch(row, cfg, run_dir)
+    text = script.read_text().replace('exec "$PYTHON"', "exec $PYTHON")
+    script.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    subprocess.run(["bash", str(script)], check=True, env=env)
+    argv = json.loads(Path(str(recorder) + ".json").read_text())
+    launcher, args = argv[:argv.index("/opt/Megatron-LM/pretrain_gpt.py")], \
+        argv[argv.index("/opt/Megatron-LM/pretrain_gpt.py") + 1:]
+    assert launcher == ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+                        "--nproc_per_node", "8"]
+    assert args == argv_of(row, cfg, run_dir)
+    assert "srun" not in text  # submitit's step is the one srun (one launcher per node)
 
 
 def test_mock_data_uses_null_tokenizer(release, tmp_path):
@@ -92,59 +69,67 @@ def test_missing_data_path_is_a_config_error(release, tmp_path):
         render_launch(row, cfg, tmp_path)
 
 
-STAND_IN = textwrap.dedent('''
-    # Stands in for the ranks of pretrain_gpt.py (no GPU here): Megatron's log lines, and its
-    # --exit-signal-handler behaviour on SIGTERM (checkpoint, exit 0).
-    import signal, sys, time
-    from trainers.logformat import train_line, validation_lines
-    argv = sys.argv
-    iters = int(argv[argv.index("--train-iters") + 1])
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-    for it in range(1, iters + 1):
-        time.sleep(DELAY)
-        print(train_line(it, iters, it * 1024, 1.0, 3e-4, 1024, {"lm loss": 5.0 - it / iters}), flush=True)
-        if stop:
-            print(" successfully saved checkpoint from iteration %d" % it, flush=True)
-            sys.exit(0)
-    print(validation_lines(iters, {"lm loss": 4.0}, final=True), flush=True)
-''')
+@pytest.fixture
+def standin_run(tmp_path, planner):
+    """The 290M release row on the stand-in: one rank (EP 1), log interval 5, a few iterations."""
+    rows, cfg = planner(tmp_path / "plan", "experiment=flame_release", "trainer=megatron",
+                        "trainer.data_path=/data/dclm_text_document",
+                        *standin_overrides(tmp_path / "megatron"))
+    row = next(r for r in rows if r["member"] == "L9-h1024")
+
+    def run(iters: int, name: str = "run", *extra: str) -> dict:
+        cfg["trainer"]["extra_args"] = list(extra)
+        return train_run(dict(row, train_iters=str(iters)), cfg, tmp_path / name)
+    return run
 
 
-def _with_stand_in(cfg: dict, tmp_path: Path, delay: float) -> None:
-    script = tmp_path / "stand_in.py"
-    script.write_text(STAND_IN.replace("DELAY", str(delay)))
-    # launch.sh runs "$PYTHON" -m torch.distributed.run ... pretrain_gpt.py ARGS outside SLURM;
-    # a wrapper drops the launcher's own words and runs the stand-in with the Megatron args.
-    wrapper = tmp_path / "python"
-    wrapper.write_text(f"#!/bin/bash\nwhile [[ $1 != *pretrain_gpt.py ]]; do shift; done\nshift\n"
-                       f"exec {sys.executable} {script} \"$@\"\n")
-    wrapper.chmod(0o755)
-    cfg["trainer"]["python"] = str(wrapper)
-
-
-def test_train_run_megatron_collects_its_log(release, tmp_path, monkeypatch):
-    row, cfg = release
-    row = dict(row, train_iters="6")
-    _with_stand_in(cfg, tmp_path, 0.0)
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
-    summary = train_run(row, cfg, tmp_path / "run")
-    assert summary["final_val_loss"] == 4.0 and summary["iterations"] == 6
+def test_completes_when_train_iters_is_not_a_multiple_of_the_log_interval(standin_run, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0")
+    summary = standin_run(23)
+    assert summary["iterations"] == 23 and summary["final_val_loss"] > 2.0
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-    assert [r["kind"] for r in records] == ["train"] * 6 + ["eval"]
-    assert records[0]["consumed_tokens"] == 1024 * 2048
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 5, 10, 15, 20]
+    assert [(r["iteration"], r["final"]) for r in records if r["kind"] == "eval"] == \
+        [(2, False), (4, False), (6, False), (8, False), (10, False), (12, False), (14, False),
+         (16, False), (18, False), (20, False), (22, False), (23, True)]
+    train = [r for r in records if r["kind"] == "train"]
+    assert all(r["tflops_per_gpu"] > 0 for r in train)  # --log-throughput: what MFU reads
+    assert tracker_iteration(tmp_path / "run") == 23
 
 
-def test_job_signal_reaches_megatron_as_sigterm(release, tmp_path, monkeypatch):
-    row, cfg = release
-    row = dict(row, train_iters="200")
-    _with_stand_in(cfg, tmp_path, 0.02)
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGUSR2))
-    timer.start()
+def test_signal_reaches_the_ranks_as_sigterm_then_the_rerun_resumes_to_the_same_loss(
+        standin_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0.05")
+    log = tmp_path / "run" / "train.log"
+
+    def preempt_once_training() -> None:  # as SLURM does: USR2 to the job's task
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log.is_file() and "iteration        5/" in log.read_text():
+                os.kill(os.getpid(), signal.SIGUSR2)
+                return
+            time.sleep(0.1)
+    threading.Thread(target=preempt_once_training, daemon=True).start()
     with pytest.raises(Preempted) as info:
-        train_run(row, cfg, tmp_path / "run")
-    log = (tmp_path / "run" / "train.log").read_text()
-    assert "successfully saved checkpoint" in log
-    assert 0 < info.value.iteration < 200
-    assert parse_lines(log.splitlines()).train[-1]["iteration"] == info.value.iteration
+        standin_run(103)
+    text = log.read_text()
+    assert "[exiting program after receiving SIGTERM.]" in text  # Megatron's own handler ran
+    assert 5 <= info.value.iteration < 103
+    assert info.value.iteration == tracker_iteration(tmp_path / "run")
+    assert "validation loss at iteration" not in text.split("exiting program")[-1]
+    monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0")
+    resumed = standin_run(103)
+    assert "loading distributed checkpoint from" in log.read_text()
+    assert resumed["iterations"] == 103
+    assert resumed["final_val_loss"] == standin_run(103, "uninterrupted")["final_val_loss"]
+
+
+def test_exit_zero_short_of_train_iters_without_a_signal_is_a_failure(standin_run):
+    with pytest.raises(RuntimeError, match="exited 0 at iteration 7 of 23 without a signal"):
+        standin_run(23, "run", "--exit-interval 7")
+
+
+def test_nonzero_exit_is_a_failure_with_the_log_tail(standin_run):
+    with pytest.raises(RuntimeError, match="(?s)exited with 1.*unknown flag --no-such-flag"):
+        standin_run(23, "run", "--no-such-flag")

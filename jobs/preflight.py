@@ -1,0 +1,82 @@
+"""What ``flame launch`` checks and settles before it writes anything into the sweep directory
+(no lock file, ledger entry, manifest or launch.sh): trainer keys the user overrode at launch,
+and, for trainer=megatron, every run's command line and job shape. A problem is a ConfigError
+naming the key and the fix (the CLI prints it as one line and exits 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from jobs.settings import ClusterSettings
+from sweep.arch import ConfigError
+from sweep.config import config_yaml
+from sweep.io import CONFIG_YAML, atomic_write_text
+from sweep.planrow import PlanRow
+from sweep.schema import changes_result
+from trainers.settings import trainer_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One trainer key whose launch value differs from config.yaml's."""
+
+    key: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"trainer.{self.key}: {self.old!r} -> {self.new!r}"
+
+
+def trainer_overrides(config: Mapping[str, Any], cfg: DictConfig | Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], list[Change]]:
+    """config.yaml's config with the operational trainer keys of the launch's composed config
+    applied, and what changed. Compared only when both name the same trainer (a launch that
+    composes the default trainer says nothing about the planned one). A differing result key
+    would change the runs' results under the same run_ids: refused."""
+    composed = cfg.get("trainer") if cfg is not None else None
+    if isinstance(composed, DictConfig):
+        composed = OmegaConf.to_container(composed, resolve=True)
+    stored = config.get("trainer") or {}
+    if not composed or composed.get("name") != stored.get("name"):
+        return dict(config), []
+    old, new = trainer_config(stored), trainer_config(composed)
+    changes, updated = [], dict(stored)
+    for f in dataclasses.fields(old):
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if before == after:
+            continue
+        if changes_result(f):
+            raise ConfigError(f"trainer.{f.name}={after!r} differs from the plan's {before!r} "
+                              f"({CONFIG_YAML}) and would change the runs' results; re-plan "
+                              f"with `flame plan ... trainer.{f.name}=... --replan` (or drop "
+                              "the override)")
+        changes.append(Change(f.name, before, after))
+        updated[f.name] = composed[f.name]
+    return {**config, "trainer": updated}, changes
+
+
+def write_trainer(sweep_dir: Path, config: Mapping[str, Any]) -> None:
+    """Rewrite config.yaml (atomically) with ``config``'s trainer section."""
+    atomic_write_text(Path(sweep_dir) / CONFIG_YAML, config_yaml(config))
+
+
+def check_runs(rows: list[PlanRow], config: Mapping[str, Any], todo: list[str],
+               settings: ClusterSettings, dry_run: bool) -> tuple[ClusterSettings, list[str]]:
+    """The job shape for the planned trainer, every Megatron run's flags rendered once (data
+    path, checkout, expert parallelism, batch divisibility); returns the shape and notes."""
+    settings = settings.with_trainer(config.get("trainer") or {})
+    if (config.get("trainer") or {}).get("name") != "megatron":
+        return settings, []
+    from trainers.megatron import argv_of, megatron_config
+
+    note = megatron_config(config).check_checkout(required=not dry_run)
+    wanted = set(todo)
+    for row in rows:
+        if row.run_id in wanted:
+            argv_of(row, config, Path("/nonexistent/run"))  # raises a ConfigError on bad input
+    return settings, [note] if note else []
