@@ -14,6 +14,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 from rich.console import Console
 
+from jobs import slurm
+from jobs.settings import ClusterSettings
 from sweep.commands import plan as plan_command, plan_arguments
 from sweep.io import FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
@@ -34,6 +36,9 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
     sweep_dir = Path(cfg.sweep_dir)
     started = time.monotonic()
     console.rule(f"flame run: {cfg.experiment_name} -> {sweep_dir}")
+    settings = ClusterSettings.from_cfg(cfg)
+    if settings.executor == "slurm":  # a scheduler that cannot take the jobs: before planning
+        slurm.ensure_client(settings)
     plan_command(cfg, args)
     report = launch_sweep(sweep_dir, cfg)
     console.print(f"launch: {len(report.submitted)} runs submitted, "

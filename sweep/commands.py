@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -57,9 +58,11 @@ def check_sweep_dir(value: object) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"sweep_dir={path}: is a file, not a directory; give another path")
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"sweep_dir={path}: {existing} is not writable; choose a directory "
-                          "you can write to")
+    try:  # os.access says yes to root everywhere; only a real try tells (/proc, read-only)
+        os.rmdir(tempfile.mkdtemp(prefix=".flame-write-test-", dir=existing))
+    except OSError as err:
+        raise ConfigError(f"sweep_dir={path}: cannot create files in {existing} "
+                          f"({err.strerror}); choose a directory you can write to") from None
     return path
 
 

@@ -95,6 +95,11 @@ def explain(err: OmegaConfBaseException, where: str = "") -> str:
         inside = f" (no such field in {owner})" if owner else ""
         return (f"unknown config key '{full}'{inside}: check its spelling against "
                 "`flame <command> --help`")
+    if "is not a ListConfig" in message:
+        return (f"config key '{full}' takes a list, not a single value; write it in brackets, "
+                f"e.g. {full}=[...]")
+    if "could not be converted to" in message:
+        return f"config key '{full}': {message.split(' full_key')[0]}; give a value of that type"
     if "Missing mandatory value" in message:
         return f"config key '{full}' has no value; set it, e.g. {full}=..."
     return f"config key '{full}': {message}"

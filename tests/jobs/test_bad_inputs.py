@@ -176,3 +176,68 @@ def test_bad_input(case: Case, tmp_path: Path, shared: Path) -> None:
         ours = [k for k in before if not k.startswith("jobs/")]
         assert {k: after.get(k) for k in ours} == {k: before[k] for k in ours}  # untouched
         assert all(k.startswith("jobs/") for k in set(after) - set(before)), after
+
+
+# ---- config and command-line mistakes (item 7): the command's own sweep_dir argument ---------
+
+@dataclass(frozen=True)
+class ConfigCase:
+    """A command line that must stop with one line before writing anything."""
+
+    id: str
+    argv: tuple[str, ...]
+    """``{tmp}`` is replaced by the test's directory (which holds a planned sweep ``s``)."""
+    stderr_has: tuple[str, ...]
+    env: Callable[[Path], dict[str, str]] | None = None
+
+
+def no_slurm_conf_env(tmp: Path) -> dict[str, str | None]:
+    """sbatch on PATH, but no slurm.conf and no controller: a login node set up wrongly
+    (None: the variable is removed)."""
+    return {"SLURM_CONF": None}
+
+
+SIM = "trainer=simulated"
+CONFIG_CASES = [
+    ConfigCase("plan/budget-no-member-lists", ("plan", SIM, "sweep_dir={tmp}/new",
+                                               "budgets.flops=[5e10]"),
+               ("budgets.flops", "no family member runs at 5e+10")),
+    ConfigCase("plan/scalar-budgets", ("plan", SIM, "sweep_dir={tmp}/new", "budgets.flops=1e11"),
+               ("budgets.flops", "takes a list", "[...]")),
+    ConfigCase("plan/budget-not-a-number", ("plan", SIM, "sweep_dir={tmp}/new",
+                                            "budgets.flops=[abc]"),
+               ("budgets.flops[0]", "'abc'")),
+    ConfigCase("plan/sweep-dir-is-a-file", ("plan", SIM, "sweep_dir={tmp}/s/plan.csv"),
+               ("sweep_dir=", "is a file")),
+    ConfigCase("plan/sweep-dir-unwritable", ("plan", SIM, "sweep_dir=/proc/flame-sweep"),
+               ("sweep_dir=/proc/flame-sweep", "cannot create files")),
+    ConfigCase("plan/sweep-dir-null", ("plan", SIM, "sweep_dir=null"), ("sweep_dir: empty",)),
+    ConfigCase("plan/sweep-dir-empty", ("plan", SIM, "sweep_dir="), ("sweep_dir: empty",)),
+    ConfigCase("plan/unknown-key", ("plan", SIM, "sweep_dir={tmp}/new", "cluster.bogus=1"),
+               ("unknown config key 'cluster.bogus'",)),
+    ConfigCase("launch/no-controller", ("launch", "sweep_dir={tmp}/s", "cluster=slurm_h100"),
+               ("cluster=slurm_h100", "SLURM controller does not answer"),
+               env=no_slurm_conf_env),
+    ConfigCase("run-no-wait/no-controller", ("run", "--no-wait", SIM, "sweep_dir={tmp}/s",
+                                             "cluster=slurm_h100"),
+               ("SLURM controller does not answer",), env=no_slurm_conf_env),
+    ConfigCase("fit/results-is-a-directory", ("fit", "results={tmp}/s", "sweep_dir={tmp}/fit"),
+               ("results", "is a directory")),
+]
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=[c.id for c in CONFIG_CASES])
+def test_config_mistake(case: ConfigCase, tmp_path: Path) -> None:
+    make_sweep(tmp_path / "s", LOCAL)
+    before = checksums(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in case.argv]
+    env = {k: v for k, v in {**os.environ, **(case.env(tmp_path) if case.env else {})}.items()
+           if v is not None}
+    out = subprocess.run([*FLAME, *argv], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(lines) == 1, out.stderr
+    for text in case.stderr_has:
+        assert text in lines[0], (text, lines[0])
+    assert checksums(tmp_path) == before  # nothing written anywhere, nothing lost
