@@ -88,7 +88,11 @@ def _expand(job_id: str) -> list[str]:
 
 
 def job_states(job_ids: Iterable[str]) -> dict[str, JobInfo]:
-    """States of every task of the given jobs/arrays: ONE sacct call for all of them."""
+    """States of every task of the given jobs/arrays: ONE sacct call for all of them.
+
+    Not submitit's ``SlurmInfoWatcher``: it only follows jobs this process registered (submitit
+    ``Job`` objects it created), and a sweep's jobs were submitted by earlier processes; its
+    public API has no "state of these job ids" call. The parsing is ours for that reason."""
     bases = sorted({j.split("_")[0] for j in job_ids if j and j[0].isdigit()})
     if not bases:
         return {}

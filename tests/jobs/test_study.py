@@ -83,7 +83,8 @@ def test_sigkilled_study_continues_without_retraining(tmp_path):
         assert Path(tmp_path, "runs", run_id, "train.log").stat().st_mtime_ns == logs[run_id]
 
 
-@pytest.mark.slurm
+@pytest.mark.slow  # 35 s; SLURM's side is covered by tests/jobs/test_slurm*.py, the study's by
+@pytest.mark.slurm  # test_demo_study_local: kept out of the 10-minute default suite
 def test_demo_study_through_local_slurm(tmp_path, slurm_cluster):
     out = flame_run(tmp_path, "cluster=slurm_local")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

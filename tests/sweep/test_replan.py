@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 BASE = ("trainer=simulated", "budgets.flops=[3e10,1e11]", "cluster=local")
+SIM = ("trainer=simulated", "budgets.flops=[3e10,1e11]")
 
 
 def flame(*argv: str) -> subprocess.CompletedProcess:
@@ -62,9 +65,12 @@ def test_replanning_a_launched_sweep(tmp_path: Path) -> None:
     assert sum(r["flag"] == "missing" for r in results) == 14  # the new plan, not run yet
 
 
-def test_no_replan_under_runs_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cluster", [("cluster=local", "cluster.parallelism=1"),
+                                     pytest.param(("cluster=slurm_local",),
+                                                  marks=pytest.mark.slurm)])
+def test_no_replan_under_runs_in_flight(tmp_path: Path, cluster: tuple[str, ...]) -> None:
     sweep = tmp_path / "s"
-    slow = (*BASE, "trainer.seconds_per_run=60", "cluster.parallelism=1")
+    slow = (*SIM, "trainer.seconds_per_run=60", *cluster)
     assert flame("plan", f"sweep_dir={sweep}", *slow).returncode == 0
     try:
         assert flame("launch", f"sweep_dir={sweep}", *slow).returncode == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -133,3 +134,24 @@ def test_exit_zero_short_of_train_iters_without_a_signal_is_a_failure(standin_ru
 def test_nonzero_exit_is_a_failure_with_the_log_tail(standin_run):
     with pytest.raises(RuntimeError, match="(?s)exited with 1.*unknown flag --no-such-flag"):
         standin_run(23, "run", "--no-such-flag")
+
+
+def test_extra_args_reach_megatron_as_words_never_as_shell(tmp_path, planner):
+    """Issue 11 item 8: ``trainer.extra_args`` is quoted word by word in launch.sh: a command
+    substitution stays text, a ';' stays inside its word, and the script parses."""
+    rows, cfg = planner(tmp_path / "plan", "experiment=flame_release", "trainer=megatron",
+                        "trainer.data_path=/data/dclm_text_document")
+    cfg["trainer"]["extra_args"] = [f"--foo $(touch {tmp_path}/pwned)", "--bar a;b"]
+    script = write_launch(rows[0], cfg, tmp_path / "run")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    body = text[text.index("ARGS=(\n") + 7:text.index("\n)\n")]
+    words = [w for line in body.splitlines() if not line.strip().startswith("#")
+             for w in shlex.split(line)]
+    assert words[-5:] == ["--foo", "$(touch", f"{tmp_path}/pwned)", "--bar", "a;b"]
+    bash = f"{text[:text.index(chr(10) + ')' + chr(10)) + 3]}\nprintf '%s\\n' \"${{ARGS[@]}}\"\n"
+    out = subprocess.run(["bash", "-c", bash.split("\n", 1)[1]], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == ["--bar", "a;b"]
+    assert not (tmp_path / "pwned").exists()
