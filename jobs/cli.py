@@ -197,6 +197,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser(name, command)
     overrides, rest = split_argv(argv)
     args = parser.parse_args(rest)
+    args.overrides = overrides  # what the user named (launch applies only those trainer keys)
     try:
         cfg = compose(overrides) if command.uses_config else None
         if name in STICKY_CLUSTER and not any(o.lstrip("+~").startswith("cluster")

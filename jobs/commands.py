@@ -19,6 +19,7 @@ from rich.progress_bar import ProgressBar
 
 from jobs import ledger, slurm
 from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock, unreleased_arrays
+from jobs.preflight import explicit_trainer_keys
 from jobs.settings import ClusterSettings
 from jobs.status import PlainLine, SweepStatus, poll, problems, status_table
 from jobs.sweepdir import plan_rows
@@ -39,7 +40,8 @@ def launch_arguments(parser: argparse.ArgumentParser) -> None:
 def launch(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Submit the plan's runs that are not queued, running or finished; return at once."""
     sweep_dir = Path(cfg.sweep_dir)
-    report = launch_sweep(sweep_dir, cfg, dry_run=bool(getattr(args, "dry_run", False)))
+    report = launch_sweep(sweep_dir, cfg, dry_run=bool(getattr(args, "dry_run", False)),
+                          explicit=explicit_trainer_keys(getattr(args, "overrides", None)))
     console = _console()
     _warn(report.warnings)
     if report.recovered:

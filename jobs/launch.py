@@ -110,14 +110,16 @@ def select(rows: list[PlanRow], states: dict[str, dict],
     return todo, skipped
 
 
-def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False) -> LaunchReport:
-    """Submit the missing runs of ``sweep_dir``'s plan with ``cfg.cluster``; non-blocking."""
+def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False,
+                 explicit: set[str] | None = None) -> LaunchReport:
+    """Submit the missing runs of ``sweep_dir``'s plan with ``cfg.cluster``; non-blocking.
+    ``explicit``: the trainer keys the command line named (None: compare them all)."""
     settings = ClusterSettings.from_cfg(cfg)
     sweep_dir = Path(sweep_dir).resolve()
     rows = plan_rows(sweep_dir)
     # The jobs need config.yaml: fail here, not in every job. Then, before anything is written:
     # trainer keys overridden at launch (applied or refused) and every run's flags and shape.
-    config, changes = trainer_overrides(read_config(sweep_dir), cfg)
+    config, changes = trainer_overrides(read_config(sweep_dir), cfg, explicit)
     states, corrupt = ledger.scan(sweep_dir)
     todo, _ = select(rows, states, frozenset(corrupt))
     settings, notes = check_runs(rows, config, todo, settings, dry_run)

@@ -32,12 +32,23 @@ class Change:
         return f"trainer.{self.key}: {self.old!r} -> {self.new!r}"
 
 
-def trainer_overrides(config: Mapping[str, Any], cfg: DictConfig | Mapping[str, Any]
-                      ) -> tuple[dict[str, Any], list[Change]]:
+def explicit_trainer_keys(overrides: list[str] | None) -> set[str] | None:
+    """The trainer fields a command line names (``trainer.data_path=...``, ``+trainer.x=1``,
+    ``trainer.data.split=...`` -> ``data``); None when there is no command line."""
+    if overrides is None:
+        return None
+    keys = (o.lstrip("+~").split("=", 1)[0] for o in overrides)
+    return {k.split(".")[1] for k in keys if k.startswith("trainer.") and k.count(".") >= 1}
+
+
+def trainer_overrides(config: Mapping[str, Any], cfg: DictConfig | Mapping[str, Any],
+                      explicit: set[str] | None = None) -> tuple[dict[str, Any], list[Change]]:
     """config.yaml's config with the operational trainer keys of the launch's composed config
     applied, and what changed. Compared only when both name the same trainer (a launch that
-    composes the default trainer says nothing about the planned one). A differing result key
-    would change the runs' results under the same run_ids: refused."""
+    composes the default trainer says nothing about the planned one), and, with ``explicit``
+    (the keys the user's command line names), only on those keys: a launch that does not repeat
+    the plan's overrides changes nothing. A differing result key would change the runs' results
+    under the same run_ids: refused."""
     composed = cfg.get("trainer") if cfg is not None else None
     if isinstance(composed, DictConfig):
         composed = OmegaConf.to_container(composed, resolve=True)
@@ -48,7 +59,7 @@ def trainer_overrides(config: Mapping[str, Any], cfg: DictConfig | Mapping[str, 
     changes, updated = [], dict(stored)
     for f in dataclasses.fields(old):
         before, after = getattr(old, f.name), getattr(new, f.name)
-        if before == after:
+        if before == after or (explicit is not None and f.name not in explicit):
             continue
         if changes_result(f):
             raise ConfigError(f"trainer.{f.name}={after!r} differs from the plan's {before!r} "

@@ -146,3 +146,21 @@ def test_smoke_study_runs_end_to_end_on_the_stand_in(tmp_path):
     log = next(sweep.glob("runs/*/train.log")).read_text()
     assert "validation loss at iteration 103 on validation set" in log
     assert "iteration      103/" not in log  # Megatron prints no training line at 103
+
+
+def test_a_launch_that_does_not_repeat_the_plans_overrides_changes_nothing(tmp_path):
+    """Only the trainer keys a launch's command line names count as overrides: planning with
+    `trainer.noise=0.01` and launching with just `sweep_dir=` keeps the plan's noise."""
+    sweep = tmp_path / "sweep"
+    plan = [f"sweep_dir={sweep}", "trainer=simulated", "trainer.noise=0.01",
+            "budgets.flops=[3e10]", "cluster=local"]
+    env = dict(os.environ)
+    assert _run_flame(env, "plan", *plan).returncode == 0
+    before = (sweep / "config.yaml").read_text()
+    out = _run_flame(env, "launch", "--dry-run", f"sweep_dir={sweep}", "trainer=simulated",
+                     "cluster=local")
+    assert out.returncode == 0, out.stderr
+    assert (sweep / "config.yaml").read_text() == before and "noise" not in out.stderr
+    named = _run_flame(env, "launch", "--dry-run", f"sweep_dir={sweep}", "trainer=simulated",
+                       "trainer.noise=0.02", "cluster=local")
+    assert named.returncode == 2 and "trainer.noise=0.02" in named.stderr  # a result field
