@@ -35,8 +35,9 @@ from analysis.settings import FitSettings
 from analysis.sources import (Evidence, finite, read_metrics, read_state, read_tensorboard,
                               read_throughput, read_train_log)
 from sweep.arch import ConfigError
-from sweep.config import history_plans, load_sweep_config
+from sweep.config import history_plans, load_sweep_config, study_config
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
+from trainers.settings import MegatronConfig
 
 RESULT_COLUMNS = ("status", "final_val_loss", "best_val_loss", "tokens_seen", "iterations_done",
                   "flag", "reason", "source", "mfu", "gpu_hours_spent")
@@ -102,12 +103,11 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
 def _megatron_shape(sweep_dir: Path) -> tuple[int | None, float | None]:
     """(GPUs per run, device peak FLOP/s) from config.yaml when the trainer is Megatron (the
     only trainer that reports its own throughput); (None, None) otherwise."""
-    config = load_sweep_config(sweep_dir) or {}
-    trainer, cluster = config.get("trainer") or {}, config.get("cluster") or {}
-    if trainer.get("name") != "megatron":
+    config = load_sweep_config(sweep_dir)
+    study = study_config(config) if config else None
+    if study is None or not isinstance(study.trainer, MegatronConfig):
         return None, None
-    gpus = int(trainer.get("nodes", 1)) * int(trainer.get("gpus_per_node", 1))
-    return gpus, float(cluster.get("device_peak_flops") or 0.0) or None
+    return study.trainer.nodes * study.trainer.gpus_per_node, study.cluster.device_peak_flops
 
 
 def _with_cost(result: RunResult, path: Path, gpus: int | None,

@@ -18,6 +18,7 @@ from analysis.settings import N_COLUMN_RE
 from sweep.accounting import param_counts, train_iters
 from sweep.arch import ConfigError, MoEArch
 from sweep.config import settings_from_cfg
+from sweep.planner import PlannerSettings
 from sweep.family import Member, build_family
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -48,6 +49,7 @@ def select(targets: tuple[float, ...], predict: Predictor, approach: str,
     """One row per target budget: predicted optimum and, with a family, the chosen member."""
     budgets = np.array(targets, float)
     n_opt, d_opt, loss = (np.atleast_1d(v) for v in predict(budgets))
+    settings = settings_from_cfg(config) if members else None  # once: a whole typed config
     rows = []
     for i, budget in enumerate(budgets):
         row = {"budget": budget, "approach": approach, "n_opt": n_opt[i], "d_opt": d_opt[i],
@@ -55,19 +57,18 @@ def select(targets: tuple[float, ...], predict: Predictor, approach: str,
                "log10_n_ratio": math.nan, "member_tokens": math.nan,
                "member_iterations": math.nan}
         if members:
-            row.update(_nearest(budget, n_opt[i], members, config or {}, n_column))
+            row.update(_nearest(budget, n_opt[i], members, settings, n_column))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _nearest(budget: float, n_opt: float, members: list[Member], config: Mapping[str, Any],
+def _nearest(budget: float, n_opt: float, members: list[Member], s: PlannerSettings,
              n_column: str) -> dict:
     eligible = [m for m in members if m.budgets is None or
                 any(math.isclose(budget, b, rel_tol=1e-6) for b in m.budgets)] or members
     sizes = np.array([member_n(m.arch, n_column) for m in eligible], float)
     best = int(np.abs(np.log(sizes) - math.log(n_opt)).argmin())
     member = eligible[best]
-    s = settings_from_cfg(config)
     batch = s.global_batch_size
     iters = train_iters(budget, member.arch, batch, s.accounting, s.flops_formula,
                         s.iters_rounding)

@@ -10,6 +10,7 @@ from omegaconf import MISSING, DictConfig
 
 from sweep.arch import ConfigError
 from sweep.schema import to_typed
+from trainers.settings import trainer_config
 
 EXECUTORS = ("local", "slurm")
 
@@ -94,9 +95,10 @@ class ClusterSettings:
         """The job shape the planned trainer needs. trainer=megatron runs one launcher per node
         on trainer.nodes x trainer.gpus_per_node, so the job's nodes and GPUs per node come from
         the trainer; cluster.nodes / cluster.gpus_per_node may stay unset (1 / 0) or agree."""
-        if (trainer or {}).get("name") != "megatron":
+        megatron = trainer_config(trainer) if (trainer or {}).get("name") == "megatron" else None
+        if megatron is None:
             return self
-        nodes, gpus = int(trainer.get("nodes", 1)), int(trainer.get("gpus_per_node", 8))
+        nodes, gpus = megatron.nodes, megatron.gpus_per_node
         if self.gpus_per_node not in (0, gpus):
             raise ConfigError(f"cluster.gpus_per_node={self.gpus_per_node} disagrees with "
                               f"trainer.gpus_per_node={gpus} (the ranks per node); set both to "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -12,13 +11,11 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep.config import plan_from_cfg, read_plan, write_plan
+from jobs import ledger
 from sweep.arch import ConfigError
-from sweep.io import PLAN_CSV, RUNS_DIR, STATE_JSON, run_dir
+from sweep.config import plan_from_cfg, read_plan, write_plan
+from sweep.io import PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
-
-# Ledger states of a run that is queued or training (jobs/ledger.py's names).
-IN_FLIGHT = ("submitted", "running")
 
 
 def plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,10 +68,12 @@ def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: boo
     flight: their results would belong to no plan."""
     if previous == now:
         return
-    launched = {rid for rid in previous if (sweep_dir / RUNS_DIR / rid).is_dir()}
+    launched = {rid for rid in previous if run_dir(sweep_dir, rid).is_dir()}
     if not launched:
         return
-    in_flight = sorted(rid for rid in previous - now if _state(sweep_dir, rid) in IN_FLIGHT)
+    states = ledger.read_all(sweep_dir)  # unreadable entries are left out, as before
+    in_flight = sorted(rid for rid in previous - now
+                       if states.get(rid, {}).get("state") in ledger.ACTIVE)
     change = f"{len(now - previous)} new runs, {len(previous - now)} no longer planned"
     if not replan:
         raise ConfigError(f"sweep_dir={sweep_dir} was launched ({len(launched)} runs started) and "
@@ -85,13 +84,6 @@ def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: boo
         raise ConfigError(f"sweep_dir={sweep_dir}: {len(in_flight)} runs that the new plan drops "
                           f"are still queued or running (e.g. {in_flight[0]}); wait for them or "
                           f"`flame cancel --all sweep_dir={sweep_dir}` first, then --replan")
-
-
-def _state(sweep_dir: Path, run_id: str) -> str:
-    try:
-        return str(json.loads((run_dir(sweep_dir, run_id) / STATE_JSON).read_text())["state"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unknown"
 
 
 def _previous_ids(sweep_dir: Path) -> set[str] | None:

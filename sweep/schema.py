@@ -90,7 +90,7 @@ def explain(err: OmegaConfBaseException, where: str = "") -> str:
     key = getattr(err, "full_key", None) or ""
     full = f"{where}.{key}" if where and key else (where or key)
     message = str(err).split("\n")[0].strip()
-    if "not in '" in message or "Key '" in message and "not in" in message:
+    if "not in '" in message:  # "Key 'x' not in 'ClusterSettings'"
         owner = getattr(getattr(err, "object_type", None), "__name__", "")
         inside = f" (no such field in {owner})" if owner else ""
         return (f"unknown config key '{full}'{inside}: check its spelling against "
