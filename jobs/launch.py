@@ -77,8 +77,7 @@ def launcher_lock(sweep_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = ledger.holder_line(handle)  # read as lock_holder does: it may be mid-write
             raise LauncherBusy(f"another flame launch is submitting this sweep ({holder}); "
                                f"wait for it to finish, then run `flame launch` again") from None
         handle.truncate(0)

@@ -23,7 +23,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from sweep.arch import ConfigError
 from sweep.io import RUNS_DIR, STATE_JSON, atomic_write_text, run_dir
@@ -310,13 +310,19 @@ def lock_holder(sweep_dir: Path, run_id: str, wait_s: float = 2.0) -> str | None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:  # held: its holder writes its id right after taking it
-            deadline = time.monotonic() + wait_s
-            while True:
-                handle.seek(0)
-                words = handle.read().split()
-                if words or time.monotonic() > deadline:
-                    return words[0] if words else "unknown"
-                time.sleep(0.05)
+        except BlockingIOError:
+            return holder_line(handle, wait_s).split()[0]
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None
+
+
+def holder_line(handle: IO[str], wait_s: float = 2.0) -> str:
+    """What the holder of a held lock file wrote in it ("unknown" if nothing). A holder writes
+    right after it takes the lock, so a reader that comes in between waits up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        handle.seek(0)
+        text = handle.read().strip()
+        if text or time.monotonic() > deadline:
+            return text or "unknown"
+        time.sleep(0.05)
