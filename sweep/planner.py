@@ -13,6 +13,7 @@ from sweep.accounting import (CONVENTIONS, FLOPS_FORMULAS, ITERS_ROUNDINGS, flop
 from sweep.arch import ConfigError
 from sweep.family import Member
 from sweep.planrow import PlanRow
+from sweep.schema import operational
 
 
 @dataclass
@@ -54,6 +55,9 @@ class PlannerConfig:
     """Upper end of the tokens-per-active-parameter window (null = open)."""
     prior: Prior | None = None
     """Keep runs within span_log10 decades of N_opt = k.C^a (null = keep all)."""
+    adaptive: bool = operational(False)
+    """`flame run` runs the budgets in waves from the cheapest, each wave's sizes re-centred on
+    the law refitted from the finished budgets (needs prior; see jobs/adaptive.py)."""
 
 
 @dataclass(kw_only=True)
