@@ -210,10 +210,15 @@ def wave_runs(budget: float, n_centre: float, law: Law, runs: dict[str, PlannedR
 
 
 def fit_finished(sweep_dir: Path, study: Study) -> dict[str, Any]:
-    """Collect the sweep, fit Approach 2 on its usable runs; the evidence per budget and the
-    fit, as logged with the decision they lead to."""
+    """Collect the sweep and fit its usable runs (``fit_points``)."""
     collect_sweep(sweep_dir, study.cfg)
-    used = used_points(load_sweep_results(Path(sweep_dir) / RESULTS_CSV, study.fit))
+    return fit_points(used_points(load_sweep_results(Path(sweep_dir) / RESULTS_CSV,
+                                                     study.fit)), study)
+
+
+def fit_points(used: pd.DataFrame, study: Study) -> dict[str, Any]:
+    """Approach 2 on ``used`` (fit points of results.csv): the evidence per budget and the
+    fit, as logged with the decision they lead to."""
     iso = fit_isoflop(used, study.fit) if not used.empty else None
     return {"approach": "approach2", "n_column": study.fit.n_column,
             "points": int(len(used)), "run_ids": sorted(used["run_id"].astype(str)),
@@ -308,4 +313,4 @@ def _order(run: PlannedRun) -> tuple[float, int, str]:
 
 
 __all__ = ["ADAPTIVE_DIR", "Decision", "load_study", "run_waves", "decide", "fit_finished",
-           "evidence", "read_decisions", "replay"]
+           "fit_points", "evidence", "read_decisions", "replay"]

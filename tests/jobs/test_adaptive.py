@@ -1,0 +1,163 @@
+"""Adaptive budgets (issue 13, part 3): `flame run` with planner.adaptive=true on the simulated
+trainer and cluster=local, with a prior that puts the optimum 3x too large in N.
+
+experiment=demo_adaptive at three of its five budgets. One study is run as a user would after a
+crash: a real `flame run` SIGKILLed between two waves (right after it logged decision 3), then
+`flame run` again. On it: every budget is bracketed where a static plan brackets none; every
+decision is what the finished runs before it imply (recomputed here from results.csv), so a
+rerun cannot decide otherwise; nothing completed before the kill is trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.collect import collect_sweep
+from analysis.data import load_sweep_results, used_points
+from analysis.isoflop import fit_isoflop
+from analysis.settings import FitSettings
+from jobs.adaptive import (ADAPTIVE_DIR, decide, fit_points, load_study, read_decisions,
+                           replay)
+from jobs.cli import compose, main
+from jobs.launch import launch_sweep
+from jobs.status import wait_until_terminal
+from jobs.study import run
+from sweep.arch import ConfigError
+from sweep.commands import plan as plan_command
+from tests.jobs.conftest import REPO
+
+STUDY = ("experiment=demo_adaptive", "budgets.flops=[1.0e18,3.0e18,1.0e19]", "fit.bootstrap=0",
+         "cluster.poll_s=0.3", "fit.target_budgets=[3.0e19]")
+TRUE_LAW = (0.5987, 0.4516)  # the simulated law's optimum, N_opt = k.C^a (demo_adaptive.yaml)
+KILLED_AT = "decision_003.json"  # waves 1 and 2 have ended, wave 3 is decided, not planned
+# Runs `flame` and SIGKILLs it the moment the file named first lands (atomic rename), as
+# kill -9 would: tests/jobs/kill_after.py's device, keyed on a decision instead of a ledger.
+KILL_ON_WRITE = """
+import os, signal, sys
+from jobs.cli import main
+real = os.replace
+def replace(src, dst, *args, **kwargs):
+    real(src, dst, *args, **kwargs)
+    if os.fspath(dst).endswith(os.sep + sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def decisions(sweep_dir: Path) -> list[str]:
+    return [p.read_text() for p in sorted((sweep_dir / ADAPTIVE_DIR).glob("decision_*.json"))]
+
+
+def ledger(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text())
+            for p in (sweep_dir / "runs").glob("*/state.json")}
+
+
+def run_in_process(sweep_dir: Path, *overrides: str) -> None:
+    """`flame run` in this process (the CLI's own function)."""
+    cfg = compose([f"sweep_dir={sweep_dir}", *STUDY, *overrides])
+    assert run(cfg, argparse.Namespace(no_wait=False, replan=False)) == 0
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory) -> tuple[Path, dict]:
+    """The study, killed between waves and run again; with what it had done when killed."""
+    sweep_dir = tmp_path_factory.mktemp("adaptive")
+    killed = subprocess.run([sys.executable, "-c", KILL_ON_WRITE, KILLED_AT, "run",
+                             f"sweep_dir={sweep_dir}", *STUDY],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    runs = ledger(sweep_dir)
+    before = {"ledger": runs, "decisions": decisions(sweep_dir),
+              "logs": {rid: (sweep_dir / "runs" / rid / "train.log").stat().st_mtime_ns
+                       for rid in runs}}
+    run_in_process(sweep_dir)
+    return sweep_dir, before
+
+
+def test_static_plan_leaves_budgets_unbracketed_adaptive_brackets_all(crashed, tmp_path):
+    adaptive, _ = crashed
+    cfg = compose([f"sweep_dir={tmp_path}", *STUDY, "planner.adaptive=false"])
+    plan_command(cfg)
+    launch_sweep(tmp_path, cfg)
+    assert wait_until_terminal(tmp_path, cfg, progress=False).all_terminal
+    collect_sweep(tmp_path, cfg)
+    settings = FitSettings.from_mapping({"bootstrap": 0})
+    static = fit_isoflop(used_points(load_sweep_results(tmp_path / "results.csv", settings)),
+                         settings)
+    # every budget's sizes start at or above the true optimum: the fit rejects each, saying so
+    assert [b.reason for b in static.budgets] == \
+        ["lowest loss at the smallest sampled size: the optimum is not bracketed"] * 3
+    assert static.n_law is None
+
+    fit = json.loads((adaptive / "fit.json").read_text())
+    assert [b["used"] for b in fit["approach2"]["budgets"]] == [True] * 3
+    for b in fit["approach2"]["budgets"]:  # within 0.15 decades of the true optimum
+        truth = TRUE_LAW[0] * b["budget"] ** TRUE_LAW[1]
+        assert abs(math.log10(b["n_opt"] / truth)) < 0.15
+    log = read_decisions(adaptive)
+    # the cheapest budget first, then again (re-centred below its smallest size), then the others
+    assert [d.budget for d in log] == [1e18, 1e18, 3e18, 1e19, None]
+    assert log[0].fit is None and "prior" in log[0].law["source"]
+    assert log[1].fit["evidence"][0]["edge"] == "low"
+    assert log[1].n_centre < log[0].n_centre / 2  # moved towards the true optimum
+    assert "every budget is bracketed" in log[-1].reason
+    # the plan only grew: every run of every wave is in plan.csv and results.csv, none unplanned
+    planned = set(pd.read_csv(adaptive / "plan.csv")["run_id"])
+    assert planned == {rid for d in log for rid in d.run_ids}
+    results = pd.read_csv(adaptive / "results.csv")
+    assert set(results["flag"]) == {"ok"} and len(results) == len(planned)
+    assert len(list((adaptive / "history").iterdir())) == len(log) - 2  # one per grown plan
+
+
+def test_rerun_after_sigkill_between_waves_decides_the_same_and_retrains_nothing(crashed):
+    sweep_dir, before = crashed
+    assert len(before["decisions"]) == 3 and before["ledger"]
+    assert all(r["state"] == "completed" for r in before["ledger"].values())  # waves 1 and 2
+    log = read_decisions(sweep_dir)
+    assert decisions(sweep_dir)[:3] == before["decisions"]  # read back, not decided again
+    assert {rid for d in log[:2] for rid in d.run_ids} == set(before["ledger"])
+    after = ledger(sweep_dir)
+    for rid in before["ledger"]:  # nothing completed was trained again
+        assert after[rid]["attempts"] == 1
+        assert (sweep_dir / "runs" / rid / "train.log").stat().st_mtime_ns == \
+            before["logs"][rid]
+    # Every decision is a function of the finished runs before it: recomputed from
+    # results.csv (those runs only), each is the logged file byte for byte, so a rerun at any
+    # point makes the same decisions.
+    study = load_study(compose([f"sweep_dir={sweep_dir}", *STUDY]))
+    points = used_points(load_sweep_results(sweep_dir / "results.csv", study.fit))
+    for i, logged in enumerate(log[1:], start=2):
+        earlier = replay(sweep_dir, log[:i - 1], study)
+        fitted = fit_points(points[points["run_id"].isin(earlier)].reset_index(drop=True),
+                            study)
+        assert decide(i, earlier, study, fitted).to_json() == logged.to_json()
+
+
+@pytest.mark.slow  # 20 s: a second whole study; the default suite checks the same property
+def test_rerun_decides_as_an_uninterrupted_run(crashed, tmp_path):  # by recomputation above
+    run_in_process(tmp_path)
+    assert decisions(tmp_path) == decisions(crashed[0])
+    assert set(ledger(tmp_path)) == set(ledger(crashed[0]))
+
+
+def test_adaptive_needs_a_prior_and_unpinned_members(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"planner.adaptive=true: family member .* lists "
+                                          r"`budgets`"):
+        load_study(compose([f"sweep_dir={tmp_path}", "experiment=demo_adaptive",
+                            "family.grid.hidden_size=[]", "family.grid.num_layers=[]",
+                            "family.members=[{hidden_size:512,num_layers:12,budgets:[1e18]}]"]))
+    assert main(["run", f"sweep_dir={tmp_path / 'new'}", "experiment=demo_adaptive",
+                 "planner.prior=null"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "planner.adaptive=true needs planner.prior" in err
+    assert not (tmp_path / "new").exists()  # refused before anything is written
