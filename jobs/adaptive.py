@@ -36,6 +36,7 @@ from analysis.data import load_sweep_results, used_points
 from analysis.isoflop import IsoflopFit, fit_isoflop
 from analysis.settings import FitSettings
 from jobs.launch import launch_sweep
+from jobs.ledger import COMPLETED
 from jobs.status import poll, wait_until_terminal
 from sweep.arch import ConfigError
 from sweep.commands import check_sweep_dir, guard_replan
@@ -84,11 +85,17 @@ class Study:
     """What every step needs, built once from the config (ConfigError before any write)."""
 
     cfg: DictConfig
+    """The composed config (for collect and launch)."""
     settings: PlannerSettings
+    """The planner's settings; ``prior`` is the first wave's law."""
     members: list[Member]
+    """The family (no member pinned to budgets)."""
     budgets: list[float]
+    """The study's budgets, cheapest first."""
     context: dict[str, Any]
+    """What else goes into run_ids (``sweep.config.hash_context``)."""
     fit: FitSettings
+    """The study's fit settings, N under the planner's convention, no bootstrap."""
 
 
 def load_study(cfg: DictConfig) -> Study:
@@ -110,11 +117,15 @@ def load_study(cfg: DictConfig) -> Study:
                  hash_context(study), fit)
 
 
+DONE, WAITING, BLOCKED = "done", "waiting", "blocked"
+
+
 def run_waves(sweep_dir: Path, cfg: DictConfig, args: argparse.Namespace,
-              console: Console) -> bool:
-    """Plan, launch and wait wave after wave until a decision says stop. True: every run of
-    the final plan is finished (collect and fit may follow); False: runs are still going and
-    waiting was not asked for (a later ``flame run`` continues)."""
+              console: Console) -> str:
+    """Plan, launch and wait wave after wave until a decision says stop. Returns DONE (every
+    run of the final plan has ended: collect and fit may follow), WAITING (runs are going and
+    waiting was not asked for) or BLOCKED (a wave has runs that did not complete: no decision
+    is made without them); a later ``flame run`` continues from the log."""
     check_sweep_dir(str(sweep_dir))
     study = load_study(cfg)
     decisions = read_decisions(sweep_dir)
@@ -135,10 +146,18 @@ def run_waves(sweep_dir: Path, cfg: DictConfig, args: argparse.Namespace,
             else poll(sweep_dir, cfg)
         if not status.all_terminal:
             console.print(f"{status.summary()}\nwave {last.index} is still queued or running; "
-                          f"run this command again to continue the waves once it has ended.")
-            return False
+                          "run this command again to continue the waves once it has ended.")
+            return WAITING
         if last.budget is None:
-            return True
+            return DONE
+        if status.counts[COMPLETED] < status.total:
+            ended = [r.run_id for r in status.runs if r.state != COMPLETED]
+            console.print(f"{status.summary()}\nwave {last.index}: {len(ended)} runs did not "
+                          f"complete (e.g. {ended[0]}) and the next wave is decided from "
+                          "completed runs only: `flame resubmit --failed` (cancelled runs: "
+                          f"`flame resubmit RUN_ID...`) sweep_dir={sweep_dir}, then run this "
+                          "command again.")
+            return BLOCKED
         fitted = fit_finished(sweep_dir, study)
         decisions.append(log_decision(sweep_dir, decide(last.index + 1, runs, study, fitted)))
         runs = replay(sweep_dir, decisions, study)
@@ -312,5 +331,5 @@ def _order(run: PlannedRun) -> tuple[float, int, str]:
     return run.budget, run.n_active, run.run_id
 
 
-__all__ = ["ADAPTIVE_DIR", "Decision", "load_study", "run_waves", "decide", "fit_finished",
+__all__ = ["ADAPTIVE_DIR", "DONE", "WAITING", "BLOCKED", "Decision", "load_study", "run_waves", "decide", "fit_finished",
            "fit_points", "evidence", "read_decisions", "replay"]

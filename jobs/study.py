@@ -40,9 +40,10 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
     if settings.executor == "slurm":  # a scheduler that cannot take the jobs: before planning
         slurm.ensure_client(settings)
     if cfg.get("planner", {}).get("adaptive", False):  # waves re-centred on the refitted law
-        from jobs.adaptive import run_waves
-        done = run_waves(sweep_dir, cfg, args, console)
-        return finish(sweep_dir, cfg, console, started) if done else 0
+        from jobs.adaptive import BLOCKED, DONE, run_waves
+        state = run_waves(sweep_dir, cfg, args, console)
+        return finish(sweep_dir, cfg, console, started) if state == DONE else \
+            int(state == BLOCKED)
     plan_command(cfg, args)
     report = launch_sweep(sweep_dir, cfg)
     console.print(f"launch: {len(report.submitted)} runs submitted, "

@@ -161,3 +161,16 @@ def test_adaptive_needs_a_prior_and_unpinned_members(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "planner.adaptive=true needs planner.prior" in err
     assert not (tmp_path / "new").exists()  # refused before anything is written
+
+
+def test_no_decision_without_every_run_of_the_wave(tmp_path, capsys):
+    """--no-wait returns with wave 1 running; its runs cancelled, `flame run` decides nothing
+    (exit 1, the way on named) until they are resubmitted."""
+    cli = [f"sweep_dir={tmp_path}", *STUDY, "trainer.seconds_per_run=30"]
+    assert main(["run", "--no-wait", *cli]) == 0
+    assert "wave 1 is still queued or running" in capsys.readouterr().out
+    assert main(["cancel", "--all", *cli]) == 0
+    assert main(["run", *cli]) == 1
+    assert "did not complete" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / ADAPTIVE_DIR).iterdir()] == ["decision_001.json"]
+
