@@ -71,6 +71,8 @@ class Decision:
     """Cheaper unbracketed budgets that gain no member, and why."""
     fit: dict[str, Any] | None = None
     """The fit it came from (None for the first wave: the prior alone)."""
+    budgets: list[float] = field(default_factory=list)
+    """The study's budgets it chose among (a rerun with others is refused)."""
 
     @property
     def run_ids(self) -> list[str]:
@@ -196,12 +198,12 @@ def decide(index: int, runs: dict[str, PlannedRun], study: Study,
                   f"N={n_centre:.4g}")
         return Decision(index, budget, n_centre, law_dict,
                         [{"run_id": r.run_id, "member": r.member.name, "n": r.n_active}
-                         for r in new], reason, skipped, fitted)
+                         for r in new], reason, skipped, fitted, study.budgets)
     left = [s["budget"] for s in skipped]
     reason = ("every budget is bracketed" if not left else
               f"{len(left)} budget(s) not bracketed and the family has no further size within "
               f"span_log10 of their optimum: {', '.join(f'{b:.3g}' for b in left)}")
-    return Decision(index, None, None, law_dict, [], reason, skipped, fitted)
+    return Decision(index, None, None, law_dict, [], reason, skipped, fitted, study.budgets)
 
 
 def _state(ev: BudgetEvidence | None) -> str:
@@ -302,6 +304,10 @@ def replay(sweep_dir: Path, decisions: list[Decision], study: Study) -> dict[str
     when the config no longer plans them (family, recipe or trainer changed)."""
     runs: dict[str, PlannedRun] = {}
     settings = dataclasses.replace(study.settings, prior=None)
+    if decisions and decisions[-1].budgets != study.budgets:
+        raise ConfigError(f"budgets.flops={study.budgets}: the waves logged in "
+                          f"{decisions_dir(sweep_dir)} chose among {decisions[-1].budgets}; "
+                          "set those budgets, or use a new sweep_dir for others")
     for d in decisions:
         if d.budget is None:
             continue

@@ -173,4 +173,7 @@ def test_no_decision_without_every_run_of_the_wave(tmp_path, capsys):
     assert main(["run", *cli]) == 1
     assert "did not complete" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / ADAPTIVE_DIR).iterdir()] == ["decision_001.json"]
+    with pytest.raises(ConfigError, match=r"budgets.flops=.*the waves logged in .* chose "
+                                          r"among \[1e\+18, 3e\+18, 1e\+19\]"):
+        run(compose(cli + ["budgets.flops=[1.0e18,3.0e18]"]), argparse.Namespace())
 
