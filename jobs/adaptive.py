@@ -337,5 +337,5 @@ def _order(run: PlannedRun) -> tuple[float, int, str]:
     return run.budget, run.n_active, run.run_id
 
 
-__all__ = ["ADAPTIVE_DIR", "DONE", "WAITING", "BLOCKED", "Decision", "load_study", "run_waves", "decide", "fit_finished",
-           "fit_points", "evidence", "read_decisions", "replay"]
+__all__ = ["ADAPTIVE_DIR", "DONE", "WAITING", "BLOCKED", "Decision", "load_study", "run_waves",
+           "decide", "fit_finished", "fit_points", "evidence", "read_decisions", "replay"]
