@@ -150,6 +150,20 @@ def test_rerun_decides_as_an_uninterrupted_run(crashed, tmp_path):  # by recompu
     assert set(ledger(tmp_path)) == set(ledger(crashed[0]))
 
 
+@pytest.mark.slow  # 25 s: killed inside a wave's submission, a half-submitted wave; the rerun
+def test_rerun_after_sigkill_inside_a_wave(crashed, tmp_path):  # finishes it and goes on
+    # wave 1 queues 8 runs (8 state.json writes by the launcher); the 10th is wave 2's second
+    killed = subprocess.run([sys.executable, "-m", "tests.jobs.kill_after", "10", "run",
+                             f"sweep_dir={tmp_path}", *STUDY],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    states = [r["state"] for r in ledger(tmp_path).values()]
+    assert states.count("submitted") == 2 and len(states) == 10
+    run_in_process(tmp_path)
+    assert decisions(tmp_path) == decisions(crashed[0])
+    assert all(r["attempts"] == 1 for r in ledger(tmp_path).values())
+
+
 def test_adaptive_needs_a_prior_and_unpinned_members(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"planner.adaptive=true: family member .* lists "
                                           r"`budgets`"):
