@@ -7,6 +7,7 @@ parses flags and turns user errors into one clear line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
@@ -87,7 +88,9 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     register()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
+            plain, onto_null = _split_null_overrides(overrides, hydra_compose)
+            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=plain)
+            _set_null_nodes(cfg, onto_null)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(err)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -98,6 +101,57 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     except OmegaConfBaseException as err:
         raise ConfigError(_explain(err)) from None
     return cfg
+
+
+def _split_null_overrides(overrides: Sequence[str], hydra_compose: Callable
+                          ) -> tuple[list[str], dict[str, dict]]:
+    """Overrides that set a key inside a node whose default is null (``planner.prior={k:..}``
+    or ``planner.prior.k=..``), apart from the rest: OmegaConf cannot merge into a null
+    structured node (it raises AttributeError), so those are assigned after composition."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = [(text, parser.parse_override(text)) for text in overrides]
+    valued = [(text, o) for text, o in parsed if "." in o.key_or_group and not o.is_delete()]
+    if not valued:
+        return list(overrides), {}
+    probe = hydra_compose(config_name=CONFIG_NAME,
+                          overrides=[t for t, o in parsed if (t, o) not in valued])
+    plain, onto_null = list(overrides), {}
+    for text, override in valued:
+        parts = override.key_or_group.split(".")
+        for depth in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:depth])
+            node = OmegaConf.select(probe, prefix, default="<absent>")
+            if node is None and OmegaConf.is_dict(OmegaConf.select(probe, ".".join(
+                    parts[:depth - 1])) if depth > 1 else probe):
+                tree = onto_null.setdefault(prefix, {})
+                value = override.value()
+                if depth == len(parts):
+                    if not isinstance(value, dict):
+                        break  # a scalar onto a null key: Hydra handles that itself
+                    tree.update(value)
+                else:
+                    _nest(tree, parts[depth:], value)
+                plain.remove(text)
+                break
+    return plain, onto_null
+
+
+def _nest(tree: dict, path: list[str], value: object) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def _set_null_nodes(cfg: DictConfig, onto_null: dict[str, dict]) -> None:
+    for key, value in onto_null.items():
+        parent, _, name = key.rpartition(".")
+        node = (OmegaConf.select(cfg, parent) if parent else cfg)._get_node(name)
+        schema = node._metadata.ref_type
+        if dataclasses.is_dataclass(schema):  # typed: start from the schema, then merge
+            OmegaConf.update(cfg, key, OmegaConf.structured(schema), merge=False)
+        OmegaConf.update(cfg, key, value, merge=True)  # errors then name the full key
 
 
 def _explain(err: Exception) -> str:

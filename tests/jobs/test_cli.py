@@ -116,3 +116,16 @@ def test_demo_plans_by_default(tmp_path):
     rows = read_plan(tmp_path)
     assert rows and {int(r["vocab_size"]) for r in rows} != {50304}
     assert all(math.isfinite(float(r["gpu_hours"])) for r in rows)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["planner.prior={k:2.5,a:0.45,span_log10:0.5}"],
+    ["planner.prior.k=2.5", "planner.prior.a=0.45", "planner.prior.span_log10=0.5"],
+])
+def test_a_key_whose_default_is_null_is_set_from_the_command_line(overrides):
+    # OmegaConf cannot merge into a null structured node; compose assigns those overrides
+    # after composition, typed by the node's dataclass
+    from jobs.cli import compose
+
+    prior = compose(overrides).planner.prior
+    assert (prior.k, prior.a, prior.span_log10) == (2.5, 0.45, 0.5)
