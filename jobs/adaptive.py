@@ -42,12 +42,11 @@ from sweep.arch import ConfigError
 from sweep.commands import check_sweep_dir, guard_replan
 from sweep.config import hash_context, read_plan, settings_from_cfg, study_config, write_plan
 from sweep.family import Member, build_family
-from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text
+from sweep.io import ADAPTIVE_DIR, PLAN_CSV, RESULTS_CSV, atomic_write_text
 from sweep.planner import Plan, PlannedRun, PlannerSettings, plan, validate_budgets
 from sweep.recentre import BudgetEvidence, Law, centre, centred_prior, updated_law
 from sweep.schema import plain
 
-ADAPTIVE_DIR = "adaptive"  # <sweep>/adaptive/decision_NNN.json, one per decision
 DECISION_FORMAT = 1
 
 

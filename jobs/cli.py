@@ -125,11 +125,11 @@ def _split_null_overrides(overrides: Sequence[str], hydra_compose: Callable
             node = OmegaConf.select(probe, prefix, default="<absent>")
             if node is None and OmegaConf.is_dict(OmegaConf.select(probe, ".".join(
                     parts[:depth - 1])) if depth > 1 else probe):
-                tree = onto_null.setdefault(prefix, {})
                 value = override.value()
+                if depth == len(parts) and not isinstance(value, dict):
+                    break  # a scalar or list onto a null key: Hydra handles that itself
+                tree = onto_null.setdefault(prefix, {})
                 if depth == len(parts):
-                    if not isinstance(value, dict):
-                        break  # a scalar onto a null key: Hydra handles that itself
                     tree.update(value)
                 else:
                     _nest(tree, parts[depth:], value)

@@ -14,7 +14,7 @@ from rich.table import Table
 from jobs import ledger
 from sweep.arch import ConfigError
 from sweep.config import plan_from_cfg, read_plan, write_plan
-from sweep.io import PLAN_CSV, run_dir
+from sweep.io import ADAPTIVE_DIR, PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
 
 
@@ -31,6 +31,7 @@ def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
     the_plan, settings = plan_from_cfg(cfg)  # raises ConfigError before anything is written
     previous = _previous_ids(sweep_dir)
     if previous is not None:
+        guard_adaptive(sweep_dir, previous, {r.run_id for r in the_plan.runs})
         guard_replan(sweep_dir, previous, {r.run_id for r in the_plan.runs},
                      bool(getattr(args, "replan", False)))
     write_plan(sweep_dir, the_plan, settings, cfg)
@@ -44,6 +45,16 @@ def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
                       f"{len(previous - now)} no longer planned")
     console.print(f"wrote {sweep_dir / PLAN_CSV}")
     return 0
+
+
+def guard_adaptive(sweep_dir: Path, previous: set[str], now: set[str]) -> None:
+    """An adaptive study's plan is the union of its waves' decisions (``adaptive/``): a static
+    plan must not replace it (``--replan`` would orphan the decisions too)."""
+    if previous != now and any((sweep_dir / ADAPTIVE_DIR).glob("decision_*.json")):
+        raise ConfigError(f"sweep_dir={sweep_dir} is an adaptive study: its plan grows wave by "
+                          "wave from the decisions under adaptive/, and a static plan would "
+                          f"replace it; continue it with `flame run sweep_dir={sweep_dir}` "
+                          "(planner.adaptive=true), or plan into a new sweep_dir")
 
 
 def check_sweep_dir(value: object) -> Path:

@@ -18,6 +18,7 @@ RESULTS_CSV = "results.csv"
 FIT_JSON = "fit.json"
 SELECTION_CSV = "selection.csv"
 FIGURES_DIR = "figures"
+ADAPTIVE_DIR = "adaptive"  # decision_NNN.json of an adaptive study (jobs/adaptive.py), one per wave
 HISTORY_DIR = "history"  # earlier plan.csv + config.yaml of a re-planned sweep, by time
 # Inside runs/<run_id>/ (written by jobs/ and trainers/, read by analysis/).
 STATE_JSON = "state.json"

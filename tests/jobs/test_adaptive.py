@@ -191,3 +191,14 @@ def test_no_decision_without_every_run_of_the_wave(tmp_path, capsys):
                                           r"among \[1e\+18, 3e\+18, 1e\+19\]"):
         run(compose(cli + ["budgets.flops=[1.0e18,3.0e18]"]), argparse.Namespace())
 
+
+
+def test_flame_plan_refuses_to_replace_the_waves_plan(crashed):
+    sweep_dir, _ = crashed
+    plan_before = (sweep_dir / "plan.csv").read_bytes()
+    for replan in (False, True):
+        with pytest.raises(ConfigError, match=r"is an adaptive study: .* continue it with "
+                                              r"`flame run"):
+            plan_command(compose([f"sweep_dir={sweep_dir}", *STUDY]),
+                         argparse.Namespace(replan=replan))
+    assert (sweep_dir / "plan.csv").read_bytes() == plan_before
