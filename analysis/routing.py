@@ -57,6 +57,8 @@ def health(routing: Routing | None, settings: FitSettings) -> dict:
                     aux=routing.aux_loss, z=routing.z_loss)
     where = f"{routing.source} at iteration {routing.iteration}"
     problems = _problems(loads, shares, _aux_by_layer(routing), settings)
+    if problems and entropy:  # near 1: an undecided router (tokens go where ties fall)
+        problems.append(f"router entropy {np.mean(entropy):.3g} of uniform")
     if problems:
         return cols | {"routing_status": "collapsed",
                        "routing_reason": f"{'; '.join(problems)} ({where})"}

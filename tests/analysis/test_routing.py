@@ -46,12 +46,12 @@ def forced_decoder(*args, **kwargs) -> MoEDecoder:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """Two real embedded runs of the demo family at a tiny budget (31 and 13 steps): the
-    second with its router forced; then the real `collect`."""
+    """Two real embedded runs of the demo family at a tiny budget (16 and 6 steps; the
+    corpus cache is the default one, shared with the other tests that train): the second with
+    its router forced; then the real `collect`."""
     sweep = tmp_path_factory.mktemp("study")
     rows, cfg = make_plan(sweep, "family.members=[{hidden_size:8},{hidden_size:16}]",
-                          "budgets.flops=[2e9]", "planner.min_iters=10",
-                          f"trainer.cache_dir={tmp_path_factory.getbasetemp() / 'data'}",
+                          "budgets.flops=[1e9]", "planner.min_iters=5",
                           "trainer.eval_iters=1", "trainer.eval_batch_size=8",
                           "trainer.eval_interval=1000")  # one routing window: the whole run
     assert len(rows) == 2
