@@ -91,7 +91,9 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     settings = FitSettings.from_mapping(fit_cfg) if fit_cfg is not None else FitSettings()
     rise = settings.diverge_rise
     earlier = _earlier_runs(sweep_dir, set(plan["run_id"]))
-    gpus, peak = _megatron_shape(sweep_dir)
+    config = load_sweep_config(sweep_dir)
+    study = study_config(config) if config else None
+    gpus, peak = _megatron_shape(study)
     rows = [_with_cost(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise),
                        run_dir(sweep_dir, rec["run_id"]), gpus, peak)
             for rec in plan.to_dict(orient="records")]
@@ -101,16 +103,15 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
                         ignore_index=True) if earlier else plan.copy()
     for col in RESULT_COLUMNS:
         results[col] = [getattr(r, col) for r in rows]
-    _add_routing(sweep_dir, results, settings)
+    _add_routing(sweep_dir, results, settings, getattr(study, "trainer", None))
     atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
     return results
 
 
-def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings) -> None:
+def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
+                 trainer: Any) -> None:
     """The ``routing_*`` columns of every row; routing.csv when any run reports routing."""
-    config = load_sweep_config(sweep_dir)
-    study = study_config(config) if config else None
-    trainer = getattr(study.trainer, "name", None) if study is not None else None
+    trainer = getattr(trainer, "name", None)  # None without config.yaml: nothing is read
     columns, layers = [], []
     for run_id in results["run_id"]:
         routing = read_routing(run_dir(sweep_dir, run_id), trainer)
@@ -122,11 +123,9 @@ def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings) 
         atomic_write_text(sweep_dir / ROUTING_CSV, pd.DataFrame(layers).to_csv(index=False))
 
 
-def _megatron_shape(sweep_dir: Path) -> tuple[int | None, float | None]:
+def _megatron_shape(study: Any) -> tuple[int | None, float | None]:
     """(GPUs per run, device peak FLOP/s) from config.yaml when the trainer is Megatron (the
     only trainer that reports its own throughput); (None, None) otherwise."""
-    config = load_sweep_config(sweep_dir)
-    study = study_config(config) if config else None
     if study is None or not isinstance(study.trainer, MegatronConfig):
         return None, None
     return study.trainer.nodes * study.trainer.gpus_per_node, study.cluster.device_peak_flops
