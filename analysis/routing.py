@@ -141,15 +141,20 @@ def routing_figure(sweep_dir: Path, points: pd.DataFrame, settings: FitSettings)
         if bad.any():
             ax.scatter(group["n"][bad], y[bad], s=120, facecolors="none", edgecolors="red",
                        zorder=5)
-    ax.axhline(limit, color="red", ls="--", lw=1, label=f"collapse threshold ({limit:g})")
+    ax.axhline(limit, color="red", ls="--", lw=1, label=f"fit.{_SETTING[metric]}={limit:g}")
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     collapsed = int((shown["routing_status"] == "collapsed").sum())
     ax.set(xscale="log", xlabel=f"N ({settings.n_column})", ylabel=label,
-           title=f"Routing: {collapsed} of {len(shown)} runs collapsed (red rings)")
+           title=f"Routing: {collapsed} of {len(shown)} runs collapsed (red rings; any rule, "
+                 "see routing_reason)")
     ax.legend(fontsize=7)
     out_dir = Path(sweep_dir) / FIGURES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     return _save(fig, out_dir, "routing")
+
+
+_SETTING = {"routing_load_max_mean": "routing_max_load",
+            "routing_aux_loss": "routing_max_aux_loss"}
 
 
 def _plotted(points: pd.DataFrame, settings: FitSettings) -> tuple[str | None, float, str]:

@@ -20,7 +20,7 @@ from analysis.collect import collect_sweep
 from analysis.data import load_sweep_results
 from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, routing_figure
 from analysis.settings import FitSettings
-from analysis.sources import Routing, read_routing
+from analysis.sources import Routing, _tb_scalars, read_routing
 from sweep.arch import ConfigError
 from sweep.io import atomic_write_text, run_dir
 from tests.trainers import megatron_standin as standin
@@ -143,6 +143,11 @@ def test_megatron_moe_losses_per_layer_from_tensorboard_then_train_log(tmp_path)
                                                 rel=1e-6)
         assert lay["z_loss"] == pytest.approx(want["z_loss"][lay["layer"]], rel=1e-6)
     assert got.aux_loss == pytest.approx(sum(want["load_balancing_loss"]) / 2, rel=1e-6)
+    # cadence: every iteration, whatever --log-interval (moe_utils.py:1026-1033)
+    tags = _tb_scalars(rd, lambda tag: True)
+    assert sorted(tags) == sorted(["load_balancing_loss", "z_loss"] + [
+        f"moe/{name}_layer_{i}" for name in ("load_balancing_loss", "z_loss") for i in range(3)])
+    assert all([step for step, _ in points] == list(range(1, 41)) for points in tags.values())
     # Megatron logs the losses without their coefficients: about 1 and 4 + w, not 0.01 x
     assert 1.0 < got.aux_loss < 1.2 and got.z_loss > 4.0
     # train.log alone (no TensorBoard): the layer means, from its 7-digit lines

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sweep.arch import MoEArch
-from trainers.embedded.model import MoE, MoEDecoder
+from trainers.embedded.model import MoE, MoEDecoder, RouterTally
 
 ARCH = MoEArch(num_layers=3, hidden_size=32, num_attention_heads=4, ffn_hidden_size=86,
                moe_ffn_hidden_size=16, num_experts=8, moe_router_topk=2, shared_expert_size=16,
@@ -91,3 +91,28 @@ def test_evaluation_passes_are_not_counted_and_outputs_are_unchanged():
     assert list(model.tallies()) == [1, 2]  # layer 0 is dense
     assert all(t.window()["steps"] == 1 for t in model.tallies().values())
     assert "tally" not in "".join(model.state_dict())  # checkpoints' model state unchanged
+
+
+def test_training_steps_compute_the_same_with_and_without_the_tally(monkeypatch):
+    """The tally only reads: three AdamW steps end with bit-identical parameters and losses."""
+    def steps() -> tuple[list[float], list[torch.Tensor]]:
+        torch.manual_seed(1)
+        model = MoEDecoder(ARCH)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        tokens = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(2))
+        losses = []
+        for _ in range(3):
+            logits, router = model(tokens)
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, 256), tokens.view(-1))
+            loss = loss + 0.01 * router.aux + 1e-3 * router.z
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses, [p.detach().clone() for p in model.parameters()]
+
+    with_tally = steps()
+    monkeypatch.setattr(RouterTally, "add", lambda *args, **kwargs: None)
+    without = steps()
+    assert with_tally[0] == without[0]
+    assert all(torch.equal(a, b) for a, b in zip(with_tally[1], without[1]))
