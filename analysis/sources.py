@@ -237,15 +237,17 @@ def _routing_log(run_dir: Path) -> Routing | None:
 
 def _routing_tensorboard(run_dir: Path) -> Routing | None:
     scalars = _tb_scalars(run_dir, lambda tag: tag in MOE_LOSSES or MOE_LAYER_TAG_RE.match(tag))
+    # all zeros: a dense layer, or a loss Megatron tracks but does not compute (coefficient 0)
+    scalars = {tag: pts for tag, pts in scalars.items() if any(v != 0.0 for _, v in pts)}
     if not scalars:
         return None
     last = max(step for points in scalars.values() for step, _ in points)
     per_layer: dict[int, dict] = {}
     for tag, points in scalars.items():
-        if (m := MOE_LAYER_TAG_RE.match(tag)) and any(v != 0.0 for _, v in points):
+        if m := MOE_LAYER_TAG_RE.match(tag):
             key = "aux_loss" if m.group(1) == "load_balancing_loss" else "z_loss"
             per_layer.setdefault(int(m.group(2)), {})[key] = _window(points, last)
-    layers = [{"layer": i, **per_layer[i]} for i in sorted(per_layer)]  # dense layers stay 0
+    layers = [{"layer": i, **per_layer[i]} for i in sorted(per_layer)]
     return Routing("tensorboard", last, layers,
                    _window(scalars.get("load_balancing_loss", []), last),
                    _window(scalars.get("z_loss", []), last))

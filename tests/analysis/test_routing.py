@@ -172,6 +172,15 @@ def test_megatron_without_per_layer_logging_writes_only_the_means(tmp_path):
     assert health(got, FitSettings())["routing_status"] == "ok"
 
 
+def test_megatron_with_a_zero_aux_coefficient_reports_no_load_balancing_loss(tmp_path):
+    rd = _standin_run(tmp_path, "--moe-aux-loss-coeff", "0")  # the later flag wins
+    assert "load_balancing_loss" not in (rd / "train.log").read_text()  # 0 is not printed
+    assert set(_tb_scalars(rd, lambda tag: True)) == {"load_balancing_loss", "z_loss"}
+    got = read_routing(rd, "megatron")  # TensorBoard's zeros: not computed, not balanced
+    assert math.isnan(got.aux_loss) and got.z_loss > 4.0
+    assert health(got, FitSettings())["routing_status"] == "unknown"
+
+
 def test_health_thresholds_and_unknown():
     layer = {"layer": 3, "expert_fraction": [0.3, 0.3, 0.38, 0.02], "load_max_mean": 1.52,
              "entropy": 0.5, "aux_loss": 1.1, "z_loss": 2.0}

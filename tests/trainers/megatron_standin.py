@@ -280,16 +280,19 @@ def moe_layers(args: argparse.Namespace) -> list[int]:
 def layer_moe_losses(args: argparse.Namespace, w: float) -> dict[str, list[float]]:
     """Each MoE loss per layer (all ``--num-layers``; 0 for dense layers, M:896-897), without
     its coefficient as R:448-455 and R:505-507 track it; only the losses Megatron computes:
-    the load-balancing loss when its type has aux_loss and its coefficient is > 0 (R:283-285),
-    the z-loss when its coefficient is given (R:484). Stand-in values: a balanced router's
+    the load-balancing loss when its type has aux_loss and its coefficient is > 0 (R:283-285;
+    a zero coefficient leaves the tracked values at 0, which the log line omits, T:2069, and
+    TensorBoard still gets), the z-loss when its coefficient is given (R:484). Stand-in values: a balanced router's
     1 + a little per layer, the z-loss shrinking with ``w``."""
     if not args.num_experts:
         return {}
     pattern, out = moe_layers(args), {}
     types = args.moe_router_load_balancing_type or ""
     types = types.split() if isinstance(types, str) else list(types)
-    if "aux_loss" in types and (args.moe_aux_loss_coeff or 0.0) > 0:
-        out["load_balancing_loss"] = [m * (1.0 + 0.01 * w * (1 + i)) for i, m in enumerate(pattern)]
+    if "aux_loss" in types:  # tracked (T:1960-1961); 0 when not computed (M:993-1000)
+        on = 1.0 if (args.moe_aux_loss_coeff or 0.0) > 0 else 0.0
+        out["load_balancing_loss"] = [on * m * (1.0 + 0.01 * w * (1 + i))
+                                      for i, m in enumerate(pattern)]
     if args.moe_z_loss_coeff is not None:
         out["z_loss"] = [m * (4.0 + w + 0.1 * i) for i, m in enumerate(pattern)]
     return out
