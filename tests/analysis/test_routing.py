@@ -46,7 +46,7 @@ def forced_decoder(*args, **kwargs) -> MoEDecoder:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """Two real embedded runs of the demo family at a tiny budget (16 and 6 steps; the
+    """Two real embedded runs of the demo family at a tiny budget (16 and 7 steps; the
     corpus cache is the default one, shared with the other tests that train): the second with
     its router forced; then the real `collect`."""
     sweep = tmp_path_factory.mktemp("study")

@@ -20,7 +20,7 @@ What it reproduces:
   ``z_loss`` (when ``--moe-z-loss-coeff`` is given, R:484-507), tracked without their
   coefficients (R:448-455, R:505-507) in a tensor over all ``--num-layers`` (dense layers stay
   0, M:896-897); every iteration their sum over the layers / the number of MoE layers
-  (``--moe-layer-freq``, M:1006-1017) is added to the log line's averages (M:1021-1025) and,
+  (``--moe-layer-freq``, M:1004-1014) is added to the log line's averages (M:1021-1025) and,
   with ``--tensorboard-dir`` on the last rank (G:176-177), written as TensorBoard scalars
   ``load_balancing_loss`` / ``z_loss`` (M:1030, every iteration: not under
   ``--tensorboard-log-interval``) and, with ``--moe-per-layer-logging``, one scalar per layer
@@ -28,8 +28,8 @@ What it reproduces:
   training loop (T:3000-3003).
 What it does not: the timers' "(min, max) time across ranks" blocks, memory reports, warnings,
 data loading (``--data-path`` is not opened), TensorBoard scalars other than the MoE losses,
-and Megatron's exact FLOP count (the throughput
-field has Megatron's format; its value comes from a 6·N·tokens estimate, see ``_flops``).
+and Megatron's exact FLOP count (the throughput field has Megatron's format; its value comes
+from a 6·N·tokens estimate, see ``_flops``).
 
 The "model" is one number ``w`` that shrinks every iteration by a seeded factor; ``lm loss`` is
 ``2 + w``. ``w`` is saved in each checkpoint and restored on ``--load``, so a resumed run ends
@@ -270,7 +270,7 @@ def validation_lines(prefix: str, lm_loss: float) -> None:
 
 
 def moe_layers(args: argparse.Namespace) -> list[int]:
-    """1 for each MoE layer, 0 for a dense one, over ``--num-layers`` (M:1006-1014)."""
+    """1 for each MoE layer, 0 for a dense one, over ``--num-layers`` (M:1004-1014)."""
     layers, freq = args.num_layers or 1, args.moe_layer_freq
     if isinstance(freq, list):
         return list(freq)
@@ -282,14 +282,14 @@ def layer_moe_losses(args: argparse.Namespace, w: float) -> dict[str, list[float
     its coefficient as R:448-455 and R:505-507 track it; only the losses Megatron computes:
     the load-balancing loss when its type has aux_loss and its coefficient is > 0 (R:283-285;
     a zero coefficient leaves the tracked values at 0, which the log line omits, T:2069, and
-    TensorBoard still gets), the z-loss when its coefficient is given (R:484). Stand-in values: a balanced router's
-    1 + a little per layer, the z-loss shrinking with ``w``."""
+    TensorBoard still gets), the z-loss when its coefficient is given (R:484). Stand-in values:
+    a balanced router's 1 + a little per layer, the z-loss shrinking with ``w``."""
     if not args.num_experts:
         return {}
     pattern, out = moe_layers(args), {}
     types = args.moe_router_load_balancing_type or ""
     types = types.split() if isinstance(types, str) else list(types)
-    if "aux_loss" in types:  # tracked (T:1960-1961); 0 when not computed (M:993-1000)
+    if "aux_loss" in types:  # tracked (T:1960-1961); 0 when not computed (M:993-1001)
         on = 1.0 if (args.moe_aux_loss_coeff or 0.0) > 0 else 0.0
         out["load_balancing_loss"] = [on * m * (1.0 + 0.01 * w * (1 + i))
                                       for i, m in enumerate(pattern)]
