@@ -18,6 +18,10 @@ count. Flags, first match wins:
   current plan no longer has: kept in results.csv, never lost to a re-plan, but not fitted by
   default (it was trained under another config);
 - ``ok``.
+
+Routing health (``analysis.routing``) adds the ``routing_*`` columns to every row and writes
+``routing.csv`` (per run and MoE layer) when any run reports routing; a collapsed router is
+``routing_status=collapsed``, never a flag (the loss is real; see analysis/routing.py).
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.data import read_csv
+from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
 from analysis.settings import FitSettings
-from analysis.sources import (Evidence, finite, read_metrics, read_state, read_tensorboard,
-                              read_throughput, read_train_log)
+from analysis.sources import (Evidence, finite, read_metrics, read_routing, read_state,
+                              read_tensorboard, read_throughput, read_train_log)
 from sweep.arch import ConfigError
 from sweep.config import history_plans, load_sweep_config, study_config
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
@@ -83,10 +88,12 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
         raise ConfigError(f"{plan_path}: no run_id column; re-create it with `flame plan`")
     plan["run_id"] = plan["run_id"].astype(str)
     fit_cfg = cfg.get("fit") if cfg is not None else None
-    rise = FitSettings.from_mapping(fit_cfg).diverge_rise if fit_cfg is not None else \
-        FitSettings.diverge_rise
+    settings = FitSettings.from_mapping(fit_cfg) if fit_cfg is not None else FitSettings()
+    rise = settings.diverge_rise
     earlier = _earlier_runs(sweep_dir, set(plan["run_id"]))
-    gpus, peak = _megatron_shape(sweep_dir)
+    config = load_sweep_config(sweep_dir)
+    study = study_config(config) if config else None
+    gpus, peak = _megatron_shape(study)
     rows = [_with_cost(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise),
                        run_dir(sweep_dir, rec["run_id"]), gpus, peak)
             for rec in plan.to_dict(orient="records")]
@@ -96,15 +103,29 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
                         ignore_index=True) if earlier else plan.copy()
     for col in RESULT_COLUMNS:
         results[col] = [getattr(r, col) for r in rows]
+    _add_routing(sweep_dir, results, settings, getattr(study, "trainer", None))
     atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
     return results
 
 
-def _megatron_shape(sweep_dir: Path) -> tuple[int | None, float | None]:
+def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
+                 trainer: Any) -> None:
+    """The ``routing_*`` columns of every row; routing.csv when any run reports routing."""
+    trainer = getattr(trainer, "name", None)  # None without config.yaml: nothing is read
+    columns, layers = [], []
+    for run_id in results["run_id"]:
+        routing = read_routing(run_dir(sweep_dir, run_id), trainer)
+        columns.append(health(routing, settings))
+        layers += layer_rows(run_id, routing)
+    for col in ROUTING_COLUMNS:
+        results[col] = [c[col] for c in columns]
+    if layers:
+        atomic_write_text(sweep_dir / ROUTING_CSV, pd.DataFrame(layers).to_csv(index=False))
+
+
+def _megatron_shape(study: Any) -> tuple[int | None, float | None]:
     """(GPUs per run, device peak FLOP/s) from config.yaml when the trainer is Megatron (the
     only trainer that reports its own throughput); (None, None) otherwise."""
-    config = load_sweep_config(sweep_dir)
-    study = study_config(config) if config else None
     if study is None or not isinstance(study.trainer, MegatronConfig):
         return None, None
     return study.trainer.nodes * study.trainer.gpus_per_node, study.cluster.device_peak_flops

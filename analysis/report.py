@@ -25,6 +25,7 @@ from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
 from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
                                  bootstrap_parametric, closed_form_optimum, fit_parametric)
+from analysis.routing import routing_figure
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
@@ -71,7 +72,7 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
     from analysis.plots import write_figures  # matplotlib only when figures are made
     result["figures"] = [str(p.relative_to(sweep_dir)) for p in
                          write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
-                                       settings)]
+                                       settings) + routing_figure(sweep_dir, points, settings)]
     result = _json_safe(result)
     atomic_write_text(sweep_dir / FIT_JSON, json.dumps(result, indent=2) + "\n")
     if selection["table"] is not None:

@@ -56,6 +56,16 @@ class FitSettings:
     its sweep; farther out the law's assumed form, not the data, decides the answer)."""
     diverge_rise: float = 0.1
     """collect: a run whose final val loss exceeds its best by this fraction is diverged."""
+    routing_min_share: float = 0.1
+    """collect: routing collapsed when an expert of some MoE layer took less than this fraction
+    of its uniform share 1/E of the last window's routed tokens (a dead expert)."""
+    routing_max_load: float = 3.0
+    """collect: routing collapsed when some MoE layer's busiest expert took more than this many
+    times the mean share over the last window."""
+    routing_max_aux_loss: float = 1.5
+    """collect: routing collapsed when a layer's load-balancing loss without its coefficient
+    (1 = balanced, E/k = all tokens on k experts; Megatron's layer mean when per-layer logging
+    is off) exceeds this over the last window."""
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "FitSettings":
@@ -80,6 +90,9 @@ class FitSettings:
                   ("bucket_decades", self.bucket_decades > 0),
                   ("drop_highest_loss", self.drop_highest_loss >= 0),
                   ("diverge_rise", self.diverge_rise > 0),
+                  ("routing_min_share", 0 <= self.routing_min_share < 1),
+                  ("routing_max_load", self.routing_max_load > 1),
+                  ("routing_max_aux_loss", self.routing_max_aux_loss > 1),
                   ("max_extrapolation_decades", self.max_extrapolation_decades > 0),
                   ("window_decades", self.window_decades is None or self.window_decades > 0),
                   ("target_budgets", all(b > 0 for b in self.target_budgets))]

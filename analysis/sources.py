@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.io import METRICS_JSONL, STATE_JSON, TENSORBOARD_DIR, TRAIN_LOG
-from trainers.logformat import parse_lines
+from trainers.logformat import MOE_LAYER_TAG_RE, MOE_LOSSES, parse_lines
 
 TB_TRAIN_TAG = "lm loss"
 TB_VAL_TAG = "lm loss validation"
@@ -152,17 +152,136 @@ def read_tensorboard(run_dir: Path, train_iters: int | None) -> Evidence | None:
     return ev
 
 
-def _tb_value(ev: Evidence, step: int, value, train_iters: int | None) -> None:
+def _tb_number(value) -> float | None:
     if value.HasField("simple_value"):
-        number = float(value.simple_value)
-    elif value.HasField("tensor") and value.tensor.float_val:
-        number = float(value.tensor.float_val[0])
-    else:
+        return float(value.simple_value)
+    if value.HasField("tensor") and value.tensor.float_val:
+        return float(value.tensor.float_val[0])
+    return None
+
+
+def _tb_value(ev: Evidence, step: int, value, train_iters: int | None) -> None:
+    number = _tb_number(value)
+    if number is None:
         return
     if value.tag == TB_VAL_TAG:
         ev.evals.append((int(step), number, train_iters is not None and step >= train_iters))
     elif value.tag == TB_TRAIN_TAG:
         ev.train_losses.append((int(step), number))
+
+
+# Megatron's MoE losses are read over the last quarter of the run's iterations (the embedded
+# trainer's default window: its routing record covers the steps since the previous of its
+# four evaluations).
+ROUTING_WINDOW = 0.25
+LAYER_KEYS = ("expert_fraction", "load_max_mean", "step_load_max_mean", "entropy",
+              "aux_loss", "z_loss")
+
+
+@dataclass
+class Routing:
+    """What a run's artefacts say about its routing over the last window of training."""
+
+    source: str
+    """metrics.jsonl (the embedded trainer's routing records) | train.log | tensorboard."""
+    iteration: int
+    """Last training iteration the window covers."""
+    layers: list[dict] = field(default_factory=list)
+    """Per MoE layer (``layer``: 0-based over all layers) whatever the source knows of
+    LAYER_KEYS; empty when only means over the layers are known."""
+    aux_loss: float = math.nan
+    """Load-balancing loss without its coefficient, mean over the MoE layers (1 = balanced)."""
+    z_loss: float = math.nan
+    """Router z-loss without its coefficient, mean over the MoE layers."""
+
+
+def read_routing(run_dir: Path, trainer: str | None) -> Routing | None:
+    """The run's routing: the embedded trainer's last routing record in metrics.jsonl; for
+    Megatron, its MoE losses per layer from TensorBoard (``--moe-per-layer-logging``), else
+    their layer means from TensorBoard or train.log. None without any (dense, simulated: the
+    simulated trainer's log lines carry made-up MoE losses, so only Megatron's are read)."""
+    if trainer == "embedded":
+        return _routing_record(run_dir)
+    if trainer == "megatron":
+        return _routing_tensorboard(run_dir) or _routing_log(run_dir)
+    return None
+
+
+def _routing_record(run_dir: Path) -> Routing | None:
+    found = None
+    for line in _lines(run_dir / METRICS_JSONL):
+        try:
+            rec = json.loads(line)
+            if rec.get("kind") == "routing" and rec["layers"]:
+                found = rec
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    if found is None:
+        return None
+    layers = [{k: layer[k] for k in ("layer", *LAYER_KEYS) if k in layer}
+              for layer in found["layers"] if isinstance(layer, dict) and "layer" in layer]
+    return Routing(METRICS_JSONL, int(found["iteration"]), layers,
+                   _mean(layer.get("aux_loss") for layer in layers),
+                   _mean(layer.get("z_loss") for layer in layers))
+
+
+def _routing_log(run_dir: Path) -> Routing | None:
+    train = parse_lines(_lines(run_dir / TRAIN_LOG)).train
+    series = {name: [(r["iteration"], r[name]) for r in train if name in r] for name in MOE_LOSSES}
+    if not any(series.values()):
+        return None
+    last = max(it for points in series.values() for it, _ in points)
+    return Routing(TRAIN_LOG, last, [], _window(series["load_balancing_loss"], last),
+                   _window(series["z_loss"], last))
+
+
+def _routing_tensorboard(run_dir: Path) -> Routing | None:
+    scalars = _tb_scalars(run_dir, lambda tag: tag in MOE_LOSSES or MOE_LAYER_TAG_RE.match(tag))
+    # all zeros: a dense layer, or a loss Megatron tracks but does not compute (coefficient 0)
+    scalars = {tag: pts for tag, pts in scalars.items() if any(v != 0.0 for _, v in pts)}
+    if not scalars:
+        return None
+    last = max(step for points in scalars.values() for step, _ in points)
+    per_layer: dict[int, dict] = {}
+    for tag, points in scalars.items():
+        if m := MOE_LAYER_TAG_RE.match(tag):
+            key = "aux_loss" if m.group(1) == "load_balancing_loss" else "z_loss"
+            per_layer.setdefault(int(m.group(2)), {})[key] = _window(points, last)
+    layers = [{"layer": i, **per_layer[i]} for i in sorted(per_layer)]
+    return Routing("tensorboard", last, layers,
+                   _window(scalars.get("load_balancing_loss", []), last),
+                   _window(scalars.get("z_loss", []), last))
+
+
+def _tb_scalars(run_dir: Path, wanted) -> dict[str, list[tuple[int, float]]]:
+    """Scalars whose tag ``wanted`` accepts, from every event file (damage ends a file)."""
+    tb_dir = run_dir / TENSORBOARD_DIR
+    if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
+        return {}
+    from tensorboard.backend.event_processing import event_file_loader
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
+        try:
+            for event in event_file_loader.EventFileLoader(str(path)).Load():
+                for value in event.summary.value:
+                    number = _tb_number(value)
+                    if number is not None and wanted(value.tag):
+                        out.setdefault(value.tag, []).append((int(event.step), number))
+        except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
+            continue
+    return out
+
+
+def _window(points: list[tuple[int, float]], last: int) -> float:
+    """Mean of the values logged in the last ROUTING_WINDOW of the iterations (NaN if none)."""
+    start = last * (1.0 - ROUTING_WINDOW)
+    return _mean(v for it, v in points if it > start or it == last)
+
+
+def _mean(values) -> float:
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def read_state(run_dir: Path) -> tuple[str, str]:

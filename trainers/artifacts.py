@@ -62,6 +62,11 @@ class RunLog:
         self._metric({"kind": "eval", "iteration": iteration, "consumed_tokens": consumed_tokens,
                       "val_loss": val_loss, "final": final})
 
+    def routing(self, *, iteration: int, layers: list[dict]) -> None:
+        """Per-MoE-layer routing statistics of a window of training steps (metrics.jsonl only:
+        Megatron prints no such line)."""
+        self._metric({"kind": "routing", "iteration": iteration, "layers": layers})
+
     def _metric(self, record: dict) -> None:
         record["time"] = time.time()
         self._append(self.metrics_path, json.dumps(record), echo=False)

@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Mapping
 
+# MoE router losses Megatron adds to the training line, averaged over the interval's iterations
+# and over the MoE layers, without their coefficients (core_v0.16.1 training.py:1956-1987,
+# moe_utils.py:1019-1025; router.py:448-455, 505-507): 1 = a balanced load-balancing loss.
+MOE_LOSSES = ("load_balancing_loss", "z_loss")
+# TensorBoard: the same losses every iteration under those names, and with
+# --moe-per-layer-logging one scalar per layer, 0-based over all layers (dense ones 0):
+# moe_utils.py:1030-1033.
+MOE_LAYER_TAG_RE = re.compile(r"^moe/(load_balancing_loss|z_loss)_layer_(\d+)$")
+
 TRAIN_RE = re.compile(r"\biteration\s+(\d+)/\s*(\d+)\s*\|(.*)")
 # "validation-1 loss at ..." when Megatron evaluates several validation sets.
 VAL_RE = re.compile(

@@ -150,6 +150,9 @@ def test_simulated_trainer_artefacts(tmp_path):
                                                          "state": "completed"}))
     results = collect_sweep(sweep)
     assert (results["flag"] == "ok").all(), results[["flag", "reason"]]
+    # its log lines carry made-up MoE losses: no routing is read from them
+    assert (results["routing_status"] == "unknown").all()
+    assert results["routing_aux_loss"].isna().all() and not (sweep / "routing.csv").exists()
     for rec in results.to_dict(orient="records"):
         summary = summaries[rec["run_id"]]
         assert rec["final_val_loss"] == pytest.approx(summary["final_val_loss"], rel=1e-12)

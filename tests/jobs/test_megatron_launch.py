@@ -143,6 +143,9 @@ def test_smoke_study_runs_end_to_end_on_the_stand_in(tmp_path):
     assert row["train_iters"] == "103" and row["flag"] == "ok" and row["iterations_done"] == "103"
     assert float(row["final_val_loss"]) > 2.0
     assert float(row["mfu"]) > 0 and float(row["gpu_hours_spent"]) > 0
+    # routing: Megatron's layer-mean MoE losses from TensorBoard (analysis/routing.py)
+    assert row["routing_status"] == "ok" and "tensorboard" in row["routing_reason"]
+    assert 1.0 < float(row["routing_aux_loss"]) < 1.5 and row["routing_load_max_mean"] == ""
     log = next(sweep.glob("runs/*/train.log")).read_text()
     assert "validation loss at iteration 103 on validation set" in log
     assert "iteration      103/" not in log  # Megatron prints no training line at 103

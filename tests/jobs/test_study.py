@@ -40,6 +40,9 @@ def check_study(sweep_dir):
         assert row["status"] == "completed"
         # A real model on real text: far below the uniform-guess loss ln(256) = 5.55.
         assert float(row["final_val_loss"]) < 4.5
+        # routing health of every run (the embedded trainer's records; analysis/routing.py)
+        assert row["routing_status"] in ("ok", "collapsed"), row["routing_reason"]
+        assert 1.0 <= float(row["routing_load_max_mean"]) <= 4.0  # E/k = 8/2 at most
     fit = json.loads((sweep_dir / "fit.json").read_text())
     assert {"approach2", "approach3", "extrapolation", "n_used", "n_excluded"} <= set(fit)
     assert fit["n_used"] == 6
@@ -47,6 +50,7 @@ def check_study(sweep_dir):
         assert [float(r["budget"]) for r in csv.DictReader(handle)] == [1e11]
     figures = list((sweep_dir / "figures").iterdir())
     assert any(f.suffix == ".png" for f in figures) and any(f.suffix == ".svg" for f in figures)
+    assert {"routing.png", "routing.svg"} <= {f.name for f in figures}
     return results
 
 

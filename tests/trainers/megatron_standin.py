@@ -4,7 +4,9 @@ for the lines flame reads, under Megatron-LM core_v0.16.1's own rules.
 
 Written from NVIDIA/Megatron-LM tag core_v0.16.1 (commit 55ac7082517c3878ae653c07c09c534b8aed49f6).
 Line numbers below are in that commit's files; ``T`` = ``megatron/training/training.py``,
-``C`` = ``megatron/training/checkpointing.py``, ``A`` = ``megatron/training/arguments.py``.
+``C`` = ``megatron/training/checkpointing.py``, ``A`` = ``megatron/training/arguments.py``,
+``M`` = ``megatron/core/transformer/moe/moe_utils.py``, ``R`` =
+``megatron/core/transformer/moe/router.py``, ``G`` = ``megatron/training/global_vars.py``.
 
 What it reproduces:
 - argv: validated against the recorded core_v0.16.1 argument spec (``trainers.megatron_argspec``);
@@ -13,9 +15,21 @@ What it reproduces:
   (T:2914) and after training (T:1068-1107), checkpoint save/load lines and the on-disk tracker
   layout (C:171, C:281, C:529, C:727, C:1212, C:1232, C:1898), ``--exit-signal-handler``,
   ``--exit-duration-in-mins`` and ``--exit-interval`` (T:2305-2414, T:3021-3030).
+- the MoE losses (T:1956-1987 -> M:955-1049): each MoE layer's ``load_balancing_loss`` (when
+  ``--moe-router-load-balancing-type`` has aux_loss and its coefficient is > 0, R:283-313) and
+  ``z_loss`` (when ``--moe-z-loss-coeff`` is given, R:484-507), tracked without their
+  coefficients (R:448-455, R:505-507) in a tensor over all ``--num-layers`` (dense layers stay
+  0, M:896-897); every iteration their sum over the layers / the number of MoE layers
+  (``--moe-layer-freq``, M:1004-1014) is added to the log line's averages (M:1021-1025) and,
+  with ``--tensorboard-dir`` on the last rank (G:176-177), written as TensorBoard scalars
+  ``load_balancing_loss`` / ``z_loss`` (M:1030, every iteration: not under
+  ``--tensorboard-log-interval``) and, with ``--moe-per-layer-logging``, one scalar per layer
+  ``moe/<name>_layer_<i>`` (M:1031-1033, ``i`` 0-based over all layers), flushed after the
+  training loop (T:3000-3003).
 What it does not: the timers' "(min, max) time across ranks" blocks, memory reports, warnings,
-data loading (``--data-path`` is not opened), and Megatron's exact FLOP count (the throughput
-field has Megatron's format; its value comes from a 6·N·tokens estimate, see ``_flops``).
+data loading (``--data-path`` is not opened), TensorBoard scalars other than the MoE losses,
+and Megatron's exact FLOP count (the throughput field has Megatron's format; its value comes
+from a 6·N·tokens estimate, see ``_flops``).
 
 The "model" is one number ``w`` that shrinks every iteration by a seeded factor; ``lm loss`` is
 ``2 + w``. ``w`` is saved in each checkpoint and restored on ``--load``, so a resumed run ends
@@ -40,6 +54,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -101,14 +116,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
              "tensor_model_parallel_size": int, "pipeline_model_parallel_size": int,
              "save": str, "load": str, "split": str, "ckpt_format": str, "lr_decay_style": str,
              "lr_wsd_decay_style": str, "moe_router_load_balancing_type": str,
+             "tensorboard_dir": str,
              "exit_signal": lambda name: signal.Signals[name]}
     for dest, kind in typed.items():
         p.add_argument(*spec[dest]["option_strings"], dest=dest, type=kind,
                        default=spec[dest]["default"])
     for dest in ("exit_signal_handler", "log_throughput", "skip_train", "mock_data",
-                 "full_validation"):
+                 "full_validation", "moe_per_layer_logging"):
         p.add_argument(*spec[dest]["option_strings"], dest=dest, action="store_true")
     p.add_argument("--data-path", nargs="*", default=None)
+    p.add_argument("--moe-layer-freq", dest="moe_layer_freq", type=moe_freq_type,
+                   default=spec["moe_layer_freq"]["default"])
     args, _ = p.parse_known_args(argv)
     args.exit_signal = signal.Signals[args.exit_signal] if isinstance(args.exit_signal, str) \
         else args.exit_signal
@@ -119,6 +137,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.data_path and args.split is None:  # A:468-472: the legacy default split
         args.split = "969, 30, 1"
     return args
+
+
+def moe_freq_type(text: str) -> int | list[int]:
+    """A:231-256 and A:198-206: an int, or a list expression such as ``[0]*1+[1]*5``."""
+    if "[" not in text:
+        return int(text)
+    if re.search(r"[^,\d\[\]\(\)\+\*]", text):
+        raise ValueError(f"Invalid pattern: {text}")
+    return eval(text)  # as Megatron does, after the same character check
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,15 +269,78 @@ def validation_lines(prefix: str, lm_loss: float) -> None:
     _say_last("-" * (len(text) + 1))
 
 
-def _losses(args: argparse.Namespace, w: float) -> dict[str, float]:
-    """``lm loss`` (pretrain_gpt.py's loss_func), then the MoE losses T:1960-1966 tracks."""
-    out = {"lm loss": 2.0 + w}
-    if args.num_experts:
-        if "aux_loss" in (args.moe_router_load_balancing_type or ""):
-            out["load_balancing_loss"] = (args.moe_aux_loss_coeff or 0.0) * (1.0 + 0.1 * w)
-        if args.moe_z_loss_coeff is not None:
-            out["z_loss"] = args.moe_z_loss_coeff * (4.0 + w)
+def moe_layers(args: argparse.Namespace) -> list[int]:
+    """1 for each MoE layer, 0 for a dense one, over ``--num-layers`` (M:1004-1014)."""
+    layers, freq = args.num_layers or 1, args.moe_layer_freq
+    if isinstance(freq, list):
+        return list(freq)
+    return [1 if i % freq == 0 else 0 for i in range(layers)]
+
+
+def layer_moe_losses(args: argparse.Namespace, w: float) -> dict[str, list[float]]:
+    """Each MoE loss per layer (all ``--num-layers``; 0 for dense layers, M:896-897), without
+    its coefficient as R:448-455 and R:505-507 track it; only the losses Megatron computes:
+    the load-balancing loss when its type has aux_loss and its coefficient is > 0 (R:283-285;
+    a zero coefficient leaves the tracked values at 0, which the log line omits, T:2069, and
+    TensorBoard still gets), the z-loss when its coefficient is given (R:484). Stand-in values:
+    a balanced router's 1 + a little per layer, the z-loss shrinking with ``w``."""
+    if not args.num_experts:
+        return {}
+    pattern, out = moe_layers(args), {}
+    types = args.moe_router_load_balancing_type or ""
+    types = types.split() if isinstance(types, str) else list(types)
+    if "aux_loss" in types:  # tracked (T:1960-1961); 0 when not computed (M:993-1001)
+        on = 1.0 if (args.moe_aux_loss_coeff or 0.0) > 0 else 0.0
+        out["load_balancing_loss"] = [on * m * (1.0 + 0.01 * w * (1 + i))
+                                      for i, m in enumerate(pattern)]
+    if args.moe_z_loss_coeff is not None:
+        out["z_loss"] = [m * (4.0 + w + 0.1 * i) for i, m in enumerate(pattern)]
     return out
+
+
+def _losses(args: argparse.Namespace, w: float) -> dict[str, float]:
+    """``lm loss`` (pretrain_gpt.py's loss_func), then the MoE losses T:1960-1966 tracks: the
+    sum over layers / the number of MoE layers (M:1019-1025)."""
+    out = {"lm loss": 2.0 + w}
+    moe = max(1, sum(moe_layers(args)))
+    out.update({name: sum(values) / moe for name, values in layer_moe_losses(args, w).items()})
+    return out
+
+
+class TensorBoard:
+    """Megatron's SummaryWriter on the last rank when ``--tensorboard-dir`` is given (G:170-183):
+    the same event files, written with the tensorboard package's EventFileWriter (what
+    torch.utils.tensorboard's FileWriter wraps); opened at the first scalar."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.dir = args.tensorboard_dir if RANK == WORLD_SIZE - 1 else None
+        self.writer = None
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        if self.dir is None:
+            return
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        if self.writer is None:
+            self.writer = EventFileWriter(self.dir, max_queue_size=1000)  # G:183
+        self.writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(
+            value=[Summary.Value(tag=tag, simple_value=value)])))
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+
+def track_moe_metrics(args: argparse.Namespace, writer: TensorBoard, iteration: int,
+                      w: float) -> None:
+    """M:1026-1036: every iteration, the layer mean; with --moe-per-layer-logging each layer."""
+    moe = max(1, sum(moe_layers(args)))
+    for name, values in layer_moe_losses(args, w).items():
+        writer.add_scalar(name, sum(values) / moe, iteration)
+        if args.moe_per_layer_logging:
+            for i, value in enumerate(values):
+                writer.add_scalar(f"moe/{name}_layer_{i}", value, iteration)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +396,16 @@ def train(args: argparse.Namespace, iteration: int, consumed: int,
     """T:2417-3032's loop; returns (iteration, consumed samples, w, exited on a condition)."""
     print_datetime("before the start of training step")  # T:2572
     do_valid, _ = splits(args)
+    writer = TensorBoard(args)
+    try:
+        return _loop(args, iteration, consumed, w, writer, do_valid)
+    finally:
+        writer.flush()  # T:3000-3003, after the loop whichever way it ended
+
+
+def _loop(args: argparse.Namespace, iteration: int, consumed: int, w: float,
+          writer: TensorBoard, do_valid: bool) -> tuple[int, int, float, bool]:
+    """The iterations themselves (T:2684-3000)."""
     gbs = args.global_batch_size or 1
     sums: dict[str, float] = {}
     count, first, began = 0, True, time.time()
@@ -318,6 +418,7 @@ def train(args: argparse.Namespace, iteration: int, consumed: int,
         count += 1
         for name, value in _losses(args, w).items():
             sums[name] = sums.get(name, 0.0) + value
+        track_moe_metrics(args, writer, iteration, w)  # T:1974-1987, every iteration
         # T:2008: printed when iteration % log_interval == 0, and on the first iteration of this
         # process (is_first_iteration, T:2577/2909-2911) -- which, after a --load, is the first
         # iteration after the checkpoint. The first one does not reset the sums (T:1797

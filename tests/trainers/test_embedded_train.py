@@ -72,6 +72,12 @@ def test_learns_and_writes_artefacts(tiny, whole):
     assert summary["final_val_loss"] < 0.6 * math.log(256)  # well below uniform over bytes
     assert evals[-1]["consumed_tokens"] == int(row["tokens"])
     assert (run_dir / "checkpoints" / "latest.pt").exists()
+    # routing health: one record per evaluation, each MoE layer (the demo's layer 1) once
+    routing = [r for r in _records(run_dir) if r["kind"] == "routing"]
+    assert [r["iteration"] for r in routing] == [r["iteration"] for r in evals]
+    assert [layer["layer"] for layer in routing[-1]["layers"]] == [1]
+    assert sum(routing[-1]["layers"][0]["expert_fraction"]) == pytest.approx(1.0)
+    assert summary["routing"] == routing[-1]["layers"]
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tiny, whole, tmp_path, monkeypatch):
@@ -96,8 +102,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, whole, tmp_path, mo
     got, want = _records(cut), _records(whole_dir)
     assert [r.keys() for r in got] == [r.keys() for r in want]
     for a, b in zip(got, want):  # the same log, line for line, no gap and no duplicate
+        if a["kind"] == "routing":  # the window open at the cut was carried by the checkpoint
+            assert a == b
+            continue
         assert {k: v for k, v in a.items() if k != "kind"} == pytest.approx(
             {k: v for k, v in b.items() if k != "kind"}, abs=1e-6)
+    assert resumed["routing"] == whole["routing"]
 
 
 def test_sigusr2_saves_checkpoint_and_raises_preempted(tiny, tmp_path):

@@ -30,6 +30,75 @@ class MoELosses:
     """Router z-loss: mean squared log-sum-exp of the router logits."""
 
 
+# What RouterTally.sums holds, by index (each a sum over the window's steps).
+_ENTROPY, _LOAD, _AUX, _Z = range(4)
+
+
+class RouterTally(nn.Module):
+    """One MoE layer's routing over the training steps of a window (diagnostics only).
+
+    Added to from tensors the forward pass computed anyway, under no_grad, on the model's
+    device: no host sync per step; the window is read (one sync) at evaluation points. The
+    buffers are not persistent (the model's state_dict, and so its checkpoints, are unchanged);
+    the loop saves ``state()`` beside them so that a resumed run reports the same windows.
+    """
+
+    def __init__(self, experts: int, topk: int) -> None:
+        super().__init__()
+        self.experts, self.topk = experts, topk
+        self.register_buffer("counts", torch.zeros(experts, dtype=torch.float64),
+                             persistent=False)
+        self.register_buffer("sums", torch.zeros(4, dtype=torch.float64), persistent=False)
+        self.steps, self.tokens = 0, 0
+
+    @torch.no_grad()
+    def add(self, probs: torch.Tensor, counts: torch.Tensor, aux: torch.Tensor,
+            z: torch.Tensor) -> None:
+        tokens = probs.shape[0]
+        entropy = torch.special.entr(probs).sum()  # sum over tokens of -sum_e p log p (nats)
+        # the busiest expert's assignments over the mean, k T / E (dropless: all are kept)
+        load = counts.max().double() * (self.experts / (self.topk * tokens))
+        self.counts += counts
+        self.sums += torch.stack([entropy, load, aux, z]).to(self.sums.dtype)
+        self.steps += 1
+        self.tokens += tokens
+
+    def window(self) -> dict | None:
+        """The window's statistics (None when it saw no step): ``expert_fraction`` (share of
+        the routed assignments each expert took over the window; sums to 1, uniform = 1/E),
+        ``load_max_mean`` (the busiest expert's share over the mean share 1/E: 1 = balanced,
+        E/k = every token on the same k experts), ``step_load_max_mean`` (the same per step,
+        averaged over the steps: imbalance within a batch, which the window's sum can hide),
+        ``entropy`` (mean over tokens of the router distribution's entropy / ln E: 1 = uniform
+        probabilities, 0 = one-hot; a confident router is not a collapsed one), ``aux_loss``
+        and ``z_loss`` (per-step means, without their coefficients, as Megatron logs them)."""
+        if not self.steps:
+            return None
+        sums = self.sums.tolist()
+        total = float(self.counts.sum())
+        fraction = [c / total for c in self.counts.tolist()]
+        return {"steps": self.steps, "expert_fraction": fraction,
+                "load_max_mean": max(fraction) * self.experts,
+                "step_load_max_mean": sums[_LOAD] / self.steps,
+                "entropy": sums[_ENTROPY] / self.tokens / math.log(self.experts),
+                "aux_loss": sums[_AUX] / self.steps, "z_loss": sums[_Z] / self.steps}
+
+    def reset(self) -> None:
+        self.counts.zero_()
+        self.sums.zero_()
+        self.steps, self.tokens = 0, 0
+
+    def state(self) -> dict:
+        """The open window, for a checkpoint."""
+        return {"counts": self.counts.clone(), "sums": self.sums.clone(),
+                "steps": self.steps, "tokens": self.tokens}
+
+    def load(self, state: dict) -> None:
+        self.counts.copy_(state["counts"])
+        self.sums.copy_(state["sums"])
+        self.steps, self.tokens = state["steps"], state["tokens"]
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale (Zhang & Sennrich 2019)."""
 
@@ -105,6 +174,7 @@ class MoE(nn.Module):
         self.w_gate_up = nn.Parameter(torch.empty(e, h, 2 * f))
         self.w_down = nn.Parameter(torch.empty(e, f, h))
         self.shared = SwiGLU(h, arch.shared_expert_size) if arch.shared_expert_size else None
+        self.tally = RouterTally(e, self.topk)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         shape = x.shape
@@ -121,6 +191,8 @@ class MoE(nn.Module):
         aux = (probs.sum(0) * counts.to(probs.dtype)).sum() * (
             self.experts / (self.topk * tokens * tokens))
         z = torch.logsumexp(logits, dim=-1).square().mean()  # ST-MoE router z-loss
+        if self.training:  # training steps only, as Megatron tracks them (router.py:484)
+            self.tally.add(probs, counts, aux, z)
         return out.view(shape), aux, z
 
     def _experts(self, x: torch.Tensor, expert: torch.Tensor, weight: torch.Tensor,
@@ -185,6 +257,12 @@ class MoEDecoder(nn.Module):
                 nn.init.normal_(p, 0.0, scaled)
             else:
                 nn.init.normal_(p, 0.0, std)
+
+    def tallies(self) -> dict[int, RouterTally]:
+        """The routing tally of each MoE layer, by layer index (0-based over all layers, as
+        Megatron numbers its per-layer logging)."""
+        return {i: layer.mlp.tally for i, layer in enumerate(self.layers)
+                if isinstance(layer.mlp, MoE)}
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, MoELosses]:
         """Logits [batch, seq, vocab] and the router losses summed over MoE layers."""

@@ -84,6 +84,7 @@ class _Loop:
         self.step = 0
         self.acc = {"lm": 0.0, "aux": 0.0, "z": 0.0, "gn": 0.0, "n": 0}
         self.val: float | None = None
+        self.routing: list[dict] | None = None  # the last routing record's layers
 
     # -- data ------------------------------------------------------------------------------
     def _batch(self, dataset: Any, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +136,19 @@ class _Loop:
                        elapsed_ms=1000.0 * seconds / n)
         self.acc = dict.fromkeys(self.acc, 0.0) | {"n": 0}
 
+    def _log_routing(self) -> None:
+        """Per-MoE-layer routing over the training steps since the last evaluation (one host
+        sync per evaluation; metrics.jsonl only: Megatron's train.log has no such line)."""
+        layers = []
+        for index, tally in self.model.tallies().items():
+            window = tally.window()
+            if window is not None:
+                layers.append({"layer": index, **window})
+            tally.reset()
+        if layers:
+            self.routing = layers
+            self.log.routing(iteration=self.step, layers=layers)
+
     # -- checkpoints -----------------------------------------------------------------------
     def save(self) -> None:
         checkpoint.save(self.ckpt_dir, {
@@ -142,6 +156,8 @@ class _Loop:
             "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_states(),
             "consumed_samples": self.step * self.spec.global_batch_size,
             "log_accumulators": dict(self.acc), "val_loss": self.val,
+            "routing_windows": {i: t.state() for i, t in self.model.tallies().items()},
+            "routing_last": self.routing,
             "offsets": self.log.offsets(), "run_id": self.spec.run_id})
 
     def restore(self) -> int | None:
@@ -156,6 +172,10 @@ class _Loop:
         checkpoint.set_rng_states(state["rng"])
         self.step, self.acc, self.val = state["iteration"], state["log_accumulators"], state[
             "val_loss"]
+        for index, tally in self.model.tallies().items():  # absent from older checkpoints
+            if index in state.get("routing_windows", {}):
+                tally.load(state["routing_windows"][index])
+        self.routing = state.get("routing_last")
         self.log.rewind(state["offsets"])
         self.log.note(f" resuming from checkpoint at iteration {self.step}")
         return self.step
@@ -176,6 +196,7 @@ class _Loop:
                 self.log.eval(iteration=self.step, final=self.step == iters, val_loss=self.val,
                               consumed_tokens=self.step * self.spec.global_batch_size
                               * self.spec.arch.seq_length)
+                self._log_routing()
             if self.step % self.ckpt_every == 0 or self.step == iters:
                 self.save()
             if signals.pending is not None and self.step < iters:
@@ -187,4 +208,5 @@ class _Loop:
                 "iterations": self.step, "tokens": self.spec.tokens, "resumed_from": resumed_from,
                 "wall_s": seconds, "tokens_per_s": trained / seconds if seconds else 0.0,
                 "threads": threads, "corpus_tokens": self.corpus.tokens,
-                "params": sum(p.numel() for p in self.model.parameters())}
+                "params": sum(p.numel() for p in self.model.parameters()),
+                "routing": self.routing}
