@@ -25,6 +25,7 @@ import jinja2
 import pandas as pd
 from omegaconf import DictConfig
 
+from jobs import ledger as ledger_states
 from jobs.status import SweepStatus, collect as ledger_status
 from sweep.arch import ConfigError
 from sweep.config import load_sweep_config
@@ -330,11 +331,13 @@ def runs_section(sweep_dir: Path, config: dict, plan: pd.DataFrame,
         section.notes.append(f"no {RESULTS_CSV} yet: `flame collect` writes it (losses, flags)")
     problems = problem_runs(plan, results, status)
     if problems.empty:
-        section.notes.append("no failed, unfinished or excluded runs")
+        section.notes.append("no failed, cancelled or excluded runs")
     else:
         section.items.append(frame_table(
-            "runs-problems", "Failed, unfinished or excluded runs, with their reasons", problems,
-            f"runs/<run_id>/state.json (state, error), {RESULTS_CSV} (flag, reason)"))
+            "runs-problems", "Failed, cancelled or excluded runs, with their reasons",
+            problems.head(MAX_RUN_ROWS),
+            f"runs/<run_id>/state.json (state, error), {RESULTS_CSV} (flag, reason)",
+            _cut(len(problems), "these runs")))
     return section
 
 
@@ -366,22 +369,25 @@ def cost_table(plan: pd.DataFrame, results: pd.DataFrame | None, status: SweepSt
 
 def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None,
                  status: SweepStatus) -> pd.DataFrame:
-    """Every run not completed in the ledger or not flagged ok by collect, with why."""
+    """Every run that ended without completing (failed, timed out, cancelled, unreadable
+    state) or that collect did not flag ok, with why; runs still queued or running are only
+    counted (runs by state)."""
     ledger = pd.DataFrame([{"run_id": r.run_id, "member": r.member, "budget": r.budget,
                             "state": r.state, "attempts": r.attempts, "job_id": r.job_id,
                             "error": r.error or r.reason or ""} for r in status.runs])
     if results is not None and {"flag", "reason"} <= set(results.columns):
-        flags = results[["run_id", "flag", "reason"]].copy()
+        flags = results[["run_id", "member", "budget", "flag", "reason"]].copy()
         flags["reason"] = flags["reason"].fillna("")
-        merged = ledger.merge(flags, on="run_id", how="outer")
-        unplanned = merged["member"].isna()  # earlier plans' runs (results.csv only)
-        merged.loc[unplanned, ["member", "budget"]] = \
-            results.set_index("run_id").loc[merged.loc[unplanned, "run_id"],
-                                            ["member", "budget"]].to_numpy()
+        # Earlier plans' runs are in results.csv only (flag unplanned): member, budget from it.
+        merged = ledger.merge(flags, on="run_id", how="outer", suffixes=("", "_results"))
+        for col in ("member", "budget"):
+            merged[col] = merged[col].fillna(merged.pop(f"{col}_results"))
     else:
         merged = ledger.assign(flag=None, reason="")
-    bad = (merged["state"] != "completed") | (merged["flag"].notna() & (merged["flag"] != "ok"))
-    return merged.loc[bad].reset_index(drop=True)
+    waiting = merged["state"].isin([ledger_states.PLANNED, *ledger_states.ACTIVE])
+    bad = merged["state"].ne(ledger_states.COMPLETED) | (merged["flag"].notna() &
+                                                         merged["flag"].ne("ok"))
+    return merged.loc[bad & ~waiting].reset_index(drop=True)
 
 
 def fit_sections(sweep_dir: Path, fit: dict | None) -> list[Section]:
@@ -507,8 +513,19 @@ def selection_section(sweep_dir: Path, fit: dict | None) -> Section | None:
 
 def optional_sections(sweep_dir: Path, results: pd.DataFrame | None) -> list[Section]:
     found = [routing_section(sweep_dir, results), design_section(sweep_dir),
-             *comparison_sections(sweep_dir)]
+             *comparison_sections(sweep_dir), other_figures(sweep_dir)]
     return [s for s in found if s is not None]
+
+
+def other_figures(sweep_dir: Path) -> Section | None:
+    """SVGs of figures/ that no section above shows (a figure added by a newer stage)."""
+    shown = {*FIT_FIGURES, "routing", "design"}
+    extra = [p for p in sorted((sweep_dir / FIGURES_DIR).glob("*.svg")) if p.stem not in shown]
+    if not extra:
+        return None
+    return Section("other-figures", "Other figures", items=[
+        svg_figure(p, p.stem.replace("_", " "), f"{FIGURES_DIR}/{p.name}", f"fig-{p.stem}")
+        for p in extra])
 
 
 def routing_section(sweep_dir: Path, results: pd.DataFrame | None) -> Section | None:
@@ -519,7 +536,8 @@ def routing_section(sweep_dir: Path, results: pd.DataFrame | None) -> Section | 
     section = Section("routing", "Routing health")
     keys = [c for c in ("run_id", "member", "budget") if c in results.columns]
     section.items.append(frame_table("routing-table", "Router statistics per run",
-                                     results[keys + columns], f"{RESULTS_CSV} {ROUTING_PREFIX}*"))
+                                     results[keys + columns].head(MAX_RUN_ROWS),
+                                     f"{RESULTS_CSV} {ROUTING_PREFIX}*", _cut(len(results))))
     if (f := figure(sweep_dir, "routing", "Routing health")) is not None:
         section.items.append(f)
     return section
@@ -586,12 +604,16 @@ def all_runs_section(plan: pd.DataFrame, results: pd.DataFrame | None) -> Sectio
     frame, source = (plan, PLAN_CSV) if results is None else (results, RESULTS_CSV)
     section = Section("all-runs", "All runs")
     columns = [c for c in RUN_COLUMNS if c in frame.columns]
-    shown = frame[columns].head(MAX_RUN_ROWS)
-    note = (f"the first {MAX_RUN_ROWS:,} of {len(frame):,} runs; {source} has them all"
-            if len(frame) > MAX_RUN_ROWS else "")
     section.items.append(frame_table("all-runs-table", f"{len(frame)} runs ({source} has "
-                                     "every column)", shown, source, note))
+                                     "every column)", frame[columns].head(MAX_RUN_ROWS), source,
+                                     _cut(len(frame))))
     return section
+
+
+def _cut(rows: int, what: str = "the runs") -> str:
+    """The note under a table cut to MAX_RUN_ROWS rows ("" when it is not)."""
+    return (f"the first {MAX_RUN_ROWS:,} of {rows:,} rows; the source file has all of {what}"
+            if rows > MAX_RUN_ROWS else "")
 
 
 def sources_section(sweep_dir: Path) -> Section:

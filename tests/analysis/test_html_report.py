@@ -187,7 +187,7 @@ def test_optional_sections_from_their_files(study, browser, tmp_path):
         {"this": str(sweep), "other": "/sweeps/dense", "a_difference": 0.03,
          "rows": [{"budget": 3e13, "n_opt_this": 1e6, "n_opt_other": 2e6}]}))
     for path in (sweep / "figures" / "routing.svg", sweep / "figures" / "design.svg",
-                 sweep / "compare" / "dense" / "compare.svg"):
+                 sweep / "compare" / "dense" / "compare.svg", sweep / "figures" / "release.svg"):
         _svg(path, path.stem)
     facts = load(browser, write_report(sweep))
     tables, figures = facts["tables"], facts["figures"]
@@ -199,7 +199,8 @@ def test_optional_sections_from_their_files(study, browser, tmp_path):
     assert len(tables["design-table"]["rows"]) == 2
     assert "released_member" in tables["selection-table"]["columns"]
     assert tables["compare-dense-rows"]["rows"][0][0] == repr(3e13)
-    assert all(figures[f] > 0 for f in ("fig-routing", "fig-design", "fig-compare-dense"))
+    assert all(figures[f] > 0 for f in ("fig-routing", "fig-design", "fig-compare-dense",
+                                        "fig-release"))  # a figure no section knows: shown too
 
 
 def test_records_of_any_json_shape():
