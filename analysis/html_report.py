@@ -153,7 +153,7 @@ def render_report(sweep_dir: Path) -> str:
                 *fit_sections(sweep_dir, fit),
                 selection_section(sweep_dir, fit),
                 *optional_sections(sweep_dir, results),
-                config_section(config),
+                config_section(config, plan),
                 all_runs_section(plan, results),
                 sources_section(sweep_dir)]
     sections = [s for s in sections if s is not None]
@@ -256,7 +256,7 @@ def headline(status: SweepStatus, fit: dict | None) -> str:
 
 
 def study_section(config: dict, plan: pd.DataFrame) -> Section:
-    """What was studied, in one table, and the budgets and members it planned."""
+    """What was studied, in one table, and the budgets it planned."""
     section = Section("study", "Study", layout="grid")
     if not config:
         section.notes.append(f"no {CONFIG_YAML} (a sweep planned before flame wrote one)")
@@ -274,18 +274,16 @@ def study_section(config: dict, plan: pd.DataFrame) -> Section:
              "target budgets": group("fit").get("target_budgets")}
     section.items.append(mapping_table("study-facts", "What was studied", facts, CONFIG_YAML))
     section.items.append(budget_table(config, plan))
-    section.items.append(member_table(plan, group("fit").get("n_column")))
     return section
 
 
-def config_section(config: dict) -> Section | None:
-    """Every config group, key by key (the study's config.yaml)."""
-    if not config:
-        return None
-    section = Section("config", "Configuration (config.yaml)", layout="grid")
+def config_section(config: dict, plan: pd.DataFrame) -> Section:
+    """The family's members, then every config group key by key (the study's config.yaml)."""
+    section = Section("config", "Family members and configuration", layout="grid")
+    section.items.append(member_table(plan, (config.get("fit") or {}).get("n_column")))
     top = {k: v for k, v in config.items() if not isinstance(v, dict)}
     section.items.append(mapping_table("config-study", "Study", top, CONFIG_YAML))
-    for key, caption in (("family", "Family (members: above)"), ("training", "Recipe (training)"),
+    for key, caption in (("family", "Family (shape rules)"), ("training", "Recipe (training)"),
                          ("trainer", "Trainer"), ("planner", "Planner"), ("cluster", "Cluster"),
                          ("fit", "Fit settings")):
         group = config.get(key)

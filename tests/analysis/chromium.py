@@ -55,6 +55,8 @@ class Chromium:
                                  flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=self.session)
+        self.send("Emulation.setDeviceMetricsOverride", session=self.session, width=self.width,
+                  height=self.height, deviceScaleFactor=1, mobile=False)  # the exact viewport
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -145,3 +147,10 @@ class Chromium:
         Path(path).write_bytes(base64.b64decode(data))
         return Path(path)
 
+
+if __name__ == "__main__":  # the README's screenshot: python -m tests.analysis.chromium PAGE PNG
+    import sys
+    page, png = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+    with Chromium(width=1280, height=int(sys.argv[3]) if len(sys.argv) > 3 else 900) as browser:
+        browser.open(page.as_uri())
+        print(browser.screenshot(png), browser.errors() or "no console errors")
