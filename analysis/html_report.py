@@ -15,7 +15,6 @@ import argparse
 import base64
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,8 +166,8 @@ def render_report(sweep_dir: Path) -> str:
 
 def cell(value: Any) -> Cell:
     """A cell: numbers to 4 significant digits (sorting by the full value), blanks as '-'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Cell("-", "")
+    if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
+        return Cell("-", "")  # None, NaN, pandas' NA
     if isinstance(value, bool):
         return Cell("yes" if value else "no", str(int(value)))
     if isinstance(value, int):
