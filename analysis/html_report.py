@@ -321,6 +321,7 @@ def runs_section(sweep_dir: Path, config: dict, plan: pd.DataFrame,
     by_state = states.groupby("state", sort=False).agg(
         runs=("state", "size"), attempts=("attempts", "sum"),
         wall_hours=("elapsed_h", "sum"), planned_gpu_hours=("planned_gpu_hours", "sum"))
+    by_state.columns = ["runs", "attempts", "wall-clock hours", "planned GPU-hours"]
     section.items.append(frame_table("runs-states", "Runs by state (the ledger now)",
                                      by_state.reset_index(), f"runs/*/state.json, {PLAN_CSV}"))
     section.items.append(cost_table(plan, results, status, devices))

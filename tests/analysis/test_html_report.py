@@ -217,3 +217,24 @@ def test_report_without_a_plan_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no plan.csv" in err and "flame plan" in err
     assert not (tmp_path / REPORT_HTML).exists()
+
+
+def test_flame_run_writes_the_report_when_nothing_can_be_fitted(study, tmp_path):
+    """jobs/study.py's finish: a fit that refuses (no usable run) still leaves the page."""
+    from rich.console import Console
+
+    from jobs.cli import compose
+    from jobs.study import finish
+    from sweep.arch import ConfigError
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(study["sweep"], sweep)
+    (sweep / REPORT_HTML).unlink()
+    (sweep / "fit.json").unlink()
+    cfg = compose([f"sweep_dir={sweep}", *STUDY, "fit.include_flags=[diverged]"])
+    console = Console(record=True, width=200)
+    with pytest.raises(ConfigError, match="none of the 20 rows"):
+        finish(sweep, cfg, console, 0.0)
+    assert f"report (no fit): {sweep / REPORT_HTML}" in console.export_text()
+    page = (sweep / REPORT_HTML).read_text()
+    assert "no fit.json yet" in page and 'id="runs-problems"' in page
