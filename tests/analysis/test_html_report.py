@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis.html_report import REPORT_HTML, _records, write_report  # noqa: E402
+from analysis.html_report import REPORT_HTML, write_report  # noqa: E402
+from analysis.report_page import records_of  # noqa: E402
 from jobs.cli import main  # noqa: E402
 from tests.analysis.chromium import BINARY, Chromium  # noqa: E402
 
@@ -205,11 +206,11 @@ def test_optional_sections_from_their_files(study, browser, tmp_path):
 
 def test_records_of_any_json_shape():
     rows = [{"runs": 1}, {"runs": 2}]
-    assert _records(rows) == rows
-    assert _records({"designs": rows, "note": "x"}) == rows
-    assert _records({"a": {"runs": 1}, "b": {"runs": 2}}) == [{"name": "a", "runs": 1},
+    assert records_of(rows) == rows
+    assert records_of({"designs": rows, "note": "x"}) == rows
+    assert records_of({"a": {"runs": 1}, "b": {"runs": 2}}) == [{"name": "a", "runs": 1},
                                                                 {"name": "b", "runs": 2}]
-    assert _records({"n": 1}) == []
+    assert records_of({"n": 1}) == []
 
 
 def test_report_without_a_plan_is_one_line(tmp_path, capsys):
