@@ -44,6 +44,11 @@ def routing_section(sweep_dir: Path, results: pd.DataFrame | None) -> Section | 
     if not columns:
         return None
     section = Section("routing", "Routing health")
+    status = results.get(f"{ROUTING_PREFIX}status")
+    if status is not None:  # the producer's verdict per run: say how many are not healthy
+        counts = status.fillna("not measured").value_counts()
+        section.notes.append("routing_status: " + ", ".join(f"{n} {s}" for s, n in
+                                                            counts.items()))
     keys = [c for c in ("run_id", "member", "budget") if c in results.columns]
     section.items.append(frame_table("routing-table", "Router statistics per run",
                                      results[keys + columns].head(MAX_RUN_ROWS),
