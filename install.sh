@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up flame in ./.venv on a Debian machine (idempotent; a second run takes seconds).
 #   bash install.sh          the package and its dependencies
-#   bash install.sh --test   ... plus the test dependencies
+#   bash install.sh --test   ... plus the test dependencies (and Debian's chromium: the report's
+#                            browser test loads report.html headless)
 set -euo pipefail
 cd "$(dirname "$0")"
 extras=""
@@ -23,4 +24,9 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' \
   2>/dev/null || "${pip[@]}" torch==2.13.0
 "${pip[@]}" -e ".${extras}"
+# Headless Chromium for tests/analysis/test_html_report.py (~20 s with apt's lists present).
+if [[ -n $extras ]] && ! command -v chromium >/dev/null; then
+  as_root apt-get update -q
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends chromium
+fi
 echo "flame installed: $(.venv/bin/flame --help | head -1)"

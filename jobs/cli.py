@@ -58,6 +58,8 @@ COMMANDS: dict[str, Command] = {
     "collect": Command("analysis.commands:collect", "runs/*/ -> <sweep_dir>/results.csv"),
     "fit": Command("analysis.commands:fit", "fit scaling laws, plot, select configurations",
                    "analysis.commands:fit_arguments"),
+    "report": Command("analysis.html_report:report_command", "the study as one HTML page -> "
+                      "<sweep_dir>/report.html", "analysis.html_report:report_arguments"),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"

@@ -68,6 +68,8 @@ def launch(cfg: DictConfig, args: argparse.Namespace) -> int:
 def status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true",
                         help="refresh every cluster.poll_s seconds until all runs are terminal")
+    parser.add_argument("--report", action="store_true",
+                        help="also write <sweep_dir>/report.html from what the sweep has so far")
 
 
 def status(cfg: DictConfig, args: argparse.Namespace) -> int:
@@ -112,6 +114,9 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     if held:
         console.print(f"  {len(held)} arrays are still held (a launcher was killed, or its "
                       "`scontrol release` failed): `flame launch` records and releases them")
+    if getattr(args, "report", False):
+        from analysis.html_report import write_report
+        console.print(f"report: {write_report(sweep_dir)}")
     return 0
 
 

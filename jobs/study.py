@@ -16,6 +16,7 @@ from rich.console import Console
 
 from jobs import slurm
 from jobs.settings import ClusterSettings
+from sweep.arch import ConfigError
 from sweep.commands import plan as plan_command, plan_arguments
 from sweep.io import FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
@@ -61,6 +62,7 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
 def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -> int:
     """Collect, fit, select, plot; print the summary and where everything is."""
     from analysis.collect import collect_sweep, cost_line
+    from analysis.html_report import write_report
     from analysis.report import fit_sweep, summary_text
 
     results = collect_sweep(sweep_dir, cfg)
@@ -68,10 +70,15 @@ def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -
     console.print(f"collect: {len(results)} runs, {ok} usable -> {sweep_dir / RESULTS_CSV}")
     if (line := cost_line(results)) is not None:  # Megatron: planned vs spent GPU-hours
         console.print(line)
-    fit = fit_sweep(sweep_dir, cfg)
+    try:
+        fit = fit_sweep(sweep_dir, cfg)
+    except ConfigError:  # nothing fittable: the report still shows the runs and why
+        console.print(f"report (no fit): {write_report(sweep_dir)}")
+        raise
     print(summary_text(fit, width=console.width))
     console.rule("outputs")
     for name in (PLAN_CSV, RESULTS_CSV, FIT_JSON, SELECTION_CSV, FIGURES_DIR):
         console.print(f"  {sweep_dir / name}")
+    console.print(f"  {write_report(sweep_dir)}  (the report: open it in a browser)")
     console.print(f"study finished in {time.monotonic() - started:.0f} s")
     return 0

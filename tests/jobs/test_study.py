@@ -60,6 +60,8 @@ def test_demo_study_local(tmp_path):
     check_study(tmp_path)
     assert all(rec["attempts"] == 1 for rec in ledger(tmp_path).values())
     assert "fit.json" in out.stdout
+    assert f"{tmp_path / 'report.html'}  (the report" in out.stdout  # flame run writes the page
+    assert "approach3-params" in (tmp_path / "report.html").read_text()
     assert "runs finished 6/6  6 completed" in out.stdout  # plain progress lines in a pipe
     again = flame_run(tmp_path)  # a finished study: nothing is trained again
     assert again.returncode == 0 and "0 runs submitted" in again.stdout

@@ -1,0 +1,242 @@
+"""`flame report`: a real small study (simulated trainer, cluster=local, real CLI), its page
+loaded in headless Chromium: no console errors, no request leaving the file, the figures
+decoded, the tables present, sortable, and traceable to their files; failed runs and an
+unfitted budget shown with their reasons; the optional sections from files in their
+producers' format."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from analysis.html_report import REPORT_HTML, write_report  # noqa: E402
+from analysis.report_page import records_of  # noqa: E402
+from jobs.cli import main  # noqa: E402
+from tests.analysis.chromium import BINARY, Chromium  # noqa: E402
+
+pytestmark = pytest.mark.skipif(BINARY is None, reason="no chromium: `bash install.sh --test` "
+                                "installs Debian's package")
+
+# 20 runs: 5 sizes x 4 budgets. Under the simulated trainer's law the largest budget's optimum
+# lies past the largest size, so its parabola is rejected ("fewer than 3 distinct sizes in the
+# window"); two of its runs are also made to fail (the trainer refuses N = 0).
+STUDY = ("trainer=simulated", "cluster=local", "cluster.poll_s=0.2", "planner.min_iters=1",
+         "family.members=null", "family.grid={hidden_size:[32,48,64,96,128],num_layers:[2]}",
+         "budgets.flops=[3e11,1e12,3e12,1e13]", "fit.bootstrap=50",
+         "fit.target_budgets=[3e13,1e14]")
+FAILING_BUDGET = 1e13
+FIGURES = ("isoflop", "scaling_laws", "loss_frontier", "residuals")
+# Everything the page shows about itself, in one DOM query.
+PAGE_FACTS = """JSON.stringify({
+  figures: Object.fromEntries(Array.from(document.querySelectorAll("figure.plot")).map(
+      f => [f.id, f.querySelector("img").naturalWidth])),
+  tables: Object.fromEntries(Array.from(document.querySelectorAll("figure.table")).map(
+      t => [t.id, {columns: Array.from(t.querySelectorAll("th")).map(h => h.textContent),
+                   rows: Array.from(t.querySelectorAll("tbody tr")).map(
+                       r => Array.from(r.cells).map(c => c.getAttribute("data-sort"))),
+                   source: (t.querySelector("p.source") || {}).textContent || ""}])),
+  sections: Array.from(document.querySelectorAll("section")).map(s => s.id),
+  text: document.body.innerText})"""
+
+
+def flame(*argv: str) -> None:
+    assert main(list(argv)) == 0, argv
+
+
+def fail_runs(sweep: Path, budget: float, count: int) -> list[str]:
+    """Make ``count`` plan rows of ``budget`` fail at once (N = 0); their run ids."""
+    path = sweep / "plan.csv"
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+    broken = [r for r in rows if float(r["budget"]) == budget][:count]
+    for row in broken:
+        row["n_active_flame"] = "0"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return [r["run_id"] for r in broken]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    """The study run stage by stage with the real CLI; the mid-study page kept aside."""
+    sweep = tmp_path_factory.mktemp("report") / "sweep"
+    cli = (f"sweep_dir={sweep}", *STUDY)
+    flame("plan", *cli)
+    failed = fail_runs(sweep, FAILING_BUDGET, 2)
+    flame("launch", *cli)
+    flame("status", "--watch", "--report", *cli)  # all runs ended; nothing collected or fitted
+    mid = sweep.parent / "mid.html"
+    shutil.move(sweep / REPORT_HTML, mid)
+    flame("collect", *cli)
+    flame("fit", *cli)
+    flame("report", *cli)
+    return {"sweep": sweep, "failed": failed, "mid": mid}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Chromium(width=1280, height=1000) as chromium:
+        yield chromium
+
+
+def load(browser: Chromium, page: Path) -> dict:
+    browser.events.clear()
+    browser.open(page.resolve().as_uri())
+    facts = json.loads(browser.evaluate(PAGE_FACTS))
+    assert browser.errors() == []
+    others = [u for u in browser.requests()
+              if u != page.resolve().as_uri() and not u.startswith("data:")]
+    assert others == []  # self-contained: nothing but the file and its data URIs
+    return facts
+
+
+def test_study_report_in_chromium(study, browser, tmp_path):
+    sweep = study["sweep"]
+    facts = load(browser, sweep / REPORT_HTML)
+    shot = browser.screenshot(tmp_path / "report.png")
+    assert shot.stat().st_size > 20_000 and shot.read_bytes()[:4] == b"\x89PNG"
+    assert all(facts["figures"][f"fig-{name}"] > 300 for name in FIGURES), facts["figures"]
+    tables = facts["tables"]
+    assert all(t["source"].startswith("source: ") for t in tables.values())
+    plan = pd.read_csv(sweep / "plan.csv", dtype={"run_id": str})
+    assert len(tables["all-runs-table"]["rows"]) == len(plan) == 20
+    # Failed runs, with the trainer's error and collect's flag.
+    problems = tables["runs-problems"]
+    cols = problems["columns"]
+    assert {row[cols.index("run_id")] for row in problems["rows"]} == set(study["failed"])
+    assert all(row[cols.index("state")] == "failed" and "n_active" in row[cols.index("error")]
+               and row[cols.index("flag")] == "missing" for row in problems["rows"])
+    # The unfitted budget, with the reason.
+    budgets = tables["approach2-budgets"]
+    cols = budgets["columns"]
+    rejected = [r for r in budgets["rows"] if float(r[cols.index("budget")]) == FAILING_BUDGET]
+    assert rejected[0][cols.index("used")] == "0"
+    assert "fewer than 3 distinct sizes" in rejected[0][cols.index("reason")]
+    # Numbers are fit.json's, at full precision.
+    fit = json.loads((sweep / "fit.json").read_text())
+    params = {r[0]: r[1] for r in tables["approach3-params"]["rows"]}
+    assert float(params["alpha"]) == fit["approach3"]["alpha"]
+    assert len(tables["selection-table"]["rows"]) == 2
+    assert {"runs-states", "runs-cost", "study-facts", "config-budgets", "config-members",
+            "approach2-laws", "extrapolation-table", "config-cluster"} <= set(tables)
+    assert "FLOPs" in facts["text"] and "device-hours" in facts["text"]
+
+
+def test_tables_sort_by_full_value(study, browser):
+    load(browser, study["sweep"] / REPORT_HTML)
+    column = "final_val_loss"
+    script = f"""(() => {{
+      const t = document.querySelector("#all-runs-table table");
+      const i = Array.from(t.querySelectorAll("th")).findIndex(h => h.textContent == "{column}");
+      t.querySelectorAll("th")[i].click();
+      return Array.from(t.tBodies[0].rows).map(r => r.cells[i].getAttribute("data-sort"));
+    }})()"""
+    values = browser.evaluate(script)
+    numbers = [float(v) for v in values if v]
+    assert numbers == sorted(numbers) and len(numbers) == 18  # the 2 failed runs: blank, last
+    assert values[-2:] == ["", ""]
+    again = [float(v) for v in browser.evaluate(script) if v]  # a second click: descending
+    assert again == sorted(numbers, reverse=True)
+
+
+def test_mid_study_report_has_what_exists(study, browser):
+    facts = load(browser, study["mid"])
+    assert "no fit.json yet" in facts["text"] and facts["figures"] == {}
+    assert {"runs-states", "runs-problems", "all-runs-table"} <= set(facts["tables"])
+    assert "selection" not in facts["sections"]
+
+
+def _svg(path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([1, 2, 3], [3, 1, 2])
+    ax.set_title(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def test_optional_sections_from_their_files(study, browser, tmp_path):
+    """Routing, design and comparison files in the formats their producers write (built here:
+    those producers are not merged yet) and released_* selection columns."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(study["sweep"], sweep)
+    results = pd.read_csv(sweep / "results.csv", dtype={"run_id": str})
+    results = results.assign(routing_load_max_mean=1.8, routing_min_expert_fraction=0.04,
+                             routing_entropy=1.9, routing_aux_loss=0.011, routing_z_loss=0.002,
+                             routing_status="ok", routing_reason="")
+    results.loc[0, ["routing_status", "routing_reason"]] = ["collapsed", "one expert takes 90%"]
+    results.to_csv(sweep / "results.csv", index=False)
+    selection = pd.read_csv(sweep / "selection.csv").assign(released_member="FLAME-MoE-1.7B")
+    selection.to_csv(sweep / "selection.csv", index=False)
+    design = {"designs": [{"name": n, "runs": r, "flops": 1e18 * r, "gpu_hours": 2.0 * r,
+                           "a_halfwidth": {"approach2": 0.1 / r, "approach3": 0.05 / r},
+                           "a_bias": 0.01, "p_member": {"3e+13": 0.7, "1e+14": 0.6}}
+                          for n, r in (("grid-5x4", 20), ("grid-7x4", 28))]}
+    (sweep / "design.json").write_text(json.dumps(design))
+    (sweep / "compare" / "dense").mkdir(parents=True)
+    (sweep / "compare" / "dense" / "compare.json").write_text(json.dumps(
+        {"this": str(sweep), "other": "/sweeps/dense", "a_difference": 0.03,
+         "rows": [{"budget": 3e13, "n_opt_this": 1e6, "n_opt_other": 2e6}]}))
+    for path in (sweep / "figures" / "routing.svg", sweep / "figures" / "design.svg",
+                 sweep / "compare" / "dense" / "compare.svg", sweep / "figures" / "release.svg"):
+        _svg(path, path.stem)
+    facts = load(browser, write_report(sweep))
+    tables, figures = facts["tables"], facts["figures"]
+    assert {"routing", "design", "compare-dense"} <= set(facts["sections"])
+    routing = tables["routing-table"]
+    assert "routing_status" in routing["columns"] and len(routing["rows"]) == 20
+    assert "routing_status: 19 ok, 1 collapsed" in facts["text"]
+    assert "one expert takes 90%" in facts["text"]
+    assert {"a_halfwidth.approach2", "p_member.3e+13"} <= set(tables["design-table"]["columns"])
+    assert len(tables["design-table"]["rows"]) == 2
+    assert "released_member" in tables["selection-table"]["columns"]
+    assert tables["compare-dense-rows"]["rows"][0][0] == repr(3e13)
+    assert all(figures[f] > 0 for f in ("fig-routing", "fig-design", "fig-compare-dense",
+                                        "fig-release"))  # a figure no section knows: shown too
+
+
+def test_records_of_any_json_shape():
+    rows = [{"runs": 1}, {"runs": 2}]
+    assert records_of(rows) == rows
+    assert records_of({"designs": rows, "note": "x"}) == rows
+    assert records_of({"a": {"runs": 1}, "b": {"runs": 2}}) == [{"name": "a", "runs": 1},
+                                                                {"name": "b", "runs": 2}]
+    assert records_of({"n": 1}) == []
+
+
+def test_report_without_a_plan_is_one_line(tmp_path, capsys):
+    assert main(["report", f"sweep_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no plan.csv" in err and "flame plan" in err
+    assert not (tmp_path / REPORT_HTML).exists()
+
+
+def test_flame_run_writes_the_report_when_nothing_can_be_fitted(study, tmp_path):
+    """jobs/study.py's finish: a fit that refuses (no usable run) still leaves the page."""
+    from rich.console import Console
+
+    from jobs.cli import compose
+    from jobs.study import finish
+    from sweep.arch import ConfigError
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(study["sweep"], sweep)
+    (sweep / REPORT_HTML).unlink()
+    (sweep / "fit.json").unlink()
+    cfg = compose([f"sweep_dir={sweep}", *STUDY, "fit.include_flags=[diverged]"])
+    console = Console(record=True, width=200)
+    with pytest.raises(ConfigError, match="none of the 20 rows"):
+        finish(sweep, cfg, console, 0.0)
+    assert f"report (no fit): {sweep / REPORT_HTML}" in console.export_text()
+    page = (sweep / REPORT_HTML).read_text()
+    assert "no fit.json yet" in page and 'id="runs-problems"' in page
