@@ -115,8 +115,8 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
         if noise is None:
             noise = noise_from_huber(a3.get("objective"), a3.get("n_points"), fit.huber_delta)
             noise_source = "the prior fit's Huber objective per point"
-    elif settings.law is not None:
-        law, source = settings.law, "design.law"
+    elif settings.law.given():
+        law, source = settings.law.law(), "design.law"
         if settings.noise is None:
             raise ConfigError("design.noise: not set; with design.law give the noise level, "
                               "e.g. design.noise=0.018")

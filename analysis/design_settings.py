@@ -17,13 +17,41 @@ APPROACHES = ("approach2", "approach3")
 
 
 @dataclass
+class LawFields:
+    """A prior law L = E + A/N^alpha + B/D^beta given in the config (all five, or none)."""
+
+    E: float | None = None
+    """Irreducible loss (nats)."""
+    A: float | None = None
+    """Parameter term's scale (N as fit.n_column counts it)."""
+    B: float | None = None
+    """Data term's scale."""
+    alpha: float | None = None
+    """Parameter term's exponent."""
+    beta: float | None = None
+    """Data term's exponent."""
+
+    def given(self) -> bool:
+        """Whether any parameter is set."""
+        return any(v is not None for v in vars(self).values())
+
+    def law(self) -> Law:
+        """The law, or a ConfigError naming the missing or non-positive parameters."""
+        bad = [k for k, v in vars(self).items() if v is None or not v > 0]
+        if bad:
+            raise ConfigError(f"design.law: {', '.join(bad)} missing or not > 0; give all "
+                              "five: design.law={E:..,A:..,B:..,alpha:..,beta:..}")
+        return Law(**vars(self))
+
+
+@dataclass
 class DesignConfig:
     """The ``design`` group: prior, noise and search space of ``flame design``."""
 
     prior: str | None = operational(None)
     """fit.json of an earlier study whose Approach 3 law is the prior (relative paths: from the
     working directory, else from the flame checkout)."""
-    law: Law | None = operational(None)
+    law: LawFields = operational(factory=LawFields)
     """The prior law given directly ({E, A, B, alpha, beta}); used when ``prior`` is null."""
     noise: float | None = operational(None)
     """Log-normal noise sigma of a final loss (null: estimated from the prior fit.json's Huber
