@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from analysis.plots import _save  # noqa: E402  (PNG + SVG, the figures' convention)
 from sweep.io import FIGURES_DIR  # noqa: E402
@@ -38,6 +39,8 @@ def design_figure(sweep_dir: Path, entries: list[dict], screened: list[tuple[flo
         ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target ({approach}) {target:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # less than a decade shown: no crowded minor labels
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training compute of the design (FLOPs)")
     ax.set_ylabel("predicted 95% half-width of a")
     ax.set_title("Designs: precision of the exponent a vs compute "
