@@ -40,27 +40,27 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     baseline = simulate(Design(f"{study.root.experiment_name} plan", tuple(own_plan.runs)),
                         prior, settings, fit, members)
     explicit = settings.target_halfwidth is not None or settings.max_flops is not None
-    target = settings.target_halfwidth
-    if not explicit:  # no target: the same precision as the experiment's own design
-        target = baseline["a_halfwidth"][settings.approach]
+    target, cap = settings.target_halfwidth, settings.max_flops
+    if not explicit:  # the question: how precise at a fraction of the plan's compute?
+        cap = settings.compute_fraction * baseline["flops"]
     by_budget = candidate_runs(sorted(settings.budgets or study.budgets.flops), members,
                                planner, hash_context(study))
     pool = candidates(prior, by_budget, settings, fit.n_column)
     if not pool:
         raise ConfigError("design.budgets: fewer than design.min_budgets budgets keep >= 3 "
                           "family members after the planner's constraints; add budgets")
-    found = optimise(prior, pool, settings, fit, members, target, settings.max_flops)
+    found = optimise(prior, pool, settings, fit, members, target, cap)
     written = None
     if explicit and settings.write_plan:
         from analysis.design_plan import write_design_plan
         written = write_design_plan(sweep_dir, cfg, found.design)
-    report = _report(prior, settings, baseline, found, target, written)
+    report = _report(prior, settings, baseline, found, target, cap, written)
     atomic_write_text(sweep_dir / DESIGN_JSON, json.dumps(_json_safe(report), indent=2) + "\n")
     from analysis.design_plots import design_figure  # matplotlib only when figures are made
     from analysis.design_search import linear_halfwidth
     screened = [(d.flops, linear_halfwidth(d, prior, fit)) for d in pool]
     figures = design_figure(sweep_dir, report["designs"], screened, found.best["name"],
-                            target, settings.approach)
+                            target, settings.approach, cap)
     console = Console(width=None if Console().is_terminal else 160)
     console.print(design_table(report))
     console.print(_summary(report, baseline, found))
@@ -71,17 +71,17 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
 
 
 def _report(prior: PriorLaw, settings, baseline: dict, found: SearchResult,
-            target: float | None, written: Path | None) -> dict:
+            target: float | None, cap: float | None, written: Path | None) -> dict:
     others = [e for e in found.confirmed if e is not found.best]
     law = prior.law
     return {"prior": {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha,
                       "beta": law.beta, "a": law.a, "noise": prior.noise,
                       "source": prior.source, "noise_source": prior.noise_source},
             "approach": settings.approach, "target_halfwidth": target,
-            "target_from": "design.target_halfwidth" if settings.target_halfwidth is not None
-            else "design.max_flops" if settings.max_flops is not None
-            else "the experiment's own design",
-            "max_flops": settings.max_flops, "chosen": found.best["name"],
+            "cap_from": "design.max_flops" if settings.max_flops is not None else
+            None if cap is None else f"design.compute_fraction={settings.compute_fraction:g} "
+            "of the plan's compute",
+            "max_flops": cap, "chosen": found.best["name"],
             "screened": found.screened, "plan": str(written) if written else None,
             "settings": plain(settings),
             "designs": [baseline, found.best, *others]}
@@ -113,9 +113,10 @@ def design_table(report: dict) -> Table:
 
 def _summary(report: dict, baseline: dict, found: SearchResult) -> str:
     approach, best = report["approach"], found.best
-    return (f"* chosen ({report['target_from']}: {approach} half-width of a <= "
+    return (f"* chosen (cheapest with {approach} half-width of a <= "
             f"{report['target_halfwidth']:.3g}" if report["target_halfwidth"] is not None
-            else f"* chosen (most precise within {report['max_flops']:.3g} FLOPs") + (
+            else f"* chosen (most precise within {report['max_flops']:.3g} FLOPs, "
+                 f"{report['cap_from']}") + (
         f"): {best['a_halfwidth'][approach]:.3f} at {best['flops']:.3g} FLOPs = "
         f"{best['flops'] / baseline['flops']:.0%} of the plan's compute "
         f"(plan: {baseline['a_halfwidth'][approach]:.3f}); {found.screened} candidates "

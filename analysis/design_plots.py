@@ -17,7 +17,8 @@ MARKERS = {"approach2": "s", "approach3": "o"}
 
 
 def design_figure(sweep_dir: Path, entries: list[dict], screened: list[tuple[float, float]],
-                  chosen: str | None, target: float | None, approach: str) -> list[Path]:
+                  chosen: str | None, target: float | None, approach: str,
+                  cap: float | None = None) -> list[Path]:
     """``figures/design.{png,svg}``: simulated designs (both approaches), the screened
     candidates' asymptotic Approach 3 half-widths in grey, the target as a line."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -37,6 +38,8 @@ def design_figure(sweep_dir: Path, entries: list[dict], screened: list[tuple[flo
                        else None)
     if target is not None:
         ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target ({approach}) {target:.3g}")
+    if cap is not None:
+        ax.axvline(cap, color="k", ls=":", lw=0.8, label=f"compute cap {cap:.3g} FLOPs")
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):  # less than a decade shown: no crowded minor labels

@@ -161,9 +161,9 @@ def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: F
         raise _unreachable(target, pool, scores, full, approach, cap)
     within = [i for i in range(len(pool)) if pool[i].flops <= cap]
     if not within:
-        raise ConfigError(f"design.max_flops={cap:.3g}: below the cheapest searched design "
-                          f"({pool[0].flops:.3g} FLOPs); raise it")
-    best = sorted(within, key=lambda i: scores[i])[:max(1, min(3, settings.confirm))]
+        raise ConfigError(f"design.max_flops: the compute cap {cap:.3g} FLOPs is below the "
+                          f"cheapest searched design ({pool[0].flops:.3g} FLOPs); raise it")
+    best = sorted(within, key=lambda i: scores[i])[:min(4, settings.confirm)]
     entries = [(full(i), i) for i in best]
     entry, i = min(entries, key=lambda e: e[0]["a_halfwidth"][approach])
     return SearchResult(entry, pool[i], None, len(pool), confirmed)

@@ -56,17 +56,19 @@ class DesignConfig:
     noise: float | None = operational(None)
     """Log-normal noise sigma of a final loss (null: estimated from the prior fit.json's Huber
     objective per point)."""
-    replications: int = operational(200)
+    replications: int = operational(400)
     """Simulated studies per design (more: smoother estimates, longer run)."""
     seed: int = operational(0)
     """Seed of the simulated noise (results are reproducible)."""
     approach: str = operational("approach3")
     """Which approach's half-width of a the target and the search refer to."""
     target_halfwidth: float | None = operational(None)
-    """Wanted 95% half-width of a: the optimiser writes the cheapest design meeting it (null
-    and no max_flops: match the experiment's own design)."""
+    """Wanted 95% half-width of a: the optimiser writes the cheapest design meeting it."""
     max_flops: float | None = operational(None)
     """Compute cap (FLOPs): the optimiser writes the most precise design within it."""
+    compute_fraction: float = operational(0.5)
+    """Without a target or cap: show the most precise design within this fraction of the
+    experiment's own design's compute (nothing is written but design.json and the figure)."""
     budgets: list[float] | None = operational(None)
     """Budgets the search may use (null: the experiment's budgets.flops)."""
     min_budgets: int = operational(3)
@@ -90,6 +92,7 @@ class DesignConfig:
                   ("noise", self.noise is None or self.noise > 0),
                   ("target_halfwidth", self.target_halfwidth is None or self.target_halfwidth > 0),
                   ("max_flops", self.max_flops is None or self.max_flops > 0),
+                  ("compute_fraction", 0 < self.compute_fraction),
                   ("min_budgets", self.min_budgets >= 3),
                   ("members_per_budget", bool(self.members_per_budget)
                    and min(self.members_per_budget) >= 3),
