@@ -73,7 +73,7 @@ class DesignConfig:
     """Budgets the search may use (null: the experiment's budgets.flops)."""
     min_budgets: int = operational(3)
     """Fewest budgets a searched design uses."""
-    members_per_budget: list[int] = operational(factory=lambda: [3, 4, 5, 6, 8, 10, 12])
+    members_per_budget: list[int] = operational(factory=lambda: [3, 4, 5, 6, 8, 10, 12, 16])
     """Family members per budget the search tries."""
     spans: list[float] = operational(factory=lambda: [0.3, 0.5, 0.8, 1.2])
     """How far (decades of N) either side of the prior optimum the search places members."""
