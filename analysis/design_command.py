@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.design import Design, PriorLaw, load_prior, simulate
-from analysis.design_search import SearchResult, candidate_runs, candidates, optimise
+from analysis.design_search import (SearchResult, candidate_runs, candidates, linear_halfwidth,
+                                    optimise)
 from sweep.arch import ConfigError
-from sweep.config import hash_context, plan_from_cfg, settings_from_cfg, study_config
+from sweep.config import hash_context, plan_from_cfg, study_config
 from sweep.family import build_family
 from sweep.io import atomic_write_text
 from sweep.schema import plain
@@ -57,7 +58,6 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     report = _report(prior, settings, baseline, found, target, cap, written)
     atomic_write_text(sweep_dir / DESIGN_JSON, json.dumps(_json_safe(report), indent=2) + "\n")
     from analysis.design_plots import design_figure  # matplotlib only when figures are made
-    from analysis.design_search import linear_halfwidth
     screened = [(d.flops, linear_halfwidth(d, prior, fit)) for d in pool]
     figures = design_figure(sweep_dir, report["designs"], screened, found.best["name"],
                             target, settings.approach, cap)

@@ -6,7 +6,7 @@ level. Nothing here changes what a run computes, so every field is operational (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sweep.arch import ConfigError
