@@ -152,13 +152,7 @@ def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: F
         return entry
 
     if target is not None:
-        order = [i for i in range(len(pool)) if scores[i] <= target * 1.15
-                 and (cap is None or pool[i].flops <= cap)]
-        for i in order[:settings.confirm]:  # pool is cheapest first
-            entry = full(i)
-            if entry["a_halfwidth"][approach] <= target and _usable(entry, approach):
-                return SearchResult(entry, pool[i], target, len(pool), confirmed)
-        raise _unreachable(target, pool, scores, full, approach, cap)
+        return _cheapest(pool, scores, full, target, cap, settings, confirmed)
     within = [i for i in range(len(pool)) if pool[i].flops <= cap]
     if not within:
         raise ConfigError(f"design.max_flops: the compute cap {cap:.3g} FLOPs is below the "
@@ -169,17 +163,36 @@ def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: F
     return SearchResult(entry, pool[i], None, len(pool), confirmed)
 
 
+def _cheapest(pool: list[Design], scores: list[float], full, target: float, cap: float | None,
+              settings: DesignConfig, confirmed: list[dict]) -> SearchResult:
+    """Simulate candidates cheapest first, skipping those whose screen, scaled by how far the
+    simulations so far exceeded their screens, misses the target; then the most precise one."""
+    approach = settings.approach
+    eligible = [i for i in range(len(pool)) if cap is None or pool[i].flops <= cap]
+    ratios: list[float] = []
+    for i in eligible:  # pool is cheapest first
+        if len(ratios) >= settings.confirm:
+            break
+        if scores[i] * (float(np.mean(ratios)) if ratios else 1.0) > target * 1.05:
+            continue
+        entry = full(i)
+        ratios.append(entry["a_halfwidth"][approach] / scores[i])
+        if entry["a_halfwidth"][approach] <= target and _usable(entry, approach):
+            return SearchResult(entry, pool[i], target, len(pool), confirmed)
+    if not eligible:
+        raise ConfigError(f"design.max_flops: the compute cap {cap:.3g} FLOPs is below the "
+                          f"cheapest searched design ({pool[0].flops:.3g} FLOPs); raise it")
+    best = min(eligible, key=lambda i: scores[i])  # not the cheapest, but it may still meet it
+    entry = full(best)
+    if entry["a_halfwidth"][approach] <= target and _usable(entry, approach):
+        return SearchResult(entry, pool[best], target, len(pool), confirmed)
+    within = "" if cap is None else f" within design.max_flops={cap:.3g}"
+    raise ConfigError(
+        f"design.target_halfwidth={target:g}: no design in the family and budgets reaches "
+        f"it{within}; the best reachable {approach} half-width of a is "
+        f"{entry['a_halfwidth'][approach]:.3f} ({pool[best].name}, {pool[best].flops:.3g} "
+        "FLOPs); ask for that or more, or widen design.budgets / the family")
+
+
 def _usable(entry: dict, approach: str) -> bool:
     return entry["usable"][approach] >= 0.9
-
-
-def _unreachable(target: float, pool: list[Design], scores: list[float], full, approach: str,
-                 cap: float | None) -> ConfigError:
-    """The error for a target no candidate meets, naming the best reachable precision."""
-    i = int(np.argmin(scores))
-    best = full(i)["a_halfwidth"][approach]
-    within = "" if cap is None else f" within design.max_flops={cap:.3g}"
-    return ConfigError(f"design.target_halfwidth={target:g}: no design in the family and "
-                       f"budgets reaches it{within}; the best reachable {approach} half-width "
-                       f"of a is {best:.3f} ({pool[i].name}, {pool[i].flops:.3g} FLOPs); ask "
-                       "for that or more, or widen design.budgets / the family")
