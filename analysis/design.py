@@ -149,7 +149,10 @@ def noise_from_huber(objective, n_points, delta: float) -> float:
 
 @dataclass
 class Points:
-    """A design's runs as fit points: budget, N (fit.n_column), tokens, the law's loss."""
+    """A design's runs as fit points: budget, N (fit.n_column), tokens, the law's loss.
+
+    The simulated trainer's N is the active parameters under ``accounting``: with the defaults
+    (flame, n_active_flame) the simulation and the trainer draw from the same law."""
 
     budget: np.ndarray
     n: np.ndarray
