@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from analysis.design_settings import DesignConfig
 from analysis.settings import FitSettings
 from jobs.settings import ClusterSettings
 from sweep.arch import ConfigError
@@ -27,7 +28,8 @@ from trainers.settings import TRAINER_CONFIGS, Recipe, trainer_config
 # trainer.operational_keys). 2: typed groups, format_version recorded.
 CONFIG_FORMAT = 2
 GROUPS: dict[str, type] = {"family": FamilyConfig, "budgets": BudgetsConfig,
-                           "training": Recipe, "cluster": ClusterSettings, "fit": FitSettings}
+                           "training": Recipe, "cluster": ClusterSettings, "fit": FitSettings,
+                           "design": DesignConfig}
 
 
 @dataclass
@@ -60,6 +62,8 @@ class RootConfig:
     """The ``cluster`` group (jobs.settings.ClusterSettings)."""
     fit: Any = None
     """The ``fit`` group (analysis.settings.FitSettings)."""
+    design: Any = None
+    """The ``design`` group (analysis.design_settings.DesignConfig): `flame design` only."""
 
 
 def register() -> None:
@@ -90,6 +94,8 @@ class StudyConfig:
     """Where jobs run."""
     fit: FitSettings
     """How results are fitted."""
+    design: DesignConfig = field(default_factory=DesignConfig)
+    """How `flame design` simulates designs (not part of a sweep's config.yaml)."""
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> "StudyConfig":
@@ -104,6 +110,7 @@ class StudyConfig:
         """The snapshot written to a sweep's config.yaml (current format)."""
         data = plain(self.root)
         data["format_version"] = CONFIG_FORMAT
+        data.pop("design", None)  # how to design a study is not part of the study
         for name in ("family", "budgets", "training", "trainer", "cluster", "fit"):
             data[name] = plain(getattr(self, name))
         family = data["family"]  # members and base list only what they set (None = unset)

@@ -27,7 +27,7 @@ CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
 STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run")
 CONFIG_NAME = "config"
-GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit")
+GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit", "design")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ COMMANDS: dict[str, Command] = {
                    "analysis.commands:fit_arguments"),
     "report": Command("analysis.html_report:report_command", "the study as one HTML page -> "
                       "<sweep_dir>/report.html", "analysis.html_report:report_arguments"),
+    "design": Command("analysis.design_command:design", "simulate designs from a prior law; "
+                      "optimise one into a plan", "analysis.design_command:design_arguments"),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"

@@ -1,0 +1,94 @@
+"""`flame design`: bad input exits 2 before anything is written; a target gives a plan that
+`flame launch` runs unchanged on cluster=local with the simulated trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs import ledger
+from jobs.cli import compose, main
+from jobs.status import wait_until_terminal
+from sweep.config import load_sweep_config, plan_from_cfg, read_plan
+from tests.jobs.conftest import flame
+
+# The demo study's own Approach 3 law (README: "The demo"; its fit.json) and a noise level.
+LAW = "design.law={E:0.5003,A:19.7363,B:92.7538,alpha:0.3401,beta:0.348}"
+# A small search: few replications and candidates (the suite's time budget).
+FAST = ("design.replications=40", "design.members_per_budget=[3,5]", "design.spans=[0.3,0.6]",
+        "design.confirm=3", "design.min_budgets=4")
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "d"
+    no_law = tmp_path / "fit.json"
+    no_law.write_text(json.dumps({"approach3": {"E": None, "A": None, "reason": "2 budgets"}}))
+    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", f"design.prior={no_law}"])
+    assert "design.prior" in err and "E, A, B, alpha, beta" in err
+    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0"])
+    assert "design.noise=0" in err and "> 0" in err
+    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}"])  # the demo has no prior
+    assert "design.prior" in err
+    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0.02",
+                                   "design.law.beta=-1"])
+    assert "beta" in err
+    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0.02",
+                                   "design.target_halfwidth=0.001", *FAST])
+    assert "design.target_halfwidth=0.001" in err and "best reachable" in err
+    best = float(err.split("half-width of a is ")[1].split()[0])
+    assert best > 0.001
+    assert not sweep.exists()
+
+
+def test_target_writes_a_plan_that_launch_runs(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "d"
+    common = ["trainer=simulated", f"sweep_dir={sweep}"]
+    assert main(["design", *common, LAW, "design.noise=0.02", "design.target_halfwidth=0.3",
+                 *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "demo plan" in out and "chosen" in out
+    report = json.loads((sweep / "design.json").read_text())
+    plan_entry, chosen = report["designs"][0], report["designs"][1]
+    assert chosen["name"] == report["chosen"]
+    assert chosen["a_halfwidth"]["approach3"] <= 0.3
+    for entry in (plan_entry, chosen):
+        assert {"runs", "flops", "gpu_hours", "a_halfwidth", "a_bias", "p_member"} <= set(entry)
+        assert set(entry["a_halfwidth"]) == {"approach2", "approach3"}
+        assert set(entry["p_member"]) == {"3e+12", "1e+13", "3e+13"}  # the demo's targets
+    assert plan_entry["runs"] == 32 and chosen["flops"] < plan_entry["flops"]
+    assert (sweep / "figures" / "design.png").stat().st_size > 0
+    assert (sweep / "figures" / "design.svg").stat().st_size > 0
+    rows = read_plan(sweep)
+    assert len(rows) == chosen["runs"]
+    assert sorted({r.budget for r in rows}) == chosen["budgets"]
+    # The written config plans exactly this plan again, and `flame launch` runs it as it is.
+    again, _ = plan_from_cfg(load_sweep_config(sweep))
+    assert [r.run_id for r in again.runs] == [r.run_id for r in rows]
+    launched = flame("launch", f"sweep_dir={sweep}", "cluster=local", "cluster.poll_s=0.3")
+    assert f"submitted {len(rows)} runs" in launched.stdout
+    cfg = compose([f"sweep_dir={sweep}", "cluster=local", "cluster.poll_s=0.3"])
+    final = wait_until_terminal(sweep, cfg, poll_s=0.3, progress=False)
+    assert final.counts.get("completed") == len(rows), final.summary()
+    assert {r.run_id for r in rows} == set(ledger.read_all(sweep))
+
+
+def test_unreachable_cap_names_the_cheapest(tmp_path: Path, capsys) -> None:
+    err = _one_line_error(capsys, ["design", f"sweep_dir={tmp_path / 'd'}", LAW,
+                                   "design.noise=0.02", "design.max_flops=1e9", *FAST])
+    assert "design.max_flops" in err and "cheapest" in err
+
+
+@pytest.mark.parametrize("path", ["examples/flame_moe_prior/fit.json"])
+def test_shipped_prior_is_flame_moe_approach3(path: str) -> None:
+    fit = json.loads((Path(__file__).parents[2] / path).read_text())
+    assert fit["approach3"]["n_points"] == 48
+    assert fit["approach3"]["a"] == pytest.approx(0.78, abs=0.01)
