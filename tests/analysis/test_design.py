@@ -36,7 +36,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
     assert "design.prior" in err and "E, A, B, alpha, beta" in err
     err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0"])
     assert "design.noise=0" in err and "> 0" in err
-    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}"])  # the demo has no prior
+    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}",
+                                   "experiment=demo_adaptive"])  # an experiment without prior
     assert "design.prior" in err
     err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0.02",
                                    "design.law.beta=-1"])
