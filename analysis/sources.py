@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.io import METRICS_JSONL, STATE_JSON, TENSORBOARD_DIR, TRAIN_LOG
-from trainers.logformat import MOE_LAYER_TAG_RE, MOE_LOSSES, parse_lines
+from trainers.logformat import MOE_AUX_LOSSES, MOE_LAYER_TAG_RE, MOE_LOSSES, parse_lines
 
 TB_TRAIN_TAG = "lm loss"
 TB_VAL_TAG = "lm loss validation"
@@ -199,7 +199,9 @@ def read_routing(run_dir: Path, trainer: str | None) -> Routing | None:
     """The run's routing: the embedded trainer's last routing record in metrics.jsonl; for
     Megatron, its MoE losses per layer from TensorBoard (``--moe-per-layer-logging``), else
     their layer means from TensorBoard or train.log. None without any (dense, simulated: the
-    simulated trainer's log lines carry made-up MoE losses, so only Megatron's are read)."""
+    simulated trainer's log lines carry made-up MoE losses, so only Megatron's are read).
+    Megatron's aux loss is ``load_balancing_loss``, else ``seq_``/``global_load_balancing_loss``
+    (``_aux``); its NaN scalars (a z-loss coefficient of 0) count as not logged."""
     if trainer == "embedded":
         return _routing_record(run_dir)
     if trainer == "megatron":
@@ -231,25 +233,36 @@ def _routing_log(run_dir: Path) -> Routing | None:
     if not any(series.values()):
         return None
     last = max(it for points in series.values() for it, _ in points)
-    return Routing(TRAIN_LOG, last, [], _window(series["load_balancing_loss"], last),
+    return Routing(TRAIN_LOG, last, [], _window(_aux(series, "{}"), last),
                    _window(series["z_loss"], last))
+
+
+def _aux(series: dict[str, list], tag: str) -> list:
+    """The load-balancing loss's points: ``load_balancing_loss``'s, else (absent, or dropped as
+    all zeros) the seq_ or global_ variant's (--moe-router-load-balancing-type seq_aux_loss /
+    global_aux_loss); ``tag`` formats each name into its tag."""
+    return next((series[tag.format(name)] for name in MOE_AUX_LOSSES
+                 if series.get(tag.format(name))), [])
 
 
 def _routing_tensorboard(run_dir: Path) -> Routing | None:
     scalars = _tb_scalars(run_dir, lambda tag: tag in MOE_LOSSES or MOE_LAYER_TAG_RE.match(tag))
-    # all zeros: a dense layer, or a loss Megatron tracks but does not compute (coefficient 0)
-    scalars = {tag: pts for tag, pts in scalars.items() if any(v != 0.0 for _, v in pts)}
+    # Non-finite values: Megatron's 0/0 for a z-loss with coefficient 0 (router.py:505-507,
+    # NaN every iteration) is no measurement, so it is dropped like a loss not logged. All
+    # zeros: a dense layer, or a loss Megatron tracks but does not compute (coefficient 0).
+    scalars = {tag: kept for tag, pts in scalars.items()
+               if (kept := [(s, v) for s, v in pts if math.isfinite(v)])
+               and any(v != 0.0 for _, v in kept)}
     if not scalars:
         return None
     last = max(step for points in scalars.values() for step, _ in points)
-    per_layer: dict[int, dict] = {}
-    for tag, points in scalars.items():
-        if m := MOE_LAYER_TAG_RE.match(tag):
-            key = "aux_loss" if m.group(1) == "load_balancing_loss" else "z_loss"
-            per_layer.setdefault(int(m.group(2)), {})[key] = _window(points, last)
-    layers = [{"layer": i, **per_layer[i]} for i in sorted(per_layer)]
-    return Routing("tensorboard", last, layers,
-                   _window(scalars.get("load_balancing_loss", []), last),
+    layers = []
+    for i in sorted({int(m.group(2)) for tag in scalars if (m := MOE_LAYER_TAG_RE.match(tag))}):
+        found = {"aux_loss": _aux(scalars, f"moe/{{}}_layer_{i}"),
+                 "z_loss": scalars.get(f"moe/z_loss_layer_{i}", [])}
+        if layer := {k: _window(pts, last) for k, pts in found.items() if pts}:
+            layers.append({"layer": i, **layer})
+    return Routing("tensorboard", last, layers, _window(_aux(scalars, "{}"), last),
                    _window(scalars.get("z_loss", []), last))
 
 

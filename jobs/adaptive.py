@@ -47,7 +47,11 @@ from sweep.planner import Plan, PlannedRun, PlannerSettings, plan, validate_budg
 from sweep.recentre import BudgetEvidence, Law, centre, centred_prior, updated_law
 from sweep.schema import plain
 
-DECISION_FORMAT = 1
+DECISION_FORMAT = 2  # 2 adds ``rules``; a format-1 decision reads with rules {} (unchecked)
+# The fit settings a decision depends on (which runs are fitted, and how Approach 2 fits them):
+# a rerun that changes one would decide later waves under other rules than the logged ones.
+DECISION_FIT_KEYS = ("n_column", "include_flags", "exclude_budgets", "drop_highest_loss",
+                     "diverge_rise", "window_decades", "min_points", "bucket_decades")
 
 
 @dataclass
@@ -72,6 +76,9 @@ class Decision:
     """The fit it came from (None for the first wave: the prior alone)."""
     budgets: list[float] = field(default_factory=list)
     """The study's budgets it chose among (a rerun with others is refused)."""
+    rules: dict[str, Any] = field(default_factory=dict)
+    """The rules it was made under, ``planner.prior.*`` and ``fit.*`` (DECISION_FIT_KEYS) by
+    dotted key (a rerun with other values is refused; {} in a format-1 log: not checked)."""
 
     @property
     def run_ids(self) -> list[str]:
@@ -97,6 +104,13 @@ class Study:
     """What else goes into run_ids (``sweep.config.hash_context``)."""
     fit: FitSettings
     """The study's fit settings, N under the planner's convention, no bootstrap."""
+
+    @property
+    def rules(self) -> dict[str, Any]:
+        """What the decisions depend on besides the runs' results, by dotted config key."""
+        prior = dataclasses.asdict(self.settings.prior)
+        return {f"planner.prior.{k}": v for k, v in prior.items()} \
+            | {f"fit.{k}": plain(getattr(self.fit, k)) for k in DECISION_FIT_KEYS}
 
 
 def load_study(cfg: DictConfig) -> Study:
@@ -197,12 +211,13 @@ def decide(index: int, runs: dict[str, PlannedRun], study: Study,
                   f"N={n_centre:.4g}")
         return Decision(index, budget, n_centre, law_dict,
                         [{"run_id": r.run_id, "member": r.member.name, "n": r.n_active}
-                         for r in new], reason, skipped, fitted, study.budgets)
+                         for r in new], reason, skipped, fitted, study.budgets, study.rules)
     left = [s["budget"] for s in skipped]
     reason = ("every budget is bracketed" if not left else
               f"{len(left)} budget(s) not bracketed and the family has no further size within "
               f"span_log10 of their optimum: {', '.join(f'{b:.3g}' for b in left)}")
-    return Decision(index, None, None, law_dict, [], reason, skipped, fitted, study.budgets)
+    return Decision(index, None, None, law_dict, [], reason, skipped, fitted, study.budgets,
+                    study.rules)
 
 
 def _state(ev: BudgetEvidence | None) -> str:
@@ -286,7 +301,7 @@ def read_decisions(sweep_dir: Path) -> list[Decision]:
     for path in sorted(decisions_dir(sweep_dir).glob("decision_*.json")):
         try:
             data = json.loads(path.read_text())
-            data.pop("format", None)
+            data.pop("format", None)  # format 1 has no ``rules``: the default {} (unchecked)
             decision = Decision(**data)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"{path}: not a readable decision ({err}); restore it, or use a "
@@ -307,6 +322,7 @@ def replay(sweep_dir: Path, decisions: list[Decision], study: Study) -> dict[str
         raise ConfigError(f"budgets.flops={study.budgets}: the waves logged in "
                           f"{decisions_dir(sweep_dir)} chose among {decisions[-1].budgets}; "
                           "set those budgets, or use a new sweep_dir for others")
+    check_rules(sweep_dir, decisions, study.rules)
     for d in decisions:
         if d.budget is None:
             continue
@@ -320,6 +336,16 @@ def replay(sweep_dir: Path, decisions: list[Decision], study: Study) -> dict[str
                 "the sweep's own config, or use a new sweep_dir")
         runs.update((rid, at_budget[rid]) for rid in d.run_ids)
     return runs
+
+
+def check_rules(sweep_dir: Path, decisions: list[Decision], rules: dict[str, Any]) -> None:
+    """A ConfigError naming the first key whose value differs from a logged decision's."""
+    for d in decisions:
+        for key, logged in d.rules.items():
+            if key in rules and rules[key] != logged:
+                raise ConfigError(
+                    f"{key}={rules[key]!r}: the waves logged in {decisions_dir(sweep_dir)} were "
+                    f"decided with {key}={logged!r}; set it back, or use a new sweep_dir")
 
 
 def guard_dropped(sweep_dir: Path, ids: set[str], replan: bool) -> None:

@@ -18,11 +18,15 @@ from typing import Iterable, Mapping
 # MoE router losses Megatron adds to the training line, averaged over the interval's iterations
 # and over the MoE layers, without their coefficients (core_v0.16.1 training.py:1956-1987,
 # moe_utils.py:1019-1025; router.py:448-455, 505-507): 1 = a balanced load-balancing loss.
-MOE_LOSSES = ("load_balancing_loss", "z_loss")
+# --moe-router-load-balancing-type seq_aux_loss / global_aux_loss log their loss under their own
+# names (router.py:364, 409), and a single such type also tracks load_balancing_loss at 0
+# (training.py:1960 tests "aux_loss" as a substring of the str arguments.py:1031-1032 makes).
+MOE_AUX_LOSSES = ("load_balancing_loss", "seq_load_balancing_loss", "global_load_balancing_loss")
+MOE_LOSSES = (*MOE_AUX_LOSSES, "z_loss")
 # TensorBoard: the same losses every iteration under those names, and with
 # --moe-per-layer-logging one scalar per layer, 0-based over all layers (dense ones 0):
 # moe_utils.py:1030-1033.
-MOE_LAYER_TAG_RE = re.compile(r"^moe/(load_balancing_loss|z_loss)_layer_(\d+)$")
+MOE_LAYER_TAG_RE = re.compile(rf"^moe/({'|'.join(MOE_LOSSES)})_layer_(\d+)$")
 
 TRAIN_RE = re.compile(r"\biteration\s+(\d+)/\s*(\d+)\s*\|(.*)")
 # "validation-1 loss at ..." when Megatron evaluates several validation sets.

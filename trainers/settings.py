@@ -43,9 +43,10 @@ class Recipe:
     init_std: float = result()
     """Standard deviation of the normal initialisation."""
     aux_loss_coeff: float = result()
-    """Load-balancing loss coefficient (Megatron's --moe-aux-loss-coeff)."""
+    """Load-balancing loss coefficient (Megatron's --moe-aux-loss-coeff; >= 0, 0 = none)."""
     z_loss_coeff: float = result()
-    """Router z-loss coefficient (Megatron's --moe-z-loss-coeff)."""
+    """Router z-loss coefficient (Megatron's --moe-z-loss-coeff; >= 0: 0 trains without it,
+    and Megatron then logs the z-loss as NaN, 0/0, which flame reads as not logged)."""
     seed: int = result()
     """Seeds the initialisation (and Megatron's --seed)."""
     decay_iters_rounding: str = result("round", since=2)
@@ -71,6 +72,10 @@ class Recipe:
         if self.moe_router_dtype not in (None, "fp32", "fp64"):
             raise ConfigError(f"training.moe_router_dtype={self.moe_router_dtype!r}: use fp32, "
                               "fp64 or null")
+        for name in ("aux_loss_coeff", "z_loss_coeff"):  # a negative one rewards imbalance
+            if getattr(self, name) < 0:
+                raise ConfigError(f"training.{name}={getattr(self, name)}: must be >= 0 (0 "
+                                  "turns the loss off)")
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"training.{name}={getattr(self, name)}: must be in [0, 1)")

@@ -14,19 +14,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import trainers.embedded.train as embedded
 from analysis.collect import collect_sweep
 from analysis.data import load_sweep_results
-from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, routing_figure
+from analysis.routing import (ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows,
+                              routing_figure)
 from analysis.settings import FitSettings
-from analysis.sources import Routing, _tb_scalars, read_routing
+from analysis.sources import Routing, _routing_log, _tb_scalars, _window, read_routing
 from sweep.arch import ConfigError
 from sweep.io import atomic_write_text, run_dir
 from tests.trainers import megatron_standin as standin
 from tests.trainers.conftest import make_plan
 from trainers.embedded.model import MoE, MoEDecoder
 from trainers.run import train_run
+from trainers.settings import Recipe
 
 
 def forced_decoder(*args, **kwargs) -> MoEDecoder:
@@ -179,6 +182,47 @@ def test_megatron_with_a_zero_aux_coefficient_reports_no_load_balancing_loss(tmp
     got = read_routing(rd, "megatron")  # TensorBoard's zeros: not computed, not balanced
     assert math.isnan(got.aux_loss) and got.z_loss > 4.0
     assert health(got, FitSettings())["routing_status"] == "unknown"
+
+
+def test_megatron_with_a_zero_z_coefficient_logs_nan_and_reads_no_z_loss(tmp_path):
+    """core_v0.16.1 tracks z_loss / coeff (router.py:505-507): 0/0 = NaN with coefficient 0.
+    TensorBoard gets NaN every iteration, the log line drops it (NaN > 0 is False,
+    training.py:2067-2069); flame reads it as not logged, and the router is not collapsed."""
+    rd = _standin_run(tmp_path, "--moe-z-loss-coeff", "0", "--moe-per-layer-logging")
+    assert "z_loss" not in (rd / "train.log").read_text()
+    tags = _tb_scalars(rd, lambda tag: True)
+    assert all(v == 0.0 for _, v in tags["moe/z_loss_layer_0"])  # the dense layer
+    for tag in ("z_loss", "moe/z_loss_layer_1", "moe/z_loss_layer_2"):
+        assert len(tags[tag]) == 40 and all(math.isnan(v) for _, v in tags[tag])
+    got = read_routing(rd, "megatron")
+    assert math.isnan(got.z_loss) and 1.0 < got.aux_loss < 1.2
+    assert [sorted(lay) for lay in got.layers] == [["aux_loss", "layer"]] * 2
+    cols = health(got, FitSettings())
+    assert cols["routing_status"] == "ok" and math.isnan(cols["routing_z_loss"])
+    assert all(math.isnan(row["z_loss"]) for row in layer_rows("r", got))
+    # the recipe allows it (FLAME sets 1e-3); a negative coefficient is refused
+    demo = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/training/demo.yaml")
+                          .read_text())
+    demo.pop("defaults")
+    assert Recipe.from_cfg(demo | {"z_loss_coeff": 0.0}).z_loss_coeff == 0.0
+    with pytest.raises(ConfigError, match=r"^training.z_loss_coeff=-0.001: must be >= 0"):
+        Recipe.from_cfg(demo | {"z_loss_coeff": -1e-3})
+
+
+def test_megatron_seq_aux_loss_is_read_as_the_load_balancing_loss(tmp_path):
+    """A single seq_aux_loss is a str after arguments.py:1031-1032, and training.py:1960's
+    ``"aux_loss" in`` it is a substring test: load_balancing_loss is tracked too, at 0. flame
+    reads seq_load_balancing_loss as the aux loss then."""
+    rd = _standin_run(tmp_path, "--moe-router-load-balancing-type", "seq_aux_loss")
+    log = (rd / "train.log").read_text()
+    assert "| seq_load_balancing_loss: " in log and "| load_balancing_loss: " not in log
+    tags = _tb_scalars(rd, lambda tag: True)
+    assert sorted(tags) == ["load_balancing_loss", "seq_load_balancing_loss", "z_loss"]
+    assert all(v == 0.0 for _, v in tags["load_balancing_loss"])
+    want = _window(tags["seq_load_balancing_loss"], 40)
+    for got in (read_routing(rd, "megatron"), _routing_log(rd)):
+        assert got.aux_loss == pytest.approx(want, rel=1e-6) and 1.0 < got.aux_loss < 1.2
+        assert health(got, FitSettings())["routing_status"] == "ok"
 
 
 def test_health_thresholds_and_unknown():

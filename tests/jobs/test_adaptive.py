@@ -190,6 +190,21 @@ def test_no_decision_without_every_run_of_the_wave(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"budgets.flops=.*the waves logged in .* chose "
                                           r"among \[1e\+18, 3e\+18, 1e\+19\]"):
         run(compose(cli + ["budgets.flops=[1.0e18,3.0e18]"]), argparse.Namespace())
+    # the rules the logged decision was made under: the prior and the fit settings it used
+    logged = json.loads((tmp_path / ADAPTIVE_DIR / "decision_001.json").read_text())
+    assert logged["format"] == 2 and logged["rules"]["fit.min_points"] == 3
+    k = logged["rules"]["planner.prior.k"]
+    assert main(["run", *cli, f"planner.prior.k={2 * k}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"planner.prior.k={2 * k!r}: the waves logged in " in err \
+        and f"were decided with planner.prior.k={k!r}" in err
+    with pytest.raises(ConfigError, match=r"^fit.min_points=4: .* decided with "
+                                          r"fit.min_points=3; set it back"):
+        run(compose(cli + ["fit.min_points=4"]), argparse.Namespace())
+    # a format-1 decision (no rules) still reads, unchecked
+    logged.pop("rules")
+    (tmp_path / ADAPTIVE_DIR / "decision_001.json").write_text(json.dumps(logged | {"format": 1}))
+    assert read_decisions(tmp_path)[0].rules == {}
 
 
 

@@ -16,8 +16,11 @@ What it reproduces:
   layout (C:171, C:281, C:529, C:727, C:1212, C:1232, C:1898), ``--exit-signal-handler``,
   ``--exit-duration-in-mins`` and ``--exit-interval`` (T:2305-2414, T:3021-3030).
 - the MoE losses (T:1956-1987 -> M:955-1049): each MoE layer's ``load_balancing_loss`` (when
-  ``--moe-router-load-balancing-type`` has aux_loss and its coefficient is > 0, R:283-313) and
-  ``z_loss`` (when ``--moe-z-loss-coeff`` is given, R:484-507), tracked without their
+  ``--moe-router-load-balancing-type`` is aux_loss and its coefficient is non-zero, R:283-313;
+  ``seq_``/``global_load_balancing_loss`` likewise, R:315-410; a single seq_aux_loss or
+  global_aux_loss also tracks ``load_balancing_loss`` at 0, T:1960 being a substring test on
+  the str A:1031-1032 makes) and ``z_loss`` (when ``--moe-z-loss-coeff`` is given, R:484-507;
+  NaN, 0/0, when that is 0), tracked without their
   coefficients (R:448-455, R:505-507) in a tensor over all ``--num-layers`` (dense layers stay
   0, M:896-897); every iteration their sum over the layers / the number of MoE layers
   (``--moe-layer-freq``, M:1004-1014) is added to the log line's averages (M:1021-1025) and,
@@ -111,11 +114,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
              "lr_warmup_iters": int, "lr_wsd_decay_iters": int, "lr_decay_iters": int,
              "hidden_size": int, "num_layers": int, "ffn_hidden_size": int, "num_experts": int,
              "moe_router_topk": int, "moe_ffn_hidden_size": int, "vocab_size": int,
-             "moe_shared_expert_intermediate_size": int, "moe_aux_loss_coeff": float,
+             "moe_shared_expert_intermediate_size": int,
              "moe_z_loss_coeff": float, "clip_grad": float,
              "tensor_model_parallel_size": int, "pipeline_model_parallel_size": int,
              "save": str, "load": str, "split": str, "ckpt_format": str, "lr_decay_style": str,
-             "lr_wsd_decay_style": str, "moe_router_load_balancing_type": str,
+             "lr_wsd_decay_style": str,
              "tensorboard_dir": str,
              "exit_signal": lambda name: signal.Signals[name]}
     for dest, kind in typed.items():
@@ -124,12 +127,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for dest in ("exit_signal_handler", "log_throughput", "skip_train", "mock_data",
                  "full_validation", "moe_per_layer_logging"):
         p.add_argument(*spec[dest]["option_strings"], dest=dest, action="store_true")
+    for dest, kind in (("moe_router_load_balancing_type", str), ("moe_aux_loss_coeff", float)):
+        p.add_argument(*spec[dest]["option_strings"], dest=dest, type=kind, nargs="+",
+                       default=spec[dest]["default"])  # A:2705-2710
     p.add_argument("--data-path", nargs="*", default=None)
     p.add_argument("--moe-layer-freq", dest="moe_layer_freq", type=moe_freq_type,
                    default=spec["moe_layer_freq"]["default"])
     args, _ = p.parse_known_args(argv)
     args.exit_signal = signal.Signals[args.exit_signal] if isinstance(args.exit_signal, str) \
         else args.exit_signal
+    for dest in ("moe_router_load_balancing_type", "moe_aux_loss_coeff"):  # A:1031-1034
+        if isinstance(getattr(args, dest), list) and len(getattr(args, dest)) == 1:
+            setattr(args, dest, getattr(args, dest)[0])
     if args.train_iters is None:
         sys.exit("stand-in: --train-iters is required (--train-samples is not supported)")
     if args.save is not None:  # A:837-839
@@ -277,24 +286,51 @@ def moe_layers(args: argparse.Namespace) -> list[int]:
     return [1 if i % freq == 0 else 0 for i in range(layers)]
 
 
+# The load-balancing types and the name each one's loss is tracked under (R:283-313, 315-368,
+# 370-410).
+AUX_TYPES = {"aux_loss": "load_balancing_loss", "seq_aux_loss": "seq_load_balancing_loss",
+             "global_aux_loss": "global_load_balancing_loss"}
+
+
+def aux_loss_coeff(args: argparse.Namespace, kind: str) -> float:
+    """R:253-266 (get_aux_loss_coeff): a single type (a str after A:1031-1032) must EQUAL
+    ``kind``; a list of types holds it at the index of its coefficient; else 0."""
+    types, coeff = args.moe_router_load_balancing_type, args.moe_aux_loss_coeff
+    if isinstance(types, str):
+        return coeff if types == kind else 0.0
+    return coeff[types.index(kind)] if kind in types else 0.0
+
+
+def tracked_moe_losses(args: argparse.Namespace) -> list[str]:
+    """T:1958-1965: the names always tracked (zeros when not computed, M:993-1001). Megatron
+    tests ``"aux_loss" in`` the type, a SUBSTRING test on a single type (a str, A:1031-1032),
+    so seq_aux_loss and global_aux_loss also track load_balancing_loss (at 0)."""
+    types = args.moe_router_load_balancing_type
+    names = [name for kind, name in AUX_TYPES.items() if kind in types]
+    return names + (["z_loss"] if args.moe_z_loss_coeff is not None else [])
+
+
 def layer_moe_losses(args: argparse.Namespace, w: float) -> dict[str, list[float]]:
-    """Each MoE loss per layer (all ``--num-layers``; 0 for dense layers, M:896-897), without
-    its coefficient as R:448-455 and R:505-507 track it; only the losses Megatron computes:
-    the load-balancing loss when its type has aux_loss and its coefficient is > 0 (R:283-285;
-    a zero coefficient leaves the tracked values at 0, which the log line omits, T:2069, and
-    TensorBoard still gets), the z-loss when its coefficient is given (R:484). Stand-in values:
-    a balanced router's 1 + a little per layer, the z-loss shrinking with ``w``."""
+    """Each tracked MoE loss per layer (all ``--num-layers``; 0 for dense layers, M:896-897),
+    without its coefficient as R:448-455 and R:505-507 track it. A load-balancing loss is
+    computed only when its type's coefficient is non-zero (R:283-285, 331-333, 378-380: else
+    the tracked values stay 0, which the log line omits, T:2069, and TensorBoard still gets).
+    The z-loss is computed whenever its coefficient is given (R:484) and tracked as
+    ``z_loss / coeff`` (R:505-507), and with coefficient 0 that is 0/0: NaN in every MoE layer
+    (z_loss_func returns mean(lse^2) * 0, M:152-164), so TensorBoard gets NaN every iteration
+    and the log line drops it (``NaN > 0.0`` is False, T:2067-2069). Stand-in values: a
+    balanced router's 1 + a little per layer, the z-loss shrinking with ``w``."""
     if not args.num_experts:
         return {}
     pattern, out = moe_layers(args), {}
-    types = args.moe_router_load_balancing_type or ""
-    types = types.split() if isinstance(types, str) else list(types)
-    if "aux_loss" in types:  # tracked (T:1960-1961); 0 when not computed (M:993-1001)
-        on = 1.0 if (args.moe_aux_loss_coeff or 0.0) > 0 else 0.0
-        out["load_balancing_loss"] = [on * m * (1.0 + 0.01 * w * (1 + i))
-                                      for i, m in enumerate(pattern)]
+    for kind, name in AUX_TYPES.items():
+        if name in tracked_moe_losses(args):
+            on = 1.0 if aux_loss_coeff(args, kind) != 0 else 0.0
+            out[name] = [on * m * (1.0 + 0.01 * w * (1 + i)) for i, m in enumerate(pattern)]
     if args.moe_z_loss_coeff is not None:
-        out["z_loss"] = [m * (4.0 + w + 0.1 * i) for i, m in enumerate(pattern)]
+        z = math.nan if args.moe_z_loss_coeff == 0 else None  # 0/0 (R:505-507)
+        out["z_loss"] = [m * (4.0 + w + 0.1 * i) if z is None or not m else z
+                         for i, m in enumerate(pattern)]
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainers import megatron_standin as standin
 from trainers.logformat import parse_lines
 from trainers.megatron_argspec import check_argv, load
 
@@ -279,3 +280,26 @@ def test_check_argv_agrees_with_megatrons_own_parser():
                          timeout=120, cwd=Path(__file__).resolve().parents[2], check=True)
     accepted = json.loads(out.stdout.strip().splitlines()[-1])
     assert accepted == [check_argv(argv) == [] for argv in AGREEMENT_CASES]
+
+
+@pytest.mark.parametrize("types,coeffs,tracked,computed", [
+    (["aux_loss"], ["0.01"], ["load_balancing_loss"], ["load_balancing_loss"]),
+    # one type: a str (arguments.py:1031-1032), and training.py:1960 tests "aux_loss" in it as
+    # a substring, so load_balancing_loss is tracked too (zeros); the router compares exactly
+    (["seq_aux_loss"], ["0.01"], ["load_balancing_loss", "seq_load_balancing_loss"],
+     ["seq_load_balancing_loss"]),
+    (["global_aux_loss"], ["0.01"], ["load_balancing_loss", "global_load_balancing_loss"],
+     ["global_load_balancing_loss"]),
+    # several: a list, so membership is exact; each type takes its own coefficient
+    (["seq_aux_loss", "global_aux_loss"], ["0.01", "0"],
+     ["seq_load_balancing_loss", "global_load_balancing_loss"], ["seq_load_balancing_loss"]),
+    (["aux_loss"], ["0"], ["load_balancing_loss"], []),
+])
+def test_load_balancing_types_tracked_as_megatron_reads_them(types, coeffs, tracked, computed):
+    args = standin.parse(["--train-iters", "1", "--num-layers", "2", "--num-experts", "4",
+                          "--moe-router-load-balancing-type", *types,
+                          "--moe-aux-loss-coeff", *coeffs])
+    assert args.moe_router_load_balancing_type == (types[0] if len(types) == 1 else types)
+    losses = standin.layer_moe_losses(args, 1.0)
+    assert sorted(losses) == sorted(tracked)  # no --moe-z-loss-coeff: no z_loss
+    assert sorted(name for name, values in losses.items() if any(values)) == sorted(computed)
