@@ -25,6 +25,7 @@ from analysis.report_runs import (all_runs_section, config_section, headline, ru
                                   sources_section, study_section)
 from jobs.status import collect as ledger_status
 from sweep.arch import ConfigError
+from sweep.commands import check_sweep_dir
 from sweep.config import load_sweep_config
 from sweep.io import FIT_JSON, PLAN_CSV, RESULTS_CSV, atomic_write_text
 
@@ -42,7 +43,7 @@ def report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_command(cfg: DictConfig, args: argparse.Namespace) -> int:
     """``flame report``: write the page; print its path."""
-    sweep_dir = Path(cfg.sweep_dir)
+    sweep_dir = check_sweep_dir(cfg.get("sweep_dir"))
     output = getattr(args, "output", None)
     path = write_report(sweep_dir, Path(output) if output else None)
     print(f"wrote {path}")
@@ -70,7 +71,7 @@ def render_report(sweep_dir: Path) -> str:
     fit = read_json_file(sweep_dir / FIT_JSON)
     status = ledger_status(sweep_dir)
     sections = [study_section(config, plan),
-                runs_section(sweep_dir, config, plan, results, status),
+                runs_section(sweep_dir, config, plan, results, status, fit),
                 *fit_sections(sweep_dir, fit),
                 selection_section(sweep_dir, fit),
                 *optional_sections(sweep_dir, results),
