@@ -5,8 +5,9 @@ stages wrote: config.yaml, plan.csv, the ledger (``runs/*/state.json``), results
 selection.csv and the SVG figures of ``figures/`` (matplotlib's, embedded as data URIs, so the
 page needs no network, no server and no other file). Every table and figure names the file its
 numbers came from. A section whose file does not exist yet (mid-study: no fit) says so; the
-optional sections (routing health, design, comparisons) appear when their files do, and are
-rendered from whatever columns or keys those files have.
+optional sections (design, comparisons) appear when their files do, routing health when some run
+has routing data (a routing_status other than unknown), and are rendered from whatever columns
+or keys those files have.
 """
 
 from __future__ import annotations

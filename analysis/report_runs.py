@@ -170,7 +170,7 @@ def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None, status: Sweep
                             "error": r.error or r.reason or ""} for r in status.runs])
     if results is not None and {"flag", "reason"} <= set(results.columns):
         flags = results[["run_id", "member", "budget", "flag", "reason"]].copy()
-        flags["reason"] = flags["reason"].fillna("")
+        flags["reason"] = flags["reason"].astype(object).where(flags["reason"].notna(), "")
         # Earlier plans' runs are in results.csv only (flag unplanned): member, budget from it.
         merged = ledger.merge(flags, on="run_id", how="outer", suffixes=("", "_results"))
         for col in ("member", "budget"):
