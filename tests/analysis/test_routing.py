@@ -18,11 +18,8 @@ import torch
 import trainers.embedded.train as embedded
 from analysis.collect import collect_sweep
 from analysis.data import load_sweep_results
-from analysis.html_report import write_report
-from analysis.report_extras import routing_section
 from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, routing_figure
 from analysis.settings import FitSettings
-from jobs import ledger
 from analysis.sources import Routing, _tb_scalars, read_routing
 from sweep.arch import ConfigError
 from sweep.io import run_dir
@@ -52,6 +49,8 @@ def study(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """Two real embedded runs of the demo family at a tiny budget (16 and 7 steps; the
     corpus cache is the default one, shared with the other tests that train): the second with
     its router forced; then the real `collect`."""
+    from jobs import ledger
+
     sweep = tmp_path_factory.mktemp("study")
     rows, cfg = make_plan(sweep, "family.members=[{hidden_size:8},{hidden_size:16}]",
                           "budgets.flops=[1e9]", "planner.min_iters=5",
@@ -109,6 +108,9 @@ def test_routing_figure_drawn_from_the_results(study):
 def test_the_report_shows_routing_health_from_the_real_study(study):
     """collect's routing_* columns and the routing figure of the real study, on the report
     page (analysis/report_extras.py): the collapsed run named with the producer's reason."""
+    from analysis.html_report import write_report
+    from analysis.report_extras import routing_section
+
     sweep, _ = study
     results = pd.read_csv(sweep / "results.csv", dtype={"run_id": str})
     routing_figure(sweep, load_sweep_results(sweep / "results.csv", FitSettings()),
