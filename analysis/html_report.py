@@ -5,8 +5,9 @@ stages wrote: config.yaml, plan.csv, the ledger (``runs/*/state.json``), results
 selection.csv and the SVG figures of ``figures/`` (matplotlib's, embedded as data URIs, so the
 page needs no network, no server and no other file). Every table and figure names the file its
 numbers came from. A section whose file does not exist yet (mid-study: no fit) says so; the
-optional sections (routing health, design, comparisons) appear when their files do, and are
-rendered from whatever columns or keys those files have.
+optional sections (design, comparisons) appear when their files do, routing health when some run
+has routing data (a routing_status other than unknown), and are rendered from whatever columns
+or keys those files have.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from analysis.report_runs import (all_runs_section, config_section, headline, ru
                                   sources_section, study_section)
 from jobs.status import collect as ledger_status
 from sweep.arch import ConfigError
+from sweep.commands import check_sweep_dir
 from sweep.config import load_sweep_config
 from sweep.io import FIT_JSON, PLAN_CSV, RESULTS_CSV, atomic_write_text
 
@@ -42,7 +44,7 @@ def report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_command(cfg: DictConfig, args: argparse.Namespace) -> int:
     """``flame report``: write the page; print its path."""
-    sweep_dir = Path(cfg.sweep_dir)
+    sweep_dir = check_sweep_dir(cfg.get("sweep_dir"))
     output = getattr(args, "output", None)
     path = write_report(sweep_dir, Path(output) if output else None)
     print(f"wrote {path}")
@@ -70,7 +72,7 @@ def render_report(sweep_dir: Path) -> str:
     fit = read_json_file(sweep_dir / FIT_JSON)
     status = ledger_status(sweep_dir)
     sections = [study_section(config, plan),
-                runs_section(sweep_dir, config, plan, results, status),
+                runs_section(sweep_dir, config, plan, results, status, fit),
                 *fit_sections(sweep_dir, fit),
                 selection_section(sweep_dir, fit),
                 *optional_sections(sweep_dir, results),

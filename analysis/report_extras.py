@@ -20,6 +20,7 @@ from sweep.io import FIGURES_DIR, RESULTS_CSV
 DESIGN_JSON = "design.json"
 COMPARE_DIR = "compare"
 ROUTING_PREFIX = "routing_"
+ROUTING_UNKNOWN = "unknown"  # analysis/routing.py's status of a run with no routing data
 
 def optional_sections(sweep_dir: Path, results: pd.DataFrame | None) -> list[Section]:
     found = [routing_section(sweep_dir, results), design_section(sweep_dir),
@@ -39,16 +40,15 @@ def other_figures(sweep_dir: Path) -> Section | None:
 
 
 def routing_section(sweep_dir: Path, results: pd.DataFrame | None) -> Section | None:
-    columns = [] if results is None else [c for c in results.columns
-                                          if c.startswith(ROUTING_PREFIX)]
-    if not columns:
+    """Present when some run has routing data: collect writes the routing_* columns for every
+    run, ``unknown`` where nothing was measured (the simulated trainer, a dense model)."""
+    status = None if results is None else results.get(f"{ROUTING_PREFIX}status")
+    if status is None or status.fillna(ROUTING_UNKNOWN).eq(ROUTING_UNKNOWN).all():
         return None
+    columns = [c for c in results.columns if c.startswith(ROUTING_PREFIX)]
     section = Section("routing", "Routing health")
-    status = results.get(f"{ROUTING_PREFIX}status")
-    if status is not None:  # the producer's verdict per run: say how many are not healthy
-        counts = status.fillna("not measured").value_counts()
-        section.notes.append("routing_status: " + ", ".join(f"{n} {s}" for s, n in
-                                                            counts.items()))
+    counts = status.fillna(ROUTING_UNKNOWN).value_counts()  # how many are not healthy
+    section.notes.append("routing_status: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     keys = [c for c in ("run_id", "member", "budget") if c in results.columns]
     section.items.append(frame_table("routing-table", "Router statistics per run",
                                      results[keys + columns].head(MAX_RUN_ROWS),
@@ -67,7 +67,8 @@ def design_section(sweep_dir: Path) -> Section | None:
     if records:
         section.items.append(records_table("design-table", "Candidate designs", records,
                                            DESIGN_JSON))
-    scalars = {k: v for k, v in design.items() if not isinstance(v, (list, dict))}
+    scalars = {k: v for k, v in design.items() if not isinstance(v, (list, dict))} \
+        if isinstance(design, dict) else {}  # a bare list of designs: only the table
     if scalars:
         section.items.append(mapping_table("design-settings", "Design settings", scalars,
                                            DESIGN_JSON))
@@ -80,6 +81,8 @@ def comparison_sections(sweep_dir: Path) -> Iterable[Section]:
     for path in sorted((sweep_dir / COMPARE_DIR).glob("*/compare.json")):
         other, source = path.parent.name, f"{COMPARE_DIR}/{path.parent.name}"
         document = read_json_file(path) or {}
+        if not isinstance(document, dict):  # a bare list of rows (or a scalar): one table
+            document = {"rows": records_of(document)}
         section = Section(f"compare-{other}", f"Comparison with {other}")
         for key, value in document.items():
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):

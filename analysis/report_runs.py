@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.data import load_sweep_results
 from analysis.report_extras import COMPARE_DIR, DESIGN_JSON
 from analysis.report_page import (MAX_RUN_ROWS, Section, Table, cut_note, frame_table,
                                   mapping_table)
+from analysis.settings import FitSettings
 from jobs import ledger as ledger_states
+from jobs.settings import ClusterSettings
 from jobs.status import SweepStatus
+from sweep.arch import ConfigError
 from sweep.io import CONFIG_YAML, FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
 RUN_COLUMNS = ("run_id", "member", "budget", "n_active_flame", "tokens", "train_iters",
@@ -72,10 +76,39 @@ def member_table(plan: pd.DataFrame, n_column: str | None) -> Table:
     return frame_table("config-members", f"Family members (N = {n_col})", members, PLAN_CSV)
 
 
+def devices_per_run(config: dict) -> int:
+    """The devices one run's job holds, as the launcher shapes it (jobs.settings): Megatron's
+    trainer.nodes x trainer.gpus_per_node, else cluster.nodes x cluster.gpus_per_node; at
+    least 1 (a CPU run holds one device)."""
+    try:
+        cluster = ClusterSettings.from_cfg(config).with_trainer(config.get("trainer") or {})
+    except (ConfigError, TypeError, ValueError):  # no or an older config.yaml: one per run
+        return 1
+    return max(1, cluster.nodes * cluster.gpus_per_node)
+
+
+def fit_exclusions(sweep_dir: Path, fit: dict | None) -> pd.DataFrame | None:
+    """Per run of results.csv, why the fit left it out ("" when used): results.csv read
+    again with the settings fit.json records, by the fit's own rules (analysis/data.py), so
+    exclude_budgets, drop_highest_loss, duplicates and unusable values are named per run."""
+    if fit is None or (fit.get("input") or {}).get("kind") != "sweep":
+        return None
+    try:
+        points = load_sweep_results(sweep_dir / RESULTS_CSV,
+                                    FitSettings.from_mapping(fit.get("settings")))
+    except (ConfigError, OSError, TypeError, ValueError):  # results.csv gone or rewritten
+        return None
+    if "run_id" not in points.columns:
+        return None
+    return pd.DataFrame({"run_id": points["run_id"].astype(str),
+                         "fit_excluded": points["excluded_reason"].astype(str)})
+
+
 def runs_section(sweep_dir: Path, config: dict, plan: pd.DataFrame,
-                 results: pd.DataFrame | None, status: SweepStatus) -> Section:
+                 results: pd.DataFrame | None, status: SweepStatus,
+                 fit: dict | None = None) -> Section:
     section = Section("runs", "Runs and cost")
-    devices = max(1, int((config.get("cluster") or {}).get("gpus_per_node") or 0))
+    devices = devices_per_run(config)
     states = pd.DataFrame([{"state": r.state, "attempts": r.attempts,
                             "elapsed_h": r.elapsed_s / 3600, "planned_gpu_hours": r.gpu_hours_est}
                            for r in status.runs])
@@ -88,14 +121,15 @@ def runs_section(sweep_dir: Path, config: dict, plan: pd.DataFrame,
     section.items.append(cost_table(plan, results, status, devices))
     if results is None:
         section.notes.append(f"no {RESULTS_CSV} yet: `flame collect` writes it (losses, flags)")
-    problems = problem_runs(plan, results, status)
+    problems = problem_runs(plan, results, status, fit_exclusions(sweep_dir, fit))
     if problems.empty:
         section.notes.append("no failed, cancelled or excluded runs")
     else:
         section.items.append(frame_table(
             "runs-problems", "Failed, cancelled or excluded runs, with their reasons",
             problems.head(MAX_RUN_ROWS),
-            f"runs/<run_id>/state.json (state, error), {RESULTS_CSV} (flag, reason)",
+            f"runs/<run_id>/state.json (state, error), {RESULTS_CSV} (flag, reason), "
+            f"{FIT_JSON} settings (fit_excluded)",
             cut_note(len(problems), "these runs")))
     return section
 
@@ -126,26 +160,32 @@ def cost_table(plan: pd.DataFrame, results: pd.DataFrame | None, status: SweepSt
                        f"{PLAN_CSV}, {RESULTS_CSV}, runs/*/state.json")
 
 
-def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None,
-                 status: SweepStatus) -> pd.DataFrame:
+def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None, status: SweepStatus,
+                 excluded: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every run that ended without completing (failed, timed out, cancelled, unreadable
-    state) or that collect did not flag ok, with why; runs still queued or running are only
-    counted (runs by state)."""
+    state), that collect did not flag ok, or that the fit left out (``excluded``: run_id,
+    fit_excluded), with why; runs still queued or running are only counted (runs by state)."""
     ledger = pd.DataFrame([{"run_id": r.run_id, "member": r.member, "budget": r.budget,
                             "state": r.state, "attempts": r.attempts, "job_id": r.job_id,
                             "error": r.error or r.reason or ""} for r in status.runs])
     if results is not None and {"flag", "reason"} <= set(results.columns):
         flags = results[["run_id", "member", "budget", "flag", "reason"]].copy()
-        flags["reason"] = flags["reason"].fillna("")
+        flags["reason"] = flags["reason"].astype(object).where(flags["reason"].notna(), "")
         # Earlier plans' runs are in results.csv only (flag unplanned): member, budget from it.
         merged = ledger.merge(flags, on="run_id", how="outer", suffixes=("", "_results"))
         for col in ("member", "budget"):
             merged[col] = merged[col].fillna(merged.pop(f"{col}_results"))
     else:
         merged = ledger.assign(flag=None, reason="")
+    if excluded is not None:
+        merged = merged.merge(excluded, on="run_id", how="left")
+        merged["fit_excluded"] = merged["fit_excluded"].fillna("")
+    else:
+        merged["fit_excluded"] = ""
     waiting = merged["state"].isin([ledger_states.PLANNED, *ledger_states.ACTIVE])
     bad = merged["state"].ne(ledger_states.COMPLETED) | (merged["flag"].notna() &
                                                          merged["flag"].ne("ok"))
+    bad |= merged["fit_excluded"].ne("")
     return merged.loc[bad & ~waiting].reset_index(drop=True)
 
 

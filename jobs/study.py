@@ -62,7 +62,6 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
 def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -> int:
     """Collect, fit, select, plot; print the summary and where everything is."""
     from analysis.collect import collect_sweep, cost_line
-    from analysis.html_report import write_report
     from analysis.report import fit_sweep, summary_text
 
     results = collect_sweep(sweep_dir, cfg)
@@ -73,12 +72,27 @@ def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -
     try:
         fit = fit_sweep(sweep_dir, cfg)
     except ConfigError:  # nothing fittable: the report still shows the runs and why
-        console.print(f"report (no fit): {write_report(sweep_dir)}")
+        if (page := _report(sweep_dir, console)) is not None:
+            console.print(f"report (no fit): {page}")
         raise
     print(summary_text(fit, width=console.width))
     console.rule("outputs")
     for name in (PLAN_CSV, RESULTS_CSV, FIT_JSON, SELECTION_CSV, FIGURES_DIR):
         console.print(f"  {sweep_dir / name}")
-    console.print(f"  {write_report(sweep_dir)}  (the report: open it in a browser)")
+    if (page := _report(sweep_dir, console)) is not None:
+        console.print(f"  {page}  (the report: open it in a browser)")
     console.print(f"study finished in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _report(sweep_dir: Path, console: Console) -> Path | None:
+    """Write report.html; a page that cannot be rendered costs one line, never the finished
+    study (its results, fit and figures are written already)."""
+    from analysis.html_report import write_report
+
+    try:
+        return write_report(sweep_dir)
+    except Exception as err:  # noqa: BLE001 - any report bug: the study's outcome stands
+        console.print(f"report: not written: {type(err).__name__}: {err}".splitlines()[0],
+                      markup=False, highlight=False, soft_wrap=True)
+        return None

@@ -1,8 +1,9 @@
 """`flame report`: a real small study (simulated trainer, cluster=local, real CLI), its page
 loaded in headless Chromium: no console errors, no request leaving the file, the figures
 decoded, the tables present, sortable, and traceable to their files; failed runs and an
-unfitted budget shown with their reasons; the optional sections from files in their
-producers' format."""
+unfitted budget shown with their reasons, and so are the runs the fit excluded; the design and
+comparison sections from files in their producers' formats. Routing health from real producer
+output is tested on tests/analysis/test_routing.py's embedded study."""
 
 from __future__ import annotations
 
@@ -130,6 +131,7 @@ def test_study_report_in_chromium(study, browser, tmp_path):
     assert {"runs-states", "runs-cost", "study-facts", "config-budgets", "config-members",
             "approach2-laws", "extrapolation-table", "config-cluster"} <= set(tables)
     assert "FLOPs" in facts["text"] and "device-hours" in facts["text"]
+    assert "routing" not in facts["sections"]  # every run's routing_status is unknown
 
 
 def test_tables_sort_by_full_value(study, browser):
@@ -166,43 +168,86 @@ def _svg(path: Path, title: str) -> None:
 
 
 def test_optional_sections_from_their_files(study, browser, tmp_path):
-    """Routing, design and comparison files in the formats their producers write (built here:
-    those producers are not merged yet) and released_* selection columns."""
+    """design.json and compare.json in the shapes analysis/design.py and analysis/compare.py
+    write (those producers are not merged yet: the files are built here with values they can
+    produce), a compare.json that is a bare list, and released_* selection columns."""
     sweep = tmp_path / "sweep"
     shutil.copytree(study["sweep"], sweep)
-    results = pd.read_csv(sweep / "results.csv", dtype={"run_id": str})
-    results = results.assign(routing_load_max_mean=1.8, routing_min_expert_fraction=0.04,
-                             routing_entropy=1.9, routing_aux_loss=0.011, routing_z_loss=0.002,
-                             routing_status="ok", routing_reason="")
-    results.loc[0, ["routing_status", "routing_reason"]] = ["collapsed", "one expert takes 90%"]
-    results.to_csv(sweep / "results.csv", index=False)
     selection = pd.read_csv(sweep / "selection.csv").assign(released_member="FLAME-MoE-1.7B")
     selection.to_csv(sweep / "selection.csv", index=False)
-    design = {"designs": [{"name": n, "runs": r, "flops": 1e18 * r, "gpu_hours": 2.0 * r,
-                           "a_halfwidth": {"approach2": 0.1 / r, "approach3": 0.05 / r},
-                           "a_bias": 0.01, "p_member": {"3e+13": 0.7, "1e+14": 0.6}}
-                          for n, r in (("grid-5x4", 20), ("grid-7x4", 28))]}
+    design = {"approach": "approach3", "chosen": "grid-7x4", "screened": 40,
+              "designs": [{"name": n, "runs": r, "budgets": [3e11, 1e12, 3e12, 1e13],
+                           "flops": 1e15 * r, "gpu_hours": 0.01 * r, "a_true": 0.5,
+                           "replications": 64,
+                           "a_halfwidth": {"approach2": 0.4 / r, "approach3": 0.2 / r},
+                           "a_bias": {"approach2": -0.004, "approach3": 0.001},
+                           "usable": {"approach2": 1.0, "approach3": 0.97},
+                           "p_member": {"3e+13": 0.72, "1e+14": 0.61}}
+                          for n, r in (("plan", 20), ("grid-7x4", 28))]}
     (sweep / "design.json").write_text(json.dumps(design))
     (sweep / "compare" / "dense").mkdir(parents=True)
     (sweep / "compare" / "dense" / "compare.json").write_text(json.dumps(
-        {"this": str(sweep), "other": "/sweeps/dense", "a_difference": 0.03,
-         "rows": [{"budget": 3e13, "n_opt_this": 1e6, "n_opt_other": 2e6}]}))
-    for path in (sweep / "figures" / "routing.svg", sweep / "figures" / "design.svg",
-                 sweep / "compare" / "dense" / "compare.svg", sweep / "figures" / "release.svg"):
+        {"a": str(sweep), "b": "/sweeps/dense", "method": "approach2 loss frontiers",
+         "multiplier": 1.42, "multiplier_ci": [1.21, 1.66], "bootstrap": 50,
+         "budgets": [{"budget": 3e12, "loss_a": 5.1, "multiplier": 1.42, "multiplier_lo": 1.2,
+                      "multiplier_hi": 1.7, "extrapolated": False}]}))
+    (sweep / "compare" / "bare").mkdir(parents=True)
+    (sweep / "compare" / "bare" / "compare.json").write_text(json.dumps(
+        [{"budget": 3e12, "multiplier": 1.1}]))
+    for path in (sweep / "figures" / "design.svg", sweep / "compare" / "dense" / "compare.svg",
+                 sweep / "figures" / "release.svg"):
         _svg(path, path.stem)
     facts = load(browser, write_report(sweep))
     tables, figures = facts["tables"], facts["figures"]
-    assert {"routing", "design", "compare-dense"} <= set(facts["sections"])
-    routing = tables["routing-table"]
-    assert "routing_status" in routing["columns"] and len(routing["rows"]) == 20
-    assert "routing_status: 19 ok, 1 collapsed" in facts["text"]
-    assert "one expert takes 90%" in facts["text"]
+    assert {"design", "compare-dense", "compare-bare"} <= set(facts["sections"])
     assert {"a_halfwidth.approach2", "p_member.3e+13"} <= set(tables["design-table"]["columns"])
     assert len(tables["design-table"]["rows"]) == 2
+    assert tables["design-settings"]["rows"][0][:2] == ["approach", "approach3"]
     assert "released_member" in tables["selection-table"]["columns"]
-    assert tables["compare-dense-rows"]["rows"][0][0] == repr(3e13)
-    assert all(figures[f] > 0 for f in ("fig-routing", "fig-design", "fig-compare-dense",
+    assert tables["compare-dense-budgets"]["rows"][0][0] == repr(3e12)
+    assert tables["compare-bare-rows"]["rows"] == [[repr(3e12), "1.1"]]
+    assert all(figures[f] > 0 for f in ("fig-design", "fig-compare-dense",
                                         "fig-release"))  # a figure no section knows: shown too
+
+
+def test_list_shaped_design_json(tmp_path):
+    """A design.json that is a bare list of designs is a table, not a crash."""
+    from analysis.report_extras import design_section
+
+    (tmp_path / "design.json").write_text(json.dumps([{"name": "plan", "runs": 20}]))
+    section = design_section(tmp_path)
+    assert [t.id for t in section.items] == ["design-table"]
+    assert len(section.items[0].rows) == 1
+
+
+def test_runs_the_fit_excluded_are_listed_with_the_fit_reason(study, browser, tmp_path):
+    """A refit with fit.exclude_budgets: its runs (flag ok) are problems, with the reason."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(study["sweep"], sweep)
+    flame("fit", f"sweep_dir={sweep}", *STUDY, "fit.exclude_budgets=[3e11]", "fit.bootstrap=0")
+    facts = load(browser, write_report(sweep))
+    problems = facts["tables"]["runs-problems"]
+    cols = problems["columns"]
+    excluded = {r[cols.index("run_id")]: r for r in problems["rows"]
+                if r[cols.index("flag")] == "ok"}
+    plan = pd.read_csv(sweep / "plan.csv", dtype={"run_id": str})
+    assert set(excluded) == set(plan.loc[plan["budget"] == 3e11, "run_id"])
+    assert all("fit.exclude_budgets" in r[cols.index("fit_excluded")]
+               for r in excluded.values())
+    assert "fit.json settings" in problems["source"]
+
+
+def test_devices_per_run_follow_the_trainer_shape():
+    """Megatron: trainer.nodes x trainer.gpus_per_node (cluster.gpus_per_node=0 takes it)."""
+    from omegaconf import OmegaConf
+
+    from analysis.report_runs import devices_per_run
+    from jobs.cli import compose
+
+    megatron = compose(["sweep_dir=/tmp/x", "trainer=megatron", "trainer.nodes=2",
+                        "trainer.gpus_per_node=4", "cluster=slurm", "cluster.gpus_per_node=0"])
+    assert devices_per_run(OmegaConf.to_container(megatron, resolve=True)) == 8
+    assert devices_per_run({}) == 1  # a sweep planned before flame wrote config.yaml
 
 
 def test_records_of_any_json_shape():
@@ -219,6 +264,9 @@ def test_report_without_a_plan_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no plan.csv" in err and "flame plan" in err
     assert not (tmp_path / REPORT_HTML).exists()
+    assert main(["report", "sweep_dir=null"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sweep_dir: empty" in err
 
 
 def test_flame_run_writes_the_report_when_nothing_can_be_fitted(study, tmp_path):
@@ -240,3 +288,24 @@ def test_flame_run_writes_the_report_when_nothing_can_be_fitted(study, tmp_path)
     assert f"report (no fit): {sweep / REPORT_HTML}" in console.export_text()
     page = (sweep / REPORT_HTML).read_text()
     assert "no fit.json yet" in page and 'id="runs-problems"' in page
+
+
+def test_a_report_failure_keeps_the_studys_outcome(study, tmp_path):
+    """jobs/study.py's finish: a page that cannot be written (report.html is a directory) is
+    one line, and the study's own outcome stands (here the fit's refusal: the CLI's exit 2)."""
+    from rich.console import Console
+
+    from jobs.cli import compose
+    from jobs.study import finish
+    from sweep.arch import ConfigError
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(study["sweep"], sweep)
+    (sweep / REPORT_HTML).unlink()
+    (sweep / REPORT_HTML).mkdir()
+    console = Console(record=True, width=80)
+    with pytest.raises(ConfigError, match="none of the 20 rows"):
+        finish(sweep, compose([f"sweep_dir={sweep}", *STUDY, "fit.include_flags=[diverged]"]),
+               console, 0.0)
+    lines = [line for line in console.export_text().splitlines() if line.startswith("report")]
+    assert len(lines) == 1 and lines[0].startswith("report: not written: IsADirectoryError")

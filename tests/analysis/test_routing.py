@@ -24,7 +24,7 @@ from analysis.routing import (ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows,
 from analysis.settings import FitSettings
 from analysis.sources import Routing, _routing_log, _tb_scalars, _window, read_routing
 from sweep.arch import ConfigError
-from sweep.io import atomic_write_text, run_dir
+from sweep.io import run_dir
 from tests.trainers import megatron_standin as standin
 from tests.trainers.conftest import make_plan
 from trainers.embedded.model import MoE, MoEDecoder
@@ -52,6 +52,8 @@ def study(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """Two real embedded runs of the demo family at a tiny budget (16 and 7 steps; the
     corpus cache is the default one, shared with the other tests that train): the second with
     its router forced; then the real `collect`."""
+    from jobs import ledger
+
     sweep = tmp_path_factory.mktemp("study")
     rows, cfg = make_plan(sweep, "family.members=[{hidden_size:8},{hidden_size:16}]",
                           "budgets.flops=[1e9]", "planner.min_iters=5",
@@ -63,9 +65,10 @@ def study(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     for row, decoder in zip(rows, (MoEDecoder, forced_decoder)):
         patch.setattr(embedded, "MoEDecoder", decoder)
         rd = run_dir(sweep, row["run_id"])
+        # The ledger as a worker keeps it (the report reads it: runs by state, cost).
+        ledger.transition(sweep, row["run_id"], ledger.RUNNING, job_id="in-process")
         train_run(dict(row), json.loads(json.dumps(cfg)), rd)
-        atomic_write_text(rd / "state.json", json.dumps({"run_id": row["run_id"],
-                                                         "state": "completed"}))
+        ledger.transition(sweep, row["run_id"], ledger.COMPLETED)
     patch.undo()
     return sweep, collect_sweep(sweep, cfg)
 
@@ -102,6 +105,31 @@ def test_routing_figure_drawn_from_the_results(study):
     assert [p.name for p in paths] == ["routing.png", "routing.svg"]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert routing_figure(sweep, points.drop(columns=list(ROUTING_COLUMNS)), FitSettings()) == []
+
+
+
+def test_the_report_shows_routing_health_from_the_real_study(study):
+    """collect's routing_* columns and the routing figure of the real study, on the report
+    page (analysis/report_extras.py): the collapsed run named with the producer's reason."""
+    from analysis.html_report import write_report
+    from analysis.report_extras import routing_section
+
+    sweep, _ = study
+    results = pd.read_csv(sweep / "results.csv", dtype={"run_id": str})
+    routing_figure(sweep, load_sweep_results(sweep / "results.csv", FitSettings()),
+                   FitSettings())
+    section = routing_section(sweep, results)
+    assert section.notes == ["routing_status: 1 ok, 1 collapsed"]
+    table, figure = section.items
+    assert table.id == "routing-table" and set(ROUTING_COLUMNS) <= set(table.columns)
+    rows = {r[0].sort: dict(zip(table.columns, (c.sort for c in r))) for r in table.rows}
+    forced = rows[results["run_id"].iloc[1]]
+    assert forced["routing_status"] == "collapsed"
+    assert forced["routing_reason"] == results["routing_reason"].iloc[1]
+    assert figure.id == "fig-routing" and figure.uri.startswith("data:image/svg+xml;base64,")
+    page = write_report(sweep).read_text()
+    assert 'id="routing-table"' in page and 'id="fig-routing"' in page
+    assert "routing_status: 1 ok, 1 collapsed" in page
 
 
 def _standin_run(tmp_path: Path, *extra: str) -> Path:
