@@ -115,8 +115,10 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
         console.print(f"  {len(held)} arrays are still held (a launcher was killed, or its "
                       "`scontrol release` failed): `flame launch` records and releases them")
     if getattr(args, "report", False):
-        from analysis.html_report import write_report
-        console.print(f"report: {write_report(sweep_dir)}")
+        from jobs.study import write_report_or_say_why
+        if (page := write_report_or_say_why(sweep_dir, console)) is None:
+            return 1
+        console.print(f"report: {page}")
     return 0
 
 

@@ -72,20 +72,20 @@ def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -
     try:
         fit = fit_sweep(sweep_dir, cfg)
     except ConfigError:  # nothing fittable: the report still shows the runs and why
-        if (page := _report(sweep_dir, console)) is not None:
+        if (page := write_report_or_say_why(sweep_dir, console)) is not None:
             console.print(f"report (no fit): {page}")
         raise
     print(summary_text(fit, width=console.width))
     console.rule("outputs")
     for name in (PLAN_CSV, RESULTS_CSV, FIT_JSON, SELECTION_CSV, FIGURES_DIR):
         console.print(f"  {sweep_dir / name}")
-    if (page := _report(sweep_dir, console)) is not None:
+    if (page := write_report_or_say_why(sweep_dir, console)) is not None:
         console.print(f"  {page}  (the report: open it in a browser)")
     console.print(f"study finished in {time.monotonic() - started:.0f} s")
     return 0
 
 
-def _report(sweep_dir: Path, console: Console) -> Path | None:
+def write_report_or_say_why(sweep_dir: Path, console: Console) -> Path | None:
     """Write report.html; a page that cannot be rendered costs one line, never the finished
     study (its results, fit and figures are written already)."""
     from analysis.html_report import write_report
