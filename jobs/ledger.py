@@ -64,7 +64,8 @@ def _parse(path: Path, text: str) -> dict[str, Any]:
         raise CorruptLedger(path, f"not valid JSON: {err}") from None
     if not isinstance(rec, dict) or rec.get("state") not in STATES:
         raise CorruptLedger(path, "not a ledger entry: no valid 'state'")
-    return rec
+    # keys an entry lacks (written by hand, or by a flame before them) read as a new entry's
+    return {**new_record(path.parent.name), **rec}
 
 
 def now() -> str:

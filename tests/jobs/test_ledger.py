@@ -103,3 +103,11 @@ def test_unreadable_state_json_is_named_and_never_overwritten(tmp_path: Path) ->
     assert ledger.transition_many(tmp_path, [("bad", ledger.SUBMITTED, "1"),
                                              ("ok", ledger.RUNNING, "1")]) == ["ok"]
     assert path.read_text() == '{"state": "runn'
+
+
+def test_an_entry_with_only_a_state_reads_with_the_other_keys_defaulted(tmp_path):
+    folder = tmp_path / "runs" / "r1"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text('{"run_id": "r1", "state": "completed"}')
+    rec = ledger.read_all(tmp_path)["r1"]
+    assert rec["state"] == "completed" and rec["attempts"] == 0 and rec["job_ids"] == []
