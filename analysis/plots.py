@@ -72,6 +72,8 @@ def write_figures(sweep_dir: Path, points: pd.DataFrame, iso: IsoflopFit,
     if param is not None:
         paths += _save(_noted(residual_figure(points, groups, param, colours, drawn),
                               note), out_dir, "residuals")
+    if selection is not None and "released_name" in selection:
+        paths += _save(release_figure(selection), out_dir, "release")
     return paths
 
 
@@ -223,4 +225,33 @@ def residual_figure(points, groups, param: ParametricFit, colours,
     axes[1].set_xlabel("points")
     axes[1].set_title("distribution")
     axes[1].sharey(axes[0])
+    return fig
+
+
+def release_figure(selection: pd.DataFrame):
+    """Chosen members beside FLAME-MoE's released models: N and tokens per target budget."""
+    rel = selection[selection["released_name"].astype(str) != ""]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, fit_col, chosen_col, released_col, label in (
+            (axes[0], "n_opt", "member_n", "released_n", "parameters N (as the fit counts N)"),
+            (axes[1], "d_opt", "member_tokens", "released_tokens", "training tokens D")):
+        ax.plot(selection["budget"], selection[fit_col], color="C0", marker="D", mfc="none",
+                label="the law's optimum")
+        if selection["member"].astype(bool).any():
+            ax.scatter(selection["budget"], selection[chosen_col], marker="o", s=70,
+                       color="C2", zorder=4, label="chosen member")
+        ax.scatter(rel["budget"], rel[released_col], marker="x", s=80, color="C3", zorder=5,
+                   label="FLAME-MoE released")
+        for row in rel.to_dict(orient="records"):
+            same = "" if row["released_same"] else f" (chose {row['member'] or '-'})"
+            ax.annotate(f"{row['released_name']}{same}", (row["budget"], row[released_col]),
+                        textcoords="offset points", xytext=(5, -12), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compute budget C (FLOPs)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0].set_title("Model size: chosen vs released")
+    axes[1].set_title("Tokens: chosen vs released")
     return fig

@@ -25,6 +25,7 @@ from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
 from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
                                  bootstrap_parametric, closed_form_optimum, fit_parametric)
+from analysis.release import beside_released
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
@@ -47,7 +48,8 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
         raise ConfigError(f"results: none of the {len(points)} rows of {path} is usable "
                           f"(fit.include_flags={list(settings.include_flags)}); see the flag "
                           "and reason columns, or include more flags")
-    config = None if bare else load_sweep_config(sweep_dir)
+    # A plain CSV has no config.yaml: its family (for selection) is the composed config's.
+    config = (_plain(cfg) if cfg is not None else None) if bare else load_sweep_config(sweep_dir)
     iso = fit_isoflop(used, settings)
     param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
     warnings = duplicate_warnings(points)
@@ -201,9 +203,9 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
     else:
         return {"table": None, "summary": {"applicable": False, "reason": "no fitted law",
                                            "warnings": []}}
-    members = None if bare else family_from_config(config)
+    members = family_from_config(config)
     table = select(settings.target_budgets, predict, approach, members, config,
-                   settings.n_column)
+                   settings.n_column, planned_only=not bare)
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
     found = _flag_extrapolation(table, fitted_budgets, settings.max_extrapolation_decades)
@@ -212,10 +214,14 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
                                 "(too few budgets): its uncertainty is unknown"))
     warnings.extend(FitWarning(w.code, f"selection: {w.message}") for w in found)
     notes = [w.message for w in found]
-    reason = "" if members else ("a plain results CSV has no architecture family" if bare
+    table = beside_released(table, settings.n_column)
+    reason = "" if members else ("the composed config has no architecture family" if bare
                                  else "the sweep has no config.yaml with a family")
+    family = (config or {}).get("family") or {}
     return {"table": table, "summary": {"applicable": bool(members), "reason": reason,
                                         "approach": approach, "warnings": notes,
+                                        "family": family.get("name", "") if members else "",
+                                        "candidates": "planned" if not bare else "all members",
                                         "rows": table.to_dict(orient="records")}}
 
 
