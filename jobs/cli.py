@@ -57,6 +57,8 @@ COMMANDS: dict[str, Command] = {
     "collect": Command("analysis.commands:collect", "runs/*/ -> <sweep_dir>/results.csv"),
     "fit": Command("analysis.commands:fit", "fit scaling laws, plot, select configurations",
                    "analysis.commands:fit_arguments"),
+    "compare": Command("analysis.commands:compare", "compute multiplier of fitted study A over "
+                       "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
