@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.data import load_bare_csv, load_sweep_results, used_points
-from analysis.isoflop import IsoflopFit, fit_isoflop
+from analysis.isoflop import IsoflopFit
+from analysis.porian import fit_approach2
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
 from sweep.io import FIT_JSON, RESULTS_CSV, atomic_write_text
@@ -81,7 +82,7 @@ def load_study(path: Path, label: str, bootstrap: int | None = None) -> Study:
         path / RESULTS_CSV
     points = load_bare_csv(source, settings) if fit["input"]["kind"] == "csv" else \
         load_sweep_results(source, settings)
-    iso = fit_isoflop(used_points(points), settings)
+    iso = fit_approach2(used_points(points), settings)
     if iso.loss_law is None:
         raise ConfigError(f"{label}={path}: Approach 2 found no loss frontier ({iso.reason}); "
                           "fit it on at least 2 budgets with bracketed minima")

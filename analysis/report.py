@@ -19,12 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from analysis.data import load_bare_csv, load_sweep_results, used_points
 from analysis.degenerate import (FitWarning,
                                  approach2_interval_reason, approach3_interval_reason,
-                                 duplicate_warnings, extrapolation_decades,
+                                 duplicate_warnings, extrapolation_decades, off_centre_warnings,
                                  parametric_unidentified, zero_width)
 from analysis.extrapolation import extrapolation_check
-from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
+from analysis.isoflop import IsoflopFit, budget_groups, interval
 from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
                                  bootstrap_parametric, closed_form_optimum, fit_parametric)
+from analysis.porian import fit_approach2
 from analysis.release import beside_released
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
@@ -50,7 +51,7 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
                           "and reason columns, or include more flags")
     # A plain CSV has no config.yaml: its family (for selection) is the composed config's.
     config = (_plain(cfg) if cfg is not None else None) if bare else load_sweep_config(sweep_dir)
-    iso = fit_isoflop(used, settings)
+    iso = fit_approach2(used, settings)  # the parabola, or Porian et al.'s estimator
     param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
     warnings = duplicate_warnings(points)
     result = {
@@ -116,6 +117,7 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings,
            "k_d": None, "loss_law": None,
            "budgets": [b.as_dict() for b in iso.budgets], "reason": iso.reason,
            "note": iso.note, "bootstrap": settings.bootstrap,
+           "estimator": settings.approach2_estimator,
            "bootstrap_kind": iso.bootstrap_kind,
            "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None,
            "interval_reason": ""}
@@ -124,6 +126,8 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings,
         warnings.append(FitWarning("flat_losses", f"Approach 2: {flat} of {len(iso.budgets)} "
                                    "budget(s) have flat losses; their N_opt is not identified "
                                    "and they are not used"))
+    if warnings is not None and settings.approach2_estimator == "parabola":
+        warnings.extend(off_centre_warnings(iso.budgets))
     if iso.n_law is None:
         return out
     out.update({"a": iso.n_law.exponent, "k": iso.n_law.k, "b": iso.d_law.exponent,

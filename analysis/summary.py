@@ -22,7 +22,9 @@ def _ci(ci: list | None) -> str:
 
 def _approach2(fit: dict) -> list:
     a2 = fit["approach2"]
-    table = Table(title="Approach 2: isoFLOP parabolas (N_opt per budget)", title_justify="left")
+    how = "Porian et al. interpolation" if a2.get("estimator") == "porian" else \
+        "isoFLOP parabolas"
+    table = Table(title=f"Approach 2: {how} (N_opt per budget)", title_justify="left")
     for col in ("budget (FLOPs)", "runs", "N_opt", "D_opt", "loss at opt", "used / reason"):
         table.add_column(col, justify="right" if col != "used / reason" else "left")
     for b in a2["budgets"]:
