@@ -64,8 +64,11 @@ def fit_output_dir(cfg: DictConfig, results: Path | None) -> Path:
 
 def compare_arguments(parser: argparse.ArgumentParser) -> None:
     """`flame compare A B`: two fitted sweep directories."""
-    parser.add_argument("a", type=Path, help="the study whose compute advantage is measured")
-    parser.add_argument("b", type=Path, help="the study it is measured against")
+    # Optional to argparse so that `flame compare --help` works; compare() requires both.
+    parser.add_argument("a", type=Path, nargs="?", help="fitted sweep directory: the study "
+                        "whose compute advantage is measured")
+    parser.add_argument("b", type=Path, nargs="?", help="fitted sweep directory: the study "
+                        "it is measured against")
     parser.add_argument("--bootstrap", type=int, default=None,
                         help="resamples of each study (default: as each was fitted)")
 
@@ -73,6 +76,9 @@ def compare_arguments(parser: argparse.ArgumentParser) -> None:
 def compare(cfg: None, args: argparse.Namespace) -> int:
     """The effective compute multiplier of A over B: a table, compare.json/.csv, a figure."""
     from analysis.compare import write_comparison
+    if args.a is None or args.b is None:
+        raise ConfigError("give two fitted sweep directories: flame compare A B (e.g. "
+                          "flame compare out/demo out/demo_dense)")
     result, out = write_comparison(args.a, args.b, args.bootstrap)
     Console().print(compare_table(result))
     print(f"wrote {out}/compare.json, compare.csv, compare.png, compare.svg")

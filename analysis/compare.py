@@ -71,6 +71,9 @@ def load_study(path: Path, label: str, bootstrap: int | None = None) -> Study:
     ``bootstrap`` replaces its fit's resample count (None: keep it)."""
     path = Path(path)
     fit_json = path / FIT_JSON
+    if not path.is_dir():
+        raise ConfigError(f"{label}={path}: no such sweep directory; pass the sweep_dir of a "
+                          "fitted study")
     if not fit_json.is_file():
         raise ConfigError(f"{label}={path}: no {FIT_JSON} (not fitted); run `flame fit "
                           f"sweep_dir={path}` first")
