@@ -80,7 +80,7 @@ def compare(cfg: None, args: argparse.Namespace) -> int:
         raise ConfigError("give two fitted sweep directories: flame compare A B (e.g. "
                           "flame compare out/demo out/demo_dense)")
     result, out = write_comparison(args.a, args.b, args.bootstrap)
-    Console().print(compare_table(result))
+    Console(width=120).print(compare_table(result))
     print(f"wrote {out}/compare.json, compare.csv, compare.png, compare.svg")
     return 0
 
@@ -95,9 +95,9 @@ def compare_table(result: dict):
                         f"{summary} ({result['multiplier_note']}; "
                         f"{int(result['confidence'] * 100)}% bootstrap interval, "
                         f"{result['bootstrap']} resamples). "
-                        f"{result['crossover']['note']}.", title_justify="left")
-    for col in ("budget", "A's optimal loss", "B's loss (law)", "compute B needs",
-                "multiplier", "interval", ""):
+                        f"{_sentence(result['crossover']['note'])}.", title_justify="left")
+    for col in ("budget C", "A's optimal loss", "B's loss at C", "B's compute for it",
+                "multiplier", "interval", "note"):
         table.add_column(col, justify="right")
     for row in result["budgets"]:
         lo, hi = row["multiplier_lo"], row["multiplier_hi"]
@@ -106,3 +106,7 @@ def compare_table(result: dict):
                       "-" if lo is None or lo != lo else f"[{lo:.3g}, {hi:.3g}]",
                       "extrapolated" if row["extrapolated"] else "")
     return table
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]

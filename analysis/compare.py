@@ -1,8 +1,8 @@
 """``flame compare A B``: the effective compute multiplier of study A over study B.
 
 At each of A's budgets C, A reaches its optimal loss L_A(C) (Approach 2's loss frontier
-``L_opt = k.C^c`` through its isoFLOP minima). B reaches that loss at C_B = (L_A(C) / k_B)^(1/c_B); the
-multiplier is C_B / C (2 = B needs twice A's compute for A's loss; < 1 = B is more efficient).
+``L_opt = k.C^c`` through its isoFLOP minima). B reaches that loss at
+C_B = (L_A(C) / k_B)^(1/c_B); the multiplier is C_B / C (2 = B needs twice A's compute for A's loss; < 1 = B is more efficient).
 The laws cross where the two frontiers meet, C* = (k_B / k_A)^(1/(c_A - c_B)).
 
 Both frontiers are Approach 2's loss laws refitted from each study's points with the settings
@@ -13,9 +13,9 @@ is a fit to the measured minima only: inverting Approach 3's frontier needs its 
 loss E, which isoFLOP sweeps of a few budgets identify poorly (the interval of E spans most
 of the loss on FLAME's 48 runs).
 
-A budget where L_A(C) lies outside the range of B's own optimal losses needs B's law beyond
-B's data: it is reported, marked ``extrapolated``, and left out of the summary multiplier
-(the geometric mean over the other budgets). Bad input (a study not fitted, different
+A budget where B would need a compute outside the budgets B's law was fitted on uses that law
+beyond B's data: it is reported, marked ``extrapolated``, and left out of the summary
+multiplier (the geometric mean over the other budgets). Bad input (a study not fitted, different
 budgets, no overlap in loss) is a ConfigError naming the problem and the fix.
 
 Output (read by the HTML report): ``<A>/compare/<basename of B>/{compare.json, compare.csv,
@@ -65,6 +65,15 @@ class Study:
     def used_budgets(self) -> list:
         return [b for b in self.iso.budgets if b.used]
 
+    def used_range(self) -> np.ndarray:
+        """The smallest and largest budget its frontier was fitted on."""
+        budgets = [b.budget for b in self.used_budgets()]
+        return np.array([min(budgets), max(budgets)])
+
+    def frontier_loss(self, budgets: np.ndarray) -> np.ndarray:
+        """Its optimal loss at ``budgets`` by its frontier law."""
+        return self.iso.loss_law(budgets)
+
 
 def load_study(path: Path, label: str, bootstrap: int | None = None) -> Study:
     """A fitted study from its directory, or a ConfigError saying how to fit it;
@@ -98,10 +107,11 @@ def check_pair(a: Study, b: Study) -> None:
     if ca.size != cb.size or not np.allclose(ca, cb, rtol=1e-6):
         raise ConfigError(f"budgets differ: A has {_list(ca)}, B has {_list(cb)} FLOPs; run "
                           "both studies on the same budgets (budgets=...) before comparing")
-    la, lb = (np.array([x.loss_opt for x in s.used_budgets()]) for s in (a, b))
+    la, lb = (s.frontier_loss(s.used_range()) for s in (a, b))
     if la.max() < lb.min() or la.min() > lb.max():
         raise ConfigError(f"no overlap in loss: A's optimal losses {la.min():.4g}-"
-                          f"{la.max():.4g}, B's {lb.min():.4g}-{lb.max():.4g}; B's compute for "
+                          f"{la.max():.4g}, B's {lb.min():.4g}-{lb.max():.4g} (loss frontiers "
+                          "over their budgets); B's compute for "
                           "A's loss would be pure extrapolation: add budgets so that the "
                           "studies' loss ranges overlap")
 
@@ -123,8 +133,10 @@ def compare(a: Study, b: Study) -> dict:
     # A's optimal loss from its law (the minima smoothed), as in every bootstrap resample.
     loss_a = np.exp(ln_ka) * budgets ** ca
     multiplier = compute_for_loss(loss_a, ln_kb, cb) / budgets
-    lb = np.array([x.loss_opt for x in b.used_budgets()])
-    extrapolated = (loss_a < lb.min()) | (loss_a > lb.max())
+    # B's law used outside the budgets it was fitted on.
+    lo, hi = b.used_range()
+    needed = multiplier * budgets
+    extrapolated = (needed < lo * (1 - 1e-9)) | (needed > hi * (1 + 1e-9))
     samples = _bootstrap_multipliers(a, b, budgets)
     s = a.settings
     table = pd.DataFrame({
@@ -145,8 +157,8 @@ def compare(a: Study, b: Study) -> dict:
         "frontier_b": {"k": math.exp(ln_kb), "exponent": cb},
         "multiplier": summary,
         "multiplier_ci": _ci(summary_samples, s),
-        "multiplier_note": "geometric mean over A's budgets whose optimal loss lies within "
-                           "B's range of optimal losses" if inside.any() else
+        "multiplier_note": "geometric mean over the budgets where B's compute lies within "
+                           "B's fitted budgets" if inside.any() else
                            "every budget needs B's law beyond B's data",
         "bootstrap": int(samples.shape[0]), "confidence": s.confidence,
         "crossover": _crossover(ln_ka, ca, ln_kb, cb, budgets),

@@ -58,9 +58,10 @@ def synthetic(sweep: Path, reps: int, noise: float) -> None:
     true_a = law.beta / (law.alpha + law.beta)
     clean = design.assign(loss=law.loss(design["n"], design["tokens"]))
     parabola = FitSettings(bootstrap=0)
+    exact = fit_porian(clean, FitSettings(bootstrap=20, porian_seed_noise=0.0))
     print(f"synthetic, the demo's design and law (a = {true_a:.4f}); noise-free: parabola "
           f"{fit_isoflop(clean, parabola).n_law.exponent:.4f}, porian "
-          f"{fit_porian(clean, FitSettings(bootstrap=20, porian_seed_noise=0.0)).n_law.exponent:.4f}")
+          f"{exact.n_law.exponent:.4f}")
     rng = np.random.default_rng(0)
     found: dict[str, list[float]] = {"parabola": [], "porian": [], "approach3": []}
     for i in range(reps):
