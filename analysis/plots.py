@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from analysis.isoflop import IsoflopFit, budget_groups  # noqa: E402
 from analysis.parametric import ParametricFit, closed_form_optimum  # noqa: E402
@@ -289,7 +290,7 @@ def compare_figure(a, b, result: dict):
     if (~inside).any():
         ax.errorbar(budgets[~inside], table["multiplier"][~inside], yerr=err[:, ~inside],
                     fmt="o", mfc="none", color="0.5", capsize=4,
-                    label="extrapolated (A's loss outside B's range)")
+                    label="extrapolated (B's compute outside B's budgets)")
     ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
     if result["multiplier"] is not None:
         ci = result["multiplier_ci"]
@@ -302,8 +303,10 @@ def compare_figure(a, b, result: dict):
     if cross is not None and span[0] <= cross <= span[-1]:
         ax.axvline(cross, color="C1", ls="--", label=f"frontiers cross at {cross:.3g}")
     ax.set_yscale("log")
-    ax.set_title("Compute B needs for A's optimal loss, / A's compute")
-    ax.set_ylabel("effective compute multiplier of A over B")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_title("Effective compute multiplier of A over B")
+    ax.set_ylabel("C_B / C: B's compute for A's optimal loss at C")
     for axis in axes:
         axis.set_xscale("log")
         axis.set_xlabel("compute budget C (FLOPs)")
