@@ -15,7 +15,12 @@ that go into fit.json's ``warnings`` and the printed summary (issue 11, item 6):
   every resample keeps, so the resamples cannot show that uncertainty;
 - an interval of zero width is not reported: the resamples did not vary;
 - a selection more than ``fit.max_extrapolation_decades`` of compute outside the fitted budgets
-  is flagged in selection.csv and the summary as an extrapolation.
+  is flagged in selection.csv and the summary as an extrapolation;
+- a budget whose parabola vertex lies in the outer ``OFF_CENTRE_FRACTION`` of its window (in
+  ln N) is off-centre: a parabola fitted to a loss curve that is not symmetric in ln N (the
+  law's is not: steeper on the small-N side) puts its vertex toward the window's middle, so
+  the farther the optimum is from the middle the more N_opt is biased, and the bias grows
+  with the window (Hoffmann et al.'s Approach 2 assumes sizes centred on the optimum).
 
 The thresholds are module constants for now (to become fit config fields).
 """
@@ -31,6 +36,7 @@ import pandas as pd
 from analysis.isoflop import FLAT_LOSS_REL_RANGE
 
 MIN_INTERVAL_BUDGETS = 3
+OFF_CENTRE_FRACTION = 0.2
 MIN_PARAMETRIC_BUDGETS = 2
 DUPLICATE_REASON = "duplicate: same budget, n, tokens and loss as an earlier row; counted once"
 
@@ -103,3 +109,23 @@ def extrapolation_decades(targets: np.ndarray, fitted: np.ndarray) -> np.ndarray
     lo, hi = math.log10(float(np.min(fitted))), math.log10(float(np.max(fitted)))
     log_t = np.log10(np.asarray(targets, float))
     return np.maximum(0.0, np.maximum(log_t - hi, lo - log_t))
+
+
+def off_centre_warnings(budgets) -> list[FitWarning]:
+    """A warning naming the used budgets (``isoflop.BudgetFit``) whose parabola vertex lies
+    in the outer OFF_CENTRE_FRACTION of its window (in ln N)."""
+    found = []
+    for b in budgets:
+        if not b.used or b.coef is None or b.window is None or b.window[1] <= b.window[0]:
+            continue
+        where = math.log(b.n_opt / b.window[0]) / math.log(b.window[1] / b.window[0])
+        if min(where, 1 - where) < OFF_CENTRE_FRACTION:
+            found.append(f"{b.budget:.3g} ({where:.0%} of the way across)")
+    if not found:
+        return []
+    return [FitWarning("off_centre", f"Approach 2: {len(found)} budget(s) have their optimum "
+                       f"near the edge of the sizes fitted: {', '.join(found)}; a parabola's "
+                       "vertex is biased toward the window's middle there (the loss is not "
+                       "symmetric in ln N), so N_opt and the exponent may be biased: add sizes "
+                       "on the far side of the optimum, or compare with "
+                       "fit.approach2_estimator=porian")]

@@ -206,8 +206,8 @@ def _fit_all(groups: list[dict], weights: list[np.ndarray], settings: FitSetting
     return {"fits": fits, "valid": valid, "laws": laws, "ok": valid.sum(axis=1) >= 2}
 
 
-def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
-    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples."""
+def _groups(points: pd.DataFrame, settings: FitSettings) -> tuple[list[dict], str]:
+    """Per budget: ln N, losses and the ln D vs ln N line; and the bucketing note."""
     budgets, note = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
     groups = []
     for b in np.unique(budgets):
@@ -216,6 +216,21 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
         log_d = np.log(points["tokens"].to_numpy(float)[sel])
         d1, d0 = np.polyfit(x, log_d, 1) if np.unique(x).size > 1 else (0.0, log_d.mean())
         groups.append({"budget": float(b), "x": x, "y": y, "d0": d0, "d1": d1})
+    return groups, note
+
+
+def pooled_residual_std(points: pd.DataFrame, settings: FitSettings) -> float:
+    """Std of the pooled, leverage-corrected parabola residuals: the loss noise the residual
+    bootstrap draws from (0 when no window has residual degrees of freedom)."""
+    groups, _ = _groups(points, settings)
+    full = _fit_all(groups, [np.ones((1, g["x"].size)) for g in groups], settings)
+    model = _residual_model(groups, full["fits"])
+    return float(model["pool"].std(ddof=1)) if model is not None else 0.0
+
+
+def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
+    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples."""
+    groups, note = _groups(points, settings)
     if not groups:
         return IsoflopFit((), None, None, None, "no usable points", note)
     full = _fit_all(groups, [np.ones((1, g["x"].size)) for g in groups], settings)

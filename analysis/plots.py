@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from analysis.isoflop import IsoflopFit, budget_groups  # noqa: E402
 from analysis.parametric import ParametricFit, closed_form_optimum  # noqa: E402
@@ -72,6 +73,8 @@ def write_figures(sweep_dir: Path, points: pd.DataFrame, iso: IsoflopFit,
     if param is not None:
         paths += _save(_noted(residual_figure(points, groups, param, colours, drawn),
                               note), out_dir, "residuals")
+    if selection is not None and "released_name" in selection:
+        paths += _save(release_figure(selection), out_dir, "release")
     return paths
 
 
@@ -223,4 +226,90 @@ def residual_figure(points, groups, param: ParametricFit, colours,
     axes[1].set_xlabel("points")
     axes[1].set_title("distribution")
     axes[1].sharey(axes[0])
+    return fig
+
+
+def release_figure(selection: pd.DataFrame):
+    """Chosen members beside FLAME-MoE's released models: N and tokens per target budget."""
+    rel = selection[selection["released_name"].astype(str) != ""]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, fit_col, chosen_col, released_col, label in (
+            (axes[0], "n_opt", "member_n", "released_n", "parameters N (as the fit counts N)"),
+            (axes[1], "d_opt", "member_tokens", "released_tokens", "training tokens D")):
+        ax.plot(selection["budget"], selection[fit_col], color="C0", marker="D", mfc="none",
+                label="the law's optimum")
+        if selection["member"].astype(bool).any():
+            ax.scatter(selection["budget"], selection[chosen_col], marker="o", s=70,
+                       color="C2", zorder=4, label="chosen member")
+        ax.scatter(rel["budget"], rel[released_col], marker="x", s=80, color="C3", zorder=5,
+                   label="FLAME-MoE released")
+        for row in rel.to_dict(orient="records"):
+            same = "" if row["released_same"] else f" (chose {row['member'] or '-'})"
+            ax.annotate(f"{row['released_name']}{same}", (row["budget"], row[released_col]),
+                        textcoords="offset points", xytext=(5, -12), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compute budget C (FLOPs)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0].set_title("Model size: chosen vs released")
+    axes[1].set_title("Tokens: chosen vs released")
+    return fig
+
+
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
+    """``<out_dir>/<name>.png`` and ``.svg`` (for figures made outside write_figures)."""
+    return _save(fig, Path(out_dir), name)
+
+
+def compare_figure(a, b, result: dict):
+    """``flame compare``: both loss frontiers with their minima (left); the compute
+    multiplier of A over B per budget with its interval, and the crossover (right)."""
+    table = pd.DataFrame(result["budgets"])
+    budgets = table["budget"].to_numpy(float)
+    span = np.geomspace(budgets.min() / 1.5, budgets.max() * 1.5, 200)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for study, colour, label in ((a, "C3", "A"), (b, "C0", "B")):
+        used = study.used_budgets()
+        law = study.iso.loss_law
+        axes[0].scatter([x.budget for x in used], [x.loss_opt for x in used], color=colour,
+                        s=50, edgecolor="k", zorder=4)
+        axes[0].plot(span, law(span), color=colour,
+                     label=f"{label} = {study.name}: L_opt ∝ C^{law.exponent:.3f}")
+    axes[0].set_title("Loss frontiers (isoFLOP minima and Approach 2 laws)")
+    axes[0].set_ylabel("optimal validation loss (nats/token)")
+    ax = axes[1]
+    inside = ~table["extrapolated"].to_numpy(bool)
+    # Percentile intervals need not contain the point estimate: clip the bars at it.
+    err = np.clip(np.vstack([table["multiplier"] - table["multiplier_lo"],
+                             table["multiplier_hi"] - table["multiplier"]]), 0, None)
+    err = np.nan_to_num(err)
+    ax.errorbar(budgets[inside], table["multiplier"][inside], yerr=err[:, inside], fmt="o",
+                color="k", capsize=4, label="multiplier (interval: bootstrap)")
+    if (~inside).any():
+        ax.errorbar(budgets[~inside], table["multiplier"][~inside], yerr=err[:, ~inside],
+                    fmt="o", mfc="none", color="0.5", capsize=4,
+                    label="extrapolated (B's compute outside B's budgets)")
+    ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+    if result["multiplier"] is not None:
+        ci = result["multiplier_ci"]
+        ax.axhline(result["multiplier"], color="C2",
+                   label=f"summary {result['multiplier']:.3g}" +
+                         (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
+        if ci:
+            ax.axhspan(ci[0], ci[1], color="C2", alpha=0.15)
+    cross = result["crossover"]["budget"]
+    if cross is not None and span[0] <= cross <= span[-1]:
+        ax.axvline(cross, color="C1", ls="--", label=f"frontiers cross at {cross:.3g}")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_title("Effective compute multiplier of A over B")
+    ax.set_ylabel("C_B / C: B's compute for A's optimal loss at C")
+    for axis in axes:
+        axis.set_xscale("log")
+        axis.set_xlabel("compute budget C (FLOPs)")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=8)
     return fig

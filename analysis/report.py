@@ -19,13 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from analysis.data import load_bare_csv, load_sweep_results, used_points
 from analysis.degenerate import (FitWarning,
                                  approach2_interval_reason, approach3_interval_reason,
-                                 duplicate_warnings, extrapolation_decades,
+                                 duplicate_warnings, extrapolation_decades, off_centre_warnings,
                                  parametric_unidentified, zero_width)
 from analysis.extrapolation import extrapolation_check
-from analysis.isoflop import IsoflopFit, budget_groups, fit_isoflop, interval
+from analysis.isoflop import IsoflopFit, budget_groups, interval
 from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
                                  bootstrap_parametric, closed_form_optimum, fit_parametric)
 from analysis.routing import routing_figure
+from analysis.porian import fit_approach2
+from analysis.release import beside_released
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
 from sweep.arch import ConfigError
@@ -48,8 +50,9 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
         raise ConfigError(f"results: none of the {len(points)} rows of {path} is usable "
                           f"(fit.include_flags={list(settings.include_flags)}); see the flag "
                           "and reason columns, or include more flags")
-    config = None if bare else load_sweep_config(sweep_dir)
-    iso = fit_isoflop(used, settings)
+    # A plain CSV has no config.yaml: its family (for selection) is the composed config's.
+    config = (_plain(cfg) if cfg is not None else None) if bare else load_sweep_config(sweep_dir)
+    iso = fit_approach2(used, settings)  # the parabola, or Porian et al.'s estimator
     param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
     warnings = duplicate_warnings(points)
     result = {
@@ -115,6 +118,7 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings,
            "k_d": None, "loss_law": None,
            "budgets": [b.as_dict() for b in iso.budgets], "reason": iso.reason,
            "note": iso.note, "bootstrap": settings.bootstrap,
+           "estimator": settings.approach2_estimator,
            "bootstrap_kind": iso.bootstrap_kind,
            "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None,
            "interval_reason": ""}
@@ -123,6 +127,8 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings,
         warnings.append(FitWarning("flat_losses", f"Approach 2: {flat} of {len(iso.budgets)} "
                                    "budget(s) have flat losses; their N_opt is not identified "
                                    "and they are not used"))
+    if warnings is not None and settings.approach2_estimator == "parabola":
+        warnings.extend(off_centre_warnings(iso.budgets))
     if iso.n_law is None:
         return out
     out.update({"a": iso.n_law.exponent, "k": iso.n_law.k, "b": iso.d_law.exponent,
@@ -202,9 +208,9 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
     else:
         return {"table": None, "summary": {"applicable": False, "reason": "no fitted law",
                                            "warnings": []}}
-    members = None if bare else family_from_config(config)
+    members = family_from_config(config)
     table = select(settings.target_budgets, predict, approach, members, config,
-                   settings.n_column)
+                   settings.n_column, planned_only=not bare)
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
     found = _flag_extrapolation(table, fitted_budgets, settings.max_extrapolation_decades)
@@ -213,10 +219,14 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
                                 "(too few budgets): its uncertainty is unknown"))
     warnings.extend(FitWarning(w.code, f"selection: {w.message}") for w in found)
     notes = [w.message for w in found]
-    reason = "" if members else ("a plain results CSV has no architecture family" if bare
+    table = beside_released(table, settings.n_column)
+    reason = "" if members else ("the composed config has no architecture family" if bare
                                  else "the sweep has no config.yaml with a family")
+    family = (config or {}).get("family") or {}
     return {"table": table, "summary": {"applicable": bool(members), "reason": reason,
                                         "approach": approach, "warnings": notes,
+                                        "family": family.get("name", "") if members else "",
+                                        "candidates": "planned" if not bare else "all members",
                                         "rows": table.to_dict(orient="records")}}
 
 

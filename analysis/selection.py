@@ -4,6 +4,11 @@ Nearest means smallest ``|log N_member - log N_opt|`` with N counted the way the
 it (``fit.n_column``); the member's iterations and tokens follow the planner's arithmetic
 (``sweep.accounting.train_iters`` with the plan's batch, convention, FLOPs formula and
 rounding: the same function the planner uses).
+
+A sweep's selection considers only the members its plan runs at a budget (``budgets:`` of a
+member); a plain results CSV has no plan, so every member of the composed config's family is a
+candidate at every budget (``planned_only=False``): e.g. FLAME-MoE's seven released shapes,
+each planned at its own budget, compete at all seven.
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ def family_from_config(config: Mapping[str, Any] | None) -> list[Member] | None:
 
 def select(targets: tuple[float, ...], predict: Predictor, approach: str,
            members: list[Member] | None, config: Mapping[str, Any] | None,
-           n_column: str) -> pd.DataFrame:
-    """One row per target budget: predicted optimum and, with a family, the chosen member."""
+           n_column: str, planned_only: bool = True) -> pd.DataFrame:
+    """One row per target budget: predicted optimum and, with a family, the chosen member
+    (among those planned at the budget, or among all with ``planned_only=False``)."""
     budgets = np.array(targets, float)
     n_opt, d_opt, loss = (np.atleast_1d(v) for v in predict(budgets))
     settings = settings_from_cfg(config) if members else None  # once: a whole typed config
@@ -57,14 +63,14 @@ def select(targets: tuple[float, ...], predict: Predictor, approach: str,
                "log10_n_ratio": math.nan, "member_tokens": math.nan,
                "member_iterations": math.nan}
         if members:
-            row.update(_nearest(budget, n_opt[i], members, settings, n_column))
+            row.update(_nearest(budget, n_opt[i], members, settings, n_column, planned_only))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _nearest(budget: float, n_opt: float, members: list[Member], s: PlannerSettings,
-             n_column: str) -> dict:
-    eligible = [m for m in members if m.budgets is None or
+             n_column: str, planned_only: bool) -> dict:
+    eligible = [m for m in members if not planned_only or m.budgets is None or
                 any(math.isclose(budget, b, rel_tol=1e-6) for b in m.budgets)] or members
     sizes = np.array([member_n(m.arch, n_column) for m in eligible], float)
     best = int(np.abs(np.log(sizes) - math.log(n_opt)).argmin())

@@ -13,6 +13,7 @@ N_COLUMN_RE = re.compile(r"^n_(active|total)_(exact|flame)(_nonemb)?$")
 N_COLUMNS = tuple(f"n_{kind}_{conv}{emb}" for kind in ("active", "total")
                   for conv in ("exact", "flame") for emb in ("", "_nonemb"))
 APPROACH2_BOOTSTRAPS = ("residual", "pairs")
+APPROACH2_ESTIMATORS = ("parabola", "porian")
 FLAGS = ("ok", "diverged", "nan", "incomplete", "missing", "unplanned")
 FLAME_BUDGETS = (1e18, 3e18, 6e18, 2e19, 3e19, 8e19, 2.4e20)
 
@@ -35,6 +36,12 @@ class FitSettings:
     approach2_bootstrap: str = "residual"
     """Approach 2's resampling: residual (the sizes are a design; resample pooled parabola
     residuals) or pairs (resample runs within each budget: conservative with few runs)."""
+    approach2_estimator: str = "parabola"
+    """Approach 2's per-budget optimum: parabola (Hoffmann et al.: windowed parabola vertex) or
+    porian (Porian et al. 2024: Akima interpolation, seed-noise bootstrap, weighted fit)."""
+    porian_seed_noise: float | None = None
+    """approach2_estimator=porian: std of one run's final loss (null = the pooled parabola
+    residuals' std; Porian et al. use 0.002 on RefinedWeb, 0.01 on OpenWebText2)."""
     seed: int = 0
     """Seed of the bootstrap's random generator (results are reproducible)."""
     confidence: float = 0.95
@@ -82,6 +89,12 @@ class FitSettings:
         bad = sorted(set(self.include_flags) - set(FLAGS))
         if bad:
             raise ConfigError(f"fit.include_flags: unknown flags {bad}; choose from {FLAGS}")
+        if self.approach2_estimator not in APPROACH2_ESTIMATORS:
+            raise ConfigError(f"fit.approach2_estimator={self.approach2_estimator!r}: choose "
+                              f"one of {', '.join(APPROACH2_ESTIMATORS)}")
+        if self.porian_seed_noise is not None and not self.porian_seed_noise >= 0:
+            raise ConfigError(f"fit.porian_seed_noise={self.porian_seed_noise!r}: must be >= 0 "
+                              "(a loss std), or null to estimate it from the parabolas")
         if self.approach2_bootstrap not in APPROACH2_BOOTSTRAPS:
             raise ConfigError(f"fit.approach2_bootstrap={self.approach2_bootstrap!r}: choose "
                               f"one of {', '.join(APPROACH2_BOOTSTRAPS)}")

@@ -22,7 +22,9 @@ def _ci(ci: list | None) -> str:
 
 def _approach2(fit: dict) -> list:
     a2 = fit["approach2"]
-    table = Table(title="Approach 2: isoFLOP parabolas (N_opt per budget)", title_justify="left")
+    how = "Porian et al. interpolation" if a2.get("estimator") == "porian" else \
+        "isoFLOP parabolas"
+    table = Table(title=f"Approach 2: {how} (N_opt per budget)", title_justify="left")
     for col in ("budget (FLOPs)", "runs", "N_opt", "D_opt", "loss at opt", "used / reason"):
         table.add_column(col, justify="right" if col != "used / reason" else "left")
     for b in a2["budgets"]:
@@ -96,7 +98,29 @@ def _selection(fit: dict) -> list:
     out: list = [table]
     if not sel["applicable"]:
         out.append(Text(f"  members: not applicable ({sel['reason']})"))
-    return out
+    else:
+        out.append(Text(f"  members of family {sel.get('family') or '?'} "
+                        f"({sel.get('candidates', 'planned')} at each budget)"))
+    return out + _released(sel["rows"])
+
+
+def _released(rows: list[dict]) -> list:
+    """The chosen members beside FLAME-MoE's released models (analysis/release.py)."""
+    rows = [r for r in rows if r.get("released_name")]
+    if not rows:
+        return []
+    table = Table(title="Beside FLAME-MoE's released models", title_justify="left")
+    cols = ("budget", "chosen", "chosen N", "chosen tokens", "released", "shape", "released N",
+            "released tokens", "same")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(_g(r["budget"], 3), r.get("member") or "-", _g(r.get("member_n"), 3),
+                      _g(r.get("member_tokens"), 3), r["released_name"], r["released_shape"],
+                      _g(r["released_n"], 3), _g(r["released_tokens"], 3),
+                      "yes" if r["released_same"] else "no")
+    notes = [f"  {_g(r['budget'], 3)}: {r['released_note']}" for r in rows]
+    return [table, Text("\n".join(notes))]
 
 
 def renderables(fit: dict) -> list:

@@ -62,6 +62,8 @@ COMMANDS: dict[str, Command] = {
                       "<sweep_dir>/report.html", "analysis.html_report:report_arguments"),
     "design": Command("analysis.design_command:design", "simulate designs from a prior law; "
                       "optimise one into a plan", "analysis.design_command:design_arguments"),
+    "compare": Command("analysis.commands:compare", "compute multiplier of fitted study A over "
+                       "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"

@@ -120,3 +120,21 @@ def test_resamples_that_do_not_vary_give_no_interval():
     assert out["a"] == pytest.approx(0.6) and out["a_ci"] is None
     assert out["interval_reason"] == "the bootstrap resamples did not vary (zero-width interval)"
     assert [w.code for w in warnings] == ["zero_width"]
+
+
+def test_off_centre_grid_is_warned_about():
+    """Sizes centred on the optimum raise nothing; the same grid shifted 0.5 decades toward
+    small N at the two largest budgets puts their vertices at the window's edge."""
+    settings = FitSettings(bootstrap=0)
+    centred = _points()
+    warnings = []
+    approach2_dict(fit_isoflop(centred, settings), settings, warnings)
+    assert warnings == []
+    big = centred["budget"] >= BUDGETS[2]
+    n = centred["n"] * np.where(big, 10 ** -0.5, 1.0)
+    law = Law()
+    shifted = centred.assign(n=n, tokens=centred["budget"] / (6 * n),
+                             loss=law.loss(n, centred["budget"] / (6 * n)))
+    approach2_dict(fit_isoflop(shifted, settings), settings, warnings)
+    assert [w.code for w in warnings] == ["off_centre"]
+    assert "2 budget(s)" in warnings[0].message and "porian" in warnings[0].message

@@ -93,11 +93,14 @@ def test_bare_csv_flame_moe(tmp_path, flame48, capsys):
     assert all(b["used"] for b in fit["approach2"]["budgets"])
     lo, hi = fit["approach2"]["a_ci"]
     assert lo < fit["approach2"]["a"] < hi
-    assert fit["selection"]["applicable"] is False
-    assert "no architecture family" in fit["selection"]["reason"]
+    # A plain CSV selects from the composed experiment's family (all 16 sweep shapes).
+    assert fit["selection"]["applicable"] is True
+    assert fit["selection"]["family"] == "flame"
     assert fit["extrapolation"]["held_out_budget"] == pytest.approx(3e19)
-    assert "not applicable (a plain results CSV" in capsys.readouterr().out
-    assert len(pd.read_csv(out / "selection.csv")) == 7  # predictions for the FLAME budgets
+    assert "members of family flame (all members at each budget)" in capsys.readouterr().out
+    selection = pd.read_csv(out / "selection.csv")
+    assert len(selection) == 7  # predictions for the FLAME budgets
+    assert selection["member"].notna().all() and selection["released_name"].notna().all()
     assert "approach3" in summary_text(fit)
 
 
