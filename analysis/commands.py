@@ -39,7 +39,9 @@ def fit(cfg: DictConfig, args: argparse.Namespace) -> int:
     from analysis.report import fit_sweep, summary_text
     results = Path(str(cfg.results)) if cfg.get("results") else None
     out_dir = fit_output_dir(cfg, results)
-    result = fit_sweep(out_dir, cfg, results)
+    # a CSV's family is the one the user names: the default experiment's would be a guess
+    named = {o.lstrip("+~").split("=")[0] for o in getattr(args, "overrides", [])}
+    result = fit_sweep(out_dir, cfg, results, csv_family=bool(named & {"experiment", "family"}))
     print(summary_text(result), end="")
     print(f"wrote {out_dir / 'fit.json'}, figures in {out_dir / 'figures'}")
     return 0

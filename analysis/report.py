@@ -37,7 +37,8 @@ from sweep.io import FIT_JSON, RESULTS_CSV, SELECTION_CSV, atomic_write_text
 MIN_PARAMETRIC_POINTS = 6  # five parameters need more points than that to mean anything
 
 
-def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None) -> dict:
+def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
+              csv_family: bool = True) -> dict:
     """Fit ``results_csv`` (default ``<sweep_dir>/results.csv``); write fit.json, figures and
     selection.csv into ``sweep_dir``; return the fit.json dict."""
     sweep_dir = Path(sweep_dir)
@@ -52,6 +53,8 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None)
                           "and reason columns, or include more flags")
     # A plain CSV has no config.yaml: its family (for selection) is the composed config's.
     config = (_plain(cfg) if cfg is not None else None) if bare else load_sweep_config(sweep_dir)
+    if bare and config and not csv_family:  # the default experiment's family is not the CSV's
+        config = {k: v for k, v in config.items() if k != "family"}
     iso = fit_approach2(used, settings)  # the parabola, or Porian et al.'s estimator
     param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
     warnings = duplicate_warnings(points)
@@ -220,7 +223,8 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
     warnings.extend(FitWarning(w.code, f"selection: {w.message}") for w in found)
     notes = [w.message for w in found]
     table = beside_released(table, settings.n_column)
-    reason = "" if members else ("the composed config has no architecture family" if bare
+    reason = "" if members else ("no family named: give the study's experiment=... or "
+                                 "family=... to select its members" if bare
                                  else "the sweep has no config.yaml with a family")
     family = (config or {}).get("family") or {}
     return {"table": table, "summary": {"applicable": bool(members), "reason": reason,

@@ -133,6 +133,9 @@ def test_bare_csv_chinchilla_bucketed(tmp_path):
     assert 0.4 < fit["approach2"]["a"] < 0.6
     assert fit["approach3"]["alpha"] == pytest.approx(0.3473, abs=0.002)
     assert fit["extrapolation"]["approach3"]["n_opt_log10_error"] is not None
+    # no experiment= or family= named: no family member is guessed from the default experiment
+    assert not fit["selection"]["applicable"]
+    assert "experiment=" in fit["selection"]["reason"]
 
 
 def test_figures_draw_a_said_sample_of_many_runs():
