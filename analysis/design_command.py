@@ -45,7 +45,7 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     if not explicit:  # the question: how precise at a fraction of the plan's compute?
         cap = settings.compute_fraction * baseline["flops"]
     by_budget = candidate_runs(sorted(settings.budgets or study.budgets.flops), members,
-                               planner, hash_context(study))
+                               planner, hash_context(study), max(settings.seeds))
     pool = candidates(prior, by_budget, settings, fit.n_column)
     if not pool:
         raise ConfigError("design.budgets: fewer than design.min_budgets budgets keep >= 3 "

@@ -4,7 +4,8 @@ Candidates: every subset of the candidate budgets with at least ``min_budgets`` 
 members per budget (``members_per_budget``; the largest budget, the dearest, chooses its own
 number from the same list), x how far either side of the prior's optimum they
 reach (``spans``): at each budget the members nearest to evenly spaced points of log N across
-``N_opt(C) x 10^[-span, +span]``. Each candidate is screened cheaply, then the cheapest that
+``N_opt(C) x 10^[-span, +span]``, x how many seeds each (budget, member) trains from
+(``seeds``: the planner's replicates, each its own run with independent noise). Each candidate is screened cheaply, then the cheapest that
 pass are simulated in full (``analysis.design.simulate``) until one meets the target:
 
 - Approach 3 screen: the asymptotic (sandwich) variance of the Huber M-estimator at the prior
@@ -52,10 +53,11 @@ class SearchResult:
 
 
 def candidate_runs(budgets: list[float], members: list[Member], settings: PlannerSettings,
-                   ctx: dict) -> dict[float, list[PlannedRun]]:
-    """Per budget, every family member the planner keeps there (members' own budget lists are
-    ignored: the search places members itself)."""
+                   ctx: dict, seeds: int = 1) -> dict[float, list[PlannedRun]]:
+    """Per budget, every family member the planner keeps there, each with ``seeds``
+    replicates (members' own budget lists are ignored: the search places members itself)."""
     free = [dataclasses.replace(m, budgets=None) for m in members]
+    settings = dataclasses.replace(settings, seeds=seeds)
     out: dict[float, list[PlannedRun]] = {}
     for budget in budgets:
         try:
@@ -87,6 +89,8 @@ def candidates(prior: PriorLaw, by_budget: dict[float, list[PlannedRun]],
     budgets = sorted(by_budget)
     n_opt = dict(zip(budgets, np.atleast_1d(closed_form_optimum(
         prior.law.theta[None], np.array(budgets, float))[0])))
+    first = {b: [r for r in by_budget[b] if r.replicate == 0] for b in budgets}
+    repeats = _replicates(by_budget)
     seen, out = set(), []
     sizes = settings.members_per_budget
     for size in range(settings.min_budgets, len(budgets) + 1):
@@ -94,17 +98,36 @@ def candidates(prior: PriorLaw, by_budget: dict[float, list[PlannedRun]],
             # The largest budget costs most: it gets its own number of members.
             for k, k_top, span in itertools.product(sizes, sizes, settings.spans):
                 runs = [r for b in subset for r in pick(
-                    by_budget[b], n_opt[b], k_top if b == subset[-1] else k, span, n_column)]
+                    first[b], n_opt[b], k_top if b == subset[-1] else k, span, n_column)]
                 key = tuple(r.run_id for r in runs)
                 if key in seen or any(len([r for r in runs if r.budget == b]) < 3
                                       for b in subset):
                     continue
                 seen.add(key)
-                out.append(Design(f"search: {len(subset)} budgets x {k} (top {k_top}), "
-                                  f"+-{span:g} dec", tuple(runs),
-                                  {"budgets": list(subset), "members_per_budget": k,
-                                   "members_at_largest": k_top, "span_decades": span}))
+                params = {"budgets": list(subset), "members_per_budget": k,
+                          "members_at_largest": k_top, "span_decades": span}
+                name = f"search: {len(subset)} budgets x {k} (top {k_top}), +-{span:g} dec"
+                for seeds in sorted(set(settings.seeds)):
+                    copies = [repeats[r.run_id][:seeds] for r in runs]
+                    if any(len(c) < seeds for c in copies):
+                        continue  # candidate_runs planned fewer replicates
+                    out.append(Design(name + (f", {seeds} seeds" if seeds > 1 else ""),
+                                      tuple(r for c in copies for r in c),
+                                      dict(params, seeds=seeds)))
     return sorted(out, key=lambda d: d.flops)
+
+
+def _replicates(by_budget: dict[float, list[PlannedRun]]) -> dict[str, list[PlannedRun]]:
+    """Replicate 0's run_id -> the (budget, member)'s runs in replicate order."""
+    groups: dict[tuple[float, str], list[PlannedRun]] = {}
+    for runs in by_budget.values():
+        for r in runs:
+            groups.setdefault((r.budget, r.member.name), []).append(r)
+    out = {}
+    for group in groups.values():
+        group.sort(key=lambda r: r.replicate)
+        out[group[0].run_id] = group
+    return out
 
 
 def linear_halfwidth(design: Design, prior: PriorLaw, fit: FitSettings) -> float:
@@ -191,7 +214,7 @@ def _cheapest(pool: list[Design], scores: list[float], full, target: float, cap:
         f"design.target_halfwidth={target:g}: no design in the family and budgets reaches "
         f"it{within}; the best reachable {approach} half-width of a is "
         f"{entry['a_halfwidth'][approach]:.3f} ({pool[best].name}, {pool[best].flops:.3g} "
-        "FLOPs); ask for that or more, or widen design.budgets / the family")
+        "FLOPs); ask for that or more, or widen design.budgets / design.seeds / the family")
 
 
 def _usable(entry: dict, approach: str) -> bool:
