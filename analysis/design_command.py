@@ -58,7 +58,9 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     report = _report(prior, settings, baseline, found, target, cap, written)
     atomic_write_text(sweep_dir / DESIGN_JSON, json.dumps(_json_safe(report), indent=2) + "\n")
     from analysis.design_plots import design_figure  # matplotlib only when figures are made
-    screened = [(d.flops, linear_halfwidth(d, prior, fit)) for d in pool]
+    lines = found.scores if settings.approach == "approach3" else [
+        linear_halfwidth(d, prior, fit) for d in pool]
+    screened = [(d.flops, hw) for d, hw in zip(pool, lines)]
     figures = design_figure(sweep_dir, report["designs"], screened, found.best["name"],
                             target, settings.approach, cap)
     console = Console(width=None if Console().is_terminal else 160)

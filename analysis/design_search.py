@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,8 @@ class SearchResult:
     """Candidates screened."""
     confirmed: list[dict]
     """Entries of every candidate simulated in full (the chosen one included)."""
+    scores: list[float]
+    """Each candidate's screened half-width, in the pool's order."""
 
 
 def candidate_runs(budgets: list[float], members: list[Member], settings: PlannerSettings,
@@ -162,11 +165,34 @@ def screen(design: Design, prior: PriorLaw, settings: DesignConfig, fit: FitSett
     return halfwidth(a2["a"][a2["ok"]]) if a2["ok"].mean() >= 0.9 else math.inf
 
 
+def screen_all(pool: list[Design], prior: PriorLaw, settings: DesignConfig, fit: FitSettings
+               ) -> list[float]:
+    """``screen`` of every candidate. Approach 3's screen of a design whose runs are all
+    repeated R times is its single-seed screen / sqrt(R) exactly (J'J is R times as large), so
+    each distinct single-seed design is solved once."""
+    if settings.approach != "approach3":
+        return [screen(d, prior, settings, fit) for d in pool]
+    solved: dict[tuple[str, ...], float] = {}
+    out = []
+    for design in pool:
+        first = tuple(r for r in design.runs if r.replicate == 0)
+        counts = set(Counter((r.budget, r.member.name) for r in design.runs).values())
+        copies = counts.pop() if len(counts) == 1 else 0
+        if not first or not copies or len(first) * copies != len(design.runs):
+            out.append(linear_halfwidth(design, prior, fit))  # unevenly repeated: solve it
+            continue
+        key = tuple(r.run_id for r in first)
+        if key not in solved:
+            solved[key] = linear_halfwidth(Design("", first), prior, fit)
+        out.append(solved[key] / math.sqrt(copies))
+    return out
+
+
 def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: FitSettings,
              members: list[Member], target: float | None, cap: float | None) -> SearchResult:
     """The cheapest candidate meeting ``target`` (or the most precise within ``cap``)."""
     approach = settings.approach
-    scores = [screen(d, prior, settings, fit) for d in pool]
+    scores = screen_all(pool, prior, settings, fit)
     confirmed: list[dict] = []
 
     def full(i: int) -> dict:
@@ -175,7 +201,8 @@ def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: F
         return entry
 
     if target is not None:
-        return _cheapest(pool, scores, full, target, cap, settings, confirmed)
+        return dataclasses.replace(_cheapest(pool, scores, full, target, cap, settings,
+                                             confirmed), scores=scores)
     within = [i for i in range(len(pool)) if pool[i].flops <= cap]
     if not within:
         raise ConfigError(f"design.max_flops: the compute cap {cap:.3g} FLOPs is below the "
@@ -183,7 +210,7 @@ def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: F
     best = sorted(within, key=lambda i: scores[i])[:min(4, settings.confirm)]
     entries = [(full(i), i) for i in best]
     entry, i = min(entries, key=lambda e: e[0]["a_halfwidth"][approach])
-    return SearchResult(entry, pool[i], None, len(pool), confirmed)
+    return SearchResult(entry, pool[i], None, len(pool), confirmed, scores)
 
 
 def _cheapest(pool: list[Design], scores: list[float], full, target: float, cap: float | None,
@@ -201,14 +228,14 @@ def _cheapest(pool: list[Design], scores: list[float], full, target: float, cap:
         entry = full(i)
         ratios.append(entry["a_halfwidth"][approach] / scores[i])
         if entry["a_halfwidth"][approach] <= target and _usable(entry, approach):
-            return SearchResult(entry, pool[i], target, len(pool), confirmed)
+            return SearchResult(entry, pool[i], target, len(pool), confirmed, [])
     if not eligible:
         raise ConfigError(f"design.max_flops: the compute cap {cap:.3g} FLOPs is below the "
                           f"cheapest searched design ({pool[0].flops:.3g} FLOPs); raise it")
     best = min(eligible, key=lambda i: scores[i])  # not the cheapest, but it may still meet it
     entry = full(best)
     if entry["a_halfwidth"][approach] <= target and _usable(entry, approach):
-        return SearchResult(entry, pool[best], target, len(pool), confirmed)
+        return SearchResult(entry, pool[best], target, len(pool), confirmed, [])
     within = "" if cap is None else f" within design.max_flops={cap:.3g}"
     raise ConfigError(
         f"design.target_halfwidth={target:g}: no design in the family and budgets reaches "
