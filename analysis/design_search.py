@@ -5,12 +5,13 @@ members per budget (``members_per_budget``; the largest budget, the dearest, cho
 number from the same list), x how far either side of the prior's optimum they
 reach (``spans``): at each budget the members nearest to evenly spaced points of log N across
 ``N_opt(C) x 10^[-span, +span]``, x how many seeds each (budget, member) trains from
-(``seeds``: the planner's replicates, each its own run with independent noise). Each candidate is screened cheaply, then the cheapest that
-pass are simulated in full (``analysis.design.simulate``) until one meets the target:
+(``seeds``: the planner's replicates, each its own run with independent noise). Each candidate
+is screened cheaply, then the cheapest that pass are simulated in full
+(``analysis.design.simulate``) until one meets the target:
 
 - Approach 3 screen: the asymptotic (sandwich) variance of the Huber M-estimator at the prior
   law, ``(E psi^2 / E psi'^2).(J'J)^-1`` for normal noise, mapped to a by the delta method:
-  one 5x5 solve per candidate;
+  one 5x5 solve per single-seed candidate (R seeds: that half-width / sqrt(R), exactly);
 - Approach 2 screen: the simulation itself (the parabolas are cheap).
 """
 

@@ -105,3 +105,22 @@ def test_shipped_prior_is_flame_moe_approach3(path: str) -> None:
     fit = json.loads((Path(__file__).parents[2] / path).read_text())
     assert fit["approach3"]["n_points"] == 48
     assert fit["approach3"]["a"] == pytest.approx(0.78, abs=0.01)
+
+
+def test_seeded_screen_is_the_single_seed_screen_over_sqrt_r() -> None:
+    """screen_all's shortcut for replicated designs equals solving them in full."""
+    from analysis.design import load_prior
+    from analysis.design_search import candidate_runs, candidates, linear_halfwidth, screen_all
+    from sweep.config import hash_context, settings_from_cfg, study_config
+    from sweep.family import build_family
+    study = study_config(compose(["sweep_dir=unused", *SMALL, "design.seeds=[1,4]"]))
+    prior = load_prior(study.design, study.fit)
+    runs = candidate_runs(study.budgets.flops, build_family(study.family),
+                          settings_from_cfg(study), hash_context(study), seeds=4)
+    every = candidates(prior, runs, study.design, study.fit.n_column)
+    pool = [d for d in every if d.params["seeds"] == 1][:3] + [
+        d for d in every if d.params["seeds"] == 4][:3]
+    assert len(pool) == 6 and {r.replicate for r in pool[3].runs} == {0, 1, 2, 3}
+    fast = screen_all(pool, prior, study.design, study.fit)
+    slow = [linear_halfwidth(d, prior, study.fit) for d in pool]
+    assert fast == pytest.approx(slow, rel=1e-9)
