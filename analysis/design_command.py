@@ -45,7 +45,7 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     if not explicit:  # the question: how precise at a fraction of the plan's compute?
         cap = settings.compute_fraction * baseline["flops"]
     by_budget = candidate_runs(sorted(settings.budgets or study.budgets.flops), members,
-                               planner, hash_context(study))
+                               planner, hash_context(study), max(settings.seeds))
     pool = candidates(prior, by_budget, settings, fit.n_column)
     if not pool:
         raise ConfigError("design.budgets: fewer than design.min_budgets budgets keep >= 3 "
@@ -58,7 +58,9 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     report = _report(prior, settings, baseline, found, target, cap, written)
     atomic_write_text(sweep_dir / DESIGN_JSON, json.dumps(_json_safe(report), indent=2) + "\n")
     from analysis.design_plots import design_figure  # matplotlib only when figures are made
-    screened = [(d.flops, linear_halfwidth(d, prior, fit)) for d in pool]
+    lines = found.scores if settings.approach == "approach3" else [
+        linear_halfwidth(d, prior, fit) for d in pool]
+    screened = [(d.flops, hw) for d, hw in zip(pool, lines)]
     figures = design_figure(sweep_dir, report["designs"], screened, found.best["name"],
                             target, settings.approach, cap)
     console = Console(width=None if Console().is_terminal else 160)

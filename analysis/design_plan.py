@@ -3,8 +3,9 @@
 The design becomes a family whose members list the budgets they run at (as the demo family
 does) and ``budgets.flops`` = the design's budgets; ``flame plan`` of that config gives the
 design's runs, with the same run_ids as the experiment's own plan wherever a (budget, member)
-is in both. Members the design does not run are left out of the written family, so
-``flame fit``'s selection on that sweep picks among the members the design ran.
+is in both, and its replicates as ``planner.seeds``. Members the design does not run are left
+out of the written family, so ``flame fit``'s selection on that sweep picks among the members
+the design ran.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def design_config(cfg: DictConfig, design: Design) -> dict[str, Any]:
     data["family"]["members"] = chosen
     data["family"]["grid"] = {"hidden_size": [], "num_layers": []}
     data["budgets"]["flops"] = design.budgets
+    # A searched design repeats every (budget, member) equally often: planner.seeds times.
+    data["planner"]["seeds"] = 1 + max((r.replicate for r in design.runs), default=0)
     return data
 
 

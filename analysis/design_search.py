@@ -4,12 +4,14 @@ Candidates: every subset of the candidate budgets with at least ``min_budgets`` 
 members per budget (``members_per_budget``; the largest budget, the dearest, chooses its own
 number from the same list), x how far either side of the prior's optimum they
 reach (``spans``): at each budget the members nearest to evenly spaced points of log N across
-``N_opt(C) x 10^[-span, +span]``. Each candidate is screened cheaply, then the cheapest that
-pass are simulated in full (``analysis.design.simulate``) until one meets the target:
+``N_opt(C) x 10^[-span, +span]``, x how many seeds each (budget, member) trains from
+(``seeds``: the planner's replicates, each its own run with independent noise). Each candidate
+is screened cheaply, then the cheapest that pass are simulated in full
+(``analysis.design.simulate``) until one meets the target:
 
 - Approach 3 screen: the asymptotic (sandwich) variance of the Huber M-estimator at the prior
   law, ``(E psi^2 / E psi'^2).(J'J)^-1`` for normal noise, mapped to a by the delta method:
-  one 5x5 solve per candidate;
+  one 5x5 solve per single-seed candidate (R seeds: that half-width / sqrt(R), exactly);
 - Approach 2 screen: the simulation itself (the parabolas are cheap).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,13 +52,16 @@ class SearchResult:
     """Candidates screened."""
     confirmed: list[dict]
     """Entries of every candidate simulated in full (the chosen one included)."""
+    scores: list[float]
+    """Each candidate's screened half-width, in the pool's order."""
 
 
 def candidate_runs(budgets: list[float], members: list[Member], settings: PlannerSettings,
-                   ctx: dict) -> dict[float, list[PlannedRun]]:
-    """Per budget, every family member the planner keeps there (members' own budget lists are
-    ignored: the search places members itself)."""
+                   ctx: dict, seeds: int = 1) -> dict[float, list[PlannedRun]]:
+    """Per budget, every family member the planner keeps there, each with ``seeds``
+    replicates (members' own budget lists are ignored: the search places members itself)."""
     free = [dataclasses.replace(m, budgets=None) for m in members]
+    settings = dataclasses.replace(settings, seeds=seeds)
     out: dict[float, list[PlannedRun]] = {}
     for budget in budgets:
         try:
@@ -87,6 +93,8 @@ def candidates(prior: PriorLaw, by_budget: dict[float, list[PlannedRun]],
     budgets = sorted(by_budget)
     n_opt = dict(zip(budgets, np.atleast_1d(closed_form_optimum(
         prior.law.theta[None], np.array(budgets, float))[0])))
+    first = {b: [r for r in by_budget[b] if r.replicate == 0] for b in budgets}
+    repeats = _replicates(by_budget)
     seen, out = set(), []
     sizes = settings.members_per_budget
     for size in range(settings.min_budgets, len(budgets) + 1):
@@ -94,17 +102,36 @@ def candidates(prior: PriorLaw, by_budget: dict[float, list[PlannedRun]],
             # The largest budget costs most: it gets its own number of members.
             for k, k_top, span in itertools.product(sizes, sizes, settings.spans):
                 runs = [r for b in subset for r in pick(
-                    by_budget[b], n_opt[b], k_top if b == subset[-1] else k, span, n_column)]
+                    first[b], n_opt[b], k_top if b == subset[-1] else k, span, n_column)]
                 key = tuple(r.run_id for r in runs)
                 if key in seen or any(len([r for r in runs if r.budget == b]) < 3
                                       for b in subset):
                     continue
                 seen.add(key)
-                out.append(Design(f"search: {len(subset)} budgets x {k} (top {k_top}), "
-                                  f"+-{span:g} dec", tuple(runs),
-                                  {"budgets": list(subset), "members_per_budget": k,
-                                   "members_at_largest": k_top, "span_decades": span}))
+                params = {"budgets": list(subset), "members_per_budget": k,
+                          "members_at_largest": k_top, "span_decades": span}
+                name = f"search: {len(subset)} budgets x {k} (top {k_top}), +-{span:g} dec"
+                for seeds in sorted(set(settings.seeds)):
+                    copies = [repeats[r.run_id][:seeds] for r in runs]
+                    if any(len(c) < seeds for c in copies):
+                        continue  # candidate_runs planned fewer replicates
+                    out.append(Design(name + (f", {seeds} seeds" if seeds > 1 else ""),
+                                      tuple(r for c in copies for r in c),
+                                      dict(params, seeds=seeds)))
     return sorted(out, key=lambda d: d.flops)
+
+
+def _replicates(by_budget: dict[float, list[PlannedRun]]) -> dict[str, list[PlannedRun]]:
+    """Replicate 0's run_id -> the (budget, member)'s runs in replicate order."""
+    groups: dict[tuple[float, str], list[PlannedRun]] = {}
+    for runs in by_budget.values():
+        for r in runs:
+            groups.setdefault((r.budget, r.member.name), []).append(r)
+    out = {}
+    for group in groups.values():
+        group.sort(key=lambda r: r.replicate)
+        out[group[0].run_id] = group
+    return out
 
 
 def linear_halfwidth(design: Design, prior: PriorLaw, fit: FitSettings) -> float:
@@ -139,11 +166,34 @@ def screen(design: Design, prior: PriorLaw, settings: DesignConfig, fit: FitSett
     return halfwidth(a2["a"][a2["ok"]]) if a2["ok"].mean() >= 0.9 else math.inf
 
 
+def screen_all(pool: list[Design], prior: PriorLaw, settings: DesignConfig, fit: FitSettings
+               ) -> list[float]:
+    """``screen`` of every candidate. Approach 3's screen of a design whose runs are all
+    repeated R times is its single-seed screen / sqrt(R) exactly (J'J is R times as large), so
+    each distinct single-seed design is solved once."""
+    if settings.approach != "approach3":
+        return [screen(d, prior, settings, fit) for d in pool]
+    solved: dict[tuple[str, ...], float] = {}
+    out = []
+    for design in pool:
+        first = tuple(r for r in design.runs if r.replicate == 0)
+        counts = set(Counter((r.budget, r.member.name) for r in design.runs).values())
+        copies = counts.pop() if len(counts) == 1 else 0
+        if not first or not copies or len(first) * copies != len(design.runs):
+            out.append(linear_halfwidth(design, prior, fit))  # unevenly repeated: solve it
+            continue
+        key = tuple(r.run_id for r in first)
+        if key not in solved:
+            solved[key] = linear_halfwidth(Design("", first), prior, fit)
+        out.append(solved[key] / math.sqrt(copies))
+    return out
+
+
 def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: FitSettings,
              members: list[Member], target: float | None, cap: float | None) -> SearchResult:
     """The cheapest candidate meeting ``target`` (or the most precise within ``cap``)."""
     approach = settings.approach
-    scores = [screen(d, prior, settings, fit) for d in pool]
+    scores = screen_all(pool, prior, settings, fit)
     confirmed: list[dict] = []
 
     def full(i: int) -> dict:
@@ -152,7 +202,8 @@ def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: F
         return entry
 
     if target is not None:
-        return _cheapest(pool, scores, full, target, cap, settings, confirmed)
+        return dataclasses.replace(_cheapest(pool, scores, full, target, cap, settings,
+                                             confirmed), scores=scores)
     within = [i for i in range(len(pool)) if pool[i].flops <= cap]
     if not within:
         raise ConfigError(f"design.max_flops: the compute cap {cap:.3g} FLOPs is below the "
@@ -160,7 +211,7 @@ def optimise(prior: PriorLaw, pool: list[Design], settings: DesignConfig, fit: F
     best = sorted(within, key=lambda i: scores[i])[:min(4, settings.confirm)]
     entries = [(full(i), i) for i in best]
     entry, i = min(entries, key=lambda e: e[0]["a_halfwidth"][approach])
-    return SearchResult(entry, pool[i], None, len(pool), confirmed)
+    return SearchResult(entry, pool[i], None, len(pool), confirmed, scores)
 
 
 def _cheapest(pool: list[Design], scores: list[float], full, target: float, cap: float | None,
@@ -178,20 +229,20 @@ def _cheapest(pool: list[Design], scores: list[float], full, target: float, cap:
         entry = full(i)
         ratios.append(entry["a_halfwidth"][approach] / scores[i])
         if entry["a_halfwidth"][approach] <= target and _usable(entry, approach):
-            return SearchResult(entry, pool[i], target, len(pool), confirmed)
+            return SearchResult(entry, pool[i], target, len(pool), confirmed, [])
     if not eligible:
         raise ConfigError(f"design.max_flops: the compute cap {cap:.3g} FLOPs is below the "
                           f"cheapest searched design ({pool[0].flops:.3g} FLOPs); raise it")
     best = min(eligible, key=lambda i: scores[i])  # not the cheapest, but it may still meet it
     entry = full(best)
     if entry["a_halfwidth"][approach] <= target and _usable(entry, approach):
-        return SearchResult(entry, pool[best], target, len(pool), confirmed)
+        return SearchResult(entry, pool[best], target, len(pool), confirmed, [])
     within = "" if cap is None else f" within design.max_flops={cap:.3g}"
     raise ConfigError(
         f"design.target_halfwidth={target:g}: no design in the family and budgets reaches "
         f"it{within}; the best reachable {approach} half-width of a is "
         f"{entry['a_halfwidth'][approach]:.3f} ({pool[best].name}, {pool[best].flops:.3g} "
-        "FLOPs); ask for that or more, or widen design.budgets / the family")
+        "FLOPs); ask for that or more, or widen design.budgets / design.seeds / the family")
 
 
 def _usable(entry: dict, approach: str) -> bool:

@@ -77,6 +77,10 @@ class DesignConfig:
     """Family members per budget the search tries."""
     spans: list[float] = operational(factory=lambda: [0.3, 0.5, 0.8, 1.2])
     """How far (decades of N) either side of the prior optimum the search places members."""
+    seeds: list[int] = operational(factory=lambda: [1, 2, 4, 8])
+    """Seeds per (budget, member) the search tries (the planner's replicates,
+    ``planner.seeds``): each is a run of its own, with independent noise; R seeds narrow a
+    design's half-width by about sqrt(R) at R times its compute."""
     confirm: int = operational(12)
     """Most candidates the search simulates with full Approach 3 refits."""
     write_plan: bool = operational(True)
@@ -97,11 +101,13 @@ class DesignConfig:
                   ("members_per_budget", bool(self.members_per_budget)
                    and min(self.members_per_budget) >= 3),
                   ("spans", bool(self.spans) and min(self.spans) > 0),
+                  ("seeds", bool(self.seeds) and min(self.seeds) >= 1),
                   ("confirm", self.confirm >= 1),
                   ("budgets", self.budgets is None or all(b > 0 for b in self.budgets))]
         hints = {"noise": "must be > 0 (a log-normal sigma, e.g. 0.018)",
                  "replications": "must be >= 20", "min_budgets": "must be >= 3",
-                 "members_per_budget": "each must be >= 3 (a parabola needs 3 sizes)"}
+                 "members_per_budget": "each must be >= 3 (a parabola needs 3 sizes)",
+                 "seeds": "each must be >= 1 (runs per budget and member), e.g. [1,2,4]"}
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"design.{name}={getattr(self, name)!r}: "

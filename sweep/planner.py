@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -55,6 +56,9 @@ class PlannerConfig:
     """Upper end of the tokens-per-active-parameter window (null = open)."""
     prior: Prior | None = None
     """Keep runs within span_log10 decades of N_opt = k.C^a (null = keep all)."""
+    seeds: int = 1
+    """Runs per (budget, member), each from its own seed (replicates); replicate 0 is the run
+    of a plan without replicates, with the same run_id."""
     adaptive: bool = operational(False)
     """`flame run` runs the budgets in waves from the cheapest, each wave's sizes re-centred on
     the law refitted from the finished budgets (needs prior; see jobs/adaptive.py)."""
@@ -83,6 +87,9 @@ class PlannerSettings(PlannerConfig):
             raise ConfigError(f"planner.iters_rounding={self.iters_rounding!r}: use ceil or round")
         if self.global_batch_size <= 0:
             raise ConfigError(f"planner.global_batch_size={self.global_batch_size}: must be > 0")
+        if self.seeds < 1:
+            raise ConfigError(f"planner.seeds={self.seeds}: must be >= 1 (runs per budget "
+                              "and member; 1 = no replicates)")
         if self.min_iters < 1:
             raise ConfigError(f"planner.min_iters={self.min_iters}: must be >= 1")
         if not (0 < self.assumed_mfu <= 1):
@@ -109,6 +116,8 @@ class PlannedRun:
     """Active parameters under the study's convention."""
     gpu_hours: float
     """Estimated accelerator-hours at the assumed MFU."""
+    replicate: int = 0
+    """Repeat of this (budget, member), from seed + replicate (``planner.seeds``)."""
 
     def to_row(self, settings: PlannerSettings) -> PlanRow:
         """The run as a plan.csv row."""
@@ -125,7 +134,8 @@ class PlannedRun:
                        global_batch_size=settings.global_batch_size, counts=counts,
                        accounting=settings.accounting, flops_formula=settings.flops_formula,
                        flops_per_token=self.flops_per_token, tokens=self.tokens,
-                       train_iters=self.train_iters, gpu_hours=self.gpu_hours)
+                       train_iters=self.train_iters, gpu_hours=self.gpu_hours,
+                       replicate=self.replicate)
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,8 @@ class Removal:
 
 @dataclass
 class Plan:
-    """The planner's answer: kept runs, in budget then size order, and what was removed."""
+    """The planner's answer: kept runs, in budget then size then replicate order, and what
+    was removed."""
 
     runs: list[PlannedRun] = field(default_factory=list)
     removed: list[Removal] = field(default_factory=list)
@@ -190,7 +201,8 @@ def plan(budgets: Sequence[float], members: Sequence[Member], settings: PlannerS
             if removal:
                 result.removed.append(removal)
             else:
-                result.runs.append(run)
+                result.runs += [run] + [replicate(run, r, settings, hash_context or {})
+                                        for r in range(1, settings.seeds)]
         if len(result.runs) == kept_before and any(m.budgets is None or budget in m.budgets
                                                    for m in members):
             raise _empty_budget_error(budget, [r for r in result.removed if r.budget == budget])
@@ -218,10 +230,27 @@ def _plan_one(budget: float, member: Member, s: PlannerSettings,
     removal = _check(budget, member.name, iters, tokens, n, s)
     if removal:
         return None, removal
-    rid = run_id({"arch": arch.to_dict(), "budget": budget, "tokens": tokens, "iters": iters,
-                  "global_batch_size": s.global_batch_size, **ctx})
+    rid = run_id(_payload(budget, member, tokens, iters, s, ctx))
     hours = fpt * tokens / (s.device_peak_flops * s.assumed_mfu) / 3600.0
     return PlannedRun(rid, budget, member, iters, tokens, fpt, n, hours), None
+
+
+def _payload(budget: float, member: Member, tokens: int, iters: int, s: PlannerSettings,
+             ctx: Mapping[str, Any]) -> dict[str, Any]:
+    return {"arch": member.arch.to_dict(), "budget": budget, "tokens": tokens, "iters": iters,
+            "global_batch_size": s.global_batch_size, **ctx}
+
+
+def replicate(run: PlannedRun, r: int, settings: PlannerSettings,
+              hash_context: Mapping[str, Any] | None = None) -> PlannedRun:
+    """Replicate ``r`` of ``run``: the same run from seed + r, under its own run_id (replicate
+    0's payload plus ``replicate``; replicate 0 keeps the payload as it was before replicates,
+    so no existing run_id changes)."""
+    if r == 0:
+        return run
+    payload = _payload(run.budget, run.member, run.tokens, run.train_iters, settings,
+                       hash_context or {})
+    return dataclasses.replace(run, run_id=run_id({**payload, "replicate": r}), replicate=r)
 
 
 def _check(budget: float, name: str, iters: int, tokens: int, n: int,

@@ -46,6 +46,15 @@ class PlanRow:
     """Optimiser steps."""
     gpu_hours: float
     """Estimated accelerator-hours at the cluster's assumed MFU."""
+    replicate: int = 0
+    """Which repeat of this (budget, member) it is (``planner.seeds``): 0 is the run a plan
+    without replicates has; r > 0 trains from seed + r (an older plan.csv without the column
+    reads as 0)."""
+
+    def seed(self, base: int) -> int:
+        """The trainer's seed for this replicate: ``base`` itself for replicate 0, so a run
+        without replicates trains exactly as before."""
+        return base + self.replicate
 
     @property
     def n_active(self) -> int:
@@ -68,7 +77,8 @@ class PlanRow:
         row.update({"accounting": self.accounting, "flops_formula": self.flops_formula,
                     "flops_per_token": self.flops_per_token, "tokens": self.tokens,
                     "train_iters": self.train_iters, "flops": self.flops,
-                    "tokens_per_param": self.tokens / self.n_active, "gpu_hours": self.gpu_hours})
+                    "tokens_per_param": self.tokens / self.n_active, "gpu_hours": self.gpu_hours,
+                    "replicate": self.replicate})
         return {k: repr(v) if isinstance(v, float) else v for k, v in row.items()}
 
     @classmethod
@@ -92,7 +102,9 @@ class PlanRow:
                    flops_formula=str(row.get("flops_formula") or "6n"),
                    flops_per_token=_float(row, "flops_per_token"),
                    tokens=_int(row, "tokens"), train_iters=_int(row, "train_iters"),
-                   gpu_hours=_float(row, "gpu_hours"))
+                   gpu_hours=_float(row, "gpu_hours"),
+                   replicate=_int(row, "replicate") if row.get("replicate") not in (None, "")
+                   and not _is_nan(row.get("replicate")) else 0)
 
     @classmethod
     def of(cls, row: "PlanRow | Mapping[str, Any]") -> "PlanRow":
@@ -105,7 +117,11 @@ class PlanRow:
         return (["run_id", "budget", "member"] + MoEArch.field_names()
                 + ["micro_batch_size", "global_batch_size", *N_KINDS, "accounting",
                    "flops_formula", "flops_per_token", "tokens", "train_iters", "flops",
-                   "tokens_per_param", "gpu_hours"])
+                   "tokens_per_param", "gpu_hours", "replicate"])
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)  # an empty cell read by pandas
 
 
 def _float(row: Mapping[str, Any], key: str) -> float:

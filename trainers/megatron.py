@@ -134,7 +134,7 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
              ("--lr-wsd-decay-iters", max(1, t.decay_iters(iters))),
              ("--lr-wsd-decay-style", t.decay_style), ("--lr-warmup-iters", 0),
              ("--lr-warmup-init", 0.0),
-             ("--train-iters", iters), ("--seed", t.seed), ("--optimizer", "adam"),
+             ("--train-iters", iters), ("--seed", spec.seed(t.seed)), ("--optimizer", "adam"),
              ("--weight-decay", t.weight_decay), ("--weight-decay-incr-style", "constant"),
              ("--adam-beta1", t.adam_beta1), ("--adam-beta2", t.adam_beta2),
              ("--adam-eps", 1e-08), ("--clip-grad", t.clip_grad)]

@@ -2,8 +2,8 @@
 
 Loss after D tokens for N active parameters: L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et
 al. 2022, "Training Compute-Optimal Large Language Models", eq. 2), times log-normal noise
-exp(sigma.z) with z drawn from a generator seeded by (seed, run_id, iteration), so a run, and a
-resumed run, is deterministic. For tests of orchestration and analysis at scale and to rehearse a
+exp(sigma.z) with z drawn from a generator seeded by (seed + replicate, run_id, iteration), so
+a run, and a resumed run, is deterministic. For tests of orchestration and analysis at scale and to rehearse a
 sweep design; a run costs milliseconds unless ``seconds_per_run`` asks for wall time.
 """
 
@@ -56,7 +56,7 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
         d, previous = it * tokens_per_iter, it
         clean = sim.law.loss(spec.n_active, d)
         if it % log_every == 0 or it == iters:
-            rng = random.Random(f"{sim.seed}:{spec.run_id}:train:{it}")
+            rng = random.Random(f"{spec.seed(sim.seed)}:{spec.run_id}:train:{it}")
             log.train(iteration=it, train_iters=iters, global_batch_size=spec.global_batch_size,
                       seq_length=spec.arch.seq_length, lr=schedule(it),
                       train_loss=clean * math.exp(2 * sim.noise * rng.gauss(0, 1)),
@@ -64,7 +64,7 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
                       grad_norm=0.5 + rng.random(), tokens_per_s=_rate(d, began, start),
                       elapsed_ms=1000.0 * sim.seconds_per_run * log_every / iters)
         if it % eval_every == 0 or it == iters:
-            rng = random.Random(f"{sim.seed}:{spec.run_id}:eval:{it}")
+            rng = random.Random(f"{spec.seed(sim.seed)}:{spec.run_id}:eval:{it}")
             val = clean * math.exp(sim.noise * rng.gauss(0, 1))
             log.eval(iteration=it, consumed_tokens=d, val_loss=val, final=it == iters)
             _save(ckpt, it, log, val)

@@ -17,8 +17,9 @@ from tests.jobs.conftest import flame
 # The demo study's own Approach 3 law (README: "The demo"; its fit.json) and a noise level.
 LAW = "design.law={E:0.5003,A:19.7363,B:92.7538,alpha:0.3401,beta:0.348}"
 # A small search: few replications and candidates (the suite's time budget).
-FAST = ("design.replications=40", "design.members_per_budget=[3,5]", "design.spans=[0.3,0.6]",
-        "design.confirm=3", "design.min_budgets=4")
+SMALL = ("design.replications=40", "design.members_per_budget=[3,5]", "design.spans=[0.3,0.6]",
+         "design.confirm=3", "design.min_budgets=4")
+FAST = (*SMALL, "design.seeds=[1,2]")
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
@@ -43,6 +44,9 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
                                    "design.law.beta=-1"])
     assert "beta" in err
     err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0.02",
+                                   "design.seeds=[0,2]"])
+    assert "design.seeds=[0, 2]" in err and ">= 1" in err
+    err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0.02",
                                    "design.target_halfwidth=0.001", *FAST])
     assert "design.target_halfwidth=0.001" in err and "best reachable" in err
     best = float(err.split("half-width of a is ")[1].split()[0])
@@ -53,8 +57,9 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
 def test_target_writes_a_plan_that_launch_runs(tmp_path: Path, capsys) -> None:
     sweep = tmp_path / "d"
     common = ["trainer=simulated", f"sweep_dir={sweep}"]
+    # Two seeds per (budget, member) in every candidate: the plan carries the replicates.
     assert main(["design", *common, LAW, "design.noise=0.02", "design.target_halfwidth=0.3",
-                 *FAST]) == 0
+                 *SMALL, "design.seeds=[2]"]) == 0
     out = capsys.readouterr().out
     assert "demo plan" in out and "chosen" in out
     report = json.loads((sweep / "design.json").read_text())
@@ -69,8 +74,11 @@ def test_target_writes_a_plan_that_launch_runs(tmp_path: Path, capsys) -> None:
     assert (sweep / "figures" / "design.png").stat().st_size > 0
     assert (sweep / "figures" / "design.svg").stat().st_size > 0
     rows = read_plan(sweep)
-    assert len(rows) == chosen["runs"]
+    assert len(rows) == chosen["runs"] and chosen["params"]["seeds"] == 2
     assert sorted({r.budget for r in rows}) == chosen["budgets"]
+    assert [r.replicate for r in rows] == [0, 1] * (len(rows) // 2)
+    assert len({r.run_id for r in rows}) == len(rows)
+    assert load_sweep_config(sweep)["planner"]["seeds"] == 2
     # The written config plans exactly this plan again, and `flame launch` runs it as it is.
     again, _ = plan_from_cfg(load_sweep_config(sweep))
     assert [r.run_id for r in again.runs] == [r.run_id for r in rows]
@@ -80,6 +88,10 @@ def test_target_writes_a_plan_that_launch_runs(tmp_path: Path, capsys) -> None:
     final = wait_until_terminal(sweep, cfg, poll_s=0.3, progress=False)
     assert final.counts.get("completed") == len(rows), final.summary()
     assert {r.run_id for r in rows} == set(ledger.read_all(sweep))
+    # replicates are runs of their own: the same (budget, member), other losses
+    losses = [json.loads((sweep / "runs" / r.run_id / "summary.json").read_text())
+              ["final_val_loss"] for r in rows]
+    assert all(a != b for a, b in zip(losses[::2], losses[1::2]))
 
 
 def test_unreachable_cap_names_the_cheapest(tmp_path: Path, capsys) -> None:
@@ -93,3 +105,22 @@ def test_shipped_prior_is_flame_moe_approach3(path: str) -> None:
     fit = json.loads((Path(__file__).parents[2] / path).read_text())
     assert fit["approach3"]["n_points"] == 48
     assert fit["approach3"]["a"] == pytest.approx(0.78, abs=0.01)
+
+
+def test_seeded_screen_is_the_single_seed_screen_over_sqrt_r() -> None:
+    """screen_all's shortcut for replicated designs equals solving them in full."""
+    from analysis.design import load_prior
+    from analysis.design_search import candidate_runs, candidates, linear_halfwidth, screen_all
+    from sweep.config import hash_context, settings_from_cfg, study_config
+    from sweep.family import build_family
+    study = study_config(compose(["sweep_dir=unused", *SMALL, "design.seeds=[1,4]"]))
+    prior = load_prior(study.design, study.fit)
+    runs = candidate_runs(study.budgets.flops, build_family(study.family),
+                          settings_from_cfg(study), hash_context(study), seeds=4)
+    every = candidates(prior, runs, study.design, study.fit.n_column)
+    pool = [d for d in every if d.params["seeds"] == 1][:3] + [
+        d for d in every if d.params["seeds"] == 4][:3]
+    assert len(pool) == 6 and {r.replicate for r in pool[3].runs} == {0, 1, 2, 3}
+    fast = screen_all(pool, prior, study.design, study.fit)
+    slow = [linear_halfwidth(d, prior, study.fit) for d in pool]
+    assert fast == pytest.approx(slow, rel=1e-9)

@@ -105,3 +105,48 @@ def test_round_to_nearest_iterations():
         assert c.train_iters == math.ceil(exact) and r.train_iters == round(exact)
     with pytest.raises(ConfigError, match="planner.iters_rounding"):
         settings(iters_rounding="floor")
+
+
+def test_replicates_keep_replicate_0_ids_and_get_their_own():
+    members = build_family(FAMILY)
+    ctx = {"training": {"lr": 1e-3}}
+    single = plan([1e12], members, settings(), ctx).runs
+    tripled = plan([1e12], members, settings(seeds=3), ctx).runs
+    assert len(tripled) == 3 * len(single)
+    assert [r.run_id for r in tripled if r.replicate == 0] == [r.run_id for r in single]
+    assert len({r.run_id for r in tripled}) == len(tripled)
+    # each (budget, member) in replicate order, the copies identical but for id and replicate
+    assert [r.replicate for r in tripled[:3]] == [0, 1, 2]
+    assert len({(r.member.name, r.tokens, r.train_iters) for r in tripled[:3]}) == 1
+    # the cost counts every replicate
+    assert sum(r.gpu_hours for r in tripled) == pytest.approx(3 * sum(r.gpu_hours
+                                                                      for r in single))
+
+
+def test_plan_csv_carries_the_replicate_and_old_files_read_as_0():
+    from sweep.planrow import PlanRow
+    run = plan([1e12], build_family(FAMILY), settings(seeds=2)).runs[1]
+    row = run.to_row(settings(seeds=2))
+    text = {k: str(v) for k, v in row.to_csv().items()}
+    assert text["replicate"] == "1" and PlanRow.from_csv(text) == row
+    assert row.seed(1234) == 1235
+    old = {k: v for k, v in text.items() if k != "replicate"}  # a plan.csv from before seeds
+    assert PlanRow.from_csv(old).replicate == 0 and PlanRow.from_csv(old).seed(1234) == 1234
+
+
+def test_seeds_below_1_exit_2_naming_the_field(tmp_path, capsys):
+    from jobs.cli import main
+    assert main(["plan", f"sweep_dir={tmp_path / 's'}", "planner.seeds=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "planner.seeds=0" in err and ">= 1" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_demo_ids_stay_pinned_with_replicates():
+    from pathlib import Path
+    from jobs.cli import compose
+    from sweep.config import plan_from_cfg
+    pinned = (Path(__file__).parent / "data" / "demo_run_ids.txt").read_text().split()
+    the_plan, _ = plan_from_cfg(compose(["sweep_dir=unused", "planner.seeds=2"]))
+    assert [r.run_id for r in the_plan.runs if r.replicate == 0] == pinned
+    assert len({r.run_id for r in the_plan.runs}) == 2 * len(pinned)

@@ -144,3 +144,19 @@ def test_user_jsonl_corpus(tmp_path):
     assert corpus.tokens == sum(len(json.loads(l)["text"]) + 1 for l in lines)
     train, valid = build_datasets(corpus, cfg, 64, 50, 10)
     assert bytes(train[0]["tokens"].numpy().astype("uint8")).replace(b"\0", b"").decode()
+
+
+def test_replicates_start_from_different_weights(tiny_plan, tmp_path):
+    import dataclasses
+    from sweep.planrow import PlanRow
+    from trainers.settings import Recipe, trainer_config
+    row, cfg = tiny_plan
+    spec, recipe = PlanRow.of(dict(row)), Recipe.from_cfg(cfg["training"])
+    ecfg = trainer_config(cfg["trainer"])
+
+    def weights(replicate: int, name: str) -> list:
+        loop = _Loop(dataclasses.replace(spec, replicate=replicate), recipe, ecfg, tmp_path / name)
+        return [p.detach().clone() for p in loop.model.parameters()]
+
+    first, other = weights(0, "a"), weights(1, "b")  # replicate 0 seeds as before: PlanRow.seed
+    assert any(x.dim() > 1 and not (x == y).all() for x, y in zip(first, other))

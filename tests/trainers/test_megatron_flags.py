@@ -117,3 +117,14 @@ def test_a_sweep_command_line_parses_and_equals_flames(tmp_path):
     assert len(rows) == 80 and cfg["trainer"]["nodes"] == 1  # search.sh: 1 node x 8 GPUs
     for row in (rows[0], rows[-1]):
         _check_run(row, cfg, tmp_path, release=False)
+
+
+def test_replicates_pass_seed_plus_replicate(tmp_path):
+    from tests.trainers.conftest import make_plan
+    rows, cfg = make_plan(tmp_path, "experiment=flame_sweep", "trainer=megatron",
+                          f"trainer.data_path={DATA}", "planner.seeds=2")
+    seeds = []
+    for row in rows[:2]:
+        argv = [str(a) for a in argv_of(row, cfg, tmp_path / row["run_id"])]
+        seeds.append(int(argv[argv.index("--seed") + 1]))
+    assert seeds == [cfg["training"]["seed"], cfg["training"]["seed"] + 1]

@@ -115,3 +115,13 @@ def test_bad_trainer_name_and_law(sim_plan, tmp_path):
     cfg["trainer"]["law"].pop("beta")
     with pytest.raises(ConfigError, match=r"trainer.law.*beta"):
         train_run(rows[0], cfg, tmp_path)
+
+
+def test_replicates_draw_their_own_noise(planner, tmp_path):
+    rows, cfg = planner(tmp_path / "p", "trainer=simulated", "planner.seeds=2")
+    first, second = rows[0], rows[1]
+    assert (first["replicate"], second["replicate"]) == ("0", "1")
+    assert first["run_id"] != second["run_id"] and first["tokens"] == second["tokens"]
+    a = train_run(first, cfg, tmp_path / first["run_id"])["final_val_loss"]
+    b = train_run(second, cfg, tmp_path / second["run_id"])["final_val_loss"]
+    assert a != b and a == pytest.approx(b, rel=0.2)  # same run, other noise

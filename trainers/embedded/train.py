@@ -65,7 +65,7 @@ class _Loop:
         self.eval_every = interval(ecfg.eval_interval, iters, 4)
         self.ckpt_every = ecfg.checkpoint_interval or self.eval_every
         self.schedule = WSD.from_recipe(recipe, iters)
-        torch.manual_seed(recipe.seed)
+        torch.manual_seed(spec.seed(recipe.seed))  # replicate r: seed + r
         self.model = MoEDecoder(spec.arch, recipe.init_std, recipe.norm_epsilon)
         decay = [p for p in self.model.parameters() if p.dim() > 1]
         no_decay = [p for p in self.model.parameters() if p.dim() <= 1]
