@@ -75,10 +75,12 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
                            law.get("interval_reason", ""), warnings)
     result["selection"] = selection["summary"]
     result["warnings"] = [w.as_dict() for w in warnings]
-    from analysis.plots import write_figures  # matplotlib only when figures are made
-    result["figures"] = [str(p.relative_to(sweep_dir)) for p in
-                         write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
-                                       settings) + routing_figure(sweep_dir, points, settings)]
+    result["figures"] = []
+    if settings.figures:
+        from analysis.plots import write_figures  # matplotlib only when figures are made
+        result["figures"] = [str(p.relative_to(sweep_dir)) for p in
+                             write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
+                                           settings) + routing_figure(sweep_dir, points, settings)]
     result = _json_safe(result)
     atomic_write_text(sweep_dir / FIT_JSON, json.dumps(result, indent=2) + "\n")
     if selection["table"] is not None:

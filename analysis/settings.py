@@ -61,6 +61,9 @@ class FitSettings:
     """Selection: a target budget more than this many decades of compute outside the fitted
     budgets is flagged as an extrapolation (FLAME-MoE's own largest target is 0.9 decades past
     its sweep; farther out the law's assumed form, not the data, decides the answer)."""
+    figures: bool = True
+    """Draw figures/ (false: fit.json and selection.csv only, for quick refits; drawing is
+    most of a small fit's time)."""
     diverge_rise: float = 0.1
     """collect: a run whose final val loss exceeds its best by this fraction is diverged."""
     routing_min_share: float = 0.1

@@ -29,7 +29,7 @@ def _fit(tmp_path, points: pd.DataFrame, capsys, *overrides: str) -> tuple[dict,
     points.to_csv(csv, index=False)
     out = tmp_path / "out"
     assert main(["fit", f"results={csv}", f"sweep_dir={out}", "fit.bootstrap=100",
-                 *overrides]) == 0
+                 "fit.figures=false", *overrides]) == 0  # figures: most of a fit's time
     return json.loads((out / "fit.json").read_text()), capsys.readouterr().out
 
 
@@ -42,6 +42,7 @@ def test_a_healthy_sweep_raises_no_warning(tmp_path, capsys):
     assert fit["warnings"] == [] and "warning" not in printed
     assert fit["approach2"]["a_ci"] is not None and fit["approach3"]["ci"]["a"] is not None
     assert fit["n_excluded"] == 0
+    assert fit["figures"] == [] and not (tmp_path / "out" / "figures").exists()
 
 
 def test_duplicated_rows_are_counted_once(tmp_path, capsys):

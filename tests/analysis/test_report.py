@@ -74,7 +74,7 @@ def test_flagged_runs_are_kept_but_excluded(demo_sweep):
     (sweep / "runs" / plan["run_id"][0] / "train.log").unlink()
     results = collect_sweep(sweep)
     assert len(results) == len(plan)
-    cfg = compose([f"sweep_dir={sweep}", "fit.bootstrap=0"])
+    cfg = compose([f"sweep_dir={sweep}", "fit.bootstrap=0", "fit.figures=false"])
     fit = fit_sweep(sweep, cfg)
     assert fit["n_used"] == len(plan) - 1 and fit["n_excluded"] == 1
     assert fit["excluded"] == {"flag missing": 1}
@@ -86,7 +86,7 @@ def test_bare_csv_flame_moe(tmp_path, flame48, capsys):
     flame48[["budget", "n", "loss"]].to_csv(csv, index=False)
     out = tmp_path / "out"
     assert main(["fit", "experiment=flame_sweep", f"results={csv}", f"sweep_dir={out}",
-                 "fit.bootstrap=200"]) == 0
+                 "fit.bootstrap=200", "fit.figures=false"]) == 0
     fit = _load(out / "fit.json")
     _check_contract(fit)
     assert fit["approach3"]["objective"] <= 0.00063
@@ -126,7 +126,7 @@ def test_bare_csv_chinchilla_bucketed(tmp_path):
                   "loss": raw["loss"]}).to_csv(csv, index=False)
     out = tmp_path / "out"
     assert main(["fit", f"results={csv}", f"sweep_dir={out}", "fit.bootstrap=100",
-                 "fit.drop_highest_loss=5"]) == 0
+                 "fit.drop_highest_loss=5", "fit.figures=false"]) == 0
     fit = _load(out / "fit.json")
     assert fit["n_used"] == 240 and fit["n_excluded"] == 5
     assert "bucketed" in fit["approach2"]["note"]

@@ -3,6 +3,8 @@ cancel of a run that waits in the queue, `cancel --all` before a launch, a piped
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import json
 import os
@@ -87,6 +89,7 @@ def break_first_row(sweep_dir: Path) -> tuple[str, str]:
     return text, rows[0]["run_id"]
 
 
+@pytest.mark.slow  # for the default suite's 10 minutes; run by hand with -m slow
 def test_cancel_of_a_queued_resubmitted_run_spares_its_old_worker(tmp_path: Path) -> None:
     cfg = make_sweep(tmp_path, "budgets.flops=[3e11]", "trainer.seconds_per_run=6",
                      "cluster=local", "cluster.parallelism=1")
