@@ -1,9 +1,9 @@
 """`flame compare A B`: a known compute multiplier is recovered within its interval; bad
 input is one line and exit 2, with nothing written.
 
-The default suite checks the comparison on Approach 2 fits of synthetic studies (no figures:
-a `flame fit` spends most of its time drawing) and the CLI on an unfitted study; the slow
-tests run the whole path, `flame fit` twice then `flame compare`, for every bad input."""
+The comparison is checked on Approach 2 fits of synthetic studies, then the whole path:
+`flame fit` (without figures: drawing is most of a small fit's time) then `flame compare`, for
+a known multiplier and every bad input."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _fit(tmp: Path, name: str, points: pd.DataFrame) -> Path:
     csv = tmp / f"{name}.csv"
     points.to_csv(csv, index=False)
     assert main(["fit", f"results={csv}", f"sweep_dir={tmp / name}", "fit.bootstrap=0",
-                 "fit.target_budgets=[1e20]"]) == 0
+                 "fit.target_budgets=[1e20]", "fit.figures=false"]) == 0
     return tmp / name
 
 
@@ -87,7 +87,6 @@ def pair(tmp_path_factory) -> tuple[Path, Path]:
     return a, b
 
 
-@pytest.mark.slow
 def test_known_multiplier_is_recovered_within_its_interval(pair, capsys):
     a, b = pair
     assert main(["compare", str(a), str(b), "--bootstrap", "200"]) == 0
@@ -109,7 +108,6 @@ def test_known_multiplier_is_recovered_within_its_interval(pair, capsys):
     assert not result["crossover"]["within_fitted"]
 
 
-@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path, capsys):
     a, _ = pair
     unfitted = tmp_path / "unfitted"
