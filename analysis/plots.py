@@ -164,12 +164,7 @@ def optimum_figure(iso, param, thetas, selection, colours, settings):
         else:  # one budget: a zero-width span would make the log axis singular
             ax.axvline(fitted.min(), color="0.8", zorder=0, label="fitted budget")
         ax.set_xlim(span[0], span[-1])  # also when nothing but that line is drawn
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("compute budget C (FLOPs)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        _budget_axis(ax, label)
     axes[0].set_title("Compute-optimal model size")
     axes[1].set_title("Compute-optimal training tokens")
     return fig
@@ -194,12 +189,8 @@ def frontier_figure(points, groups, iso, param, colours, selection):
         ax.plot(span, param.optimum(span)[2], color="C0", ls="--",
                 label=f"Approach 3 frontier (E = {param.E:.3f})")
         ax.axhline(param.E, color="C0", lw=0.7, ls=":", label="irreducible loss E")
-    ax.set_xscale("log")
-    ax.set_xlabel("compute budget C (FLOPs)")
-    ax.set_ylabel("validation loss (nats/token)")
+    _budget_axis(ax, "validation loss (nats/token)", log_y=False)
     ax.set_title("Loss frontier: best achievable loss per budget")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
     return fig
 
 
@@ -247,15 +238,21 @@ def release_figure(selection: pd.DataFrame):
             same = "" if row["released_same"] else f" (chose {row['member'] or '-'})"
             ax.annotate(f"{row['released_name']}{same}", (row["budget"], row[released_col]),
                         textcoords="offset points", xytext=(5, -12), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("compute budget C (FLOPs)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        _budget_axis(ax, label)
     axes[0].set_title("Model size: chosen vs released")
     axes[1].set_title("Tokens: chosen vs released")
     return fig
+
+
+def _budget_axis(ax, ylabel: str, log_y: bool = True) -> None:
+    """Compute budget on a log x axis (and y log unless told), labels, grid and legend."""
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("compute budget C (FLOPs)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
 
 
 def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
