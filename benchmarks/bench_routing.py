@@ -12,7 +12,6 @@ The sizes and recipe are bench_trainer.py's. Prints seconds per step and the rat
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -23,25 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_trainer import RECIPE, SIZES, arch_for  # noqa: E402
+from bench_trainer import SIZES, arch_for, common_arguments, loop_for, prepare  # noqa: E402
 
-from sweep.accounting import param_counts  # noqa: E402
-from sweep.planrow import PlanRow  # noqa: E402
 from trainers.embedded.model import RouterTally  # noqa: E402
 from trainers.embedded.train import _Loop  # noqa: E402
-from trainers.settings import EmbeddedConfig, Recipe  # noqa: E402
-
-
-def loop_for(arch, steps: int, batch: int, cache: Path, tmp: Path) -> _Loop:
-    exact = param_counts(arch, "exact")
-    counts = {f"n_{k}_{c}{e}": 0 for k in ("active", "total") for c in ("exact", "flame")
-              for e in ("", "_nonemb")} | {"n_active_exact": exact.active}
-    spec = PlanRow(run_id="bench", budget=0.0, member="bench", arch=arch, micro_batch_size=None,
-                   global_batch_size=batch, counts=counts, accounting="exact",
-                   flops_formula="6n", flops_per_token=6.0 * exact.active,
-                   tokens=steps * batch * arch.seq_length, train_iters=steps,
-                   gpu_hours=0.0)
-    return _Loop(spec, Recipe(**RECIPE), EmbeddedConfig(cache_dir=str(cache), eval_iters=1), tmp)
 
 
 def timed(loop: _Loop, steps: int) -> float:
@@ -71,15 +55,11 @@ def _calls(tally, probs, counts, aux, z, calls: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("FLAME_THREADS", 1)))
+    common_arguments(parser)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-    cache = args.cache_dir or Path(os.path.expanduser("~/.cache/flame/data"))
+    cache = prepare(args)
     table = Table(title=f"routing tally cost, {args.threads} thread(s), batch {args.batch}x128, "
                         f"min of {args.rounds} rounds of {args.steps} steps")
     for col in ("arch", "s/step with tally", "s/step without", "ratio", "tally alone / step"):

@@ -66,19 +66,37 @@ def matmul_peak(repeats: int = 5) -> float:
     return best
 
 
-def train_rate(arch: MoEArch, steps: int, batch: int, cache: Path) -> float:
-    """Tokens/s of the embedded trainer's own training step on real batches."""
+def loop_for(arch: MoEArch, steps: int, batch: int, cache: Path, tmp: Path) -> _Loop:
+    """The embedded trainer's own loop for ``steps`` steps of ``arch`` on real batches."""
     exact = param_counts(arch, "exact")
     counts = {f"n_{k}_{c}{e}": 0 for k in ("active", "total") for c in ("exact", "flame")
               for e in ("", "_nonemb")} | {"n_active_exact": exact.active}
     spec = PlanRow(run_id="bench", budget=0.0, member="bench", arch=arch, micro_batch_size=None,
                    global_batch_size=batch, counts=counts, accounting="exact",
                    flops_formula="6n", flops_per_token=6.0 * exact.active,
-                   tokens=(steps + 2) * batch * arch.seq_length, train_iters=steps + 2,
+                   tokens=steps * batch * arch.seq_length, train_iters=steps,
                    gpu_hours=0.0)
-    ecfg = EmbeddedConfig(cache_dir=str(cache), eval_iters=1)
+    return _Loop(spec, Recipe(**RECIPE), EmbeddedConfig(cache_dir=str(cache), eval_iters=1), tmp)
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--threads and --cache-dir (and --batch), as both trainer benchmarks take them."""
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("FLAME_THREADS", 1)))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+
+
+def prepare(args: argparse.Namespace) -> Path:
+    """Torch on ``args.threads`` threads with denormals flushed; the corpus cache folder."""
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    return args.cache_dir or Path(os.path.expanduser("~/.cache/flame/data"))
+
+
+def train_rate(arch: MoEArch, steps: int, batch: int, cache: Path) -> float:
+    """Tokens/s of the embedded trainer's own training step on real batches."""
     with tempfile.TemporaryDirectory() as tmp:
-        loop = _Loop(spec, Recipe(**RECIPE), ecfg, Path(tmp))
+        loop = loop_for(arch, steps + 2, batch, cache, Path(tmp))
         for _ in range(2):  # warm-up: allocator, first-touch
             loop._train_step()
         start = time.perf_counter()
@@ -89,14 +107,10 @@ def train_rate(arch: MoEArch, steps: int, batch: int, cache: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("FLAME_THREADS", 1)))
+    common_arguments(parser)
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-    cache = args.cache_dir or Path(os.path.expanduser("~/.cache/flame/data"))
+    cache = prepare(args)
     peak = matmul_peak()
     table = Table(title=f"embedded trainer, {args.threads} thread(s), batch {args.batch}x128; "
                         f"dense matmul peak {peak / 1e9:.1f} GFLOP/s")
