@@ -94,9 +94,12 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     register()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            plain, onto_null = _split_null_overrides(overrides, hydra_compose)
-            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=plain)
-            _set_null_nodes(cfg, onto_null)
+            try:
+                cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
+            except (AttributeError, AssertionError):  # how OmegaConf fails on a null node
+                plain, onto_null = _split_null_overrides(overrides, hydra_compose)
+                cfg = hydra_compose(config_name=CONFIG_NAME, overrides=plain)
+                _set_null_nodes(cfg, onto_null)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(err)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -113,7 +116,8 @@ def _split_null_overrides(overrides: Sequence[str], hydra_compose: Callable
                           ) -> tuple[list[str], dict[str, dict]]:
     """Overrides that set a key inside a node whose default is null (``planner.prior={k:..}``
     or ``planner.prior.k=..``), apart from the rest: OmegaConf cannot merge into a null
-    structured node (it raises AttributeError), so those are assigned after composition."""
+    structured node (AttributeError or AssertionError), so those are assigned after
+    composition. Called only when a plain composition failed so: the probe costs a compose."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
