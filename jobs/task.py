@@ -164,12 +164,14 @@ def live_workers(path: Path) -> dict[str, str]:
 
 
 def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) -> str | None:
-    """Under the claim lock: the first queued run in plan order, now ``running`` with its
+    """Under the claim lock: the largest queued run, now ``running`` with its
     training lock pushed on ``held``; or None, and then this worker leaves the registry (so a
     launcher knows to start another). A queued run another process is training already (its
     lock is held) is recorded as that process's and skipped."""
     states = ledger.read_all(sweep_dir)
-    for row in plan_rows(sweep_dir):
+    # Largest first (planned FLOPs; plan order among equals): the runs left for the end are
+    # then the short ones, so no core idles long while another finishes a long run.
+    for row in sorted(plan_rows(sweep_dir), key=lambda r: -r.own_flops):
         run_id = row.run_id
         if states.get(run_id, {}).get("state") != ledger.SUBMITTED:
             continue

@@ -9,6 +9,7 @@ handler installed before (submitit's requeue), or raise ``Preempted`` when there
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,8 +38,12 @@ def train_run(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> 
                           "(e.g. trainer=simulated)")
     if "training" not in cfg:
         raise ConfigError("config: no `training` group; plan with `flame plan` first")
+    began = time.time()
     module = importlib.import_module(TRAINERS[name])
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with DeferredSignals() as signals:
-        return module.train(row, cfg, run_dir, signals)
+        summary = module.train(row, cfg, run_dir, signals)
+    # wall-clock span of this call (a worker's first run includes the trainer's imports):
+    # benchmarks/bench_demo.py lays the runs out on their workers' timelines with it
+    return {**summary, "began_at": began, "ended_at": time.time()}

@@ -126,6 +126,10 @@ class EmbeddedConfig:
     """Validation batches per evaluation (a fixed set: the first of the valid split)."""
     eval_batch_size: int | None = result(64)
     """Sequences per validation batch; null = the run's global batch size."""
+    progress_eval_iters: int | None = operational(4)
+    """Validation batches of the evaluations before the last (the loss curve's progress
+    points; the first batches of the same set); the last evaluation, the run's result, always
+    uses all eval_iters. null = eval_iters."""
     cache_dir: str | None = operational(None)
     """Tokenised corpora and sample indices; null = ~/.cache/flame/data."""
     eval_interval: int | None = operational(None)
@@ -140,7 +144,7 @@ class EmbeddedConfig:
 
     def __post_init__(self) -> None:
         for key in ("eval_iters", "eval_batch_size", "eval_interval", "log_interval",
-                    "checkpoint_interval"):
+                    "checkpoint_interval", "progress_eval_iters"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"trainer.{key}={value}: must be >= 1 (or null for the default)")

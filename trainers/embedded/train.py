@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,7 @@ class _Loop:
     """One run's state: model, optimiser, data, log; ``run`` trains to the end."""
 
     def __init__(self, spec: PlanRow, recipe: Recipe, ecfg: EmbeddedConfig, run_dir: Path):
+        began = time.perf_counter()
         self.spec, self.recipe, self.ecfg = spec, recipe, ecfg
         self.log = RunLog(run_dir, echo=ecfg.echo)
         self.ckpt_dir = run_dir / CHECKPOINTS_DIR
@@ -85,6 +87,17 @@ class _Loop:
         self.acc = {"lm": 0.0, "aux": 0.0, "z": 0.0, "gn": 0.0, "n": 0}
         self.val: float | None = None
         self.routing: list[dict] | None = None  # the last routing record's layers
+        # Where this process's time went (summary.json ``seconds``; benchmarks/bench_demo.py).
+        self.seconds = {"setup": time.perf_counter() - began, "restore": 0.0, "steps": 0.0,
+                        "eval": 0.0, "checkpoint": 0.0}
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - began
 
     # -- data ------------------------------------------------------------------------------
     def _batch(self, dataset: Any, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,15 +127,20 @@ class _Loop:
         self.acc["n"] += 1
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate(self, final: bool = True) -> float:
+        """Mean validation loss over the set's first batches: all ``eval_iters`` for the final
+        evaluation (the run's result), ``progress_eval_iters`` for the ones before it."""
+        batches = self.ecfg.eval_iters
+        if not final and self.ecfg.progress_eval_iters:
+            batches = min(batches, self.ecfg.progress_eval_iters)
         self.model.eval()
         total = 0.0
-        for i in range(self.ecfg.eval_iters):
+        for i in range(batches):
             tokens, labels = self._batch(self.valid_ds, i * self.eval_bs, self.eval_bs)
             logits, _ = self.model(tokens)
             total += float(F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1)))
         self.model.train()
-        return total / self.ecfg.eval_iters
+        return total / batches
 
     # -- logging ---------------------------------------------------------------------------
     def _log_train(self, seconds: float) -> None:
@@ -182,23 +200,27 @@ class _Loop:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, signals: DeferredSignals, threads: int) -> dict:
-        resumed_from = self.restore()
+        with self.timed("restore"):
+            resumed_from = self.restore()
         iters, began = self.spec.train_iters, time.perf_counter()
         first, window = self.step, time.perf_counter()
         while self.step < iters:
-            self._train_step()
+            with self.timed("steps"):
+                self._train_step()
             if self.step % self.log_every == 0 or self.step == iters:
                 now = time.perf_counter()
                 self._log_train(now - window)
                 window = now
             if self.step % self.eval_every == 0 or self.step == iters:
-                self.val = self.evaluate()
-                self.log.eval(iteration=self.step, final=self.step == iters, val_loss=self.val,
-                              consumed_tokens=self.step * self.spec.global_batch_size
-                              * self.spec.arch.seq_length)
-                self._log_routing()
+                with self.timed("eval"):
+                    self.val = self.evaluate(final=self.step == iters)
+                    self.log.eval(iteration=self.step, final=self.step == iters,
+                                  val_loss=self.val, consumed_tokens=self.step
+                                  * self.spec.global_batch_size * self.spec.arch.seq_length)
+                    self._log_routing()
             if self.step % self.ckpt_every == 0 or self.step == iters:
-                self.save()
+                with self.timed("checkpoint"):
+                    self.save()
             if signals.pending is not None and self.step < iters:
                 self.save()
                 signals.deliver(self.step)
@@ -209,4 +231,5 @@ class _Loop:
                 "wall_s": seconds, "tokens_per_s": trained / seconds if seconds else 0.0,
                 "threads": threads, "corpus_tokens": self.corpus.tokens,
                 "params": sum(p.numel() for p in self.model.parameters()),
-                "routing": self.routing}
+                "routing": self.routing,
+                "seconds": {part: round(value, 4) for part, value in self.seconds.items()}}
