@@ -455,5 +455,5 @@ def _dry_run_arrays(rows: list[PlanRow], todo: list[str],
     by_trunk: dict[str, list[str]] = {}
     for run_id in (rid for rid in todo if rid in parent):
         by_trunk.setdefault(parent[run_id], []).append(run_id)
-    return arrays + [(group, f"afterok:<job of trunk {trunk}>") for trunk, ids in
+    return arrays + [(group, f"afterok:JOB_OF_TRUNK_{trunk}") for trunk, ids in
                      by_trunk.items() for group in _groups(rows, ids, settings)]

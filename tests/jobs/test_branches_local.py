@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -159,3 +160,28 @@ def test_cancel_of_a_trunk_cancels_its_waiting_branches(tmp_path: Path, capsys) 
     again = resubmit_set(tmp_path, rows, records, [trunk.run_id], named=True)
     assert again.chosen == [trunk.run_id] and sorted(again.along) == sorted(
         b.run_id for b in branches)
+
+
+def test_dry_run_writes_each_trunks_branches_as_a_dependent_array(tmp_path: Path) -> None:
+    cfg = make_sweep(tmp_path, "cluster=slurm_local", *ONE_TRUNK)
+    trunk, branches = rows_by_role(tmp_path)
+    report = launch_sweep(tmp_path, cfg, dry_run=True)  # no sbatch needed for a dry run
+    first, listing, second, branch_listing = (p.read_text() for p in report.files)
+    assert "dependency" not in first and trunk.run_id in listing
+    assert f"#SBATCH --dependency=afterok:JOB_OF_TRUNK_{trunk.run_id}" in second
+    assert "#SBATCH --kill-on-invalid-dep=no" in second
+    assert sorted(json.loads(branch_listing)["run_ids"]) == sorted(b.run_id for b in branches)
+
+
+def test_launch_leaves_branches_of_a_cancelled_trunk_planned(tmp_path: Path, capsys) -> None:
+    cfg = make_sweep(tmp_path, "cluster=local", *ONE_TRUNK)
+    trunk, branches = rows_by_role(tmp_path)
+    assert cancel(cfg, argparse.Namespace(run_ids=[trunk.run_id], all=False)) == 0
+    report = launch_sweep(tmp_path, cfg, dry_run=True)
+    assert report.submitted == () and report.skipped[branches[0].run_id] == "planned"
+    assert report.warnings == (
+        f"2 branches not launched, waiting for trunk {trunk.run_id}: cancelled: `flame "
+        f"resubmit {trunk.run_id}` trains the trunk again and launches them "
+        f"({', '.join(b.run_id for b in branches)})",)
+    status = collect(tmp_path)
+    assert status.blocked == 2 and status.all_terminal  # nothing to wait for
