@@ -108,6 +108,9 @@ def test_study_killed_with_its_workers_holds_branches_until_resubmit(tmp_path: P
     blocked = [rid for rid, row in rows.items() if row["parent"] in failed
                and states.get(rid) == "submitted"]
     assert blocked  # their branches still wait (the last step's checkpoint is not there)
+    said = " ".join(again.stdout.split())  # flame run said why, and fitted without them
+    assert any(f"waiting for trunk {rid}: failed; `flame resubmit {rid}`" in said
+               for rid in failed), said[-2000:]
     status = " ".join(subprocess.run([*FLAME, "status", f"sweep_dir={tmp_path}"], cwd=REPO,
                                      capture_output=True, text=True).stdout.split())
     assert f"waiting for trunk {failed[0]}: failed" in status \
