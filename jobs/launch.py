@@ -26,7 +26,7 @@ from typing import Iterator
 from omegaconf import DictConfig
 
 from jobs import ledger, slurm
-from jobs.branches import Wait, has_branches, waits
+from jobs.branches import Wait, has_branches, trunks_first, waits
 from jobs.executors import dry_run_executor, local_executor, slurm_executor
 from jobs.preflight import check_runs, trainer_overrides, write_trainer
 from jobs.reconcile import reconcile
@@ -222,7 +222,8 @@ def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow]
     (``branch_arrays``), so their dependency names a job id the ledger already holds."""
     branch = {row.run_id for row in rows if row.role == "branch"}
     job_ids = []
-    for group in _groups(rows, [rid for rid in todo if rid not in branch], settings):
+    for group in _groups(trunks_first(rows), [rid for rid in todo if rid not in branch],
+                         settings):  # trunks lead their arrays: the first tasks to start
         job_ids += _submit_array(sweep_dir, settings, group)
     later = [rid for rid in todo if rid in branch]
     for group, dependency in branch_arrays(sweep_dir, rows, later, settings) if later else []:

@@ -21,7 +21,7 @@ from submitit.core.utils import UncompletedJobError
 
 from jobs import ledger
 from jobs.branches import (NO_CHECKPOINT, QUEUED, Wait, has_branches, ready, trainer_name,
-                           trunks_first, trunk_word, waits)
+                           trunk_word, waits)
 from jobs.sweepdir import jobs_dir, read_config, plan_rows
 from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
 from sweep.planrow import PlanRow
@@ -193,14 +193,18 @@ BRANCH_POLL_S = 0.5
 
 
 def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) -> str | None:
-    """Under the claim lock: the first queued run (trunks first, then plan order), now
+    """Under the claim lock: the first queued run (trunks first, then the largest), now
     ``running`` with its training lock pushed on ``held``; ``WAITING`` when only branches
     whose trunk is queued or training are left; or None, and then this worker leaves the
     registry (so a launcher knows to start another). A queued run another process is training
     already (its lock is held) is recorded as that process's and skipped. A branch is claimed
     only once its trunk's checkpoint at its branch step exists (``jobs.branches``)."""
-    states, rows = ledger.read_all(sweep_dir), plan_rows(sweep_dir)
-    queued = [row for row in trunks_first(rows)
+    states = ledger.read_all(sweep_dir)
+    # Trunks first: their checkpoints unlock the branches. Then largest first (planned FLOPs
+    # a run costs itself; plan order among equals): the runs left for the end are then the
+    # short ones, so no core idles long while another finishes a long run.
+    queued = [row for row in sorted(plan_rows(sweep_dir),
+                                    key=lambda r: (r.role != "trunk", -r.own_flops))
               if states.get(row.run_id, {}).get("state") == ledger.SUBMITTED]
     blocked = branch_waits(sweep_dir, queued, states) if has_branches(queued) else {}
     for row in queued:
