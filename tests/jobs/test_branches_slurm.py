@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.collect import collect_sweep
 from jobs import ledger
 from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
@@ -84,7 +85,7 @@ def test_preempted_trunk_holds_its_branches_then_all_three_complete(slurm_sweep)
     """The acceptance test: a trunk with two branches, the trunk preempted once (USR2, as
     SLURM signals before a preemption: the trainer checkpoints, submitit requeues the task);
     the branches stay pending on their dependency throughout, then run from the trunk's
-    checkpoints and all three end completed."""
+    checkpoints, all three end completed, and collect lists the branches with their parent."""
     cfg = slurm_sweep(*ONE_TRUNK, "trainer.seconds_per_run=6", "cluster.max_attempts=3")
     sweep_dir = Path(cfg.sweep_dir)
     trunk, branches = rows_by_role(sweep_dir)
@@ -111,6 +112,11 @@ def test_preempted_trunk_holds_its_branches_then_all_three_complete(slurm_sweep)
     summary = json.loads((sweep_dir / "runs" / trunk.run_id / "summary.json").read_text())
     assert summary["resumed_from"] > 0
     check_started_from_checkpoints(sweep_dir, trunk, branches)
+    results = collect_sweep(sweep_dir).set_index("run_id")  # collected with their parent
+    for b in branches:
+        assert results.loc[b.run_id, "status"] == "completed"
+        assert results.loc[b.run_id, "parent"] == trunk.run_id
+        assert results.loc[b.run_id, "role"] == "branch"
 
 
 def test_failed_trunk_holds_its_branches_and_resubmit_gives_them_a_fresh_dependency(
