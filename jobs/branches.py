@@ -53,6 +53,19 @@ class Wait:
         """``waiting for trunk <id>: failed`` (what ``flame status`` prints)."""
         return f"waiting for trunk {self.trunk}: {self.trunk_state}"
 
+    def fix(self) -> str:
+        """What ends a dead wait (empty for a live one)."""
+        if self.live:
+            return ""
+        if self.trunk_state == _TRUNK_WORD[ledger.PLANNED]:
+            return "`flame launch` launches it and them"
+        if self.trunk_state == NO_CHECKPOINT:
+            return (f"its checkpoint at iteration {self.step} is gone: delete "
+                    f"runs/{self.trunk}/state.json and its checkpoints/ to train it again")
+        if self.trunk_state == _TRUNK_WORD[ledger.CORRUPT]:
+            return f"repair or delete runs/{self.trunk}/state.json"
+        return f"`flame resubmit {self.trunk}` trains it again and resubmits them"
+
 
 def has_branches(rows: Iterable[PlanRow]) -> bool:
     return any(row.role == "branch" for row in rows)

@@ -19,7 +19,7 @@ import socket
 import sys
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -174,12 +174,12 @@ def hold_dead_branches(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
 
 def held_lines(held: dict[str, Wait]) -> list[str]:
     """One line per trunk whose branches a launch left planned."""
-    by_trunk: dict[Wait, list[str]] = {}
+    by_trunk: dict[str, list[str]] = {}
     for run_id, wait in held.items():
-        by_trunk.setdefault(replace(wait, step=0), []).append(run_id)
-    return [f"{len(ids)} branches not launched, {wait.line()}: `flame resubmit {wait.trunk}` "
-            f"trains the trunk again and launches them ({', '.join(ids)})"
-            for wait, ids in by_trunk.items()]
+        by_trunk.setdefault(wait.trunk, []).append(run_id)
+    waits_of = {wait.trunk: wait for wait in held.values()}
+    return [f"{len(ids)} branches not launched, {waits_of[trunk].line()}; "
+            f"{waits_of[trunk].fix()} ({', '.join(ids)})" for trunk, ids in by_trunk.items()]
 
 
 def _groups(rows: list[PlanRow], todo: list[str],

@@ -193,9 +193,7 @@ def wait_lines(status: SweepStatus, shown: int = 3) -> list[str]:
             by_trunk.setdefault(run.wait.line(), []).append(run)
     lines = []
     for line, runs in by_trunk.items():
-        trunk = runs[0].wait.trunk
-        fix = "" if runs[0].wait.live else (f"; `flame resubmit {trunk}` trains it again and "
-                                            "resubmits them")
+        fix = runs[0].wait.fix() and f"; {runs[0].wait.fix()}"
         ids = ", ".join(r.run_id + (f" (job {r.job_id})" if r.job_id else "")
                         for r in runs[:shown])
         more = f" and {len(runs) - shown} more" if len(runs) > shown else ""

@@ -180,8 +180,29 @@ def test_launch_leaves_branches_of_a_cancelled_trunk_planned(tmp_path: Path, cap
     report = launch_sweep(tmp_path, cfg, dry_run=True)
     assert report.submitted == () and report.skipped[branches[0].run_id] == "planned"
     assert report.warnings == (
-        f"2 branches not launched, waiting for trunk {trunk.run_id}: cancelled: `flame "
-        f"resubmit {trunk.run_id}` trains the trunk again and launches them "
+        f"2 branches not launched, waiting for trunk {trunk.run_id}: cancelled; `flame "
+        f"resubmit {trunk.run_id}` trains it again and resubmits them "
         f"({', '.join(b.run_id for b in branches)})",)
     status = collect(tmp_path)
     assert status.blocked == 2 and status.all_terminal  # nothing to wait for
+
+
+def test_a_branch_whose_completed_trunk_lost_its_checkpoint_fails_naming_it(
+        tmp_path: Path) -> None:
+    make_sweep(tmp_path, "cluster=local", *ONE_TRUNK)
+    trunk, branches = rows_by_role(tmp_path)
+    trunk_dir = tmp_path / "runs" / trunk.run_id
+    train_run(trunk, read_config(tmp_path), trunk_dir)
+    ledger.transition(tmp_path, trunk.run_id, ledger.COMPLETED)
+    first = min(branches, key=lambda b: b.branch_step)
+    branch_checkpoint(trunk_dir, first.branch_step, "simulated").unlink()  # e.g. cleaned up
+    ledger.transition_many(tmp_path, [(b.run_id, ledger.SUBMITTED, None) for b in branches])
+    status = collect(tmp_path)
+    wait, = [r.wait for r in status.runs if r.wait]
+    assert wait.line() == f"waiting for trunk {trunk.run_id}: completed without the checkpoint"
+    assert f"delete runs/{trunk.run_id}/state.json" in wait.fix() and status.blocked == 1
+    with ExitStack() as held:  # the other branch is claimed; this one fails, naming the trunk
+        assert claim(tmp_path, "local-1", held) != first.run_id
+    rec = ledger.read(tmp_path, first.run_id)
+    assert rec["state"] == "failed" and f"its trunk {trunk.run_id} completed without a " \
+        f"checkpoint at iteration {first.branch_step}" in rec["error_tail"]
