@@ -16,7 +16,7 @@ from jobs import ledger
 from jobs.branches import WITH_TRUNK, resubmit_set
 from jobs.cli import main
 from jobs.commands import cancel
-from jobs.launch import ensure_local_workers, launch_sweep
+from jobs.launch import branch_arrays, ensure_local_workers, launch_sweep
 from jobs.settings import ClusterSettings
 from jobs.status import collect, wait_until_terminal
 from jobs.sweepdir import read_config
@@ -206,3 +206,17 @@ def test_a_branch_whose_completed_trunk_lost_its_checkpoint_fails_naming_it(
     rec = ledger.read(tmp_path, first.run_id)
     assert rec["state"] == "failed" and f"its trunk {trunk.run_id} completed without a " \
         f"checkpoint at iteration {first.branch_step}" in rec["error_tail"]
+
+
+def test_branch_arrays_depend_on_a_live_trunk_only(tmp_path: Path) -> None:
+    """A resubmitted branch whose trunk is done (its checkpoint there) needs no dependency; one
+    whose trunk is queued depends on the trunk's task, as the ledger records it."""
+    cfg = make_sweep(tmp_path, "cluster=slurm_local", *ONE_TRUNK)
+    trunk, branches = rows_by_role(tmp_path)
+    settings, ids = ClusterSettings.from_cfg(cfg), [b.run_id for b in branches]
+    ledger.transition(tmp_path, trunk.run_id, ledger.SUBMITTED, job_id="4242_7")
+    rows = [trunk, *branches]
+    assert branch_arrays(tmp_path, rows, ids, settings) == [(ids, "afterok:4242_7")]
+    train_run(trunk, read_config(tmp_path), tmp_path / "runs" / trunk.run_id)
+    ledger.transition(tmp_path, trunk.run_id, ledger.COMPLETED)
+    assert branch_arrays(tmp_path, rows, ids, settings) == [(ids, None)]
