@@ -142,3 +142,22 @@ def test_plan_files_get_the_usual_file_mode(tmp_path: Path) -> None:
     assert flame("plan", f"sweep_dir={tmp_path}").returncode == 0
     for name in ("plan.csv", "config.yaml"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+@pytest.mark.slow  # 8 s; a fault of the submitit controller alone, rare
+def test_a_worker_whose_controller_was_killed_alone_keeps_its_run(tmp_path: Path) -> None:
+    """SIGKILL to a local worker's job id (submitit's controller process) leaves the task it
+    started training: reconcile sees the run's train.lock still held and does not fail it."""
+    import signal
+
+    cfg = make_sweep(tmp_path, "cluster=local", "cluster.parallelism=1",
+                     "trainer.seconds_per_run=4", *ONE_RUN)
+    (run_id,) = plan_ids(tmp_path)
+    launch_sweep(tmp_path, cfg)
+    job = wait_running(tmp_path, cfg, run_id)["job_ids"][-1]
+    os.kill(int(job.removeprefix("local-")), signal.SIGKILL)
+    time.sleep(0.5)
+    assert poll(tmp_path, cfg).runs[0].state == "running"  # reconciled: not failed
+    assert ledger.lock_holder(tmp_path, run_id) == job
+    final = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
+    assert final.counts["completed"] == 1, final.summary()
