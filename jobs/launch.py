@@ -232,11 +232,13 @@ def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow]
 
 
 def branch_arrays(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
-                  settings: ClusterSettings) -> list[tuple[list[str], str | None]]:
+                  settings: ClusterSettings, dry_run: bool = False
+                  ) -> list[tuple[list[str], str | None]]:
     """The branches of ``todo`` as arrays with their sbatch dependency: one array per trunk
     still queued or training, ``afterok:<its task>`` (sbatch takes one dependency per
     submission, for all the tasks of an array: hence one array per trunk, not one for all
-    branches); branches whose trunk checkpoint exists already in arrays without one."""
+    branches); branches whose trunk checkpoint exists already in arrays without one.
+    ``dry_run``: a trunk not submitted yet is named in place of its job id."""
     records = ledger.read_all(sweep_dir)
     by_id = {row.run_id: row for row in rows}
     found = waits(sweep_dir, [by_id[rid] for rid in todo], records)
@@ -244,8 +246,12 @@ def branch_arrays(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
     for run_id in todo:
         dependency = None
         if run_id in found:  # trunk queued or training (launch held back the others)
-            job = (records.get(found[run_id].trunk, {}).get("job_ids") or [""])[-1]
-            dependency = f"afterok:{job}" if job[:1].isdigit() else None
+            trunk = found[run_id].trunk
+            job = (records.get(trunk, {}).get("job_ids") or [""])[-1]
+            if found[run_id].live and job[:1].isdigit():
+                dependency = f"afterok:{job}"
+            elif dry_run:
+                dependency = f"afterok:JOB_OF_TRUNK_{trunk}"
         by_dependency.setdefault(dependency, []).append(run_id)
     return [(group, dependency) for dependency, ids in by_dependency.items()
             for group in _groups(rows, ids, settings)]
@@ -434,7 +440,7 @@ def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow
     # calls), fed the executor's own parameters, so the file is the one a launch submits.
     from submitit.slurm.slurm import _make_sbatch_string
 
-    for k, (group, dependency) in enumerate(_dry_run_arrays(rows, todo, settings)):
+    for k, (group, dependency) in enumerate(_dry_run_arrays(sweep_dir, rows, todo, settings)):
         inner = dry_run_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR, f"flame-dry-run-{k}",
                                  dependency)
         text = _make_sbatch_string(command=inner._submitit_command_str,
@@ -446,15 +452,11 @@ def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow
     return files
 
 
-def _dry_run_arrays(rows: list[PlanRow], todo: list[str],
+def _dry_run_arrays(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
                     settings: ClusterSettings) -> list[tuple[list[str], str | None]]:
-    """The arrays a launch would submit: trunks and independent runs, then one array of
-    branches per trunk, its dependency written with the trunk's job id still unknown."""
-    parent = {row.run_id: row.parent for row in rows if row.role == "branch"}
-    arrays = [(group, None) for group in
-              _groups(rows, [rid for rid in todo if rid not in parent], settings)]
-    by_trunk: dict[str, list[str]] = {}
-    for run_id in (rid for rid in todo if rid in parent):
-        by_trunk.setdefault(parent[run_id], []).append(run_id)
-    return arrays + [(group, f"afterok:JOB_OF_TRUNK_{trunk}") for trunk, ids in
-                     by_trunk.items() for group in _groups(rows, ids, settings)]
+    """The arrays a launch would submit: trunks and independent runs, then the branches."""
+    branch = {row.run_id for row in rows if row.role == "branch"}
+    later = [rid for rid in todo if rid in branch]
+    return ([(group, None) for group in
+             _groups(trunks_first(rows), [rid for rid in todo if rid not in branch], settings)]
+            + (branch_arrays(sweep_dir, rows, later, settings, dry_run=True) if later else []))
