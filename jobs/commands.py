@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 
 from jobs import ledger, slurm
+from jobs.branches import WITH_TRUNK, branches_of, resubmit_set, waits
 from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock, unreleased_arrays
 from jobs.preflight import explicit_trainer_keys
 from jobs.settings import ClusterSettings
@@ -171,6 +172,8 @@ def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
             done.append(run_id)
             if rec["job_ids"]:
                 jobs.append((run_id, rec["job_ids"][-1]))
+    along = _cancel_branches(sweep_dir, done)
+    jobs += along
     if settings.executor == "slurm":
         slurm.scancel(j for _, j in jobs if not j.startswith("local-"))
     else:
@@ -181,6 +184,29 @@ def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
              if never else ""))
     _warn(str(corrupt[rid]) for rid in unreadable)
     return 0
+
+
+def _cancel_branches(sweep_dir: Path, cancelled: list[str]) -> list[tuple[str, str]]:
+    """The queued branches of the trunks just cancelled can never start (they wait for a
+    checkpoint the trunk will not write): cancelled too, one line per trunk saying so (and
+    that ``flame resubmit <trunk>`` brings them back). Branches already training have their
+    checkpoint and go on. Returns (run id, job id) of those cancelled now, for scancel."""
+    rows = plan_rows(sweep_dir)
+    records = ledger.read_all(sweep_dir)
+    blocked = waits(sweep_dir, rows, records)
+    jobs = []
+    for trunk, branches in branches_of(rows, cancelled).items():
+        waiting = [rid for rid in branches if rid in blocked
+                   and records.get(rid, {}).get("state") == ledger.SUBMITTED]
+        moved = [rec for rid in waiting if (rec := ledger.transition(
+            sweep_dir, rid, ledger.CANCELLED, error_tail=f"{WITH_TRUNK} {trunk}"))]
+        jobs += [(rec["run_id"], rec["job_ids"][-1]) for rec in moved if rec["job_ids"]]
+        going = sum(records.get(rid, {}).get("state") == ledger.RUNNING for rid in branches)
+        if moved or going:
+            print(f"trunk {trunk}: {len(moved)} waiting branches cancelled with it (`flame "
+                  f"resubmit {trunk}` brings them back)"
+                  + (f"; {going} running branches go on" if going else ""))
+    return jobs
 
 
 def _stop_local(sweep_dir: Path, jobs: list[tuple[str, str]]) -> None:
@@ -217,11 +243,13 @@ def resubmit_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Reset failed/timed-out (or named cancelled) runs to planned and launch them. A run
-    resumes from its checkpoint if it has one."""
+    resumes from its checkpoint if it has one. A trunk brings along its branches that wait for
+    it (their old jobs, pending on the failed one, are cancelled first), that were cancelled
+    with it, or that failed for want of its checkpoint."""
     sweep_dir = Path(cfg.sweep_dir).resolve()
-    plan_rows(sweep_dir)  # a plan.csv jobs/ cannot use fails here, before any reset
+    rows = plan_rows(sweep_dir)  # a plan.csv jobs/ cannot use fails here, before any reset
+    records, corrupt = ledger.scan(sweep_dir)
     if args.failed:
-        records, corrupt = ledger.scan(sweep_dir)
         _warn(str(err) for _, err in sorted(corrupt.items()))
         ids = [rid for rid, rec in records.items()
                if rec["state"] in (ledger.FAILED, ledger.TIMEOUT)]
@@ -229,10 +257,34 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     else:
         ids = _chosen(sweep_dir, list(args.run_ids), False, "--failed")
         allowed = frozenset({ledger.FAILED, ledger.TIMEOUT, ledger.CANCELLED})
+    plan = resubmit_set(sweep_dir, rows, records, ids, named=not args.failed)
+    for line in plan.notes:
+        print(f"flame: {line}", file=sys.stderr)
+    settings = ClusterSettings.from_cfg(cfg)
+    if plan.along and settings.executor == "slurm":
+        slurm.ensure_client(settings)
     with launcher_lock(sweep_dir):  # no launcher may see a half-reset sweep
-        reset = [rid for rid in ids if ledger.reset(sweep_dir, rid, allowed)]
-    if not reset:
+        _cancel_waiting(sweep_dir, settings, plan.along)
+        reset = [rid for rid in plan.chosen if ledger.reset(sweep_dir, rid, allowed)]
+        along = [rid for rid in plan.along if ledger.reset(sweep_dir, rid, ALONG)]
+    if not reset + along:
         print("nothing to resubmit")
         return 0
-    print(f"reset {len(reset)} runs to planned")
+    print(f"reset {len(reset)} runs to planned"
+          + (f", and {len(along)} branches of their trunks" if along else ""))
     return launch(cfg, argparse.Namespace(dry_run=False))
+
+
+ALONG = frozenset({ledger.SUBMITTED, ledger.FAILED, ledger.CANCELLED})
+"""States a branch resubmitted with its trunk is reset from (``Resubmit.along``)."""
+
+
+def _cancel_waiting(sweep_dir: Path, settings: ClusterSettings, branches: list[str]) -> None:
+    """scancel the SLURM jobs of queued branches before they are reset: each depends on a trunk
+    job that failed, so it would never start, and the resubmit gives it a fresh dependency."""
+    if settings.executor != "slurm":
+        return
+    records = ledger.read_all(sweep_dir)
+    slurm.scancel(job for rid in branches
+                  if records.get(rid, {}).get("state") == ledger.SUBMITTED
+                  and (job := (records[rid]["job_ids"] or [""])[-1])[:1].isdigit())

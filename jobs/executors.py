@@ -11,13 +11,19 @@ import submitit
 from jobs.settings import ClusterSettings
 
 
-def slurm_parameters(settings: ClusterSettings, name: str, hold: bool = True) -> dict[str, Any]:
+def slurm_parameters(settings: ClusterSettings, name: str, hold: bool = True,
+                     dependency: str | None = None) -> dict[str, Any]:
     """AutoExecutor parameters of one array. ``hold``: submitted held, released by the launcher
     once the ledger records the job id, so a launcher killed in between leaves nothing
-    running that the ledger does not know (see jobs.launch)."""
+    running that the ledger does not know (see jobs.launch). ``dependency``: sbatch's
+    ``--dependency`` (a branch array's ``afterok:<trunk job>_<task>``), with
+    ``--kill-on-invalid-dep=no`` so that a failed trunk leaves its branches pending
+    (``DependencyNeverSatisfied``) on every cluster, whatever its ``DependencyParameters``."""
     extra = dict(settings.additional_parameters)
     if hold:
         extra["hold"] = True
+    if dependency:
+        extra.update(dependency=dependency, kill_on_invalid_dep="no")
     params: dict[str, Any] = {
         "name": name,
         "timeout_min": settings.timeout_min,
@@ -39,13 +45,13 @@ def slurm_parameters(settings: ClusterSettings, name: str, hold: bool = True) ->
     return params
 
 
-def slurm_executor(settings: ClusterSettings, folder: Path, name: str,
-                   hold: bool = True) -> submitit.AutoExecutor:
+def slurm_executor(settings: ClusterSettings, folder: Path, name: str, hold: bool = True,
+                   dependency: str | None = None) -> submitit.AutoExecutor:
     """An executor whose ``batch()`` submits one SLURM array named ``name``."""
     # submitit stops requeuing after this many timeouts; the ledger's cap must decide first
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                      slurm_max_num_timeout=settings.max_attempts + 1)
-    executor.update_parameters(**slurm_parameters(settings, name, hold))
+    executor.update_parameters(**slurm_parameters(settings, name, hold, dependency))
     return executor
 
 
@@ -59,11 +65,12 @@ class DryRunSlurmExecutor(submitit.SlurmExecutor):
         return 1
 
 
-def dry_run_executor(settings: ClusterSettings, folder: Path, name: str) -> DryRunSlurmExecutor:
+def dry_run_executor(settings: ClusterSettings, folder: Path, name: str,
+                     dependency: str | None = None) -> DryRunSlurmExecutor:
     """The SlurmExecutor ``slurm_executor`` would wrap, with the same parameters (AutoExecutor's
     generic names, and ``slurm_*`` ones without their prefix, as AutoExecutor passes them)."""
     executor = DryRunSlurmExecutor(folder=folder / "%j", max_num_timeout=settings.max_attempts + 1)
-    params = slurm_parameters(settings, name, hold=False)
+    params = slurm_parameters(settings, name, hold=False, dependency=dependency)
     generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     # AutoExecutor's own translation of generic names (timeout_min -> time, ...): what
     # AutoExecutor.update_parameters calls; submitit has no public equivalent.

@@ -26,6 +26,7 @@ from typing import Iterator
 from omegaconf import DictConfig
 
 from jobs import ledger, slurm
+from jobs.branches import Wait, has_branches, trunks_first, waits
 from jobs.executors import dry_run_executor, local_executor, slurm_executor
 from jobs.preflight import check_runs, trainer_overrides, write_trainer
 from jobs.reconcile import reconcile
@@ -136,6 +137,9 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False,
         states, corrupt = ledger.scan(sweep_dir)
         warnings += [str(err) for rid, err in sorted(corrupt.items())]
         todo, skipped = select(rows, states, frozenset(corrupt))
+        todo, held = hold_dead_branches(sweep_dir, rows, todo, states, corrupt, config)
+        skipped.update({rid: ledger.PLANNED for rid in held})
+        warnings += held_lines(held)
         if dry_run:
             files = write_launch_scripts(sweep_dir, rows, todo, config)
             files += write_dry_run(sweep_dir, settings, rows, todo)
@@ -150,6 +154,32 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False,
             job_ids = submit_local(sweep_dir, settings, todo)
         return LaunchReport(tuple(todo), skipped, tuple(job_ids), tuple(recovered),
                             warnings=tuple(warnings))
+
+
+def hold_dead_branches(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
+                       states: dict[str, dict], corrupt: dict, config: dict
+                       ) -> tuple[list[str], dict[str, Wait]]:
+    """``todo`` less the branches that could never start: their trunk is not launched now and
+    will not write their checkpoint (failed, cancelled, timed out, never launched). They stay
+    ``planned``; ``flame resubmit <trunk>`` launches the trunk and them. The others, with their
+    waits by run id."""
+    if not has_branches(rows):
+        return todo, {}
+    wanted = set(todo)
+    found = waits(sweep_dir, [r for r in rows if r.run_id in wanted], states, corrupt,
+                  config["trainer"]["name"])
+    dead = {rid: w for rid, w in found.items() if not w.live and w.trunk not in wanted}
+    return [rid for rid in todo if rid not in dead], dead
+
+
+def held_lines(held: dict[str, Wait]) -> list[str]:
+    """One line per trunk whose branches a launch left planned."""
+    by_trunk: dict[str, list[str]] = {}
+    for run_id, wait in held.items():
+        by_trunk.setdefault(wait.trunk, []).append(run_id)
+    waits_of = {wait.trunk: wait for wait in held.values()}
+    return [f"{len(ids)} branches not launched, {waits_of[trunk].line()}; "
+            f"{waits_of[trunk].fix()} ({', '.join(ids)})" for trunk, ids in by_trunk.items()]
 
 
 def _groups(rows: list[PlanRow], todo: list[str],
@@ -187,29 +217,71 @@ def _task_ids(job_id: str, count: int) -> list[str]:
 
 def submit_slurm(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow],
                  todo: list[str]) -> list[str]:
-    """One held array per group: manifest, sbatch, record, release."""
+    """One held array per group: manifest, sbatch, record, release. Trunks and independent
+    runs first; then the branches, in one array per trunk that depends on the trunk's task
+    (``branch_arrays``), so their dependency names a job id the ledger already holds."""
+    branch = {row.run_id for row in rows if row.role == "branch"}
     job_ids = []
-    for group in _groups(rows, todo, settings):
-        name = f"flame-{group[0]}" if len(group) == 1 else f"flame-{uuid.uuid4().hex[:12]}"
-        manifest = {"name": name, "run_ids": group, "job_id": None, "released": False,
-                    "sweep_dir": str(sweep_dir), "created_at": ledger.now()}
-        _write_manifest(sweep_dir, manifest)
-        executor = slurm_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR, name)
-        with executor.batch():
-            jobs = [executor.submit(RunTask(str(sweep_dir), rid, settings.max_attempts))
-                    for rid in group]
-        manifest["job_id"] = jobs[0].job_id.split("_")[0]
-        _write_manifest(sweep_dir, manifest)
-        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, job.job_id)
-                                           for rid, job in zip(group, jobs)])
-        try:
-            slurm.release(manifest["job_id"])
-        except slurm.SchedulerError as err:  # held and recorded: the next launch releases it
-            raise ConfigError(_held_message(manifest, err)) from None
-        manifest["released"] = True
-        _write_manifest(sweep_dir, manifest)
-        job_ids += [job.job_id for job in jobs]
+    for group in _groups(trunks_first(rows), [rid for rid in todo if rid not in branch],
+                         settings):  # trunks lead their arrays: the first tasks to start
+        job_ids += _submit_array(sweep_dir, settings, group)
+    later = [rid for rid in todo if rid in branch]
+    for group, dependency in branch_arrays(sweep_dir, rows, later, settings) if later else []:
+        job_ids += _submit_array(sweep_dir, settings, group, dependency)
     return job_ids
+
+
+def branch_arrays(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
+                  settings: ClusterSettings, dry_run: bool = False
+                  ) -> list[tuple[list[str], str | None]]:
+    """The branches of ``todo`` as arrays with their sbatch dependency: one array per trunk
+    still queued or training, ``afterok:<its task>`` (sbatch takes one dependency per
+    submission, for all the tasks of an array: hence one array per trunk, not one for all
+    branches); branches whose trunk checkpoint exists already in arrays without one.
+    ``dry_run``: a trunk not submitted yet is named in place of its job id."""
+    records = ledger.read_all(sweep_dir)
+    by_id = {row.run_id: row for row in rows}
+    found = waits(sweep_dir, [by_id[rid] for rid in todo], records)
+    by_dependency: dict[str | None, list[str]] = {}
+    for run_id in todo:
+        dependency = None
+        if run_id in found:  # trunk queued or training (launch held back the others)
+            trunk = found[run_id].trunk
+            job = (records.get(trunk, {}).get("job_ids") or [""])[-1]
+            if found[run_id].live and job[:1].isdigit():
+                dependency = f"afterok:{job}"
+            elif dry_run:
+                dependency = f"afterok:JOB_OF_TRUNK_{trunk}"
+        by_dependency.setdefault(dependency, []).append(run_id)
+    return [(group, dependency) for dependency, ids in by_dependency.items()
+            for group in _groups(rows, ids, settings)]
+
+
+def _submit_array(sweep_dir: Path, settings: ClusterSettings, group: list[str],
+                  dependency: str | None = None) -> list[str]:
+    """Submit one held array (manifest first), record its tasks, release it."""
+    name = f"flame-{group[0]}" if len(group) == 1 else f"flame-{uuid.uuid4().hex[:12]}"
+    manifest = {"name": name, "run_ids": group, "job_id": None, "released": False,
+                "sweep_dir": str(sweep_dir), "created_at": ledger.now()}
+    if dependency:
+        manifest["dependency"] = dependency
+    _write_manifest(sweep_dir, manifest)
+    executor = slurm_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR, name,
+                              dependency=dependency)
+    with executor.batch():
+        jobs = [executor.submit(RunTask(str(sweep_dir), rid, settings.max_attempts))
+                for rid in group]
+    manifest["job_id"] = jobs[0].job_id.split("_")[0]
+    _write_manifest(sweep_dir, manifest)
+    ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, job.job_id)
+                                       for rid, job in zip(group, jobs)])
+    try:
+        slurm.release(manifest["job_id"])
+    except slurm.SchedulerError as err:  # held and recorded: the next launch releases it
+        raise ConfigError(_held_message(manifest, err)) from None
+    manifest["released"] = True
+    _write_manifest(sweep_dir, manifest)
+    return [job.job_id for job in jobs]
 
 
 # ``scontrol release`` errors that mean nothing is left held: the job already ended, or
@@ -311,10 +383,14 @@ def _detached_stdio(log: Path) -> Iterator[None]:
 def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str]:
     """Start workers up to ``parallelism`` if runs are queued; returns the new workers' ids."""
     states = ledger.read_all(sweep_dir)
-    queued = sum(1 for s in states.values() if s["state"] == ledger.SUBMITTED)
+    queued = {rid for rid, s in states.items() if s["state"] == ledger.SUBMITTED}
+    rows = plan_rows(sweep_dir) if queued else []
+    if has_branches(rows):  # branches of a trunk that will not train start no worker
+        dead = waits(sweep_dir, [r for r in rows if r.run_id in queued], states)
+        queued -= {rid for rid, wait in dead.items() if not wait.live}
     with claim_lock(sweep_dir) as registry:
         workers = live_workers(registry)
-        wanted = min(settings.workers - len(workers), queued)
+        wanted = min(settings.workers - len(workers), len(queued))
         new = []
         if wanted > 0:
             executor = local_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR)
@@ -364,8 +440,9 @@ def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow
     # calls), fed the executor's own parameters, so the file is the one a launch submits.
     from submitit.slurm.slurm import _make_sbatch_string
 
-    for k, group in enumerate(_groups(rows, todo, settings)):
-        inner = dry_run_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR, f"flame-dry-run-{k}")
+    for k, (group, dependency) in enumerate(_dry_run_arrays(sweep_dir, rows, todo, settings)):
+        inner = dry_run_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR, f"flame-dry-run-{k}",
+                                 dependency)
         text = _make_sbatch_string(command=inner._submitit_command_str,
                                    folder=inner.folder, map_count=len(group), **inner.parameters)
         sbatch, listing = folder / f"array-{k}.sbatch", folder / f"array-{k}.json"
@@ -373,3 +450,13 @@ def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow
         atomic_write_text(listing, json.dumps({"run_ids": group}, indent=1) + "\n")
         files += [sbatch, listing]
     return files
+
+
+def _dry_run_arrays(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
+                    settings: ClusterSettings) -> list[tuple[list[str], str | None]]:
+    """The arrays a launch would submit: trunks and independent runs, then the branches."""
+    branch = {row.run_id for row in rows if row.role == "branch"}
+    later = [rid for rid in todo if rid in branch]
+    return ([(group, None) for group in
+             _groups(trunks_first(rows), [rid for rid in todo if rid not in branch], settings)]
+            + (branch_arrays(sweep_dir, rows, later, settings, dry_run=True) if later else []))

@@ -71,8 +71,10 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> Reconciled:
         for run_id, rec in active.items():
             job_id = rec["job_ids"][-1]
             pid = job_id.removeprefix("local-")
+            # The pid is submitit's controller; the task training the run is its child and
+            # outlives a controller killed alone: it still holds the run's train.lock.
             if (rec["state"] == ledger.RUNNING and job_id.startswith("local-") and pid.isdigit()
-                    and not pid_alive(int(pid))):
+                    and not pid_alive(int(pid)) and ledger.lock_holder(sweep_dir, run_id) is None):
                 if ledger.transition(sweep_dir, run_id, ledger.FAILED,
                                      error_tail=f"local worker {pid} exited while training "
                                                 f"this run (killed?)"):

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from jobs import ledger, slurm
+from jobs.branches import Wait, waits
 from jobs.launch import ensure_local_workers
 from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
@@ -50,6 +51,13 @@ class RunStatus:
     """Last line of the error tail, if any (for a ``corrupt`` run: what is wrong, the fix)."""
     reason: str | None = None
     """Why the scheduler keeps a ``submitted`` run pending (squeue's reason), if it said."""
+    wait: Wait | None = None
+    """A branch not started yet: the trunk whose checkpoint it waits for, and that trunk's state."""
+
+    @property
+    def blocked(self) -> bool:
+        """A branch whose trunk will not write its checkpoint unless someone resubmits it."""
+        return self.wait is not None and not self.wait.live
 
 
 @dataclass(frozen=True)
@@ -71,10 +79,16 @@ class SweepStatus:
         return sum(self.counts[s] for s in ledger.TERMINAL)
 
     @property
+    def blocked(self) -> int:
+        """Branches waiting for a trunk that failed, timed out, was cancelled or never
+        launched: only ``flame resubmit <trunk>`` changes that."""
+        return sum(run.blocked for run in self.runs)
+
+    @property
     def all_terminal(self) -> bool:
-        """Nothing left to wait for: every run terminal, or ``corrupt`` (its state.json is
-        unreadable, and only a person repairing it changes that)."""
-        return self.terminal + self.counts.get(ledger.CORRUPT, 0) == self.total
+        """Nothing left to wait for: every run terminal, ``corrupt`` (its state.json is
+        unreadable, and only a person repairing it changes that) or ``blocked``."""
+        return self.terminal + self.counts.get(ledger.CORRUPT, 0) + self.blocked == self.total
 
     def summary(self) -> str:
         return ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "no runs"
@@ -89,8 +103,10 @@ def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStat
     run id for the runs SLURM holds pending now (else the reason a requeued run went back)."""
     pending = pending or {}
     records, corrupt = ledger.scan(sweep_dir)
+    rows = plan_rows(sweep_dir)
+    waiting = waits(sweep_dir, rows, records, corrupt)
     runs = []
-    for row in plan_rows(sweep_dir):
+    for row in rows:
         run_id = row.run_id
         if run_id in corrupt:
             runs.append(RunStatus(run_id, row.member, row.budget, ledger.CORRUPT, 0, None, 0.0,
@@ -107,7 +123,8 @@ def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStat
                                                                 rec.get("ended_at")),
             gpu_hours_est=row.gpu_hours, error=error[-1] if error else None,
             reason=(pending.get(run_id) or rec.get("pending_reason")
-                    if rec["state"] == ledger.SUBMITTED else None)))
+                    if rec["state"] == ledger.SUBMITTED else None),
+            wait=waiting.get(run_id)))
     counts = Counter(r.state for r in runs)
     return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
 
@@ -164,7 +181,24 @@ def problems(status: SweepStatus, limit: int = 10) -> list[str]:
     lines = [f"  {r.run_id} {r.state} (job {r.job_id}): {r.error or ''}" for r in bad[:limit]]
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more (runs/<run_id>/state.json)")
-    return lines + pending_lines(status)
+    return lines + wait_lines(status) + pending_lines(status)
+
+
+def wait_lines(status: SweepStatus, shown: int = 3) -> list[str]:
+    """One line per trunk whose branches wait for it: ``  2 branches waiting for trunk <id>:
+    failed; `flame resubmit <id>` trains it again and resubmits them: b1 (job 12_0), b2``."""
+    by_trunk: dict[str, list[RunStatus]] = {}
+    for run in status.runs:
+        if run.wait is not None:
+            by_trunk.setdefault(run.wait.line(), []).append(run)
+    lines = []
+    for line, runs in by_trunk.items():
+        fix = runs[0].wait.fix() and f"; {runs[0].wait.fix()}"
+        ids = ", ".join(r.run_id + (f" (job {r.job_id})" if r.job_id else "")
+                        for r in runs[:shown])
+        more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+        lines.append(f"  {len(runs)} branches {line}{fix}: {ids}{more}")
+    return lines
 
 
 # squeue reasons a user may not know, explained (prefix match); the others shown as they are.
@@ -190,8 +224,8 @@ def explain_reason(reason: str) -> str:
 def pending_lines(status: SweepStatus, shown: int = 3) -> list[str]:
     """``  2 runs pending (JobHeldUser: held: ...): a1b2, c3d4``, one line per reason."""
     by_reason: dict[str, list[RunStatus]] = {}
-    for run in status.runs:
-        if run.reason and run.reason != "None":
+    for run in status.runs:  # a branch's Dependency reason: its wait line says more
+        if run.reason and run.reason != "None" and run.wait is None:
             by_reason.setdefault(run.reason, []).append(run)
     lines = []
     for reason, runs in by_reason.items():

@@ -31,7 +31,7 @@ def run_arguments(parser: argparse.ArgumentParser) -> None:
 def run(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Run (or continue) the study of ``cfg`` in ``cfg.sweep_dir``."""
     from jobs.launch import launch_sweep
-    from jobs.status import poll, wait_until_terminal
+    from jobs.status import poll, wait_lines, wait_until_terminal
 
     console = Console(width=None if Console().is_terminal else 120)
     sweep_dir = Path(cfg.sweep_dir)
@@ -56,6 +56,8 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
                       f"{cfg.cluster.name}; follow them with `flame status --watch "
                       f"sweep_dir={sweep_dir}` and run this command again to collect and fit.")
         return 0
+    for line in wait_lines(status):  # branches whose trunk failed: fitted without them
+        console.print(line, markup=False, highlight=False)
     return finish(sweep_dir, cfg, console, started)
 
 

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 import traceback
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -19,8 +20,11 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from jobs import ledger
+from jobs.branches import (NO_CHECKPOINT, QUEUED, Wait, has_branches, ready, trainer_name,
+                           trunk_word, waits)
 from jobs.sweepdir import jobs_dir, read_config, plan_rows
 from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
+from sweep.planrow import PlanRow
 
 WORKERS_JSON = "local-workers.json"
 CLAIM_LOCK = "local.lock"
@@ -96,6 +100,8 @@ class RunTask(submitit.helpers.Checkpointable):
             if not mine:
                 defer_to_holder(sweep, self.run_id, job_id)
                 return None
+            if not branch_may_start(sweep, self.run_id):
+                return None
             started = ledger.transition(sweep, self.run_id, ledger.RUNNING, job_id=job_id)
             if started is None:  # cancelled (or finished) while it waited in the queue
                 return None
@@ -115,6 +121,22 @@ class RunTask(submitit.helpers.Checkpointable):
                                          "checkpoint is kept: `flame resubmit --failed` resumes")
             return None
         return submitit.helpers.DelayedSubmission(self)
+
+
+def branch_may_start(sweep_dir: Path, run_id: str) -> bool:
+    """A SLURM task's guard: a branch starts only from its trunk's checkpoint. Its array depends
+    on the trunk's task (afterok), so this fails only when the trunk's job ended ``COMPLETED``
+    without the checkpoint (e.g. it ran out of attempts): the branch is then marked failed,
+    naming the trunk, instead of training from nothing."""
+    row = next((r for r in plan_rows(sweep_dir) if r.run_id == run_id), None)
+    if row is None or row.role != "branch" or ready(sweep_dir, row, trainer_name(sweep_dir)):
+        return True
+    trunk = ledger.read(sweep_dir, row.parent)
+    ledger.transition(sweep_dir, run_id, ledger.FAILED, job_id=_job_id(), error_tail=(
+        f"its trunk {row.parent} ({trunk_word(trunk)}) has no checkpoint at iteration "
+        f"{row.branch_step}; `flame resubmit {row.parent}` trains it again and resubmits this "
+        "branch"))
+    return False
 
 
 def defer_to_holder(sweep_dir: Path, run_id: str, job_id: str) -> None:
@@ -163,17 +185,31 @@ def live_workers(path: Path) -> dict[str, str]:
     return {jid: t for jid, t in read_workers(path).items() if pid_alive(int(jid))}
 
 
+WAITING = "waiting"
+"""``claim_next``: nothing to claim now, but a branch waits for a trunk that is queued or
+training (its checkpoint will come): the worker polls again instead of exiting."""
+BRANCH_POLL_S = 0.5
+"""How often a worker with only waiting branches left looks again (a ledger read per look)."""
+
+
 def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) -> str | None:
-    """Under the claim lock: the largest queued run, now ``running`` with its
-    training lock pushed on ``held``; or None, and then this worker leaves the registry (so a
-    launcher knows to start another). A queued run another process is training already (its
-    lock is held) is recorded as that process's and skipped."""
+    """Under the claim lock: the first queued run (trunks first, then the largest), now
+    ``running`` with its training lock pushed on ``held``; ``WAITING`` when only branches
+    whose trunk is queued or training are left; or None, and then this worker leaves the
+    registry (so a launcher knows to start another). A queued run another process is training
+    already (its lock is held) is recorded as that process's and skipped. A branch is claimed
+    only once its trunk's checkpoint at its branch step exists (``jobs.branches``)."""
     states = ledger.read_all(sweep_dir)
-    # Largest first (planned FLOPs; plan order among equals): the runs left for the end are
-    # then the short ones, so no core idles long while another finishes a long run.
-    for row in sorted(plan_rows(sweep_dir), key=lambda r: -r.own_flops):
+    # Trunks first: their checkpoints unlock the branches. Then largest first (planned FLOPs
+    # a run costs itself; plan order among equals): the runs left for the end are then the
+    # short ones, so no core idles long while another finishes a long run.
+    queued = [row for row in sorted(plan_rows(sweep_dir),
+                                    key=lambda r: (r.role != "trunk", -r.own_flops))
+              if states.get(row.run_id, {}).get("state") == ledger.SUBMITTED]
+    blocked = branch_waits(sweep_dir, queued, states) if has_branches(queued) else {}
+    for row in queued:
         run_id = row.run_id
-        if states.get(run_id, {}).get("state") != ledger.SUBMITTED:
+        if run_id in blocked:
             continue
         guard = ExitStack()
         if not guard.enter_context(ledger.training_lock(sweep_dir, run_id, job_id)):
@@ -184,10 +220,33 @@ def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) ->
             held.callback(guard.close)
             return run_id
         guard.close()
+    if any(wait.live and _trunk_alive(sweep_dir, wait) for wait in blocked.values()):
+        return WAITING
     workers = read_workers(registry)
     workers.pop(job_id.removeprefix("local-"), None)
     atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
     return None
+
+
+def branch_waits(sweep_dir: Path, queued: list[PlanRow],
+                 states: dict[str, dict]) -> dict[str, Wait]:
+    """The queued branches that may not start yet. One whose trunk ended ``completed`` without
+    the checkpoint it needs can never start: it is marked failed, naming the trunk."""
+    found = waits(sweep_dir, queued, states)
+    for run_id, wait in list(found.items()):
+        if wait.trunk_state == NO_CHECKPOINT:
+            ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=(
+                f"its trunk {wait.trunk} completed without a checkpoint at iteration "
+                f"{wait.step}; `flame resubmit {wait.trunk} {run_id}` trains both again"))
+            del found[run_id]
+    return found
+
+
+def _trunk_alive(sweep_dir: Path, wait: Wait) -> bool:
+    """A queued trunk will be claimed by a worker (trunks come first); a running one is alive
+    while some process holds its training lock (a worker that died holds none: reconcile then
+    marks the trunk failed, and waiting for it would never end)."""
+    return wait.trunk_state == QUEUED or ledger.lock_holder(sweep_dir, wait.trunk) is not None
 
 
 class LocalWorker:
@@ -207,6 +266,9 @@ class LocalWorker:
                     run_id = claim_next(sweep, job_id, registry, held)
                 if run_id is None:
                     return done
+                if run_id == WAITING:  # only branches of a trunk still in training are left
+                    time.sleep(BRANCH_POLL_S)
+                    continue
                 try:
                     train_one(sweep, run_id)
                 except UncompletedJobError:  # this worker hit its time limit: stop claiming

@@ -16,6 +16,7 @@ from jobs import ledger
 from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
 from jobs.task import pid_alive
+from sweep.planrow import PlanRow
 from tests.jobs.conftest import FLAME, REPO, flame, make_sweep, plan_ids
 
 ONE_RUN = ("budgets.flops=[3e11]", "family.grid={hidden_size:[64],num_layers:[2]}")
@@ -76,17 +77,19 @@ def test_truncated_state_json_is_named_and_the_other_runs_go_on(tmp_path: Path) 
                                progress=False).counts["completed"] == 15
 
 
-def break_first_row(sweep_dir: Path) -> tuple[str, str]:
-    """Make plan.csv's first run fail at once (the simulated trainer refuses N = 0); returns
-    the plan's original text and that run's id."""
+def break_first_claimed(sweep_dir: Path) -> tuple[str, str, str]:
+    """Make the run a local worker claims first (the largest: jobs.task.claim_next) fail at
+    once (the simulated trainer refuses N = 0); returns the plan's original text, that run's
+    id and the id of the run claimed next."""
     text = (sweep_dir / "plan.csv").read_text()
     rows = list(csv.DictReader(text.splitlines()))
-    rows[0]["n_active_flame"] = "0"
+    first, second = sorted(rows, key=lambda r: -PlanRow.from_csv(r).own_flops)[:2]
+    first["n_active_flame"] = "0"
     with open(sweep_dir / "plan.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    return text, rows[0]["run_id"]
+    return text, first["run_id"], second["run_id"]
 
 
 @pytest.mark.slow  # for the default suite's 10 minutes; run by hand with -m slow
@@ -94,9 +97,8 @@ def test_cancel_of_a_queued_resubmitted_run_spares_its_old_worker(tmp_path: Path
     cfg = make_sweep(tmp_path, "budgets.flops=[3e11]", "trainer.seconds_per_run=6",
                      "cluster=local", "cluster.parallelism=1")
     cli = (f"sweep_dir={tmp_path}", "cluster=local", "cluster.parallelism=1")
-    _, failing = break_first_row(tmp_path)
+    _, failing, second = break_first_claimed(tmp_path)
     launch_sweep(tmp_path, cfg)
-    second = plan_ids(tmp_path)[1]
     worker = wait_running(tmp_path, cfg, second)["job_ids"][-1]  # the worker that failed run 1
     assert ledger.read(tmp_path, failing)["job_ids"] == [worker]
     out = flame("resubmit", failing, *cli)  # queued behind the busy worker, still naming it
@@ -142,3 +144,22 @@ def test_plan_files_get_the_usual_file_mode(tmp_path: Path) -> None:
     assert flame("plan", f"sweep_dir={tmp_path}").returncode == 0
     for name in ("plan.csv", "config.yaml"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+@pytest.mark.slow  # 8 s; a fault of the submitit controller alone, rare
+def test_a_worker_whose_controller_was_killed_alone_keeps_its_run(tmp_path: Path) -> None:
+    """SIGKILL to a local worker's job id (submitit's controller process) leaves the task it
+    started training: reconcile sees the run's train.lock still held and does not fail it."""
+    import signal
+
+    cfg = make_sweep(tmp_path, "cluster=local", "cluster.parallelism=1",
+                     "trainer.seconds_per_run=4", *ONE_RUN)
+    (run_id,) = plan_ids(tmp_path)
+    launch_sweep(tmp_path, cfg)
+    job = wait_running(tmp_path, cfg, run_id)["job_ids"][-1]
+    os.kill(int(job.removeprefix("local-")), signal.SIGKILL)
+    time.sleep(0.5)
+    assert poll(tmp_path, cfg).runs[0].state == "running"  # reconciled: not failed
+    assert ledger.lock_holder(tmp_path, run_id) == job
+    final = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
+    assert final.counts["completed"] == 1, final.summary()
