@@ -127,7 +127,7 @@ def test_demo_ids_stay_pinned_and_demo_branches_saves_flops():
     from jobs.cli import compose
     from sweep.config import plan_from_cfg
     pinned = (Path(__file__).parent / "data" / "demo_run_ids.txt").read_text().split()
-    demo, _ = plan_from_cfg(compose(["sweep_dir=unused", "planner.cooldown_fraction=0.2",
+    demo, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid", "planner.cooldown_fraction=0.2",
                                      "planner.branch_step_multiple=1"]))
     assert [r.run_id for r in demo.runs] == pinned  # the new keys at their defaults
     branches, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_branches"]))

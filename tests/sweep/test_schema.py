@@ -109,7 +109,7 @@ def test_help_prints_field_docs() -> None:
 def test_demo_run_ids_are_those_of_earlier_flame() -> None:
     """The ids pinned here were planned by flame before the typed schema existed: an upgrade
     that changes them would retrain every sweep."""
-    the_plan, _ = plan_from_cfg(compose(["sweep_dir=unused"]))
+    the_plan, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid"]))
     assert [r.run_id for r in the_plan.runs] == (DATA / "demo_run_ids.txt").read_text().split()
 
 
