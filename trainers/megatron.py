@@ -31,6 +31,7 @@ short of it without a signal: a failure; nonzero: a failure with the end of trai
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import signal
@@ -77,6 +78,94 @@ def check_batch(spec: PlanRow, m: MegatronConfig) -> int:
                           f"(trainer.nodes x trainer.gpus_per_node) for {spec.member}; change "
                           "the family member's micro_batch_size or trainer.nodes/gpus_per_node")
     return mbs
+
+
+def schedule_flags(spec: PlanRow, t: Recipe) -> list[tuple[str, Any]]:
+    """The learning-rate schedule's flags (optimizer_param_scheduler.py get_lr, :215-279).
+    An independent run: FLAME-MoE's WSD over its own length. A trunk (planner.strategy=
+    branches): linear warmup over the warmup its branches share, then the constant lr
+    (``--lr-decay-style constant``, get_lr :233-234). A branch: the same warmup and lr, then
+    WSD's decay over its own iterations (``--lr-wsd-decay-iters`` = train_iters - branch_step,
+    get_lr :259-273). Warmup as iterations, never as a fraction: Megatron takes the fraction of
+    ``--lr-decay-iters`` (training.py:1367-1370), which differs between a trunk and a branch."""
+    if spec.role == "":
+        return [("--lr-decay-style", "WSD"), ("--lr-warmup-fraction", t.warmup_fraction),
+                ("--lr-wsd-decay-iters", max(1, t.decay_iters(spec.train_iters))),
+                ("--lr-wsd-decay-style", t.decay_style), ("--lr-warmup-iters", 0),
+                ("--lr-warmup-init", 0.0)]
+    warmup = [("--lr-warmup-iters", spec.warmup_iters), ("--lr-warmup-init", 0.0)]
+    if spec.role == "trunk":
+        return [("--lr-decay-style", "constant"), *warmup]
+    check_branch(spec)
+    # The trunk's checkpoint holds ITS scheduler (constant style, its own length): a branch
+    # overrides it with these flags, keeping only the step count (num_steps) from the
+    # checkpoint (optimizer_param_scheduler.py:322-324, 382-386). Without the override
+    # Megatron asserts they match (:326-330); --use-checkpoint-opt_param-scheduler would keep
+    # the trunk's constant lr and never decay.
+    return [("--lr-decay-style", "WSD"), ("--lr-wsd-decay-iters", spec.own_iters),
+            ("--lr-wsd-decay-style", t.decay_style), *warmup,
+            ("--override-opt_param-scheduler", None)]
+
+
+def check_branch(spec: PlanRow) -> None:
+    """A branch names its trunk and starts strictly inside its own run, after the warmup."""
+    if not spec.parent or not 0 < spec.branch_step < spec.train_iters:
+        raise ConfigError(f"plan.csv: branch {spec.run_id} has parent={spec.parent!r}, "
+                          f"branch_step={spec.branch_step} of train_iters={spec.train_iters}: "
+                          "re-create the plan with `flame plan`")
+
+
+def save_interval(spec: PlanRow, m: MegatronConfig, every: int) -> int:
+    """--save-interval. Megatron saves only at multiples of one interval (training.py:2340,
+    plus the final save, :1047) and, without --save-retain-interval, deletes none of them
+    (checkpointing.py:716-760). A trunk must keep a checkpoint at exactly each of its
+    ``save_steps``, so its interval is their greatest common divisor: it writes
+    train_iters / gcd checkpoints, refused (one line) above ``trainer.max_trunk_checkpoints``:
+    the plan's branch steps then need a common factor (``planner.branch_step_multiple``)."""
+    if spec.role != "trunk":
+        return every
+    steps = spec.save_steps
+    if not steps or min(steps) < 1 or max(steps) > spec.train_iters:
+        raise ConfigError(f"plan.csv: trunk {spec.run_id} has save_steps={list(steps)} for "
+                          f"train_iters={spec.train_iters}: re-create the plan with `flame plan`")
+    gcd = math.gcd(*steps)
+    if spec.train_iters // gcd > m.max_trunk_checkpoints:
+        raise ConfigError(
+            f"trunk {spec.run_id} ({spec.member}): branch steps {' '.join(map(str, steps))} "
+            f"share only the factor {gcd}, so Megatron's one --save-interval would write "
+            f"{spec.train_iters // gcd} checkpoints (> trainer.max_trunk_checkpoints="
+            f"{m.max_trunk_checkpoints}); set planner.branch_step_multiple (e.g. "
+            f"{suggested_multiple(spec.train_iters, m.max_trunk_checkpoints)}) or raise "
+            "trainer.max_trunk_checkpoints")
+    return gcd
+
+
+def suggested_multiple(train_iters: int, most: int) -> int:
+    """The smallest round number (1, 2, 5 x 10^k) that keeps a trunk of ``train_iters`` within
+    ``most`` checkpoints."""
+    k = 1
+    while train_iters // k > most:
+        k = next(c * 10 ** e for e in range(12) for c in (1, 2, 5) if c * 10 ** e > k)
+    return k
+
+
+def trunk_checkpoints(spec: PlanRow, run_dir: Path) -> Path:
+    """The trunk's checkpoint directory (runs/<parent>/checkpoints: the branch reads it in
+    place, no copy: Megatron's --load with --ckpt-step names the iteration to load)."""
+    return Path(run_dir).parent / spec.parent / CHECKPOINTS_DIR
+
+
+def branch_load_flags(spec: PlanRow, run_dir: Path) -> list[tuple[str, Any]]:
+    """A branch's --load as launch.sh chooses it when it starts: its own checkpoint once it
+    has one (a requeue resumes from its own latest, as any run does); before that its
+    trunk's at the branch step (--ckpt-step overrides the tracker's iteration,
+    checkpointing.py:215-216 and 1187-1189; model, optimiser, RNG and the consumed-samples
+    count come with it: no --finetune, --no-load-optim or --no-load-rng, :1731-1733,
+    1785, 1841)."""
+    own = Path(run_dir) / CHECKPOINTS_DIR
+    if (own / TRACKER).is_file():
+        return [("--load", own)]
+    return [("--load", trunk_checkpoints(spec, run_dir)), ("--ckpt-step", spec.branch_step)]
 
 
 def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
@@ -129,19 +218,17 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
     parallel.append(("--distributed-timeout-minutes", m.distributed_timeout_minutes))
     # configs/train/flame-moe.sh:25-32, then the optimiser defaults (yuzc19 :1286-1303, 1606)
     optim = [("--micro-batch-size", mbs), ("--global-batch-size", spec.global_batch_size),
-             ("--lr", t.lr), ("--min-lr", t.min_lr), ("--lr-decay-style", "WSD"),
-             ("--lr-warmup-fraction", t.warmup_fraction),
-             ("--lr-wsd-decay-iters", max(1, t.decay_iters(iters))),
-             ("--lr-wsd-decay-style", t.decay_style), ("--lr-warmup-iters", 0),
-             ("--lr-warmup-init", 0.0),
+             ("--lr", t.lr), ("--min-lr", t.min_lr), *schedule_flags(spec, t),
              ("--train-iters", iters), ("--seed", spec.seed(t.seed)), ("--optimizer", "adam"),
              ("--weight-decay", t.weight_decay), ("--weight-decay-incr-style", "constant"),
              ("--adam-beta1", t.adam_beta1), ("--adam-beta2", t.adam_beta2),
              ("--adam-eps", 1e-08), ("--clip-grad", t.clip_grad)]
     ckpt_dir, every = run_dir / CHECKPOINTS_DIR, interval(iters, m)
-    # flame-moe_step2.sh:21-30; --exit-signal-handler is flame's (requeue)
+    # flame-moe_step2.sh:21-30; --exit-signal-handler is flame's (requeue). A branch's --load
+    # depends on whether it has a checkpoint yet: launch.sh chooses (branch_load_flags).
+    load = [] if spec.role == "branch" else [("--load", ckpt_dir)]
     io = [("--log-interval", m.log_interval), ("--log-throughput", None),
-          ("--save", ckpt_dir), ("--save-interval", every), ("--load", ckpt_dir),
+          ("--save", ckpt_dir), ("--save-interval", save_interval(spec, m, every)), *load,
           ("--eval-interval", every), ("--eval-iters", m.eval_iters),
           ("--ckpt-format", "torch_dist"), ("--tensorboard-dir", run_dir / TENSORBOARD_DIR),
           ("--exit-signal-handler", None)]
@@ -171,7 +258,11 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
 def argv_of(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> list[str]:
     """The argv pretrain_gpt.py receives (what launch.sh's ARGS array expands to)."""
     out: list[str] = []
-    for _, flags in megatron_args(row, cfg, Path(run_dir).resolve()):
+    run_dir, spec = Path(run_dir).resolve(), PlanRow.of(row)
+    sections = megatron_args(spec, cfg, run_dir)
+    if spec.role == "branch":
+        sections.append(("load", branch_load_flags(spec, run_dir)))
+    for _, flags in sections:
         for flag, value in flags:
             out.append(flag)
             if value is not None:
@@ -224,8 +315,9 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]
-    lines += [")", "",
-              'if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
+    lines += [")", ""]
+    lines += _branch_lines(spec, run_dir) if spec.role == "branch" else []
+    lines += ['if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
               '  if [[ "${SLURM_NNODES}" != "$NODES" || "${SLURM_NTASKS_PER_NODE:-1}" != 1 ]]; then',
               '    echo "launch.sh: wants $NODES nodes x 1 task, the job has ${SLURM_NNODES} x '
               '${SLURM_NTASKS_PER_NODE:-?} (trainer.nodes and the job shape disagree)" >&2',
@@ -242,8 +334,26 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               '  LAUNCHER=(--standalone --nnodes 1 --nproc_per_node "$GPUS_PER_NODE")',
               "fi",
               'exec "$PYTHON" -m torch.distributed.run "${LAUNCHER[@]}" '
-              '"$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"', ""]
+              '"$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"'
+              + (' "${LOAD[@]}"' if spec.role == "branch" else ""), ""]
     return "\n".join(lines)
+
+
+def _branch_lines(spec: PlanRow, run_dir: Path) -> list[str]:
+    """launch.sh's choice of a branch's --load (branch_load_flags), made when it starts."""
+    own, trunk = run_dir / CHECKPOINTS_DIR, trunk_checkpoints(spec, run_dir)
+    return [f"# A branch of trunk {spec.parent}: it trains iterations {spec.branch_step + 1}-"
+            f"{spec.train_iters} (its cooldown).",
+            "# Its own checkpoint once it has one (a requeue resumes there); before that the "
+            "trunk's",
+            f"# iter_{spec.branch_step:07d}, read in place (--ckpt-step, Megatron "
+            "checkpointing.py:215-216), never copied.",
+            f"OWN_CKPT={shlex.quote(str(own))}",
+            f'if [[ -f "$OWN_CKPT/{TRACKER}" ]]; then',
+            '  LOAD=(--load "$OWN_CKPT")',
+            "else",
+            f"  LOAD=(--load {shlex.quote(str(trunk))} --ckpt-step {spec.branch_step})",
+            "fi", ""]
 
 
 def write_launch(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> Path:
@@ -350,6 +460,11 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
         raise RuntimeError(f"Megatron-LM exited with {code}; end of {TRAIN_LOG}:\n"
                            f"{_tail(run_dir)}")
     done = reached(parsed, run_dir)
+    missing = [s for s in spec.save_steps if done >= spec.train_iters and not
+               (run_dir / CHECKPOINTS_DIR / f"iter_{s:07d}").is_dir()]
+    if missing:  # a trunk's branches need these; Megatron saved elsewhere (or they were removed)
+        raise RuntimeError(f"trunk {spec.run_id} completed without checkpoints at its branch "
+                           f"steps {missing} (checkpoints/iter_NNNNNNN); see {TRAIN_LOG}")
     if done < spec.train_iters:
         if forwarded:  # saved at an iteration boundary and exited 0: requeue from there
             signum, saved = signals.pending or signal.SIGTERM, tracker_iteration(run_dir)
