@@ -37,6 +37,8 @@ def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
     write_plan(sweep_dir, the_plan, settings, cfg)
     console = Console(width=None if Console().is_terminal else 150)
     console.print(plan_table(the_plan, settings, cfg))
+    if any(r.role for r in the_plan.runs):
+        console.print(branch_summary(the_plan))
     for r in the_plan.removed:
         console.print(f"  removed {r.member} at C={r.budget:.3g}: {r.constraint} ({r.detail})")
     if previous is not None:
@@ -107,20 +109,38 @@ def plan_table(the_plan: Plan, settings: PlannerSettings, cfg: DictConfig) -> Ta
     n_col = f"N active ({settings.accounting})"
     table = Table(title=f"plan: {cfg.experiment_name} ({len(the_plan.runs)} runs)",
                   show_footer=True)
-    total_flops = sum(r.flops_per_token * r.tokens for r in the_plan.runs)
+    total_flops = sum(r.own_flops for r in the_plan.runs)  # a shared trunk counted once
     total_hours = sum(r.gpu_hours for r in the_plan.runs)
+    branches = any(r.role for r in the_plan.runs)
     columns = [("run_id", f"{len(the_plan.runs)} runs"), ("budget", f"{total_flops:.3g} FLOPs"),
                ("arch", ""), (n_col, ""), ("N total", ""), ("tokens", ""), ("iters", ""),
                ("tok/param", ""), ("GPU-h", f"{total_hours:,.1f}")]
+    if branches:
+        columns[1:1] = [("role", ""), ("from", "")]
     for header, footer in columns:
         table.add_column(header, footer=footer, justify="left" if header == "run_id" else "right")
     from sweep.accounting import param_counts
     for r in the_plan.runs:
         total = param_counts(r.member.arch, settings.accounting).total
-        table.add_row(r.run_id, f"{r.budget:.3g}", r.member.name, _human(r.n_active),
-                      _human(total), _human(r.tokens), str(r.train_iters),
-                      f"{r.tokens / r.n_active:.1f}", f"{r.gpu_hours:,.2f}")
+        cells = [r.run_id, f"{r.budget:.3g}", r.member.name, _human(r.n_active),
+                 _human(total), _human(r.tokens), str(r.train_iters),
+                 f"{r.tokens / r.n_active:.1f}", f"{r.gpu_hours:,.2f}"]
+        if branches:
+            cells[1:1] = [r.role, f"{r.parent} @{r.branch_step}" if r.parent else ""]
+        table.add_row(*cells)
     return table
+
+
+def branch_summary(the_plan: Plan) -> str:
+    """What branching saves: the FLOPs trained (each trunk once, each branch its cooldown)
+    against the same runs trained independently (each branch's full length)."""
+    runs = the_plan.runs
+    trunks = [r for r in runs if r.role == "trunk"]
+    kept = [r for r in runs if r.role != "trunk"]
+    own, independent = sum(r.own_flops for r in runs), sum(r.flops for r in kept)
+    return (f"  branches: {len(trunks)} trunks + {len(kept)} branches train {own:.3g} FLOPs "
+            f"(trunks counted once) vs {independent:.3g} for the same {len(kept)} runs trained "
+            f"independently: {own / independent:.0%} of it ({1 - own / independent:.0%} saved)")
 
 
 def _human(n: float) -> str:

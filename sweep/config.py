@@ -18,6 +18,7 @@ from sweep.io import CONFIG_YAML, HISTORY_DIR, PLAN_CSV, atomic_write_text
 from sweep.planner import Plan, PlannerSettings, plan
 from sweep.planrow import PlanRow
 from sweep.schema import result_values
+from trainers.schedule import check_branchable
 
 
 def study_config(cfg: Any) -> StudyConfig:
@@ -47,7 +48,8 @@ def settings_from_cfg(cfg: Any) -> PlannerSettings:
     return PlannerSettings(**vars(root.planner), accounting=root.accounting,
                            flops_formula=root.flops_formula,
                            device_peak_flops=study.cluster.device_peak_flops,
-                           assumed_mfu=study.cluster.assumed_mfu)
+                           assumed_mfu=study.cluster.assumed_mfu,
+                           warmup_fraction=study.training.warmup_fraction)
 
 
 def hash_context(cfg: Any) -> dict[str, Any]:
@@ -61,6 +63,8 @@ def plan_from_cfg(cfg: Any) -> tuple[Plan, PlannerSettings]:
     """The plan of a composed config (a ConfigError before anything is written)."""
     study = study_config(cfg)
     settings = settings_from_cfg(study)
+    if settings.strategy == "branches":
+        check_branchable(study.training, study.trainer)
     members = build_family(study.family)
     return plan(study.budgets.flops, members, settings, hash_context(study)), settings
 

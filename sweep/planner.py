@@ -12,9 +12,10 @@ from typing import Any, Mapping, Sequence
 from sweep.accounting import (CONVENTIONS, FLOPS_FORMULAS, ITERS_ROUNDINGS, flops_per_token,
                               param_counts, train_iters)
 from sweep.arch import ConfigError
+from sweep.branches import STRATEGIES, cooldown_iters, layout
 from sweep.family import Member
 from sweep.planrow import PlanRow
-from sweep.schema import operational
+from sweep.schema import operational, result
 
 
 @dataclass
@@ -62,6 +63,14 @@ class PlannerConfig:
     adaptive: bool = operational(False)
     """`flame run` runs the budgets in waves from the cheapest, each wave's sizes re-centred on
     the law refitted from the finished budgets (needs prior; see jobs/adaptive.py)."""
+    strategy: str = result("independent", since=2)
+    """independent (one run per budget and member) | branches (one constant-lr trunk per member,
+    each run a WSD cooldown branched off it; sweep/branches.py)."""
+    cooldown_fraction: float = result(0.2, since=2)
+    """With branches: the fraction of a run's iterations (at its end) spent decaying, in (0, 1)."""
+    branch_step_multiple: int = result(1, since=2)
+    """With branches: branch steps are rounded down to a multiple of this (e.g. one Megatron
+    --save-interval that hits them all)."""
 
 
 @dataclass(kw_only=True)
@@ -77,6 +86,8 @@ class PlannerSettings(PlannerConfig):
     """Peak FLOP/s of one accelerator, for the cost estimate (``cluster.device_peak_flops``)."""
     assumed_mfu: float
     """Model FLOPs utilisation assumed for the cost estimate (``cluster.assumed_mfu``)."""
+    warmup_fraction: float = 0.0
+    """The recipe's ``training.warmup_fraction`` (with branches: the shared warmup's length)."""
 
     def __post_init__(self) -> None:
         if self.accounting not in CONVENTIONS:
@@ -94,6 +105,20 @@ class PlannerSettings(PlannerConfig):
             raise ConfigError(f"planner.min_iters={self.min_iters}: must be >= 1")
         if not (0 < self.assumed_mfu <= 1):
             raise ConfigError(f"cluster.assumed_mfu={self.assumed_mfu}: must be in (0, 1]")
+        self._check_branches()
+
+    def _check_branches(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"planner.strategy={self.strategy!r}: use independent or branches")
+        if not 0 < self.cooldown_fraction < 1:
+            raise ConfigError(f"planner.cooldown_fraction={self.cooldown_fraction}: must be in "
+                              "(0, 1), e.g. 0.2 (a branch decays over its last 20% of iterations)")
+        if self.branch_step_multiple < 1:
+            raise ConfigError(f"planner.branch_step_multiple={self.branch_step_multiple}: must "
+                              "be >= 1 (1 = any iteration)")
+        if self.strategy == "branches" and self.adaptive:
+            raise ConfigError("planner.adaptive=true with planner.strategy=branches: adaptive "
+                              "waves plan independent runs; set one of them back")
 
 
 @dataclass(frozen=True)
@@ -118,6 +143,26 @@ class PlannedRun:
     """Estimated accelerator-hours at the assumed MFU."""
     replicate: int = 0
     """Repeat of this (budget, member), from seed + replicate (``planner.seeds``)."""
+    role: str = ""
+    """"" (an independent run) | trunk | branch (``planner.strategy=branches``)."""
+    parent: str = ""
+    """A branch's trunk run_id."""
+    branch_step: int = 0
+    """A branch's first iteration after its trunk's checkpoint (0 otherwise)."""
+    warmup_iters: int = 0
+    """Warmup shared by a trunk and its branches (0: the recipe's fraction of train_iters)."""
+    save_steps: tuple[int, ...] = ()
+    """A trunk's checkpoint steps for its branches."""
+
+    @property
+    def flops(self) -> float:
+        """FLOPs of the whole run (a branch's as if trained from scratch: its isoFLOP budget)."""
+        return self.flops_per_token * self.tokens
+
+    @property
+    def own_flops(self) -> float:
+        """FLOPs the run spends itself (a branch: only its cooldown)."""
+        return self.flops * (self.train_iters - self.branch_step) / self.train_iters
 
     def to_row(self, settings: PlannerSettings) -> PlanRow:
         """The run as a plan.csv row."""
@@ -135,7 +180,9 @@ class PlannedRun:
                        accounting=settings.accounting, flops_formula=settings.flops_formula,
                        flops_per_token=self.flops_per_token, tokens=self.tokens,
                        train_iters=self.train_iters, gpu_hours=self.gpu_hours,
-                       replicate=self.replicate)
+                       replicate=self.replicate, role=self.role, parent=self.parent,
+                       branch_step=self.branch_step, warmup_iters=self.warmup_iters,
+                       save_steps=self.save_steps)
 
 
 @dataclass(frozen=True)
@@ -147,6 +194,7 @@ class Removal:
     constraint: str
     """Config key of the constraint, e.g. ``planner.min_iters``."""
     detail: str
+    """What the run's numbers were."""
 
 
 @dataclass
@@ -206,7 +254,53 @@ def plan(budgets: Sequence[float], members: Sequence[Member], settings: PlannerS
         if len(result.runs) == kept_before and any(m.budgets is None or budget in m.budgets
                                                    for m in members):
             raise _empty_budget_error(budget, [r for r in result.removed if r.budget == budget])
+    if settings.strategy == "branches":
+        result.runs = branched(result.runs, members, settings, hash_context or {})
     return result
+
+
+def branched(runs: Sequence[PlannedRun], members: Sequence[Member], s: PlannerSettings,
+             ctx: Mapping[str, Any]) -> list[PlannedRun]:
+    """``runs`` (independent) as branches: per member and replicate one trunk, then each run
+    as a branch of it (same budget, tokens and iterations); trunks first, in family order."""
+    trunks: list[PlannedRun] = []
+    branches: dict[str, PlannedRun] = {}
+    for member in members:
+        for r in range(s.seeds):
+            group = [run for run in runs if run.member.name == member.name and run.replicate == r]
+            if not group:
+                continue
+            trunk, kids = _trunk_and_branches(group, s, ctx)
+            trunks.append(trunk)
+            branches.update((id(old), new) for old, new in zip(group, kids))
+    return trunks + [branches[id(run)] for run in runs]
+
+
+def _trunk_and_branches(group: Sequence[PlannedRun], s: PlannerSettings,
+                        ctx: Mapping[str, Any]) -> tuple[PlannedRun, list[PlannedRun]]:
+    first = group[0]
+    names = [f"{run.member.name} at C={run.budget:.3g}" for run in group]
+    shape = layout([run.train_iters for run in group], s.cooldown_fraction,
+                   s.branch_step_multiple, s.warmup_fraction, names)
+    tokens = shape.train_iters * s.global_batch_size * first.member.arch.seq_length
+    own = first.flops_per_token * tokens
+    extra = {"strategy": "branches", "warmup_iters": shape.warmup_iters,
+             **({"replicate": first.replicate} if first.replicate else {})}
+    trunk_id = run_id({**_payload(own, first.member, tokens, shape.train_iters, s, ctx), **extra,
+                       "role": "trunk", "save_steps": list(shape.save_steps)})
+    trunk = dataclasses.replace(
+        first, run_id=trunk_id, budget=own, train_iters=shape.train_iters, tokens=tokens,
+        gpu_hours=first.gpu_hours * shape.train_iters / first.train_iters, role="trunk",
+        warmup_iters=shape.warmup_iters, save_steps=shape.save_steps)
+    kids = []
+    for run, step in zip(group, shape.branch_steps):
+        rid = run_id({**_payload(run.budget, run.member, run.tokens, run.train_iters, s, ctx),
+                      **extra, "role": "branch", "branch_step": step, "parent": trunk_id})
+        kids.append(dataclasses.replace(  # gpu_hours: what the branch itself trains
+            run, run_id=rid, role="branch", parent=trunk_id, branch_step=step,
+            warmup_iters=shape.warmup_iters,
+            gpu_hours=run.gpu_hours * (run.train_iters - step) / run.train_iters))
+    return trunk, kids
 
 
 def _check_listed(budget: float, members: Sequence[Member]) -> None:
@@ -227,7 +321,8 @@ def _plan_one(budget: float, member: Member, s: PlannerSettings,
                         s.iters_rounding)
     tokens = iters * s.global_batch_size * arch.seq_length
     n = param_counts(arch, s.accounting).active
-    removal = _check(budget, member.name, iters, tokens, n, s)
+    removal = _check(budget, member.name, iters, tokens, n, s) or _check_cooldown(
+        budget, member.name, iters, s)
     if removal:
         return None, removal
     rid = run_id(_payload(budget, member, tokens, iters, s, ctx))
@@ -273,6 +368,13 @@ def _check(budget: float, name: str, iters: int, tokens: int, n: int,
         if off > s.prior.span_log10:
             return Removal(budget, name, "planner.prior",
                            f"N={n:.3g} is {off:.2f} decades from the prior N_opt={n_opt:.3g}")
+    return None
+
+
+def _check_cooldown(budget: float, name: str, iters: int, s: PlannerSettings) -> Removal | None:
+    if s.strategy == "branches" and cooldown_iters(iters, s.cooldown_fraction) < 1:
+        return Removal(budget, name, "planner.cooldown_fraction",
+                       f"a cooldown of {s.cooldown_fraction} x {iters} iterations rounds to 0")
     return None
 
 

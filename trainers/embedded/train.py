@@ -16,7 +16,7 @@ from sweep.arch import ConfigError
 from sweep.io import CHECKPOINTS_DIR
 from sweep.planrow import PlanRow
 from trainers.artifacts import RunLog
-from trainers.embedded import checkpoint
+from trainers.embedded import branch, checkpoint
 from trainers.embedded.data import VOCAB, build_datasets, prepare_corpus
 from trainers.embedded.model import MoEDecoder
 from trainers.threads import configure_torch_threads
@@ -64,7 +64,7 @@ class _Loop:
         self.log_every = interval(ecfg.log_interval, iters, 20)
         self.eval_every = interval(ecfg.eval_interval, iters, 4)
         self.ckpt_every = ecfg.checkpoint_interval or self.eval_every
-        self.schedule = WSD.from_recipe(recipe, iters)
+        self.schedule = WSD.for_row(recipe, spec)
         torch.manual_seed(spec.seed(recipe.seed))  # replicate r: seed + r
         self.model = MoEDecoder(spec.arch, recipe.init_std, recipe.norm_epsilon)
         decay = [p for p in self.model.parameters() if p.dim() > 1]
@@ -151,17 +151,22 @@ class _Loop:
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self) -> None:
-        checkpoint.save(self.ckpt_dir, {
+        state = {
             "iteration": self.step, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_states(),
             "consumed_samples": self.step * self.spec.global_batch_size,
             "log_accumulators": dict(self.acc), "val_loss": self.val,
             "routing_windows": {i: t.state() for i, t in self.model.tallies().items()},
             "routing_last": self.routing,
-            "offsets": self.log.offsets(), "run_id": self.spec.run_id})
+            "offsets": self.log.offsets(), "run_id": self.spec.run_id}
+        branch.keep(self.ckpt_dir, self.spec, state)  # a trunk's branch step (branch.py)
+        checkpoint.save(self.ckpt_dir, state)
 
     def restore(self) -> int | None:
         state = checkpoint.load(self.ckpt_dir)
+        fresh_branch = state is None and self.spec.role == "branch"
+        if fresh_branch:  # a branch's first start: its trunk's state (branch.py)
+            state = branch.trunk_state(self.spec, self.ckpt_dir)
         if state is None:
             return None
         if state.get("run_id") != self.spec.run_id:
@@ -177,8 +182,8 @@ class _Loop:
                 tally.load(state["routing_windows"][index])
         self.routing = state.get("routing_last")
         self.log.rewind(state["offsets"])
-        self.log.note(f" resuming from checkpoint at iteration {self.step}")
-        return self.step
+        self.log.note(state.get("note") or f" resuming from checkpoint at iteration {self.step}")
+        return None if fresh_branch else self.step
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, signals: DeferredSignals, threads: int) -> dict:
@@ -197,7 +202,8 @@ class _Loop:
                               consumed_tokens=self.step * self.spec.global_batch_size
                               * self.spec.arch.seq_length)
                 self._log_routing()
-            if self.step % self.ckpt_every == 0 or self.step == iters:
+            if (self.step % self.ckpt_every == 0 or self.step == iters
+                    or self.step in self.spec.save_steps):
                 self.save()
             if signals.pending is not None and self.step < iters:
                 self.save()
