@@ -22,6 +22,9 @@ from trainers.logformat import parse_lines
 from trainers.megatron import argv_of, render_launch, tracker_iteration
 from trainers.megatron_argspec import check_argv
 from trainers.run import Preempted, train_run
+from trainers.schedule import WSD
+from trainers.settings import Recipe
+from sweep.planrow import PlanRow
 from tests.trainers.conftest import STANDIN, standin_overrides
 
 TRUNK, SHORT, LONG = "trunk0000001", "branch000025", "branch000050"
@@ -105,6 +108,15 @@ def _reference(cfg: dict, row: dict, tmp_path: Path, *extra: str) -> float:
     return parse_lines(out.stdout.splitlines()).last_val_loss
 
 
+def _schedule_followed(cfg: dict, row: dict, run_dir: Path) -> bool:
+    """Every logged learning rate is WSD.for_row's (trainers/schedule.py, the one schedule
+    every trainer follows) at that iteration, to the log's 7 digits; and some line shows it."""
+    wsd = WSD.for_row(Recipe.from_cfg(cfg["training"]), PlanRow.of(row))
+    lines = parse_lines((run_dir / "train.log").read_text().splitlines()).train
+    return bool(lines) and all(r["learning rate"] == pytest.approx(wsd(r["iteration"]), rel=1e-6)
+                               for r in lines)
+
+
 def _standin(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(STANDIN), *argv], capture_output=True, text=True,
                           timeout=60, env=dict(os.environ, FLAME_STANDIN_STEP_S="0"))
@@ -117,17 +129,13 @@ def test_trunk_then_branches_end_as_one_uninterrupted_run(study, tmp_path, monke
     assert train_run(rows[TRUNK], cfg, runs / TRUNK)["iterations"] == 40
     ckpts = runs / TRUNK / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("iter_*")) == ["iter_0000020", "iter_0000040"]
-    lrs = [line for line in (runs / TRUNK / "train.log").read_text().splitlines()
-           if "learning rate" in line]
-    assert all("learning rate: 3.000000E-04" in line for line in lrs[1:])  # no decay
+    assert _schedule_followed(cfg, rows[TRUNK], runs / TRUNK)  # warmup, then constant
     summary = train_run(rows[SHORT], cfg, runs / SHORT)
     log = (runs / SHORT / "train.log").read_text()
     assert f"loading distributed checkpoint from {ckpts} at iteration 20" in log
     assert "overriding total number of iterations" in log
     assert summary["iterations"] == 25 and tracker_iteration(runs / SHORT) == 25
-    lrs = [line for line in log.splitlines() if "learning rate:" in line]
-    first = float(lrs[0].split("learning rate: ")[1].split()[0])  # iteration 21: decaying
-    assert 3e-5 < first < 3e-4 and "learning rate: 3.000000E-05" in lrs[-1]  # min_lr at 25
+    assert _schedule_followed(cfg, rows[SHORT], runs / SHORT)  # decays from 21 to min_lr
     assert summary["final_val_loss"] == _reference(cfg, rows[SHORT], tmp_path)
     # The trunk is read in place: nothing copied into the branch's directory, tracker unmoved.
     assert not (runs / SHORT / "checkpoints" / "iter_0000020").exists()
