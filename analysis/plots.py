@@ -25,7 +25,7 @@ CMAP = plt.get_cmap("viridis")
 # figure says so (100,000 markers took ~2 minutes to render, mostly SVG, and hide each other).
 PLOT_MAX_POINTS = 3000
 BRANCH_MARKER = "^"  # a branch's point (a cooldown from a trunk's checkpoint); runs: "o"
-BRANCH_LABEL = "▲ branch (cooldown from a trunk)"
+BRANCH_LABEL = "branch (cooldown from a trunk)"
 
 
 def branch_mask(points: pd.DataFrame) -> np.ndarray:

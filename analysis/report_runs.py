@@ -25,6 +25,9 @@ RUN_COLUMNS = ("run_id", "member", "budget", "n_active_flame", "tokens", "train_
                "gpu_hours_spent", "reason")
 
 
+BRANCH_COLUMNS = ("role", "parent", "branch_step")
+
+
 def headline(status: SweepStatus, fit: dict | None) -> str:
     runs = f"{status.total} planned runs: {status.summary()}"
     if fit is None:
@@ -209,6 +212,10 @@ def all_runs_section(plan: pd.DataFrame, results: pd.DataFrame | None) -> Sectio
     frame, source = (plan, PLAN_CSV) if results is None else (results, RESULTS_CSV)
     section = Section("all-runs", "All runs")
     columns = [c for c in RUN_COLUMNS if c in frame.columns]
+    if "role" in frame.columns and frame["role"].fillna("").astype(str).ne("").any():
+        # A branch study: which runs are trunks (listed, never fitted) and whose branch is whose.
+        at = columns.index("train_iters") + 1 if "train_iters" in columns else len(columns)
+        columns[at:at] = [c for c in BRANCH_COLUMNS if c in frame.columns]
     section.items.append(frame_table("all-runs-table", f"{len(frame)} runs ({source} has "
                                      "every column)", frame[columns].head(MAX_RUN_ROWS), source,
                                      cut_note(len(frame))))
