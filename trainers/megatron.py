@@ -119,34 +119,38 @@ def save_interval(spec: PlanRow, m: MegatronConfig, every: int) -> int:
     """--save-interval. Megatron saves only at multiples of one interval (training.py:2340,
     plus the final save, :1047) and, without --save-retain-interval, deletes none of them
     (checkpointing.py:716-760). A trunk must keep a checkpoint at exactly each of its
-    ``save_steps``, so its interval is their greatest common divisor: it writes
-    train_iters / gcd checkpoints, refused (one line) above ``trainer.max_trunk_checkpoints``:
-    the plan's branch steps then need a common factor (``planner.branch_step_multiple``)."""
-    if spec.role != "trunk":
+    ``save_steps``: its interval is their greatest common divisor when that writes at most
+    ``trainer.max_trunk_checkpoints`` checkpoints; otherwise the run's regular interval, and
+    its launches stop at the save steps instead (``trunk_stops``)."""
+    if spec.role != "trunk" or trunk_stops(spec, m):
         return every
+    return math.gcd(*spec.save_steps)
+
+
+def trunk_stops(spec: PlanRow, m: MegatronConfig) -> tuple[int, ...]:
+    """The save steps (before its end) at which a trunk's launches stop, when one
+    --save-interval cannot keep its checkpoints (their gcd would write more than
+    ``trainer.max_trunk_checkpoints``): each launch ends at the next save step not yet reached
+    with Megatron's --exit-interval (it saves there and exits 0, training.py:2393-2411: the
+    first multiple of a step above the iteration resumed from is the step itself) and the
+    next resumes from it, as a requeue does (exact: model, optimiser, scheduler, RNG and the
+    consumed-samples count are in the checkpoint). Empty: one launch, one interval."""
+    if spec.role != "trunk":
+        return ()
     steps = spec.save_steps
     if not steps or min(steps) < 1 or max(steps) > spec.train_iters:
         raise ConfigError(f"plan.csv: trunk {spec.run_id} has save_steps={list(steps)} for "
                           f"train_iters={spec.train_iters}: re-create the plan with `flame plan`")
-    gcd = math.gcd(*steps)
-    if spec.train_iters // gcd > m.max_trunk_checkpoints:
-        raise ConfigError(
-            f"trunk {spec.run_id} ({spec.member}): branch steps {' '.join(map(str, steps))} "
-            f"share only the factor {gcd}, so Megatron's one --save-interval would write "
-            f"{spec.train_iters // gcd} checkpoints (> trainer.max_trunk_checkpoints="
-            f"{m.max_trunk_checkpoints}); set planner.branch_step_multiple (e.g. "
-            f"{suggested_multiple(spec.train_iters, m.max_trunk_checkpoints)}) or raise "
-            "trainer.max_trunk_checkpoints")
-    return gcd
+    if spec.train_iters // math.gcd(*steps) <= m.max_trunk_checkpoints:
+        return ()
+    return tuple(step for step in steps if step < spec.train_iters)
 
 
-def suggested_multiple(train_iters: int, most: int) -> int:
-    """The smallest round number (1, 2, 5 x 10^k) that keeps a trunk of ``train_iters`` within
-    ``most`` checkpoints."""
-    k = 1
-    while train_iters // k > most:
-        k = next(c * 10 ** e for e in range(12) for c in (1, 2, 5) if c * 10 ** e > k)
-    return k
+def trunk_stop_flags(spec: PlanRow, m: MegatronConfig, run_dir: Path) -> list[tuple[str, Any]]:
+    """This launch's --exit-interval as launch.sh chooses it: the first stop above the
+    checkpoint tracker (none once the last is passed: the launch trains to the end)."""
+    done = tracker_iteration(run_dir)
+    return next(([("--exit-interval", step)] for step in trunk_stops(spec, m) if done < step), [])
 
 
 def trunk_checkpoints(spec: PlanRow, run_dir: Path) -> Path:
@@ -262,6 +266,8 @@ def argv_of(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any], run_dir: P
     sections = megatron_args(spec, cfg, run_dir)
     if spec.role == "branch":
         sections.append(("load", branch_load_flags(spec, run_dir)))
+    if spec.role == "trunk":
+        sections.append(("stop", trunk_stop_flags(spec, megatron_config(cfg), run_dir)))
     for _, flags in sections:
         for flag, value in flags:
             out.append(flag)
@@ -317,6 +323,8 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
         lines += [_fmt(flag, value) for flag, value in flags]
     lines += [")", ""]
     lines += _branch_lines(spec, run_dir) if spec.role == "branch" else []
+    stops = trunk_stops(spec, m)
+    lines += _stop_lines(spec, stops, run_dir) if stops else []
     lines += ['if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
               '  if [[ "${SLURM_NNODES}" != "$NODES" || "${SLURM_NTASKS_PER_NODE:-1}" != 1 ]]; then',
               '    echo "launch.sh: wants $NODES nodes x 1 task, the job has ${SLURM_NNODES} x '
@@ -335,8 +343,26 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               "fi",
               'exec "$PYTHON" -m torch.distributed.run "${LAUNCHER[@]}" '
               '"$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"'
-              + (' "${LOAD[@]}"' if spec.role == "branch" else ""), ""]
+              + (' "${LOAD[@]}"' if spec.role == "branch" else "")
+              + (' ${STOP[@]+"${STOP[@]}"}' if stops else ""), ""]
     return "\n".join(lines)
+
+
+def _stop_lines(spec: PlanRow, stops: tuple[int, ...], run_dir: Path) -> list[str]:
+    """launch.sh's choice of a segmented trunk's --exit-interval (trunk_stop_flags)."""
+    tracker = run_dir / CHECKPOINTS_DIR / TRACKER
+    return ["# A trunk keeping checkpoints at its branch steps "
+            f"{' '.join(map(str, spec.save_steps))}: no one --save-interval",
+            "# hits them all within trainer.max_trunk_checkpoints, so each launch stops at the "
+            "next one not",
+            "# reached yet (--exit-interval: Megatron saves there and exits 0) and flame "
+            "launches it again;",
+            "# past the last stop it trains to the end and validates.",
+            f"DONE=$(cat {shlex.quote(str(tracker))} 2>/dev/null || echo 0)",
+            "STOP=()",
+            f"for STEP in {' '.join(map(str, stops))}; do",
+            '  if (( DONE < STEP )); then STOP=(--exit-interval "$STEP"); break; fi',
+            "done", ""]
 
 
 def _branch_lines(spec: PlanRow, run_dir: Path) -> list[str]:
@@ -444,6 +470,11 @@ def _tail(run_dir: Path) -> str:
     return (run_dir / TRAIN_LOG).read_text(errors="replace")[-2000:]
 
 
+def _stopped_at_a_save_step(spec: PlanRow, cfg: Mapping[str, Any], run_dir: Path) -> bool:
+    """Whether a segmented trunk's launch ended at one of its stops (then it goes on)."""
+    return tracker_iteration(run_dir) in trunk_stops(spec, megatron_config(cfg))
+
+
 def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
           signals: DeferredSignals) -> dict[str, Any]:
     """Run launch.sh (this node's launcher; the task with SLURM_PROCID 0), forward a deferred
@@ -453,6 +484,8 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
     script = write_launch(row, cfg, run_dir)
     began = time.time()
     code, forwarded = run_launcher(script, run_dir, signals)
+    while code == 0 and not forwarded and _stopped_at_a_save_step(spec, cfg, run_dir):
+        code, forwarded = run_launcher(script, run_dir, signals)  # the trunk's next segment
     parsed = parse_lines(open(run_dir / TRAIN_LOG, errors="replace"))
     records = metrics_from_log(parsed, spec.global_batch_size, spec.arch.seq_length)
     atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in records))
@@ -482,10 +515,12 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
 def run_node(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
     """Another node's task of a multi-node run (SLURM_PROCID > 0): run its launcher only,
     forwarding signals to its ranks; no ledger, no metrics, no summary (node 0 writes them)."""
-    run_dir = Path(run_dir)
+    spec, run_dir = PlanRow.of(row), Path(run_dir)
     script = write_launch(row, cfg, run_dir)  # identical bytes on every node, written atomically
     with DeferredSignals() as signals:
-        code, _ = run_launcher(script, run_dir, signals)
+        code, forwarded = run_launcher(script, run_dir, signals)
+        while code == 0 and not forwarded and _stopped_at_a_save_step(spec, cfg, run_dir):
+            code, forwarded = run_launcher(script, run_dir, signals)
     if code != 0:
         raise RuntimeError(f"Megatron-LM (this node's launcher) exited with {code}")
 

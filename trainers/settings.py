@@ -229,10 +229,11 @@ class MegatronConfig:
     """--distributed-timeout-minutes (FLAME-MoE: 30)."""
     data_cache_path: str | None = operational(None)
     """--data-cache-path (Megatron's sample-index cache)."""
-    max_trunk_checkpoints: int = operational(100)
+    max_trunk_checkpoints: int = operational(20)
     """A trunk (planner.strategy=branches) saves at every multiple of the greatest common
-    divisor of its branch steps (Megatron has one --save-interval) and keeps them all: more
-    checkpoints than this is refused (set planner.branch_step_multiple)."""
+    divisor of its branch steps (Megatron has one --save-interval, and keeps every checkpoint)
+    when that is at most this many checkpoints; beyond it, its launches stop at each branch
+    step instead (--exit-interval, one restart per step; trainers/megatron.py trunk_stops)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.data_path, str):

@@ -300,8 +300,8 @@ def load_checkpoint(args: argparse.Namespace, fresh: dict) -> dict:
     folder = Path(args.load) / f"iter_{iteration:07d}"
     infix = "distributed " if args.ckpt_format == "torch_dist" else ""
     _say(f" loading {infix}checkpoint from {args.load} at iteration {iteration}")
-    if not (folder / STATE).is_file():  # torch_dist: no metadata.json there, a FileNotFoundError
-        raise FileNotFoundError(f"{folder}: no checkpoint at iteration {iteration}")
+    if not (folder / STATE).is_file():  # C:1142: os.listdir of a missing iter_ directory
+        raise FileNotFoundError(f"[Errno 2] No such file or directory: {str(folder)!r}")
     saved = json.loads((folder / STATE).read_text())
     state = dict(fresh, w=saved["w"], v=saved["v"])  # the model, always
     if not args.finetune:

@@ -82,18 +82,29 @@ def test_trunk_and_branch_flags(study, tmp_path):
     assert '"${ARGS[@]}" "${LOAD[@]}"' in text and "--ckpt-step 40" in text
 
 
-def test_save_steps_megatron_cannot_keep_are_refused_in_one_line(study, tmp_path):
+def test_save_steps_one_interval_cannot_keep_are_reached_by_stopping_launches(study,
+                                                                             tmp_path):
     cfg, rows = study
     cfg["trainer"]["max_trunk_checkpoints"] = 10
-    bad = dict(rows[TRUNK], save_steps="7 13 40")  # gcd 1: 40 checkpoints
-    with pytest.raises(ConfigError) as info:
-        argv_of(bad, cfg, tmp_path / "runs" / TRUNK)
-    message = str(info.value)
-    assert "\n" not in message and "planner.branch_step_multiple (e.g. 5)" in message
-    assert "40 checkpoints" in message
-    assert argv_of(dict(bad, save_steps="10 20 40"), cfg, tmp_path / "t")  # gcd 10: 4 kept
+    run = tmp_path / "runs" / TRUNK
+    kept = _flags(argv_of(dict(rows[TRUNK], save_steps="10 20 40"), cfg, run))
+    assert kept["--save-interval"] == "10" and "--exit-interval" not in kept  # gcd: 4 kept
+    odd = dict(rows[TRUNK], save_steps="7 13 40")  # gcd 1: 40 checkpoints, more than 10
+    stops = []
+    for done in (None, "7", "13"):  # each launch stops at the next branch step not reached
+        if done:
+            (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (run / "checkpoints" / "latest_checkpointed_iteration.txt").write_text(done)
+        flags = _flags(argv_of(odd, cfg, run))
+        stops.append(flags.get("--exit-interval"))
+        assert flags["--save-interval"] == "4"  # the regular one (train_iters // 10)
+    assert stops == ["7", "13", None]  # the last launch trains to 40 and validates
+    text = render_launch(odd, cfg, run)
+    assert "for STEP in 7 13; do" in text and '${STOP[@]+"${STOP[@]}"}' in text
     with pytest.raises(ConfigError, match="branch_step=0"):
         argv_of(dict(rows[SHORT], branch_step="0"), cfg, tmp_path / "b")
+    with pytest.raises(ConfigError, match="save_steps=\\[7, 50\\]"):
+        argv_of(dict(rows[TRUNK], save_steps="7 50"), cfg, run)
 
 
 def _reference(cfg: dict, row: dict, tmp_path: Path, *extra: str) -> float:
@@ -126,16 +137,30 @@ def test_trunk_then_branches_end_as_one_uninterrupted_run(study, tmp_path, monke
     cfg, rows = study
     runs = tmp_path / "runs"
     monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0")
+    cfg["trainer"]["max_trunk_checkpoints"] = 1  # one interval (20) would keep 2: two launches
     assert train_run(rows[TRUNK], cfg, runs / TRUNK)["iterations"] == 40
     ckpts = runs / TRUNK / "checkpoints"
-    assert sorted(p.name for p in ckpts.glob("iter_*")) == ["iter_0000020", "iter_0000040"]
+    assert {"iter_0000020", "iter_0000040"} <= {p.name for p in ckpts.glob("iter_*")}
+    trunk_log = (runs / TRUNK / "train.log").read_text()
+    assert trunk_log.count("[exiting program at iteration 20]") == 1  # --exit-interval 20
+    assert f"loading distributed checkpoint from {ckpts} at iteration 20" in trunk_log
     assert _schedule_followed(cfg, rows[TRUNK], runs / TRUNK)  # warmup, then constant
+    # The branch stops in its cooldown (at 22, as after a preemption: --exit-interval saves and
+    # exits 0); the rerun resumes from its OWN checkpoint at 22, not from the trunk's again.
+    cfg["trainer"]["extra_args"] = ["--exit-interval 22"]
+    with pytest.raises(RuntimeError, match="exited 0 at iteration 22 of 25"):
+        train_run(rows[SHORT], cfg, runs / SHORT)
+    cfg["trainer"]["extra_args"] = []
     summary = train_run(rows[SHORT], cfg, runs / SHORT)
-    log = (runs / SHORT / "train.log").read_text()
-    assert f"loading distributed checkpoint from {ckpts} at iteration 20" in log
-    assert "overriding total number of iterations" in log
+    first, second = (runs / SHORT / "train.log").read_text().split(
+        "[exiting program at iteration 22]")
+    assert f"loading distributed checkpoint from {ckpts} at iteration 20" in first
+    assert "overriding total number of iterations" in first
+    assert f"loading distributed checkpoint from {runs / SHORT / 'checkpoints'} at iteration " \
+           "22" in second and str(ckpts) not in second
     assert summary["iterations"] == 25 and tracker_iteration(runs / SHORT) == 25
     assert _schedule_followed(cfg, rows[SHORT], runs / SHORT)  # decays from 21 to min_lr
+    # ... and ends exactly where the branch's flags from iteration 0 in one process end.
     assert summary["final_val_loss"] == _reference(cfg, rows[SHORT], tmp_path)
     # The trunk is read in place: nothing copied into the branch's directory, tracker unmoved.
     assert not (runs / SHORT / "checkpoints" / "iter_0000020").exists()
@@ -148,19 +173,6 @@ def test_trunk_then_branches_end_as_one_uninterrupted_run(study, tmp_path, monke
     refused = _standin([w for w in argv if w != "--override-opt_param-scheduler"])
     assert refused.returncode == 1
     assert "OptimizerParamScheduler: class input value" in refused.stderr
-
-    # The long branch stops in its cooldown (at 45, as after a preemption); the rerun resumes
-    # from its OWN checkpoint at 45, not from the trunk's again, and ends exactly the same.
-    cfg["trainer"]["extra_args"] = ["--exit-interval 45"]
-    with pytest.raises(RuntimeError, match="exited 0 at iteration 45 of 50"):
-        train_run(rows[LONG], cfg, runs / LONG)
-    cfg["trainer"]["extra_args"] = []
-    resumed = train_run(rows[LONG], cfg, runs / LONG)
-    second = (runs / LONG / "train.log").read_text().split("exiting program at iteration")[-1]
-    assert f"loading distributed checkpoint from {runs / LONG / 'checkpoints'} at iteration " \
-           "45" in second and str(ckpts) not in second
-    assert resumed["iterations"] == 50
-    assert resumed["final_val_loss"] == _reference(cfg, rows[LONG], tmp_path)
 
 
 @pytest.mark.slow
