@@ -26,6 +26,15 @@ training, training.py:1068-1092) is at ``train_iters`` or the checkpoint tracker
 (``latest_checkpointed_iteration.txt``, written last by rank 0, checkpointing.py:720-723) says
 ``train_iters``. Exit 0 short of that after a forwarded signal: preempted (requeue); exit 0
 short of it without a signal: a failure; nonzero: a failure with the end of train.log.
+
+Trunks and branches (``planner.strategy=branches``; docs/megatron_branches.md, with citations):
+a trunk warms up and holds the lr (``--lr-decay-style constant``) to its last branch step,
+keeping a checkpoint at each branch step: with one ``--save-interval`` (the steps' gcd) when
+that keeps at most ``trainer.max_trunk_checkpoints``, else in launches that each stop at the
+next step (``--exit-interval``) and resume from it. A branch loads its trunk's checkpoint in
+place (``--load <trunk> --ckpt-step <branch_step>``; its own once it has one, so a requeue
+resumes there), overrides the trunk's scheduler (``--override-opt_param-scheduler``) and
+decays over its own iterations (``--lr-wsd-decay-iters``).
 """
 
 from __future__ import annotations
@@ -99,7 +108,7 @@ def schedule_flags(spec: PlanRow, t: Recipe) -> list[tuple[str, Any]]:
     check_branch(spec)
     # The trunk's checkpoint holds ITS scheduler (constant style, its own length): a branch
     # overrides it with these flags, keeping only the step count (num_steps) from the
-    # checkpoint (optimizer_param_scheduler.py:322-324, 382-386). Without the override
+    # checkpoint (optimizer_param_scheduler.py:322-324, 380-384). Without the override
     # Megatron asserts they match (:326-330); --use-checkpoint-opt_param-scheduler would keep
     # the trunk's constant lr and never decay.
     return [("--lr-decay-style", "WSD"), ("--lr-wsd-decay-iters", spec.own_iters),
