@@ -40,7 +40,8 @@ def design_figure(sweep_dir: Path, entries: list[dict], screened: list[tuple[flo
             if branch:  # the same points as trunks + cooldowns (precision assumed equal)
                 ax.scatter(branch, value, marker=marker, s=50 if i < 2 else 22,
                            facecolor="none", edgecolor=colour, zorder=3,
-                           label=f"… as branches ({name[-1]}, precision assumed)" if i < 2
+                           label="hollow: the same points as branches (trunks + "
+                           "cooldowns; precision assumed)" if i == 0 and name == "approach3"
                            else None)
                 ax.annotate("", (branch, value), (entry["flops"], value), zorder=2,
                             arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.6})
