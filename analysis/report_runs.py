@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.data import load_sweep_results
+from analysis.data import TRUNK_REASON, load_sweep_results
 from analysis.report_extras import COMPARE_DIR, DESIGN_JSON
 from analysis.report_page import (MAX_RUN_ROWS, Section, Table, cut_note, frame_table,
                                   mapping_table)
@@ -188,7 +188,8 @@ def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None, status: Sweep
     waiting = merged["state"].isin([ledger_states.PLANNED, *ledger_states.ACTIVE])
     bad = merged["state"].ne(ledger_states.COMPLETED) | (merged["flag"].notna() &
                                                          merged["flag"].ne("ok"))
-    bad |= merged["fit_excluded"].ne("")
+    # A trunk is left out of the fit by design (its branches are the points): not a problem.
+    bad |= merged["fit_excluded"].ne("") & merged["fit_excluded"].ne(TRUNK_REASON)
     return merged.loc[bad & ~waiting].reset_index(drop=True)
 
 

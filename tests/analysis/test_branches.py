@@ -83,6 +83,8 @@ def test_a_simulated_branch_study_collects_and_fits_on_the_law(tmp_path, capsys)
     branches = results[results["role"] == "branch"]
     assert fit["n_used"] == len(branches) and fit["excluded"] == {"trunk": len(trunks)}
     assert set(fit["branches"]["from_trunks"]) == set(trunks["run_id"])
+    # Approach 2 buckets branches by their isoFLOP budget; a trunk's own FLOPs are no budget.
+    assert [b["budget"] for b in fit["approach2"]["budgets"]] == sorted(set(branches["budget"]))
     assert fit["approach3"]["a"] == pytest.approx(law.a, abs=0.03)
     printed = " ".join(capsys.readouterr().out.split())
     assert f"{len(branches)} of {len(branches)} fitted points are branches (cooldowns) of " \
