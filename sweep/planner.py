@@ -264,7 +264,7 @@ def branched(runs: Sequence[PlannedRun], members: Sequence[Member], s: PlannerSe
     """``runs`` (independent) as branches: per member and replicate one trunk, then each run
     as a branch of it (same budget, tokens and iterations); trunks first, in family order."""
     trunks: list[PlannedRun] = []
-    branches: dict[str, PlannedRun] = {}
+    branches: dict[int, PlannedRun] = {}  # by id() of the independent run
     for member in members:
         for r in range(s.seeds):
             group = [run for run in runs if run.member.name == member.name and run.replicate == r]

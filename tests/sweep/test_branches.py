@@ -47,8 +47,8 @@ def test_branches_are_the_independent_runs_with_a_trunk_per_member():
     # what branching saves: each trunk once, each branch only its cooldown
     own = sum(r.own_flops for r in the_plan.runs)
     assert own < sum(b.flops for b in branches)
-    assert own == pytest.approx(sum(t.flops for t in trunks) + sum(b.flops - b.flops * b.branch_step
-                                                                   / b.train_iters for b in branches))
+    cooldowns = sum(b.flops * (b.train_iters - b.branch_step) / b.train_iters for b in branches)
+    assert own == pytest.approx(sum(t.flops for t in trunks) + cooldowns)
 
 
 def test_rows_round_trip_and_ids_are_stable():
