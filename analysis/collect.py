@@ -44,6 +44,9 @@ from sweep.config import history_plans, load_sweep_config, study_config
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
 from trainers.settings import MegatronConfig
 
+# plan.csv's branch columns (sweep/planrow.py), with an independent run's values: results.csv
+# carries them whatever the plan's age (role=trunk rows are listed, never fitted: data.py).
+BRANCH_COLUMNS = {"role": "", "parent": "", "branch_step": 0}
 RESULT_COLUMNS = ("status", "final_val_loss", "best_val_loss", "tokens_seen", "iterations_done",
                   "flag", "reason", "source", "mfu", "gpu_hours_spent")
 
@@ -87,6 +90,9 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     if "run_id" not in plan.columns:
         raise ConfigError(f"{plan_path}: no run_id column; re-create it with `flame plan`")
     plan["run_id"] = plan["run_id"].astype(str)
+    for col, default in BRANCH_COLUMNS.items():  # a plan.csv older than planner.strategy
+        if col not in plan.columns:
+            plan[col] = default
     fit_cfg = cfg.get("fit") if cfg is not None else None
     settings = FitSettings.from_mapping(fit_cfg) if fit_cfg is not None else FitSettings()
     rise = settings.diverge_rise

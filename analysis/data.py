@@ -13,6 +13,10 @@ from sweep.arch import ConfigError
 from sweep.io import RESULTS_CSV
 
 BARE_COLUMNS = ("budget", "n", "loss")
+# A trunk (planner.strategy=branches) trains at the stable learning rate and never cools down:
+# its loss is not a point of the law (its branches' are), and its budget is its own FLOPs,
+# not an isoFLOP budget.
+TRUNK_REASON = "trunk: stable learning rate, no cooldown (its branches are the points)"
 FIT_COLUMNS = ("budget", "n", "tokens", "loss", "used", "excluded_reason")
 
 
@@ -48,7 +52,30 @@ def load_sweep_results(path: Path, settings: FitSettings) -> pd.DataFrame:
     reasons = raw.astype(object).where(raw.notna(), "").astype(str)
     excluded = np.where(flags.isin(settings.include_flags), "",
                         "flag " + flags + ": " + reasons)
+    excluded = np.where(roles(table) == "trunk", TRUNK_REASON, excluded)
     return _finish(points, pd.Series(excluded, index=table.index), settings)
+
+
+def roles(table: pd.DataFrame) -> pd.Series:
+    """Each row's ``role`` ("" | trunk | branch); "" for a table without the column (an older
+    results.csv, a plain CSV)."""
+    if "role" not in table.columns:
+        return pd.Series("", index=table.index)
+    return table["role"].astype(object).where(table["role"].notna(), "").astype(str)
+
+
+def branch_summary(points: pd.DataFrame) -> dict:
+    """How many fitted points are branches, from which trunks; how many trunks are listed."""
+    role = roles(points)
+    used = points["used"].to_numpy(bool)
+    branch = used & (role == "branch").to_numpy()
+    parents = points.loc[branch, "parent"].astype(str) if "parent" in points.columns \
+        else pd.Series(dtype=str)
+    return {"points": int(branch.sum()), "independent_points": int((used & (role == "")
+                                                                      .to_numpy()).sum()),
+            "trunks_listed": int((role == "trunk").sum()),
+            "from_trunks": {str(k): int(v) for k, v in parents.value_counts().sort_index()
+                            .items()}}
 
 
 def load_bare_csv(path: Path, settings: FitSettings) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.design import Design, PriorLaw, load_prior, simulate
+from analysis.design_branches import ASSUMPTION, branch_cost, independent
 from analysis.design_search import (SearchResult, candidate_runs, candidates, linear_halfwidth,
                                     optimise)
 from sweep.arch import ConfigError
@@ -38,19 +39,22 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     prior = load_prior(settings, fit)                       # bad input: exit 2, nothing written
     members = build_family(study.family)
     own_plan, planner = plan_from_cfg(study)
-    baseline = simulate(Design(f"{study.root.experiment_name} plan", tuple(own_plan.runs)),
-                        prior, settings, fit, members)
+    ctx = hash_context(study)
+    own = Design(f"{study.root.experiment_name} plan", independent(own_plan.runs))
+    baseline = simulate(own, prior, settings, fit, members)
+    baseline["branches"] = branch_cost(own, planner, ctx)
     explicit = settings.target_halfwidth is not None or settings.max_flops is not None
     target, cap = settings.target_halfwidth, settings.max_flops
     if not explicit:  # the issue's question: how precise at a fraction of the plan's compute?
         cap = settings.compute_fraction * baseline["flops"]
     by_budget = candidate_runs(sorted(settings.budgets or study.budgets.flops), members,
-                               planner, hash_context(study), max(settings.seeds))
+                               planner, ctx, max(settings.seeds))
     pool = candidates(prior, by_budget, settings, fit.n_column)
     if not pool:
         raise ConfigError("design.budgets: fewer than design.min_budgets budgets keep >= 3 "
                           "family members after the planner's constraints; add budgets")
     found = optimise(prior, pool, settings, fit, members, target, cap)
+    found.best["branches"] = branch_cost(found.design, planner, ctx)
     written = None
     if explicit and settings.write_plan:
         from analysis.design_plan import write_design_plan
@@ -102,18 +106,43 @@ def design_table(report: dict) -> Table:
         p = entry.get("p_member") or {}
         ext = entry["extrapolation"].get("approach3") or entry["extrapolation"]["approach2"]
         mark = " *" if entry["name"] == report["chosen"] else ""
+        precision = [*(_num(entry["a_halfwidth"].get(k)) for k in ("approach2", "approach3")),
+                     *(_num(entry["a_bias"].get(k), "+.3f") for k in ("approach2",
+                                                                     "approach3")),
+                     _num(min(p.values()) if p else None, ".2f"),
+                     f"x10^±{ext['n_opt_log10_halfwidth']:.2f}"]
         table.add_row(entry["name"] + mark, str(entry["runs"]), str(len(entry["budgets"])),
                       f"{entry['flops']:.3g}", f"{entry['flops'] / base:.0%}",
-                      f"{entry['gpu_hours']:.3g}",
-                      *(_num(entry["a_halfwidth"].get(k)) for k in ("approach2", "approach3")),
-                      *(_num(entry["a_bias"].get(k), "+.3f") for k in ("approach2",
-                                                                        "approach3")),
-                      _num(min(p.values()) if p else None, ".2f"),
-                      f"x10^±{ext['n_opt_log10_halfwidth']:.2f}")
+                      f"{entry['gpu_hours']:.3g}", *precision)
+        branch = entry.get("branches") or {}
+        if "flops" in branch:  # the same points as trunks + cooldowns: cost, assumed precision
+            table.add_row(f"  as branches (+{branch['trunks']} trunks)", str(entry["runs"]),
+                          str(len(entry["budgets"])), f"{branch['flops']:.3g}",
+                          f"{branch['flops'] / base:.0%}", f"{branch['gpu_hours']:.3g}",
+                          *[f"{v}†" if v != "-" else v for v in precision])
     return table
 
 
 def _summary(report: dict, baseline: dict, found: SearchResult) -> str:
+    return _chosen(report, baseline, found) + _branches(baseline, found.best)
+
+
+def _branches(baseline: dict, best: dict) -> str:
+    """What the branch rows mean, or why a design cannot be branched."""
+    lines = []
+    for entry in (baseline, best) if best is not baseline else (baseline,):
+        branch = entry.get("branches") or {}
+        if "reason" in branch:
+            lines.append(f"{entry['name']}: no branch design ({branch['reason']})")
+    b = baseline.get("branches") or {}
+    lines.append(f"† as branches (planner.strategy=branches, cooldown_fraction="
+                 f"{b.get('cooldown_fraction')}, branch_step_multiple="
+                 f"{b.get('branch_step_multiple')}): the same points, each trunk trained once; "
+                 f"{ASSUMPTION}")
+    return "\n" + "\n".join(lines)
+
+
+def _chosen(report: dict, baseline: dict, found: SearchResult) -> str:
     approach, best = report["approach"], found.best
     return (f"* chosen (cheapest with {approach} half-width of a <= "
             f"{report['target_halfwidth']:.3g}" if report["target_halfwidth"] is not None

@@ -36,6 +36,15 @@ def design_figure(sweep_dir: Path, entries: list[dict], screened: list[tuple[flo
                        color=colour, edgecolor="k" if entry["name"] == chosen else colour,
                        zorder=3, label=f"{_short(entry['name'])} ({name[-1]})" if i < 2
                        else None)
+            branch = (entry.get("branches") or {}).get("flops")
+            if branch:  # the same points as trunks + cooldowns (precision assumed equal)
+                ax.scatter(branch, value, marker=marker, s=50 if i < 2 else 22,
+                           facecolor="none", edgecolor=colour, zorder=3,
+                           label="hollow: the same points as branches (trunks + "
+                           "cooldowns; precision assumed)" if i == 0 and name == "approach3"
+                           else None)
+                ax.annotate("", (branch, value), (entry["flops"], value), zorder=2,
+                            arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.6})
     if target is not None:
         ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target ({approach}) {target:.3g}")
     if cap is not None:

@@ -61,7 +61,9 @@ def candidate_runs(budgets: list[float], members: list[Member], settings: Planne
     """Per budget, every family member the planner keeps there, each with ``seeds``
     replicates (members' own budget lists are ignored: the search places members itself)."""
     free = [dataclasses.replace(m, budgets=None) for m in members]
-    settings = dataclasses.replace(settings, seeds=seeds)
+    # Points as independent runs, whatever planner.strategy says: a branch design's cost is
+    # added afterwards (analysis/design_branches.py), its points are these.
+    settings = dataclasses.replace(settings, seeds=seeds, strategy="independent")
     out: dict[float, list[PlannedRun]] = {}
     for budget in budgets:
         try:

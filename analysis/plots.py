@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
+from analysis.data import roles  # noqa: E402
 from analysis.isoflop import IsoflopFit, budget_groups  # noqa: E402
 from analysis.parametric import ParametricFit, closed_form_optimum  # noqa: E402
 from analysis.settings import FitSettings  # noqa: E402
@@ -23,6 +24,19 @@ CMAP = plt.get_cmap("viridis")
 # Most runs drawn as markers per figure: beyond this a seeded random sample is drawn and the
 # figure says so (100,000 markers took ~2 minutes to render, mostly SVG, and hide each other).
 PLOT_MAX_POINTS = 3000
+BRANCH_MARKER = "^"  # a branch's point (a cooldown from a trunk's checkpoint); runs: "o"
+BRANCH_LABEL = "branch (cooldown from a trunk)"
+
+
+def branch_mask(points: pd.DataFrame) -> np.ndarray:
+    """True for the rows that are branches (planner.strategy=branches)."""
+    return (roles(points) == "branch").to_numpy()
+
+
+def _branch_key(ax, branch: np.ndarray) -> None:
+    """A legend entry for the branch marker, when any branch is drawn."""
+    if branch.any():
+        ax.scatter([], [], marker=BRANCH_MARKER, color="0.4", s=30, label=BRANCH_LABEL)
 
 
 class BudgetColours:
@@ -87,14 +101,19 @@ def _noted(fig, note: str):
 
 def isoflop_figure(points, groups, iso: IsoflopFit, param, colours):
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    branch = branch_mask(points)
     for b in iso.budgets:
         sel = groups == b.budget
         if not sel.any():  # every run of this budget fell outside the drawn sample
             continue
         n, loss, c = points["n"].to_numpy()[sel], points["loss"].to_numpy()[sel], colours(b.budget)
-        ax.scatter(n, loss, color=c, s=22, zorder=3,
-                   label=f"{b.budget:.2g} FLOPs" + ("" if b.used else " (rejected)"),
-                   marker="o" if b.used else "x")
+        label = f"{b.budget:.2g} FLOPs" + ("" if b.used else " (rejected)")
+        for part, marker in ((~branch[sel], "o" if b.used else "x"),
+                             (branch[sel], BRANCH_MARKER)):
+            if part.any():
+                ax.scatter(n[part], loss[part], color=c, s=22, zorder=3, label=label,
+                           marker=marker)
+                label = None
         if b.coef is not None and b.window is not None:
             grid = np.geomspace(*b.window, 100)
             ax.plot(grid, b.parabola(grid), color=c, lw=1.6 if b.used else 0.8,
@@ -111,6 +130,7 @@ def isoflop_figure(points, groups, iso: IsoflopFit, param, colours):
     ax.set_ylabel("final validation loss (nats/token)")
     ax.set_title("isoFLOP curves: parabolas in log N (solid), minima (stars),\n"
                  "Approach 3 law at each budget (dashed)")
+    _branch_key(ax, branch)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2, title="budget")
     return fig
@@ -172,8 +192,11 @@ def optimum_figure(iso, param, thetas, selection, colours, settings):
 
 def frontier_figure(points, groups, iso, param, colours, selection):
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.scatter(points["budget"], points["loss"], c=colours(groups), s=12,
-               alpha=0.5, label="runs")
+    branch = branch_mask(points)
+    for part, marker, label in ((~branch, "o", "runs"), (branch, BRANCH_MARKER, BRANCH_LABEL)):
+        if part.any():
+            ax.scatter(points["budget"][part], points["loss"][part], c=colours(groups[part]),
+                       s=12, alpha=0.5, marker=marker, label=label)
     used = [b for b in iso.budgets if b.used]
     if used:
         ax.scatter([b.budget for b in used], [b.loss_opt for b in used], marker="*", s=160,
@@ -201,9 +224,16 @@ def residual_figure(points, groups, param: ParametricFit, colours,
     resid = np.log(param.predict(n, d)) - np.log(loss)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1]})
     drawn = np.arange(n.size) if drawn is None else drawn
+    branch = branch_mask(points)
     for g in np.unique(groups[drawn]):
         sel = drawn[groups[drawn] == g]
-        axes[0].scatter(n[sel], resid[sel], color=colours(g), s=16, label=f"{g:.2g} FLOPs")
+        label = f"{g:.2g} FLOPs"
+        for part, marker in ((sel[~branch[sel]], "o"), (sel[branch[sel]], BRANCH_MARKER)):
+            if part.size:
+                axes[0].scatter(n[part], resid[part], color=colours(g), s=16, label=label,
+                                marker=marker)
+                label = None
+    _branch_key(axes[0], branch)
     if np.unique(groups).size <= 12:
         axes[0].legend(fontsize=7, title="budget", ncol=2)
     axes[0].axhline(0, color="k", lw=0.8)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.data import load_bare_csv, load_sweep_results, used_points
+from analysis.data import branch_summary, load_bare_csv, load_sweep_results, used_points
 from analysis.degenerate import (FitWarning,
                                  approach2_interval_reason, approach3_interval_reason,
                                  duplicate_warnings, extrapolation_decades, off_centre_warnings,
@@ -67,6 +67,7 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
         "extrapolation": extrapolation_check(used, settings),
         "n_used": int(len(used)), "n_excluded": int(len(points) - len(used)),
         "excluded": _exclusions(points),
+        "branches": branch_summary(points),
         "settings": {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in settings.__dict__.items()},
     }

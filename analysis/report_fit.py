@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.report_page import Section, cell, figure, frame_table, read_csv_file
+from analysis.summary import branch_line
 from sweep.io import FIT_JSON, SELECTION_CSV
 
 # The fit's own figures, in the order the page shows them (plots.py writes them).
@@ -29,6 +30,7 @@ def fit_overview(sweep_dir: Path, fit: dict) -> Section:
     section.notes.append(f"{fit.get('n_used')} runs fitted, {fit.get('n_excluded')} excluded "
                          f"({_counts(fit.get('excluded'))}); N = "
                          f"{(fit.get('input') or {}).get('n_column')}  ({FIT_JSON})")
+    section.notes += [line for line in [branch_line(fit)] if line]
     section.notes += [f"warning [{w.get('code')}]: {w.get('message')}"
                       for w in fit.get("warnings") or []]
     section.items += [f for f in (figure(sweep_dir, "isoflop", FIT_FIGURES["isoflop"]),) if f]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.data import load_sweep_results
+from analysis.data import TRUNK_REASON, load_sweep_results
 from analysis.report_extras import COMPARE_DIR, DESIGN_JSON
 from analysis.report_page import (MAX_RUN_ROWS, Section, Table, cut_note, frame_table,
                                   mapping_table)
@@ -23,6 +23,9 @@ from sweep.io import CONFIG_YAML, FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, 
 RUN_COLUMNS = ("run_id", "member", "budget", "n_active_flame", "tokens", "train_iters",
                "status", "flag", "final_val_loss", "iterations_done", "gpu_hours",
                "gpu_hours_spent", "reason")
+
+
+BRANCH_COLUMNS = ("role", "parent", "branch_step")
 
 
 def headline(status: SweepStatus, fit: dict | None) -> str:
@@ -185,7 +188,8 @@ def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None, status: Sweep
     waiting = merged["state"].isin([ledger_states.PLANNED, *ledger_states.ACTIVE])
     bad = merged["state"].ne(ledger_states.COMPLETED) | (merged["flag"].notna() &
                                                          merged["flag"].ne("ok"))
-    bad |= merged["fit_excluded"].ne("")
+    # A trunk is left out of the fit by design (its branches are the points): not a problem.
+    bad |= merged["fit_excluded"].ne("") & merged["fit_excluded"].ne(TRUNK_REASON)
     return merged.loc[bad & ~waiting].reset_index(drop=True)
 
 
@@ -209,6 +213,10 @@ def all_runs_section(plan: pd.DataFrame, results: pd.DataFrame | None) -> Sectio
     frame, source = (plan, PLAN_CSV) if results is None else (results, RESULTS_CSV)
     section = Section("all-runs", "All runs")
     columns = [c for c in RUN_COLUMNS if c in frame.columns]
+    if "role" in frame.columns and frame["role"].fillna("").astype(str).ne("").any():
+        # A branch study: which runs are trunks (listed, never fitted) and whose branch is whose.
+        at = columns.index("train_iters") + 1 if "train_iters" in columns else len(columns)
+        columns[at:at] = [c for c in BRANCH_COLUMNS if c in frame.columns]
     section.items.append(frame_table("all-runs-table", f"{len(frame)} runs ({source} has "
                                      "every column)", frame[columns].head(MAX_RUN_ROWS), source,
                                      cut_note(len(frame))))

@@ -123,11 +123,25 @@ def _released(rows: list[dict]) -> list:
     return [table, Text("\n".join(notes))]
 
 
+def branch_line(fit: dict) -> str:
+    """How many fitted points are cooldown branches and from which trunks ("" for none)."""
+    b = fit.get("branches") or {}
+    if not b.get("points") and not b.get("trunks_listed"):
+        return ""
+    parents = b.get("from_trunks") or {}
+    each = ", ".join(f"{k} ({v})" for k, v in parents.items())
+    return (f"{b.get('points', 0)} of {fit['n_used']} fitted points are branches (cooldowns) "
+            f"of {len(parents)} trunk(s){': ' + each if each else ''}; "
+            f"{b.get('independent_points', 0)} independent runs; "
+            f"{b.get('trunks_listed', 0)} trunk rows listed, not fitted")
+
+
 def renderables(fit: dict) -> list:
     """Everything the summary prints, in order."""
     head = Text(f"{fit['n_used']} points fitted, {fit['n_excluded']} excluded "
                 f"{fit['excluded'] or ''}; N = {fit['input']['n_column']}")
     warnings = [Text(f"warning [{w['code']}]: {w['message']}")
                 for w in fit.get("warnings", [])]
-    return [head, *warnings, *_approach2(fit), *_approach3(fit), *_extrapolation(fit),
+    branches = [Text(line) for line in [branch_line(fit)] if line]
+    return [head, *branches, *warnings, *_approach2(fit), *_approach3(fit), *_extrapolation(fit),
             *_selection(fit)]

@@ -26,11 +26,21 @@ training, training.py:1068-1092) is at ``train_iters`` or the checkpoint tracker
 (``latest_checkpointed_iteration.txt``, written last by rank 0, checkpointing.py:720-723) says
 ``train_iters``. Exit 0 short of that after a forwarded signal: preempted (requeue); exit 0
 short of it without a signal: a failure; nonzero: a failure with the end of train.log.
+
+Trunks and branches (``planner.strategy=branches``; docs/megatron_branches.md, with citations):
+a trunk warms up and holds the lr (``--lr-decay-style constant``) to its last branch step,
+keeping a checkpoint at each branch step: with one ``--save-interval`` (the steps' gcd) when
+that keeps at most ``trainer.max_trunk_checkpoints``, else in launches that each stop at the
+next step (``--exit-interval``) and resume from it. A branch loads its trunk's checkpoint in
+place (``--load <trunk> --ckpt-step <branch_step>``; its own once it has one, so a requeue
+resumes there), overrides the trunk's scheduler (``--override-opt_param-scheduler``) and
+decays over its own iterations (``--lr-wsd-decay-iters``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import signal
@@ -77,6 +87,98 @@ def check_batch(spec: PlanRow, m: MegatronConfig) -> int:
                           f"(trainer.nodes x trainer.gpus_per_node) for {spec.member}; change "
                           "the family member's micro_batch_size or trainer.nodes/gpus_per_node")
     return mbs
+
+
+def schedule_flags(spec: PlanRow, t: Recipe) -> list[tuple[str, Any]]:
+    """The learning-rate schedule's flags (optimizer_param_scheduler.py get_lr, :215-279).
+    An independent run: FLAME-MoE's WSD over its own length. A trunk (planner.strategy=
+    branches): linear warmup over the warmup its branches share, then the constant lr
+    (``--lr-decay-style constant``, get_lr :233-234). A branch: the same warmup and lr, then
+    WSD's decay over its own iterations (``--lr-wsd-decay-iters`` = train_iters - branch_step,
+    get_lr :259-273). Warmup as iterations, never as a fraction: Megatron takes the fraction of
+    ``--lr-decay-iters`` (training.py:1367-1370), which differs between a trunk and a branch."""
+    if spec.role == "":
+        return [("--lr-decay-style", "WSD"), ("--lr-warmup-fraction", t.warmup_fraction),
+                ("--lr-wsd-decay-iters", max(1, t.decay_iters(spec.train_iters))),
+                ("--lr-wsd-decay-style", t.decay_style), ("--lr-warmup-iters", 0),
+                ("--lr-warmup-init", 0.0)]
+    warmup = [("--lr-warmup-iters", spec.warmup_iters), ("--lr-warmup-init", 0.0)]
+    if spec.role == "trunk":
+        return [("--lr-decay-style", "constant"), *warmup]
+    check_branch(spec)
+    # The trunk's checkpoint holds ITS scheduler (constant style, its own length): a branch
+    # overrides it with these flags, keeping only the step count (num_steps) from the
+    # checkpoint (optimizer_param_scheduler.py:322-324, 380-384). Without the override
+    # Megatron asserts they match (:326-330); --use-checkpoint-opt_param-scheduler would keep
+    # the trunk's constant lr and never decay.
+    return [("--lr-decay-style", "WSD"), ("--lr-wsd-decay-iters", spec.own_iters),
+            ("--lr-wsd-decay-style", t.decay_style), *warmup,
+            ("--override-opt_param-scheduler", None)]
+
+
+def check_branch(spec: PlanRow) -> None:
+    """A branch names its trunk and starts strictly inside its own run, after the warmup."""
+    if not spec.parent or not 0 < spec.branch_step < spec.train_iters:
+        raise ConfigError(f"plan.csv: branch {spec.run_id} has parent={spec.parent!r}, "
+                          f"branch_step={spec.branch_step} of train_iters={spec.train_iters}: "
+                          "re-create the plan with `flame plan`")
+
+
+def save_interval(spec: PlanRow, m: MegatronConfig, every: int) -> int:
+    """--save-interval. Megatron saves only at multiples of one interval (training.py:2340,
+    plus the final save, :1047) and, without --save-retain-interval, deletes none of them
+    (checkpointing.py:716-760). A trunk must keep a checkpoint at exactly each of its
+    ``save_steps``: its interval is their greatest common divisor when that writes at most
+    ``trainer.max_trunk_checkpoints`` checkpoints; otherwise the run's regular interval, and
+    its launches stop at the save steps instead (``trunk_stops``)."""
+    if spec.role != "trunk" or trunk_stops(spec, m):
+        return every
+    return math.gcd(*spec.save_steps)
+
+
+def trunk_stops(spec: PlanRow, m: MegatronConfig) -> tuple[int, ...]:
+    """The save steps (before its end) at which a trunk's launches stop, when one
+    --save-interval cannot keep its checkpoints (their gcd would write more than
+    ``trainer.max_trunk_checkpoints``): each launch ends at the next save step not yet reached
+    with Megatron's --exit-interval (it saves there and exits 0, training.py:2393-2411: the
+    first multiple of a step above the iteration resumed from is the step itself) and the
+    next resumes from it, as a requeue does (exact: model, optimiser, scheduler, RNG and the
+    consumed-samples count are in the checkpoint). Empty: one launch, one interval."""
+    if spec.role != "trunk":
+        return ()
+    steps = spec.save_steps
+    if not steps or min(steps) < 1 or max(steps) > spec.train_iters:
+        raise ConfigError(f"plan.csv: trunk {spec.run_id} has save_steps={list(steps)} for "
+                          f"train_iters={spec.train_iters}: re-create the plan with `flame plan`")
+    if spec.train_iters // math.gcd(*steps) <= m.max_trunk_checkpoints:
+        return ()
+    return tuple(step for step in steps if step < spec.train_iters)
+
+
+def trunk_stop_flags(spec: PlanRow, m: MegatronConfig, run_dir: Path) -> list[tuple[str, Any]]:
+    """This launch's --exit-interval as launch.sh chooses it: the first stop above the
+    checkpoint tracker (none once the last is passed: the launch trains to the end)."""
+    done = tracker_iteration(run_dir)
+    return next(([("--exit-interval", step)] for step in trunk_stops(spec, m) if done < step), [])
+
+
+def trunk_checkpoints(spec: PlanRow, run_dir: Path) -> Path:
+    """The trunk's checkpoint directory (runs/<parent>/checkpoints: the branch reads it in
+    place, no copy: Megatron's --load with --ckpt-step names the iteration to load)."""
+    return Path(run_dir).parent / spec.parent / CHECKPOINTS_DIR
+
+
+def branch_load_flags(spec: PlanRow, run_dir: Path) -> list[tuple[str, Any]]:
+    """A branch's --load as launch.sh chooses it when it starts: its own checkpoint once it
+    has one (a requeue resumes from its own latest, as any run does); before that its
+    trunk's at the branch step (--ckpt-step overrides the tracker's iteration,
+    checkpointing.py:215-216 and 1187-1189; model, optimiser, RNG and the consumed-samples
+    count come with it: no --finetune, --no-load-optim or --no-load-rng, :1731-1733,
+    1785, 1841)."""
+    own = Path(run_dir) / CHECKPOINTS_DIR
+    if (own / TRACKER).is_file():
+        return [("--load", own)]
+    return [("--load", trunk_checkpoints(spec, run_dir)), ("--ckpt-step", spec.branch_step)]
 
 
 def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
@@ -129,19 +231,17 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
     parallel.append(("--distributed-timeout-minutes", m.distributed_timeout_minutes))
     # configs/train/flame-moe.sh:25-32, then the optimiser defaults (yuzc19 :1286-1303, 1606)
     optim = [("--micro-batch-size", mbs), ("--global-batch-size", spec.global_batch_size),
-             ("--lr", t.lr), ("--min-lr", t.min_lr), ("--lr-decay-style", "WSD"),
-             ("--lr-warmup-fraction", t.warmup_fraction),
-             ("--lr-wsd-decay-iters", max(1, t.decay_iters(iters))),
-             ("--lr-wsd-decay-style", t.decay_style), ("--lr-warmup-iters", 0),
-             ("--lr-warmup-init", 0.0),
+             ("--lr", t.lr), ("--min-lr", t.min_lr), *schedule_flags(spec, t),
              ("--train-iters", iters), ("--seed", spec.seed(t.seed)), ("--optimizer", "adam"),
              ("--weight-decay", t.weight_decay), ("--weight-decay-incr-style", "constant"),
              ("--adam-beta1", t.adam_beta1), ("--adam-beta2", t.adam_beta2),
              ("--adam-eps", 1e-08), ("--clip-grad", t.clip_grad)]
     ckpt_dir, every = run_dir / CHECKPOINTS_DIR, interval(iters, m)
-    # flame-moe_step2.sh:21-30; --exit-signal-handler is flame's (requeue)
+    # flame-moe_step2.sh:21-30; --exit-signal-handler is flame's (requeue). A branch's --load
+    # depends on whether it has a checkpoint yet: launch.sh chooses (branch_load_flags).
+    load = [] if spec.role == "branch" else [("--load", ckpt_dir)]
     io = [("--log-interval", m.log_interval), ("--log-throughput", None),
-          ("--save", ckpt_dir), ("--save-interval", every), ("--load", ckpt_dir),
+          ("--save", ckpt_dir), ("--save-interval", save_interval(spec, m, every)), *load,
           ("--eval-interval", every), ("--eval-iters", m.eval_iters),
           ("--ckpt-format", "torch_dist"), ("--tensorboard-dir", run_dir / TENSORBOARD_DIR),
           ("--exit-signal-handler", None)]
@@ -171,7 +271,13 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
 def argv_of(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> list[str]:
     """The argv pretrain_gpt.py receives (what launch.sh's ARGS array expands to)."""
     out: list[str] = []
-    for _, flags in megatron_args(row, cfg, Path(run_dir).resolve()):
+    run_dir, spec = Path(run_dir).resolve(), PlanRow.of(row)
+    sections = megatron_args(spec, cfg, run_dir)
+    if spec.role == "branch":
+        sections.append(("load", branch_load_flags(spec, run_dir)))
+    if spec.role == "trunk":
+        sections.append(("stop", trunk_stop_flags(spec, megatron_config(cfg), run_dir)))
+    for _, flags in sections:
         for flag, value in flags:
             out.append(flag)
             if value is not None:
@@ -224,8 +330,11 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]
-    lines += [")", "",
-              'if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
+    lines += [")", ""]
+    lines += _branch_lines(spec, run_dir) if spec.role == "branch" else []
+    stops = trunk_stops(spec, m)
+    lines += _stop_lines(spec, stops, run_dir) if stops else []
+    lines += ['if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
               '  if [[ "${SLURM_NNODES}" != "$NODES" || "${SLURM_NTASKS_PER_NODE:-1}" != 1 ]]; then',
               '    echo "launch.sh: wants $NODES nodes x 1 task, the job has ${SLURM_NNODES} x '
               '${SLURM_NTASKS_PER_NODE:-?} (trainer.nodes and the job shape disagree)" >&2',
@@ -242,8 +351,44 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               '  LAUNCHER=(--standalone --nnodes 1 --nproc_per_node "$GPUS_PER_NODE")',
               "fi",
               'exec "$PYTHON" -m torch.distributed.run "${LAUNCHER[@]}" '
-              '"$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"', ""]
+              '"$MEGATRON/pretrain_gpt.py" "${ARGS[@]}"'
+              + (' "${LOAD[@]}"' if spec.role == "branch" else "")
+              + (' ${STOP[@]+"${STOP[@]}"}' if stops else ""), ""]
     return "\n".join(lines)
+
+
+def _stop_lines(spec: PlanRow, stops: tuple[int, ...], run_dir: Path) -> list[str]:
+    """launch.sh's choice of a segmented trunk's --exit-interval (trunk_stop_flags)."""
+    tracker = run_dir / CHECKPOINTS_DIR / TRACKER
+    return ["# A trunk keeping checkpoints at its branch steps "
+            f"{' '.join(map(str, spec.save_steps))}: no one --save-interval",
+            "# hits them all within trainer.max_trunk_checkpoints, so each launch stops at the "
+            "next one not",
+            "# reached yet (--exit-interval: Megatron saves there and exits 0) and flame "
+            "launches it again;",
+            "# past the last stop it trains to the end and validates.",
+            f"DONE=$(cat {shlex.quote(str(tracker))} 2>/dev/null || echo 0)",
+            "STOP=()",
+            f"for STEP in {' '.join(map(str, stops))}; do",
+            '  if (( DONE < STEP )); then STOP=(--exit-interval "$STEP"); break; fi',
+            "done", ""]
+
+
+def _branch_lines(spec: PlanRow, run_dir: Path) -> list[str]:
+    """launch.sh's choice of a branch's --load (branch_load_flags), made when it starts."""
+    own, trunk = run_dir / CHECKPOINTS_DIR, trunk_checkpoints(spec, run_dir)
+    return [f"# A branch of trunk {spec.parent}: it trains iterations {spec.branch_step + 1}-"
+            f"{spec.train_iters} (its cooldown).",
+            "# Its own checkpoint once it has one (a requeue resumes there); before that the "
+            "trunk's",
+            f"# iter_{spec.branch_step:07d}, read in place (--ckpt-step, Megatron "
+            "checkpointing.py:215-216), never copied.",
+            f"OWN_CKPT={shlex.quote(str(own))}",
+            f'if [[ -f "$OWN_CKPT/{TRACKER}" ]]; then',
+            '  LOAD=(--load "$OWN_CKPT")',
+            "else",
+            f"  LOAD=(--load {shlex.quote(str(trunk))} --ckpt-step {spec.branch_step})",
+            "fi", ""]
 
 
 def write_launch(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> Path:
@@ -334,6 +479,11 @@ def _tail(run_dir: Path) -> str:
     return (run_dir / TRAIN_LOG).read_text(errors="replace")[-2000:]
 
 
+def _stopped_at_a_save_step(spec: PlanRow, cfg: Mapping[str, Any], run_dir: Path) -> bool:
+    """Whether a segmented trunk's launch ended at one of its stops (then it goes on)."""
+    return tracker_iteration(run_dir) in trunk_stops(spec, megatron_config(cfg))
+
+
 def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
           signals: DeferredSignals) -> dict[str, Any]:
     """Run launch.sh (this node's launcher; the task with SLURM_PROCID 0), forward a deferred
@@ -343,6 +493,8 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
     script = write_launch(row, cfg, run_dir)
     began = time.time()
     code, forwarded = run_launcher(script, run_dir, signals)
+    while code == 0 and not forwarded and _stopped_at_a_save_step(spec, cfg, run_dir):
+        code, forwarded = run_launcher(script, run_dir, signals)  # the trunk's next segment
     parsed = parse_lines(open(run_dir / TRAIN_LOG, errors="replace"))
     records = metrics_from_log(parsed, spec.global_batch_size, spec.arch.seq_length)
     atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in records))
@@ -350,6 +502,11 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
         raise RuntimeError(f"Megatron-LM exited with {code}; end of {TRAIN_LOG}:\n"
                            f"{_tail(run_dir)}")
     done = reached(parsed, run_dir)
+    missing = [s for s in spec.save_steps if done >= spec.train_iters and not
+               (run_dir / CHECKPOINTS_DIR / f"iter_{s:07d}").is_dir()]
+    if missing:  # a trunk's branches need these; Megatron saved elsewhere (or they were removed)
+        raise RuntimeError(f"trunk {spec.run_id} completed without checkpoints at its branch "
+                           f"steps {missing} (checkpoints/iter_NNNNNNN); see {TRAIN_LOG}")
     if done < spec.train_iters:
         if forwarded:  # saved at an iteration boundary and exited 0: requeue from there
             signum, saved = signals.pending or signal.SIGTERM, tracker_iteration(run_dir)
@@ -367,10 +524,12 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
 def run_node(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
     """Another node's task of a multi-node run (SLURM_PROCID > 0): run its launcher only,
     forwarding signals to its ranks; no ledger, no metrics, no summary (node 0 writes them)."""
-    run_dir = Path(run_dir)
+    spec, run_dir = PlanRow.of(row), Path(run_dir)
     script = write_launch(row, cfg, run_dir)  # identical bytes on every node, written atomically
     with DeferredSignals() as signals:
-        code, _ = run_launcher(script, run_dir, signals)
+        code, forwarded = run_launcher(script, run_dir, signals)
+        while code == 0 and not forwarded and _stopped_at_a_save_step(spec, cfg, run_dir):
+            code, forwarded = run_launcher(script, run_dir, signals)
     if code != 0:
         raise RuntimeError(f"Megatron-LM (this node's launcher) exited with {code}")
 

@@ -233,6 +233,11 @@ class MegatronConfig:
     """--distributed-timeout-minutes (FLAME-MoE: 30)."""
     data_cache_path: str | None = operational(None)
     """--data-cache-path (Megatron's sample-index cache)."""
+    max_trunk_checkpoints: int = operational(20)
+    """A trunk (planner.strategy=branches) saves at every multiple of the greatest common
+    divisor of its branch steps (Megatron has one --save-interval, and keeps every checkpoint)
+    when that is at most this many checkpoints; beyond it, its launches stop at each branch
+    step instead (--exit-interval, one restart per step; trainers/megatron.py trunk_stops)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.data_path, str):
@@ -252,7 +257,8 @@ class MegatronConfig:
         if not self.mock_data and not self.tokenizer_type:
             raise ConfigError("trainer.tokenizer_type: not set (e.g. HuggingFaceTokenizer)")
         for key in ("nodes", "gpus_per_node", "expert_model_parallel_size", "micro_batch_size",
-                    "evaluations_per_run", "log_interval", "distributed_timeout_minutes"):
+                    "evaluations_per_run", "log_interval", "distributed_timeout_minutes",
+                    "max_trunk_checkpoints"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"trainer.{key}={getattr(self, key)}: must be >= 1")
         if self.eval_interval is not None and self.eval_interval < 1:

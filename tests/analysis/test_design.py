@@ -124,3 +124,26 @@ def test_seeded_screen_is_the_single_seed_screen_over_sqrt_r() -> None:
     fast = screen_all(pool, prior, study.design, study.fit)
     slow = [linear_halfwidth(d, prior, study.fit) for d in pool]
     assert fast == pytest.approx(slow, rel=1e-9)
+
+
+def test_branch_designs_cost_the_same_points_as_trunks_and_cooldowns(tmp_path: Path,
+                                                                      capsys) -> None:
+    """experiment=demo_branches: its points (the branches, not the trunks) are simulated as any
+    design's; each design's branch cost is what `flame plan` plans for those points."""
+    sweep = tmp_path / "d"
+    assert main(["design", f"sweep_dir={sweep}", "experiment=demo_branches", *FAST,
+                 "design.replications=20", "design.confirm=1", "design.seeds=[1]"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    report = json.loads((sweep / "design.json").read_text())
+    own, chosen = report["designs"][0], report["designs"][1]
+    planned, _ = plan_from_cfg(compose([f"sweep_dir={sweep}", "experiment=demo_branches"]))
+    trunks = [r for r in planned.runs if r.role == "trunk"]
+    assert own["runs"] == len(planned.runs) - len(trunks)  # points: the branches only
+    assert own["flops"] == pytest.approx(sum(r.flops for r in planned.runs
+                                             if r.role == "branch"), rel=1e-12)
+    branch = own["branches"]
+    assert branch["flops"] == pytest.approx(sum(r.own_flops for r in planned.runs), rel=1e-12)
+    assert branch["trunks"] == len(trunks) and branch["fraction_of_independent"] < 0.8
+    assert chosen["branches"]["flops"] < chosen["flops"]
+    assert "as branches (+" in out and "precision assumed equal to independent runs" in out
+

@@ -34,9 +34,19 @@ data loading (``--data-path`` is not opened), TensorBoard scalars other than the
 and Megatron's exact FLOP count (the throughput field has Megatron's format; its value comes
 from a 6·N·tokens estimate, see ``_flops``).
 
-The "model" is one number ``w`` that shrinks every iteration by a seeded factor; ``lm loss`` is
-``2 + w``. ``w`` is saved in each checkpoint and restored on ``--load``, so a resumed run ends
-with exactly the final loss of an uninterrupted one only if the checkpoint carried the state.
+The "model" is two numbers: ``w`` shrinks every iteration by a factor drawn from (seed,
+iteration) (the data at that position; the MoE losses follow it), and ``v`` is trained by a
+momentum optimiser (state ``m``) at the scheduler's learning rate on a gradient with a little
+noise from an RNG stream (Megatron's RNG state, e.g. dropout); ``lm loss`` is ``2 + w + v``.
+All of it is saved in each checkpoint with the scheduler's state (optimizer_param_scheduler.py
+state_dict) and restored on ``--load`` as Megatron restores it (C:1686-1693, 1731-1760, 1785-1832,
+1841): so a resumed run, or a run started from another's checkpoint with ``--ckpt-step``
+(C:215-216, C:1187-1189), ends with exactly the loss of an uninterrupted one only if the
+checkpoint carried the model, the optimiser, the scheduler's step count and the RNG stream;
+``--finetune``, ``--no-load-optim`` and ``--no-load-rng`` drop what Megatron drops, and the
+scheduler's values are checked against the flags unless ``--override-opt_param-scheduler``
+or ``--use-checkpoint-opt_param-scheduler`` (``S`` =
+``megatron/core/optimizer_param_scheduler.py``, S:312-330), with Megatron's assertion message.
 
 Environment: ``FLAME_STANDIN_STEP_S`` seconds per iteration (default 0.001) so that a test can
 preempt a run mid-way; ``RANK``/``WORLD_SIZE`` (default 0/1, as torchrun or flame's srun line
@@ -117,6 +127,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
              "moe_shared_expert_intermediate_size": int,
              "moe_z_loss_coeff": float, "clip_grad": float,
              "tensor_model_parallel_size": int, "pipeline_model_parallel_size": int,
+             "ckpt_step": int, "lr_warmup_init": float,
              "save": str, "load": str, "split": str, "ckpt_format": str, "lr_decay_style": str,
              "lr_wsd_decay_style": str,
              "tensorboard_dir": str,
@@ -125,7 +136,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument(*spec[dest]["option_strings"], dest=dest, type=kind,
                        default=spec[dest]["default"])
     for dest in ("exit_signal_handler", "log_throughput", "skip_train", "mock_data",
-                 "full_validation", "moe_per_layer_logging"):
+                 "full_validation", "moe_per_layer_logging", "override_opt_param_scheduler",
+                 "use_checkpoint_opt_param_scheduler", "no_load_optim", "no_load_rng",
+                 "finetune"):
         p.add_argument(*spec[dest]["option_strings"], dest=dest, action="store_true")
     for dest, kind in (("moe_router_load_balancing_type", str), ("moe_aux_loss_coeff", float)):
         p.add_argument(*spec[dest]["option_strings"], dest=dest, type=kind, nargs="+",
@@ -141,6 +154,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
             setattr(args, dest, getattr(args, dest)[0])
     if args.train_iters is None:
         sys.exit("stand-in: --train-iters is required (--train-samples is not supported)")
+    if args.override_opt_param_scheduler and args.use_checkpoint_opt_param_scheduler:
+        raise AssertionError("both override and use-checkpoint are set.")  # S:172-175
     if args.save is not None:  # A:837-839
         assert args.save_interval is not None and args.save_interval > 0
     if args.data_path and args.split is None:  # A:468-472: the legacy default split
@@ -166,27 +181,72 @@ def _step(w: float, seed: int, iteration: int) -> float:
     return w * (1.0 - 0.02 - 0.03 * random.Random(seed * 1_000_003 + iteration).random())
 
 
-def _lr(args: argparse.Namespace, iteration: int) -> float:
-    """Warmup then the decay style (megatron/core/optimizer_param_scheduler.py's shapes)."""
-    lr, min_lr = args.lr or 0.0, args.min_lr or 0.0
-    total = args.lr_decay_iters or args.train_iters
-    warmup = args.lr_warmup_iters or int((args.lr_warmup_fraction or 0.0) * total)
-    if warmup and iteration <= warmup:
-        return lr * iteration / warmup
-    if args.lr_decay_style == "constant":
+def _train_v(st: dict, args: argparse.Namespace, lr: float) -> None:
+    """One optimiser step on ``v`` at learning rate ``lr``: momentum ``m`` (the optimiser's
+    state), a gradient with noise from the RNG stream (its position ``rng``)."""
+    noise = random.Random(args.seed * 7919 + st["rng"]).random()
+    st["rng"] += 1
+    st["m"] = 0.5 * st["m"] + st["v"] * (0.02 + 0.01 * noise)
+    st["v"] -= (lr / args.lr if args.lr else 0.0) * 0.5 * st["m"]
+
+
+def scheduler(args: argparse.Namespace) -> dict:
+    """The scheduler's state as the flags make it (T:1358-1370, in samples; S:300-310 keys)."""
+    gbs = args.global_batch_size or 1
+    decay = (args.lr_decay_iters or args.train_iters) * gbs
+    warmup = args.lr_warmup_fraction * decay if args.lr_warmup_fraction is not None \
+        else (args.lr_warmup_iters or 0) * gbs
+    return {"max_lr": args.lr or 0.0, "min_lr": args.min_lr or 0.0, "lr_warmup_steps": warmup,
+            "lr_decay_steps": decay, "lr_decay_style": args.lr_decay_style, "num_steps": 0}
+
+
+def load_scheduler(args: argparse.Namespace, saved: dict) -> dict:
+    """S:312-386: each value from the flags (override), the checkpoint (use-checkpoint), or
+    asserted equal; the step count always from the checkpoint."""
+    mine = scheduler(args)
+    names = {"max_lr": "learning rate", "min_lr": "minimum learning rate",
+             "lr_warmup_steps": "warmup iterations",
+             "lr_decay_steps": "total number of iterations",
+             "lr_decay_style": "learning rate decay style"}
+    for key, name in names.items():
+        if args.override_opt_param_scheduler:
+            _say(f" > overriding {name} value to {mine[key]}")
+            continue
+        if not args.use_checkpoint_opt_param_scheduler:
+            assert mine[key] == saved[key], (
+                f"OptimizerParamScheduler: class input value {mine[key]} and checkpoint"
+                f"value {saved[key]} for {name} do not match")
+        _say(f" > using checkpoint value {saved[key]} for {name}")
+        mine[key] = saved[key]
+    mine["num_steps"] = saved["num_steps"]
+    return mine
+
+
+def _lr(args: argparse.Namespace, sched: dict) -> float:
+    """S:215-279 (get_lr) at the scheduler's step count; the WSD decay length and shape are the
+    flags' (not in the scheduler's state_dict)."""
+    lr, min_lr, n = sched["max_lr"], sched["min_lr"], sched["num_steps"]
+    warmup, total = sched["lr_warmup_steps"], sched["lr_decay_steps"]
+    if warmup > 0 and n <= warmup:
+        init = args.lr_warmup_init or 0.0
+        return init + (lr - init) * float(n) / float(warmup)
+    if sched["lr_decay_style"] == "constant":
         return lr
-    if args.lr_decay_style == "WSD":
-        decay = args.lr_wsd_decay_iters or total
+    if n > total:
+        return min_lr
+    if sched["lr_decay_style"] == "WSD":
+        decay = (args.lr_wsd_decay_iters or 0) * (args.global_batch_size or 1)
         start = total - decay
-        if iteration <= start:
+        if n <= start:
             return lr
-        r = min(1.0, (iteration - start) / decay)
+        r = (n - start) / decay
         coeff = {"linear": 1.0 - r, "cosine": 0.5 * (math.cos(math.pi * r) + 1.0),
                  "exponential": 2.0 * 0.5 ** r - 1.0,
                  "minus_sqrt": 1.0 - math.sqrt(r)}[args.lr_wsd_decay_style]
         return min_lr + coeff * (lr - min_lr)
-    r = min(1.0, max(0.0, (iteration - warmup) / max(1, total - warmup)))
-    coeff = 0.5 * (math.cos(math.pi * r) + 1.0) if args.lr_decay_style == "cosine" else 1.0 - r
+    r = (n - warmup) / (total - warmup)
+    coeff = 0.5 * (math.cos(math.pi * r) + 1.0) if sched["lr_decay_style"] == "cosine" \
+        else 1.0 - r
     return min_lr + coeff * (lr - min_lr)
 
 
@@ -222,18 +282,34 @@ def save_checkpoint(args: argparse.Namespace, iteration: int, state: dict) -> No
 
 
 def load_checkpoint(args: argparse.Namespace, fresh: dict) -> dict:
-    """C:1206-1233 and C:1898: the tracker names the iteration; no tracker = start afresh."""
+    """C:1206-1233 and C:1898: the tracker names the iteration, ``--ckpt-step`` (when non-zero)
+    overrides it, tracker or not (C:215-216, C:1187-1189); no iteration = start afresh. Then
+    what Megatron restores: the iteration and consumed samples unless --finetune (C:1731-1752),
+    the optimiser and the scheduler unless --finetune/--no-load-optim (C:1785-1823), the RNG
+    unless --finetune/--no-load-rng (C:1841); the model always."""
     if not args.load:
         return fresh
     tracker = Path(args.load) / TRACKER
-    if not tracker.is_file():
+    iteration = int(tracker.read_text().strip()) if tracker.is_file() else -1
+    if args.ckpt_step:
+        iteration = args.ckpt_step
+    if iteration == -1:
         _say(f"WARNING: could not find the metadata file {tracker}")
         _say("    will not load any checkpoints and will start from random")
         return fresh
-    iteration = int(tracker.read_text().strip())
+    folder = Path(args.load) / f"iter_{iteration:07d}"
     infix = "distributed " if args.ckpt_format == "torch_dist" else ""
     _say(f" loading {infix}checkpoint from {args.load} at iteration {iteration}")
-    state = json.loads((Path(args.load) / f"iter_{iteration:07d}" / STATE).read_text())
+    if not (folder / STATE).is_file():  # C:1142: os.listdir of a missing iter_ directory
+        raise FileNotFoundError(f"[Errno 2] No such file or directory: {str(folder)!r}")
+    saved = json.loads((folder / STATE).read_text())
+    state = dict(fresh, w=saved["w"], v=saved["v"])  # the model, always
+    if not args.finetune:
+        state.update(iteration=saved["iteration"], consumed=saved["consumed"])
+        if not args.no_load_optim:
+            state.update(m=saved["m"], sched=load_scheduler(args, saved["sched"]))
+        if not args.no_load_rng:
+            state["rng"] = saved["rng"]
     tp, pp = args.tensor_model_parallel_size or 1, args.pipeline_model_parallel_size or 1
     _say(f"  successfully loaded checkpoint from {args.load} [ t 1/{tp}, p 1/{pp} ] "
          f"at iteration {iteration}")
@@ -245,7 +321,7 @@ def load_checkpoint(args: argparse.Namespace, fresh: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def training_line(args: argparse.Namespace, iteration: int, consumed: int, elapsed_s: float,
-                  count: int, sums: dict[str, float], grad_norm: float) -> str:
+                  count: int, sums: dict[str, float], grad_norm: float, lr: float) -> str:
     """T:2030-2097, field for field, in order."""
     per_iter = elapsed_s / count
     world = WORLD_SIZE
@@ -255,7 +331,7 @@ def training_line(args: argparse.Namespace, iteration: int, consumed: int, elaps
     if args.log_throughput:  # T:2043-2044
         tflops = _flops(args, args.global_batch_size or 1) / (per_iter * 10**12 * world)
         text += f" throughput per GPU (TFLOP/s/GPU): {tflops:.1f} |"
-    text += f" learning rate: {_lr(args, iteration):.6E} |"
+    text += f" learning rate: {lr:.6E} |"
     text += f" global batch size: {args.global_batch_size or 1:5d} |"
     for name, total in sums.items():  # T:2067-2075: averages over the interval, if > 0
         if total / max(1, count) > 0.0:
@@ -334,10 +410,10 @@ def layer_moe_losses(args: argparse.Namespace, w: float) -> dict[str, list[float
     return out
 
 
-def _losses(args: argparse.Namespace, w: float) -> dict[str, float]:
+def _losses(args: argparse.Namespace, w: float, v: float) -> dict[str, float]:
     """``lm loss`` (pretrain_gpt.py's loss_func), then the MoE losses T:1960-1966 tracks: the
     sum over layers / the number of MoE layers (M:1019-1025)."""
-    out = {"lm loss": 2.0 + w}
+    out = {"lm loss": 2.0 + w + v}
     moe = max(1, sum(moe_layers(args)))
     out.update({name: sum(values) / moe for name, values in layer_moe_losses(args, w).items()})
     return out
@@ -400,59 +476,62 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.exit_signal_handler:  # megatron/training/dist_signal_handler.py: only a flag is set
         signal.signal(args.exit_signal, lambda signum, frame: RECEIVED.append(signum))
-    state = load_checkpoint(args, {"iteration": 0, "consumed": 0,
-                                   "w": 6.0 + random.Random(args.seed).random()})
-    iteration, consumed, w = state["iteration"], state["consumed"], state["w"]
+    st = load_checkpoint(args, {"iteration": 0, "consumed": 0,
+                                "w": 6.0 + random.Random(args.seed).random(), "v": 1.0,
+                                "m": 0.0, "rng": 0, "sched": scheduler(args)})
     do_valid, do_test = splits(args)
 
     if not args.skip_train:  # T:1026-1061
         _say("training ...")
         if args.train_iters > 0:  # T:1030 (do_train: a training dataset exists)
-            iteration, consumed, w, stop = train(args, iteration, consumed, w)
+            stop = train(args, st)
             if stop:
                 return 0  # T:3021-3030: sys.exit(exit_code); exit_code is 0 unless the rerun
                 # state machine set it (T:2576, T:1687-1689)
         else:
-            iteration = 0  # T:1029
+            st["iteration"] = 0  # T:1029
         print_datetime("after training is done")  # T:1045
         # T:1047: the final save unless the last iteration was just saved by save_interval.
+        iteration = st["iteration"]
         if args.save and iteration != 0 and iteration % args.save_interval != 0:
-            save_checkpoint(args, iteration, {"consumed": consumed, "w": w})
+            save_checkpoint(args, iteration, st)
     else:
         _say("skipping training (--skip-train is on) ...")  # T:1064
+    iteration, loss = st["iteration"], st["w"] + st["v"]
     if do_valid:  # T:1068-1092
-        validation_lines(f"iteration {iteration} on validation set", 2.05 + w)
+        validation_lines(f"iteration {iteration} on validation set", 2.05 + loss)
     if do_test:  # T:1094-1107
-        validation_lines(f"iteration {iteration} on test set", 2.07 + w)
+        validation_lines(f"iteration {iteration} on test set", 2.07 + loss)
     return 0
 
 
-def train(args: argparse.Namespace, iteration: int, consumed: int,
-          w: float) -> tuple[int, int, float, bool]:
-    """T:2417-3032's loop; returns (iteration, consumed samples, w, exited on a condition)."""
+def train(args: argparse.Namespace, st: dict) -> bool:
+    """T:2417-3032's loop on the run state ``st``; returns whether it exited on a condition."""
     print_datetime("before the start of training step")  # T:2572
     do_valid, _ = splits(args)
     writer = TensorBoard(args)
     try:
-        return _loop(args, iteration, consumed, w, writer, do_valid)
+        return _loop(args, st, writer, do_valid)
     finally:
         writer.flush()  # T:3000-3003, after the loop whichever way it ended
 
 
-def _loop(args: argparse.Namespace, iteration: int, consumed: int, w: float,
-          writer: TensorBoard, do_valid: bool) -> tuple[int, int, float, bool]:
+def _loop(args: argparse.Namespace, st: dict, writer: TensorBoard, do_valid: bool) -> bool:
     """The iterations themselves (T:2684-3000)."""
     gbs = args.global_batch_size or 1
     sums: dict[str, float] = {}
     count, first, began = 0, True, time.time()
     step_s = float(os.environ.get("FLAME_STANDIN_STEP_S", "0.001"))
-    while iteration < args.train_iters:  # T:2684
+    while st["iteration"] < args.train_iters:  # T:2684
         time.sleep(step_s)
-        w = _step(w, args.seed, iteration + 1)
-        iteration += 1  # T:2839
-        consumed += gbs  # T:2869
+        st["w"] = w = _step(st["w"], args.seed, st["iteration"] + 1)
+        _train_v(st, args, _lr(args, st["sched"]))  # the lr the scheduler set last
+        st["sched"]["num_steps"] += gbs  # after the optimiser step (S:281-287)
+        st["iteration"] = iteration = st["iteration"] + 1  # T:2839
+        st["consumed"] += gbs  # T:2869
+        consumed = st["consumed"]
         count += 1
-        for name, value in _losses(args, w).items():
+        for name, value in _losses(args, w, st["v"]).items():
             sums[name] = sums.get(name, 0.0) + value
         track_moe_metrics(args, writer, iteration, w)  # T:1974-1987, every iteration
         # T:2008: printed when iteration % log_interval == 0, and on the first iteration of this
@@ -461,18 +540,17 @@ def _loop(args: argparse.Namespace, iteration: int, consumed: int, w: float,
         # should_reset), so the next line still averages the whole interval.
         if iteration % args.log_interval == 0 or first:
             _say_last(training_line(args, iteration, consumed, time.time() - began, count, sums,
-                               grad_norm=1.0 + w / 10))
+                                    grad_norm=1.0 + w / 10, lr=_lr(args, st["sched"])))
             if not first:
                 sums, count, began = {}, 0, time.time()
         first = False
         # T:2914-2950: evaluation every eval_interval (None = never) when there is a
         # validation set.
         if args.eval_interval and iteration % args.eval_interval == 0 and do_valid:
-            validation_lines(f"iteration {iteration}", 2.05 + w)
-        if checkpoint_and_decide_exit(args, iteration, {"consumed": consumed, "w": w},
-                                      RECEIVED):
-            return iteration, consumed, w, True
-    return iteration, consumed, w, False
+            validation_lines(f"iteration {iteration}", 2.05 + w + st["v"])
+        if checkpoint_and_decide_exit(args, iteration, st, RECEIVED):
+            return True
+    return False
 
 
 def checkpoint_and_decide_exit(args: argparse.Namespace, iteration: int, state: dict,
