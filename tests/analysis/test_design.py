@@ -61,7 +61,7 @@ def test_target_writes_a_plan_that_launch_runs(tmp_path: Path, capsys) -> None:
     assert main(["design", *common, LAW, "design.noise=0.02", "design.target_halfwidth=0.3",
                  *SMALL, "design.seeds=[2]"]) == 0
     out = capsys.readouterr().out
-    assert "demo plan" in out and "chosen" in out
+    assert "demo_grid plan" in out and "chosen" in out  # the default experiment's plan
     report = json.loads((sweep / "design.json").read_text())
     plan_entry, chosen = report["designs"][0], report["designs"][1]
     assert chosen["name"] == report["chosen"]
