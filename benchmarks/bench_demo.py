@@ -1,6 +1,7 @@
 """The demo end to end: utilization of the cores, and where the rest of the time goes.
 
-    .venv/bin/python benchmarks/bench_demo.py [--budgets 1e11 3e11] [--ops] [-- overrides...]
+    .venv/bin/python benchmarks/bench_demo.py [--experiment demo] [--budgets 1e11 3e11] [--ops]
+        [-- overrides...]
 
 Runs ``flame run experiment=demo`` (or the given budgets of it, a fixed subset of its runs) in
 a fresh sweep folder, on this machine's local executor, and prints:
@@ -44,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FLAME = [sys.executable, "-m", "jobs.cli"]
 
 
-def run_study(sweep: Path, budgets: list[str], overrides: list[str]) -> float:
-    """``flame run experiment=demo`` into ``sweep``; its wall time in seconds."""
-    args = [*FLAME, "run", "experiment=demo", f"sweep_dir={sweep}", *overrides]
+def run_study(sweep: Path, experiment: str, budgets: list[str], overrides: list[str]) -> float:
+    """``flame run experiment=<experiment>`` into ``sweep``; its wall time in seconds."""
+    args = [*FLAME, "run", f"experiment={experiment}", f"sweep_dir={sweep}", *overrides]
     if budgets:
         args.append(f"budgets.flops=[{','.join(budgets)}]")
     began = time.perf_counter()
@@ -144,6 +145,7 @@ def op_profile(sweep: Path, steps: int = 10) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="demo")
     parser.add_argument("--budgets", nargs="*", default=[], help="a subset of the demo's")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--sweep-dir", type=Path, default=None, help="kept when given")
@@ -154,7 +156,7 @@ def main() -> None:
     peak = matmul_peak()
     sweep = args.sweep_dir or Path(tempfile.mkdtemp(prefix="bench_demo_"))
     began = time.time()
-    wall = run_study(sweep, args.budgets, args.overrides)
+    wall = run_study(sweep, args.experiment, args.budgets, args.overrides)
     runs = read_runs(sweep)
     planned = sum(r["flops"] for r in runs)
     console = Console()
