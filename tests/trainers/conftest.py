@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +54,18 @@ def standin_overrides(path: Path) -> list[str]:
     import sys
     return [f"trainer.megatron_path={standin_checkout(path)}", f"trainer.python={sys.executable}",
             "trainer.gpus_per_node=1", "trainer.nodes=1", "trainer.expert_model_parallel_size=1"]
+
+
+def usr2_once_logged(log: Path, marker: str, poll_s: float) -> threading.Thread:
+    """Preempt as SLURM does (USR2 to the job's task) once ``marker`` appears in ``log``;
+    the watching thread, started (gives up after 60 s)."""
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log.is_file() and marker in log.read_text():
+                os.kill(os.getpid(), signal.SIGUSR2)
+                return
+            time.sleep(poll_s)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread

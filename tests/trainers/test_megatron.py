@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ from sweep.arch import ConfigError
 from trainers.logformat import parse_lines
 from trainers.megatron import argv_of, render_launch, tracker_iteration, write_launch
 from trainers.run import Preempted, train_run
-from tests.trainers.conftest import standin_overrides
+from tests.trainers.conftest import standin_overrides, usr2_once_logged
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,15 +100,7 @@ def test_signal_reaches_the_ranks_as_sigterm_then_the_rerun_resumes_to_the_same_
         standin_run, tmp_path, monkeypatch):
     monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0.05")
     log = tmp_path / "run" / "train.log"
-
-    def preempt_once_training() -> None:  # as SLURM does: USR2 to the job's task
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if log.is_file() and "iteration        5/" in log.read_text():
-                os.kill(os.getpid(), signal.SIGUSR2)
-                return
-            time.sleep(0.1)
-    threading.Thread(target=preempt_once_training, daemon=True).start()
+    usr2_once_logged(log, "iteration        5/", 0.1)  # preempted while training
     with pytest.raises(Preempted) as info:
         standin_run(103)
     text = log.read_text()

@@ -8,11 +8,8 @@ requeued branch resumes from its own checkpoint, not the trunk's again."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ from trainers.run import Preempted, train_run
 from trainers.schedule import WSD
 from trainers.settings import Recipe
 from sweep.planrow import PlanRow
-from tests.trainers.conftest import STANDIN, standin_overrides
+from tests.trainers.conftest import STANDIN, standin_overrides, usr2_once_logged
 
 TRUNK, SHORT, LONG = "trunk0000001", "branch000025", "branch000050"
 FORBIDDEN = ("--finetune", "--no-load-optim", "--no-load-rng", "--pretrained-checkpoint",
@@ -184,15 +181,7 @@ def test_a_branch_preempted_in_its_cooldown_resumes_from_its_own_checkpoint(stud
     train_run(rows[TRUNK], cfg, runs / TRUNK)
     monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0.05")
     log = runs / LONG / "train.log"
-
-    def preempt_in_the_cooldown() -> None:  # as SLURM does: USR2 to the job's task
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if log.is_file() and "iteration       45/" in log.read_text():
-                os.kill(os.getpid(), signal.SIGUSR2)
-                return
-            time.sleep(0.05)
-    threading.Thread(target=preempt_in_the_cooldown, daemon=True).start()
+    usr2_once_logged(log, "iteration       45/", 0.05)  # preempted in the cooldown
     with pytest.raises(Preempted) as info:
         train_run(rows[LONG], cfg, runs / LONG)
     assert 45 <= info.value.iteration < 50
