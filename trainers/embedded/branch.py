@@ -14,11 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from sweep.io import atomic_writer
 from sweep.planrow import PlanRow
 from trainers.artifacts import branch_checkpoint, parent_run_dir
+from trainers.embedded import checkpoint
 
 TRAINER = "embedded"
 
@@ -29,8 +27,7 @@ def keep(ckpt_dir: Path, spec: PlanRow, state: dict[str, Any]) -> None:
     step = int(state["iteration"])
     if spec.role != "trunk" or step not in spec.save_steps:
         return
-    with atomic_writer(branch_checkpoint(ckpt_dir.parent, step, TRAINER)) as handle:
-        torch.save(state, handle)
+    checkpoint.write(branch_checkpoint(ckpt_dir.parent, step, TRAINER), state)
 
 
 def trunk_state(spec: PlanRow, ckpt_dir: Path) -> dict[str, Any] | None:
@@ -44,8 +41,7 @@ def trunk_state(spec: PlanRow, ckpt_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         raise RuntimeError(f"branch {spec.run_id}: its trunk {spec.parent} has no checkpoint at "
                            f"iteration {spec.branch_step} ({path}); run the trunk first")
-    # Our own file: optimiser state and RNG tuples need the full unpickler.
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.read(path)
     if state.get("run_id") != spec.parent or state.get("iteration") != spec.branch_step:
         raise RuntimeError(f"{path}: holds run {state.get('run_id')} at iteration "
                            f"{state.get('iteration')}, not trunk {spec.parent} at "

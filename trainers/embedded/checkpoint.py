@@ -25,19 +25,26 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
 
 
-def save(directory: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``directory/latest.pt`` via a temp file and a rename, so a job killed
-    mid-save leaves the previous checkpoint intact."""
-    path = directory / CHECKPOINT_FILE
+def write(path: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` via a temp file and a rename, so a job killed mid-save
+    leaves the previous file intact."""
     with atomic_writer(path) as handle:
         torch.save(state, handle)
     return path
 
 
+def read(path: Path) -> dict[str, Any]:
+    """A state written by ``write``."""
+    # Our own files: optimiser state and RNG tuples need the full unpickler.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def save(directory: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``directory/latest.pt`` (atomically, see ``write``)."""
+    return write(directory / CHECKPOINT_FILE, state)
+
+
 def load(directory: Path) -> dict[str, Any] | None:
     """The latest checkpoint's state, or None when there is none."""
     path = directory / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    # Our own files: optimiser state and RNG tuples need the full unpickler.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read(path) if path.exists() else None
