@@ -37,10 +37,18 @@ import pandas as pd
 from analysis.data import read_csv
 from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
 from analysis.settings import FitSettings
-from analysis.sources import (Evidence, finite, read_metrics, read_routing, read_state,
-                              read_tensorboard, read_throughput, read_train_log)
-from sweep.arch import ConfigError
+from analysis.sources import (
+    Evidence,
+    finite,
+    read_metrics,
+    read_routing,
+    read_state,
+    read_tensorboard,
+    read_throughput,
+    read_train_log,
+)
 from sweep.config import history_plans, load_sweep_config, study_config
+from sweep.errors import ConfigError
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
 from trainers.settings import MegatronConfig
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 
 def _sweep_dir(cfg: DictConfig) -> Path:

@@ -2,7 +2,8 @@
 
 At each of A's budgets C, A reaches its optimal loss L_A(C) (Approach 2's loss frontier
 ``L_opt = k.C^c`` through its isoFLOP minima). B reaches that loss at
-C_B = (L_A(C) / k_B)^(1/c_B); the multiplier is C_B / C (2 = B needs twice A's compute for A's loss; < 1 = B is more efficient).
+C_B = (L_A(C) / k_B)^(1/c_B); the multiplier is C_B / C (2 = B needs twice A's compute for A's
+loss; < 1 = B is more efficient).
 The laws cross where the two frontiers meet, C* = (k_B / k_A)^(1/(c_A - c_B)).
 
 Both frontiers are Approach 2's loss laws refitted from each study's points with the settings
@@ -42,7 +43,7 @@ from analysis.data import load_bare_csv, load_sweep_results, used_points
 from analysis.isoflop import IsoflopFit
 from analysis.porian import fit_approach2
 from analysis.settings import FitSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import FIT_JSON, RESULTS_CSV, atomic_write_text
 
 COMPARE_DIR = "compare"

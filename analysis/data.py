@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.degenerate import DUPLICATE_REASON
 from analysis.settings import FitSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import RESULTS_CSV
 
 BARE_COLUMNS = ("budget", "n", "loss")

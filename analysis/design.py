@@ -33,7 +33,7 @@ from analysis.isoflop import _fit_all, budget_groups
 from analysis.parametric import closed_form_optimum, lm_irls, row_chunks
 from analysis.selection import member_n
 from analysis.settings import FitSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.family import Member
 from sweep.law import Law
 from sweep.planner import PlannedRun
@@ -160,7 +160,7 @@ class Points:
     loss: np.ndarray
 
     @classmethod
-    def of(cls, design: Design, law: Law, n_column: str) -> "Points":
+    def of(cls, design: Design, law: Law, n_column: str) -> Points:
         budget = np.array([r.budget for r in design.runs], float)
         n = np.array([member_n(r.member.arch, n_column) for r in design.runs], float)
         tokens = np.array([r.tokens for r in design.runs], float)

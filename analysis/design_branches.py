@@ -17,10 +17,11 @@ independent runs would bias the law. Neither is measured here; the table says so
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from analysis.design import Design
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.planner import PlannedRun, PlannerSettings, branched
 
 ASSUMPTION = ("precision assumed equal to independent runs of the same points (branch noise "

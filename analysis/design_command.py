@@ -14,10 +14,15 @@ from rich.table import Table
 
 from analysis.design import Design, PriorLaw, load_prior, simulate
 from analysis.design_branches import ASSUMPTION, branch_cost, independent
-from analysis.design_search import (SearchResult, candidate_runs, candidates, linear_halfwidth,
-                                    optimise)
-from sweep.arch import ConfigError
+from analysis.design_search import (
+    SearchResult,
+    candidate_runs,
+    candidates,
+    linear_halfwidth,
+    optimise,
+)
 from sweep.config import hash_context, plan_from_cfg, study_config
+from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import atomic_write_text
 from sweep.schema import plain

@@ -16,8 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.design import Design
-from sweep.arch import ConfigError
 from sweep.config import plan_from_cfg, read_plan, study_config, write_plan
+from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import PLAN_CSV, run_dir
 from sweep.schema import plain

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from analysis.design import Design, Points, PriorLaw, fit_approach2, draw, halfwidth, simulate
+from analysis.design import Design, Points, PriorLaw, draw, fit_approach2, halfwidth, simulate
 from analysis.design_settings import DesignConfig
 from analysis.parametric import closed_form_optimum
 from analysis.selection import member_n
 from analysis.settings import FitSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.family import Member
 from sweep.planner import PlannedRun, PlannerSettings, plan
 

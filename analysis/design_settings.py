@@ -6,10 +6,11 @@ level. Nothing here changes what a run computes, so every field is operational (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.law import Law
 from sweep.schema import operational, to_typed
 
@@ -87,7 +88,7 @@ class DesignConfig:
     """Write the optimised design as plan.csv + config.yaml when a target or cap is given."""
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "DesignConfig":
+    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> DesignConfig:
         """Settings from the ``design`` config mapping; unknown or bad keys raise ConfigError."""
         return to_typed(cls, cfg, "design")
 

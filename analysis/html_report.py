@@ -13,7 +13,7 @@ or keys those files have.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
@@ -22,12 +22,18 @@ from omegaconf import DictConfig
 from analysis.report_extras import optional_sections
 from analysis.report_fit import fit_sections, selection_section
 from analysis.report_page import read_csv_file, read_json_file
-from analysis.report_runs import (all_runs_section, config_section, headline, runs_section,
-                                  sources_section, study_section)
+from analysis.report_runs import (
+    all_runs_section,
+    config_section,
+    headline,
+    runs_section,
+    sources_section,
+    study_section,
+)
 from jobs.status import collect as ledger_status
-from sweep.arch import ConfigError
 from sweep.commands import check_sweep_dir
 from sweep.config import load_sweep_config
+from sweep.errors import ConfigError
 from sweep.io import FIT_JSON, PLAN_CSV, RESULTS_CSV, atomic_write_text
 
 REPORT_HTML = "report.html"
@@ -83,4 +89,4 @@ def render_report(sweep_dir: Path) -> str:
     return TEMPLATES.get_template("report.html.j2").render(
         title=f"flame study: {config.get('experiment_name', sweep_dir.name)}",
         sweep_dir=str(sweep_dir), sections=sections, headline=headline(status, fit),
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))

@@ -37,8 +37,14 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
-from analysis.isoflop import (BudgetFit, IsoflopFit, PowerLaw, budget_groups, fit_isoflop,
-                              pooled_residual_std)
+from analysis.isoflop import (
+    BudgetFit,
+    IsoflopFit,
+    PowerLaw,
+    budget_groups,
+    fit_isoflop,
+    pooled_residual_std,
+)
 from analysis.settings import FitSettings
 
 INTERP_PER_GAP = 25       # interpolation points per gap between sampled sizes (theirs: 25)

@@ -17,21 +17,33 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.data import branch_summary, load_bare_csv, load_sweep_results, used_points
-from analysis.degenerate import (FitWarning,
-                                 approach2_interval_reason, approach3_interval_reason,
-                                 duplicate_warnings, extrapolation_decades, off_centre_warnings,
-                                 parametric_unidentified, zero_width)
+from analysis.degenerate import (
+    FitWarning,
+    approach2_interval_reason,
+    approach3_interval_reason,
+    duplicate_warnings,
+    extrapolation_decades,
+    off_centre_warnings,
+    parametric_unidentified,
+    zero_width,
+)
 from analysis.extrapolation import extrapolation_check
 from analysis.isoflop import IsoflopFit, budget_groups, interval
-from analysis.parametric import (ONE_STEP_MIN_POINTS, PARAM_NAMES, ParametricFit,
-                                 bootstrap_parametric, closed_form_optimum, fit_parametric)
-from analysis.routing import routing_figure
+from analysis.parametric import (
+    ONE_STEP_MIN_POINTS,
+    PARAM_NAMES,
+    ParametricFit,
+    bootstrap_parametric,
+    closed_form_optimum,
+    fit_parametric,
+)
 from analysis.porian import fit_approach2
 from analysis.release import beside_released
+from analysis.routing import routing_figure
 from analysis.selection import family_from_config, select
 from analysis.settings import FitSettings
-from sweep.arch import ConfigError
 from sweep.config import load_sweep_config
+from sweep.errors import ConfigError
 from sweep.io import FIT_JSON, RESULTS_CSV, SELECTION_CSV, atomic_write_text
 
 MIN_PARAMETRIC_POINTS = 6  # five parameters need more points than that to mean anything
@@ -277,6 +289,7 @@ def _json_safe(value: Any) -> Any:
 def summary_text(fit: dict, width: int = 110) -> str:
     """The printed summary of a fit.json dict: rich tables rendered to text."""
     from rich.console import Console
+
     from analysis.summary import renderables
     console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
     for item in renderables(fit):

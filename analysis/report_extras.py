@@ -6,15 +6,24 @@ producer may add fields without breaking the page."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from analysis.report_fit import FIT_FIGURES
-from analysis.report_page import (MAX_RUN_ROWS, Section, cut_note, figure, frame_table,
-                                  mapping_table, read_json_file, records_of, records_table,
-                                  svg_figure)
+from analysis.report_page import (
+    MAX_RUN_ROWS,
+    Section,
+    cut_note,
+    figure,
+    frame_table,
+    mapping_table,
+    read_json_file,
+    records_of,
+    records_table,
+    svg_figure,
+)
 from sweep.io import FIGURES_DIR, RESULTS_CSV
 
 DESIGN_JSON = "design.json"

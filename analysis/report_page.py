@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import FIGURES_DIR
 
 # Rows of the all-runs table: beyond this the page would be megabytes; results.csv has them all.

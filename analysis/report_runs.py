@@ -4,20 +4,19 @@ the runs that failed or were excluded and why, the configuration, every run, the
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.data import TRUNK_REASON, load_sweep_results
 from analysis.report_extras import COMPARE_DIR, DESIGN_JSON
-from analysis.report_page import (MAX_RUN_ROWS, Section, Table, cut_note, frame_table,
-                                  mapping_table)
+from analysis.report_page import MAX_RUN_ROWS, Section, Table, cut_note, frame_table, mapping_table
 from analysis.settings import FitSettings
 from jobs import ledger as ledger_states
 from jobs.settings import ClusterSettings
 from jobs.status import SweepStatus
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML, FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
 RUN_COLUMNS = ("run_id", "member", "budget", "n_active_flame", "tokens", "train_iters",
@@ -230,7 +229,7 @@ def sources_section(sweep_dir: Path) -> Section:
     paths += sorted((sweep_dir / FIGURES_DIR).glob("*.svg"))
     paths += sorted((sweep_dir / COMPARE_DIR).glob("*/compare.*"))
     rows = [{"file": str(p.relative_to(sweep_dir)),
-             "modified (UTC)": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+             "modified (UTC)": datetime.fromtimestamp(p.stat().st_mtime, UTC)
              .strftime("%Y-%m-%d %H:%M:%S"), "bytes": p.stat().st_size,
              "sha256": hashlib.sha256(p.read_bytes()).hexdigest()[:16]}
             for p in paths if p.is_file()]

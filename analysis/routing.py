@@ -127,8 +127,9 @@ def routing_figure(sweep_dir: Path, points: pd.DataFrame, settings: FitSettings)
     metric, limit, label = _plotted(points, settings)
     if metric is None:
         return []
-    from analysis.plots import BudgetColours, _save  # matplotlib only when drawn
     import matplotlib.pyplot as plt
+
+    from analysis.plots import BudgetColours, _save  # matplotlib only when drawn
 
     shown = points[np.isfinite(pd.to_numeric(points[metric], errors="coerce"))]
     budgets = shown["budget"].to_numpy(float)

@@ -14,17 +14,19 @@ each planned at its own budget, compete at all seven.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.settings import N_COLUMN_RE
 from sweep.accounting import param_counts, train_iters
-from sweep.arch import ConfigError, MoEArch
+from sweep.arch import MoEArch
 from sweep.config import settings_from_cfg
-from sweep.planner import PlannerSettings
+from sweep.errors import ConfigError
 from sweep.family import Member, build_family
+from sweep.planner import PlannerSettings
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.schema import to_typed
 
 N_COLUMN_RE = re.compile(r"^n_(active|total)_(exact|flame)(_nonemb)?$")
@@ -78,7 +79,7 @@ class FitSettings:
     is off) exceeds this over the last window."""
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "FitSettings":
+    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> FitSettings:
         """Settings from the ``fit`` config mapping; unknown or bad keys raise ConfigError."""
         return to_typed(cls, cfg, "fit")
 

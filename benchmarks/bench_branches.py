@@ -88,7 +88,8 @@ def comparison(branches: list[float], independent: list[float]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", nargs="+", default=["8@3e10", "8@1e11", "12@3e10", "12@1e11", "16@3e10",
+    parser.add_argument("--pairs", nargs="+", default=["8@3e10", "8@1e11", "12@3e10", "12@1e11",
+                                                      "16@3e10",
                                                        "16@1e11"])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)

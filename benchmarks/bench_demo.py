@@ -101,12 +101,12 @@ def breakdown(runs: list[dict], wall: float, cores: int, began: float) -> dict[s
 
 def op_profile(sweep: Path, steps: int = 10) -> Table:
     """One training step per member, its CPU time by op group (torch profiler)."""
+    from omegaconf import OmegaConf
     from torch.profiler import ProfilerActivity, profile
 
     from sweep.planrow import PlanRow
     from trainers.embedded.train import _Loop
     from trainers.settings import Recipe, trainer_config
-    from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(OmegaConf.load(sweep / "config.yaml"), resolve=True)
     groups = {"matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::matmul"),

@@ -9,8 +9,9 @@ typed: what ``config.yaml`` in a sweep directory holds (a versioned snapshot).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -18,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from analysis.design_settings import DesignConfig
 from analysis.settings import FitSettings
 from jobs.settings import ClusterSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.family import FamilyConfig
 from sweep.planner import BudgetsConfig, PlannerConfig
 from sweep.schema import field_docs, operational, plain, to_typed
@@ -98,7 +99,7 @@ class StudyConfig:
     """How `flame design` simulates designs (not part of a sweep's config.yaml)."""
 
     @classmethod
-    def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> "StudyConfig":
+    def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> StudyConfig:
         """From a composed config or a sweep's config.yaml; a problem is a ConfigError."""
         data = plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
         groups = {name: to_typed(kind, data.get(name), name) for name, kind in GROUPS.items()}

@@ -38,9 +38,9 @@ from analysis.settings import FitSettings
 from jobs.launch import launch_sweep
 from jobs.ledger import COMPLETED
 from jobs.status import poll, wait_until_terminal
-from sweep.arch import ConfigError
 from sweep.commands import check_sweep_dir, guard_replan
 from sweep.config import hash_context, read_plan, settings_from_cfg, study_config, write_plan
+from sweep.errors import ConfigError
 from sweep.family import Member, build_family
 from sweep.io import ADAPTIVE_DIR, PLAN_CSV, RESULTS_CSV, atomic_write_text
 from sweep.planner import Plan, PlannedRun, PlannerSettings, plan, validate_budgets

@@ -10,13 +10,14 @@ never launched: ``flame resubmit <trunk>`` trains it again and resubmits its wai
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from jobs import ledger
 from jobs.sweepdir import read_config
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import run_dir
 from sweep.planrow import PlanRow
 from trainers.artifacts import branch_ready

@@ -11,16 +11,16 @@ import dataclasses
 import importlib
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from conf.schema import group_docs, register
-from sweep.arch import ConfigError
 from sweep.config import study_config
+from sweep.errors import ConfigError
 from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
@@ -88,7 +88,8 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def compose(overrides: Sequence[str]) -> DictConfig:
     """The composed config, checked against the schema (every group typed), or a ConfigError
     naming the bad key."""
-    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
     from hydra.errors import HydraException
 
     register()

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server")
 DAEMONS = ("mysqld", "slurmdbd", "slurmctld", "slurmd")  # start order; stopped in reverse
@@ -142,7 +142,8 @@ MinJobAge=600
 MaxArraySize=10001
 MaxJobCount=20000
 Waittime=0
-NodeName=localhost NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
+NodeName=localhost NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} \
+State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 

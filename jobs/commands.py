@@ -7,13 +7,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.columns import Columns
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 
@@ -25,7 +24,7 @@ from jobs.settings import ClusterSettings
 from jobs.status import PlainLine, SweepStatus, poll, problems, status_table
 from jobs.sweepdir import plan_rows
 from jobs.task import pid_alive
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 
 def _console() -> Console:

@@ -18,10 +18,10 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from omegaconf import DictConfig
 
@@ -31,11 +31,11 @@ from jobs.executors import dry_run_executor, local_executor, slurm_executor
 from jobs.preflight import check_runs, trainer_overrides, write_trainer
 from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import jobs_dir, read_config, record_cluster, plan_rows
+from jobs.sweepdir import jobs_dir, plan_rows, read_config, record_cluster
 from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
-from sweep.arch import ConfigError
-from sweep.planrow import PlanRow
+from sweep.errors import ConfigError
 from sweep.io import atomic_write_text, run_dir
+from sweep.planrow import PlanRow
 
 LAUNCH_LOCK = "launch.lock"
 LAUNCHES_DIR = "launches"

@@ -20,12 +20,13 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import RUNS_DIR, STATE_JSON, atomic_write_text, run_dir
 
 LOCK_FILE = "state.lock"
@@ -70,14 +71,14 @@ def _parse(path: Path, text: str) -> dict[str, Any]:
 
 def now() -> str:
     """ISO-8601 UTC with seconds, e.g. ``2026-11-23T19:40:00+00:00``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def seconds_between(start: str | None, end: str | None) -> float:
     """Seconds from the ISO time ``start`` to ``end`` (or now); 0 without a start."""
     if not start:
         return 0.0
-    stop = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
+    stop = datetime.fromisoformat(end) if end else datetime.now(UTC)
     return max(0.0, (stop - datetime.fromisoformat(start)).total_seconds())
 
 
@@ -239,7 +240,8 @@ def requeued(sweep_dir: Path, run_id: str, job_id: str, reason: str,
              attempts: int | None = None) -> bool:
     """The scheduler holds the run's job ``job_id`` pending again (a node failure or
     ``scontrol requeue`` put it back in the queue): ``running -> submitted``, keeping squeue's
-    reason as ``pending_reason`` (why it went back), so status shows what the scheduler says. The attempt count and the submission stay (the
+    reason as ``pending_reason`` (why it went back), so status shows what the scheduler says. The
+    attempt count and the submission stay (the
     next start is one more attempt of the same submission). ``attempts``: the count the caller
     saw before asking the scheduler; a run started since then is left alone. Returns whether
     it changed."""
@@ -305,7 +307,7 @@ def lock_holder(sweep_dir: Path, run_id: str, wait_s: float = 2.0) -> str | None
     """The job id of the process training the run now (it holds train.lock), or None."""
     path = run_dir(sweep_dir, run_id) / TRAIN_LOCK
     try:
-        handle = open(path, "r")
+        handle = open(path)
     except FileNotFoundError:
         return None
     with handle:

@@ -6,14 +6,15 @@ naming the key and the fix (the CLI prints it as one line and exits 2)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from jobs.settings import ClusterSettings
-from sweep.arch import ConfigError
 from sweep.config import config_yaml
+from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML, atomic_write_text
 from sweep.planrow import PlanRow
 from sweep.schema import changes_result

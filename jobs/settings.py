@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.schema import to_typed
 from trainers.settings import trainer_config
 
@@ -91,7 +92,7 @@ class ClusterSettings:
             raise ConfigError(f"cluster.signal_delay_s={self.signal_delay_s} is not shorter than "
                               f"cluster.timeout_min={self.timeout_min} minutes; lower it")
 
-    def with_trainer(self, trainer: Mapping[str, Any]) -> "ClusterSettings":
+    def with_trainer(self, trainer: Mapping[str, Any]) -> ClusterSettings:
         """The job shape the planned trainer needs. trainer=megatron runs one launcher per node
         on trainer.nodes x trainer.gpus_per_node, so the job's nodes and GPUs per node come from
         the trainer; cluster.nodes / cluster.gpus_per_node may stay unset (1 / 0) or agree."""
@@ -114,7 +115,7 @@ class ClusterSettings:
         return self.parallelism or os.cpu_count() or 1
 
     @classmethod
-    def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> "ClusterSettings":
+    def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> ClusterSettings:
         """From the whole composed config (its ``cluster`` group); unknown keys are errors."""
         raw = cfg.get("cluster")
         if raw is None:

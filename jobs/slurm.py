@@ -8,12 +8,12 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from jobs.cluster import LocalCluster, default_state_dir
 from jobs.settings import ClusterSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 # sacct state -> ledger state for a job that ended without the task recording it itself
 # (killed by the time limit, cancelled, node failure, setup line failed, out of memory).

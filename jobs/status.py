@@ -22,7 +22,7 @@ from jobs.launch import ensure_local_workers
 from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import plan_rows
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from rich.console import Console
 
 from jobs import slurm
 from jobs.settings import ClusterSettings
-from sweep.arch import ConfigError
-from sweep.commands import plan as plan_command, plan_arguments
+from sweep.commands import plan as plan_command
+from sweep.commands import plan_arguments
+from sweep.errors import ConfigError
 from sweep.io import FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sweep.arch import ConfigError
 from sweep.config import load_sweep_config, read_plan
-from sweep.planrow import PlanRow
+from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML
+from sweep.planrow import PlanRow
 
 JOBS_DIR = "jobs"
 

@@ -12,17 +12,26 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import submitit
 from submitit.core.utils import UncompletedJobError
 
 from jobs import ledger
-from jobs.branches import (NO_CHECKPOINT, QUEUED, Wait, has_branches, ready, trainer_name,
-                           trunk_word, waits)
-from jobs.sweepdir import jobs_dir, read_config, plan_rows
+from jobs.branches import (
+    NO_CHECKPOINT,
+    QUEUED,
+    Wait,
+    has_branches,
+    ready,
+    trainer_name,
+    trunk_word,
+    waits,
+)
+from jobs.sweepdir import jobs_dir, plan_rows, read_config
 from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
 from sweep.planrow import PlanRow
 

@@ -18,7 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from sweep.arch import ConfigError, MoEArch
+from sweep.arch import MoEArch
+from sweep.errors import ConfigError
 
 Convention = Literal["exact", "flame"]
 FlopsFormula = Literal["6n", "6n_attn"]

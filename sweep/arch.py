@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
-
-class ConfigError(ValueError):
-    """Bad user input: the message names the field and the fix."""
+from sweep.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class MoEArch:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_mapping(cls, row: Mapping[str, Any]) -> "MoEArch":
+    def from_mapping(cls, row: Mapping[str, Any]) -> MoEArch:
         """Build from a plan row or config mapping; extra keys are ignored, numbers coerced."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):

@@ -9,10 +9,10 @@ cooldown matches a cosine run). Pure arithmetic: the planner builds the rows fro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 STRATEGIES = ("independent", "branches")
 

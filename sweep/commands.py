@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs import ledger
-from sweep.arch import ConfigError
 from sweep.config import plan_from_cfg, read_plan, write_plan
+from sweep.errors import ConfigError
 from sweep.io import ADAPTIVE_DIR, PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
 

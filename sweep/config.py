@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from conf.schema import StudyConfig, upgrade
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import CONFIG_YAML, HISTORY_DIR, PLAN_CSV, atomic_write_text
 from sweep.planner import Plan, PlannerSettings, plan
@@ -108,7 +108,7 @@ def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings, cfg: 
     old_plan, old_config = sweep_dir / PLAN_CSV, sweep_dir / CONFIG_YAML
     if old_plan.is_file() and old_config.is_file() and (
             old_plan.read_text() != text or old_config.read_text() != config):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         for old in (old_config, old_plan):
             atomic_write_text(sweep_dir / HISTORY_DIR / stamp / old.name, old.read_text())
     atomic_write_text(old_config, config)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError, MoEArch
+from sweep.arch import MoEArch
+from sweep.errors import ConfigError
 from sweep.schema import to_typed
 
 _EXTRA_KEYS = ("micro_batch_size", "budgets", "name")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 PLAN_CSV = "plan.csv"
 CONFIG_YAML = "config.yaml"

@@ -6,13 +6,20 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from sweep.accounting import (CONVENTIONS, FLOPS_FORMULAS, ITERS_ROUNDINGS, flops_per_token,
-                              param_counts, train_iters)
-from sweep.arch import ConfigError
+from sweep.accounting import (
+    CONVENTIONS,
+    FLOPS_FORMULAS,
+    ITERS_ROUNDINGS,
+    flops_per_token,
+    param_counts,
+    train_iters,
+)
 from sweep.branches import STRATEGIES, cooldown_iters, layout
+from sweep.errors import ConfigError
 from sweep.family import Member
 from sweep.planrow import PlanRow
 from sweep.schema import operational, result

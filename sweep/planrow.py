@@ -4,10 +4,12 @@ analysis read (csv gives strings; this is the one place that turns them back int
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError, MoEArch
+from sweep.arch import MoEArch
+from sweep.errors import ConfigError
 from sweep.io import check_run_id
 
 # A run's place in a branch plan (``planner.strategy=branches``): an ordinary run, a trunk that
@@ -113,7 +115,7 @@ class PlanRow:
         return {k: repr(v) if isinstance(v, float) else v for k, v in row.items()}
 
     @classmethod
-    def from_csv(cls, row: Mapping[str, Any]) -> "PlanRow":
+    def from_csv(cls, row: Mapping[str, Any]) -> PlanRow:
         """From a csv.DictReader row; a missing or malformed field is a ConfigError."""
         missing = [k for k in ("run_id", "budget", "train_iters", "global_batch_size",
                                "accounting", *N_KINDS) if row.get(k) in (None, "")]
@@ -140,7 +142,7 @@ class PlanRow:
                    save_steps=_steps(row))
 
     @classmethod
-    def of(cls, row: "PlanRow | Mapping[str, Any]") -> "PlanRow":
+    def of(cls, row: PlanRow | Mapping[str, Any]) -> PlanRow:
         """``row`` itself, or parsed from plan.csv's strings."""
         return row if isinstance(row, PlanRow) else cls.from_csv(row)
 

@@ -17,8 +17,8 @@ moves there at least; otherwise onto its lowest-loss run.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sweep.planner import Prior
 

@@ -13,13 +13,14 @@ import ast
 import dataclasses
 import inspect
 import textwrap
-from functools import lru_cache
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 T = TypeVar("T")
 CHANGES_RESULT = "changes_result"
@@ -118,7 +119,7 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_docs(cls: type) -> dict[str, str]:
     """Each field's docstring (the string literal under it), read from the class's source."""
     try:

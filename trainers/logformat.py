@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Mapping
 
 # MoE router losses Megatron adds to the training line, averaged over the interval's iterations
 # and over the MoE layers, without their coefficients (core_v0.16.1 training.py:1956-1987,

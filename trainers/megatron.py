@@ -46,16 +46,17 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError, MoEArch
+from sweep.arch import MoEArch
+from sweep.errors import ConfigError
+from sweep.io import CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG, atomic_write_text
 from sweep.planrow import PlanRow
-from sweep.io import (CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG,
-                      atomic_write_text)
 from trainers.logformat import ParsedLog, parse_lines
-from trainers.signals import DeferredSignals, Preempted
 from trainers.settings import MegatronConfig, Recipe, trainer_config
+from trainers.signals import DeferredSignals, Preempted
 
 LAUNCH_SH = "launch.sh"
 TRACKER = "latest_checkpointed_iteration.txt"  # core_v0.16.1 checkpointing.py:277-281
@@ -323,8 +324,10 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
              f"RDZV_PORT_BASE={m.master_port}",
              "# FLAME-MoE's environment (scripts/training/modules/flame-moe_step2.sh:5-8)"]
     lines += [f"export {k}={v}" for k, v in FLAME_ENV]
-    lines += ["# SLURM signals every process of the job step (scancel --signal, sbatch --signal=USR2@T),",
-              "# torchrun and the ranks included, and USR2's default action kills them unsaved. Ignored",
+    lines += ["# SLURM signals every process of the job step (scancel --signal, "
+              "sbatch --signal=USR2@T),",
+              "# torchrun and the ranks included, and USR2's default action kills them unsaved. "
+              "Ignored",
               "# here (inherited across exec); flame's task forwards SIGTERM to the ranks instead.",
               "trap '' USR2", "", "ARGS=("]
     for title, flags in megatron_args(row, cfg, run_dir):
@@ -335,7 +338,8 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
     stops = trunk_stops(spec, m)
     lines += _stop_lines(spec, stops, run_dir) if stops else []
     lines += ['if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
-              '  if [[ "${SLURM_NNODES}" != "$NODES" || "${SLURM_NTASKS_PER_NODE:-1}" != 1 ]]; then',
+              '  if [[ "${SLURM_NNODES}" != "$NODES" '
+              '|| "${SLURM_NTASKS_PER_NODE:-1}" != 1 ]]; then',
               '    echo "launch.sh: wants $NODES nodes x 1 task, the job has ${SLURM_NNODES} x '
               '${SLURM_NTASKS_PER_NODE:-?} (trainer.nodes and the job shape disagree)" >&2',
               "    exit 2",

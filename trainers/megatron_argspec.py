@@ -46,9 +46,10 @@ import subprocess
 import sys
 import traceback
 import types
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 DATA_FILE = "megatron_core_v0.16.1_args.json"
 
@@ -150,7 +151,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if callable(value):
-        return f"<callable {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}>"
+        module = getattr(value, "__module__", "?")
+        return f"<callable {module}.{getattr(value, '__qualname__', value)}>"
     return repr(value)
 
 
@@ -411,8 +413,8 @@ def validate(megatron_path: str | Path, argv: list[str], world_size: int = 8,
             frames = [f for f in traceback.extract_tb(exc.__traceback__)
                       if str(path.resolve()) in str(Path(f.filename).resolve())]
             if frames:  # where in the checkout it failed (the last frame inside it)
-                report["raised_at"] = (f"{Path(frames[-1].filename).resolve().relative_to(path.resolve())}"
-                                       f":{frames[-1].lineno}: {frames[-1].line}")
+                where = Path(frames[-1].filename).resolve().relative_to(path.resolve())
+                report["raised_at"] = f"{where}:{frames[-1].lineno}: {frames[-1].line}"
         report["derived"] = {k: _jsonable(getattr(args, k, None)) for k in (
             "data_parallel_size", "moe_layer_freq", "lr_warmup_iters", "lr_decay_iters",
             "lr_wsd_decay_iters", "eval_interval", "eval_iters", "save_interval", "params_dtype",

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from trainers.signals import DeferredSignals, Preempted
 
 __all__ = ["train_run", "Preempted", "TRAINERS"]

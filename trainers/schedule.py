@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.planrow import PlanRow
 from trainers.settings import DECAY_STYLES, Recipe
 
@@ -69,13 +69,13 @@ class WSD:
                               f"{self.train_iters}; re-create the plan with `flame plan`")
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, train_iters: int) -> "WSD":
+    def from_recipe(cls, recipe: Recipe, train_iters: int) -> WSD:
         """The schedule of ``recipe`` over ``train_iters`` iterations."""
         return cls(recipe.lr, recipe.min_lr, train_iters, recipe.warmup_fraction,
                    recipe.decay_fraction, recipe.decay_style, recipe.decay_iters_rounding)
 
     @classmethod
-    def for_row(cls, recipe: Recipe, row: PlanRow) -> "WSD":
+    def for_row(cls, recipe: Recipe, row: PlanRow) -> WSD:
         """The schedule of any plan row: an independent run's is ``from_recipe``; a trunk
         warms up over ``warmup_iters`` then holds ``lr`` to its end; a branch has the same
         warmup and stable phase up to ``branch_step``, then decays (``training.decay_style``,

@@ -8,10 +8,11 @@ CLI and the planner import it for free.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.law import Law
 from sweep.schema import operational, result, to_typed
 
@@ -86,7 +87,7 @@ class Recipe:
         return int(exact) if self.decay_iters_rounding == "floor" else int(round(exact))
 
     @classmethod
-    def from_cfg(cls, training: Mapping[str, Any]) -> "Recipe":
+    def from_cfg(cls, training: Mapping[str, Any]) -> Recipe:
         """From the ``training`` mapping of a (stored) config."""
         return training if isinstance(training, Recipe) else to_typed(cls, training, "training")
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 DEFERRED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -42,7 +43,7 @@ class DeferredSignals:
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.pending, self._frame = signum, frame
 
-    def __enter__(self) -> "DeferredSignals":
+    def __enter__(self) -> DeferredSignals:
         if self.active:
             for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handler)

@@ -3,8 +3,8 @@
 Loss after D tokens for N active parameters: L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et
 al. 2022, "Training Compute-Optimal Large Language Models", eq. 2), times log-normal noise
 exp(sigma.z) with z drawn from a generator seeded by (seed + replicate, run_id, iteration), so
-a run, and a resumed run, is deterministic. For tests of orchestration and analysis at scale and to rehearse a
-sweep design; a run costs milliseconds unless ``seconds_per_run`` asks for wall time.
+a run, and a resumed run, is deterministic. For tests of orchestration and analysis at scale and
+to rehearse a sweep design; a run costs milliseconds unless ``seconds_per_run`` asks for wall time.
 
 Trunks and branches (``planner.strategy=branches``) also model the learning-rate schedule: at
 the stable learning rate the loss sits above the law, and the decay removes that excess (Hägele
@@ -25,17 +25,17 @@ import json
 import math
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
+from sweep.io import CHECKPOINTS_DIR, atomic_write_text
 from sweep.planrow import PlanRow
-from sweep.io import atomic_write_text
-from sweep.io import CHECKPOINTS_DIR
 from trainers.artifacts import RunLog, branch_checkpoint, parent_run_dir
 from trainers.schedule import WSD
-from trainers.signals import DeferredSignals
 from trainers.settings import Recipe, trainer_config
+from trainers.signals import DeferredSignals
 
 CHECKPOINT_FILE = "simulated.json"
 STABLE_EXCESS = 0.03

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 
 def thread_count() -> int:

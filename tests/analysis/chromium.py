@@ -28,7 +28,7 @@ class Chromium:
         self._next_id = 0
         self._buffer = b""
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self._profile = tempfile.TemporaryDirectory(prefix="flame-chromium-")
         to_child, self._to_browser = os.pipe()  # browser reads fd 3
         self._from_browser, from_child = os.pipe()  # browser writes fd 4

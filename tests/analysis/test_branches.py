@@ -14,16 +14,20 @@ import pytest
 from omegaconf import OmegaConf
 
 from analysis.data import TRUNK_REASON
-from analysis.plots import BRANCH_LABEL, BRANCH_MARKER, frontier_figure, isoflop_figure
 from analysis.isoflop import budget_groups
-from analysis.plots import BudgetColours
+from analysis.plots import (
+    BRANCH_LABEL,
+    BRANCH_MARKER,
+    BudgetColours,
+    frontier_figure,
+    isoflop_figure,
+)
 from analysis.porian import fit_approach2
 from analysis.settings import FitSettings
 from analysis.summary import branch_line
 from jobs.cli import main
 from sweep.io import PLAN_CSV, atomic_write_text, run_dir
 from sweep.law import Law
-from sweep.planrow import PlanRow
 from trainers.run import train_run
 
 from .conftest import DEMO_LAW

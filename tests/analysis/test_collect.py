@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from analysis.collect import collect_run, collect_sweep
 from jobs.cli import main
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import atomic_write_text, run_dir
 from trainers.run import train_run
 

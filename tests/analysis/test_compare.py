@@ -19,7 +19,7 @@ from analysis.isoflop import fit_isoflop
 from analysis.settings import FitSettings
 from analysis.synthetic import Law, isoflop_sweep
 from jobs.cli import main
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 BUDGETS = np.array([1e18, 3e18, 1e19, 3e19, 1e20])
 MULTIPLIER = 2.0

@@ -275,7 +275,7 @@ def test_flame_run_writes_the_report_when_nothing_can_be_fitted(study, tmp_path)
 
     from jobs.cli import compose
     from jobs.study import finish
-    from sweep.arch import ConfigError
+    from sweep.errors import ConfigError
 
     sweep = tmp_path / "sweep"
     shutil.copytree(study["sweep"], sweep)
@@ -297,7 +297,7 @@ def test_a_report_failure_keeps_the_studys_outcome(study, tmp_path):
 
     from jobs.cli import compose
     from jobs.study import finish
-    from sweep.arch import ConfigError
+    from sweep.errors import ConfigError
 
     sweep = tmp_path / "sweep"
     shutil.copytree(study["sweep"], sweep)

@@ -148,7 +148,7 @@ def test_residual_bootstrap_without_residual_freedom_falls_back_to_pairs():
 
 
 def test_unknown_bootstrap_kind_names_the_field():
-    from sweep.arch import ConfigError
+    from sweep.errors import ConfigError
     with pytest.raises(ConfigError, match="fit.approach2_bootstrap='wild'.*residual, pairs"):
         FitSettings.from_mapping({"approach2_bootstrap": "wild"})
 

@@ -1,4 +1,5 @@
-"""Approach 3 on published data (Chinchilla via Epoch's replication, FLAME-MoE) and on known laws."""
+"""Approach 3 on published data (Chinchilla via Epoch's replication, FLAME-MoE) and on known
+laws."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from analysis.parametric import (bootstrap_parametric, closed_form_optimum, fit_parametric,
-                                 fit_parametric_grid, huber_objective)
+from analysis.parametric import (
+    bootstrap_parametric,
+    closed_form_optimum,
+    fit_parametric,
+    fit_parametric_grid,
+    huber_objective,
+)
 from analysis.report import parameter_samples
 from analysis.synthetic import Law, isoflop_sweep
 

@@ -18,7 +18,7 @@ from analysis.isoflop import fit_isoflop
 from analysis.porian import fit_approach2, fit_porian
 from analysis.settings import FitSettings
 from analysis.synthetic import Law, isoflop_sweep
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 from .conftest import DATA
 

@@ -11,7 +11,7 @@ import pytest
 from analysis.collect import collect_sweep
 from analysis.report import fit_sweep, summary_text
 from jobs.cli import compose, main
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 from .conftest import DATA, DEMO_LAW
 

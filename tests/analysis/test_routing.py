@@ -19,11 +19,10 @@ import yaml
 import trainers.embedded.train as embedded
 from analysis.collect import collect_sweep
 from analysis.data import load_sweep_results
-from analysis.routing import (ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows,
-                              routing_figure)
+from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows, routing_figure
 from analysis.settings import FitSettings
 from analysis.sources import Routing, _routing_log, _tb_scalars, _window, read_routing
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import run_dir
 from tests.trainers import megatron_standin as standin
 from tests.trainers.conftest import make_plan

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from analysis.selection import family_from_config, member_n, select
 from analysis.settings import N_COLUMNS, FitSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 
 from .conftest import plan_sweep
 

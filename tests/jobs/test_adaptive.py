@@ -24,14 +24,13 @@ from analysis.collect import collect_sweep
 from analysis.data import load_sweep_results, used_points
 from analysis.isoflop import fit_isoflop
 from analysis.settings import FitSettings
-from jobs.adaptive import (ADAPTIVE_DIR, decide, fit_points, load_study, read_decisions,
-                           replay)
+from jobs.adaptive import ADAPTIVE_DIR, decide, fit_points, load_study, read_decisions, replay
 from jobs.cli import compose, main
 from jobs.launch import launch_sweep
 from jobs.status import wait_until_terminal
 from jobs.study import run
-from sweep.arch import ConfigError
 from sweep.commands import plan as plan_command
+from sweep.errors import ConfigError
 from tests.jobs.conftest import REPO
 
 STUDY = ("experiment=demo_adaptive", "budgets.flops=[1.0e18,3.0e18,1.0e19]", "fit.bootstrap=0",

@@ -13,7 +13,7 @@ from jobs.cli import compose
 from jobs.executors import slurm_parameters
 from jobs.launch import launch_sweep, launcher_lock
 from jobs.settings import ClusterSettings
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from tests.jobs.conftest import flame, make_sweep, plan_ids
 
 

@@ -3,14 +3,14 @@ cancel of a run that waits in the queue, `cancel --all` before a launch, a piped
 
 from __future__ import annotations
 
-import pytest
-
 import csv
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from jobs import ledger
 from jobs.launch import launch_sweep
@@ -129,7 +129,7 @@ def test_piped_launch_returns_without_waiting_for_its_workers(tmp_path: Path) ->
     cfg = make_sweep(tmp_path, *ONE_RUN, "trainer.seconds_per_run=15", "cluster=local")
     t0 = time.monotonic()
     proc = subprocess.run([*FLAME, "launch", f"sweep_dir={tmp_path}", "cluster=local"],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=REPO, capture_output=True, text=True,
                           timeout=60)  # pipes: EOF only once every holder of them closed
     took = time.monotonic() - t0
     assert proc.returncode == 0 and "submitted 1 runs" in proc.stdout

@@ -7,7 +7,6 @@ the same as an uninterrupted run's."""
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 import time
@@ -17,9 +16,9 @@ import pytest
 
 from analysis.collect import collect_sweep
 from jobs import ledger
+from jobs.cli import compose
 from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
-from jobs.cli import compose
 from jobs.sweepdir import read_config
 from sweep.config import plan_from_cfg, write_plan
 from tests.jobs.conftest import flame
@@ -91,7 +90,8 @@ def test_two_nodes_rendezvous_by_c10d_into_one_world(slurm_cluster, tmp_path,
     """One run on 2 "nodes" x 1 rank, both on this machine, as SLURM starts them (one task per
     node: SLURM_NNODES=2, SLURM_NODEID 0 and 1): each task runs launch.sh, whose torchruns meet
     by c10d rendezvous on the first node of SLURM_JOB_NODELIST; node 1's task only runs its
-    launcher (jobs.task.run_other_node) and exits 0; node 0's task ends with the summary. Uses the local cluster's scontrol (hostnames)."""
+    launcher (jobs.task.run_other_node) and exits 0; node 0's task ends with the summary. Uses the
+    local cluster's scontrol (hostnames)."""
     sweep_dir = tmp_path / "sweep"
     cfg = compose([f"sweep_dir={sweep_dir}", "experiment=megatron_smoke",
                    *standin_overrides(tmp_path / "megatron"), "trainer.nodes=2"])

@@ -7,6 +7,7 @@ import csv
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,7 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
 def test_a_job_the_scheduler_forgot_fails_instead_of_waiting_forever(slurm_sweep) -> None:
     """A job id neither sacct nor squeue knows (its cluster's state was reset) ends the wait."""
     import json
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from jobs.reconcile import FORGOTTEN_AFTER_S
     from sweep.io import STATE_JSON, atomic_write_text
@@ -208,7 +209,7 @@ def test_a_job_the_scheduler_forgot_fails_instead_of_waiting_forever(slurm_sweep
     for run_id, age_s in ((old, FORGOTTEN_AFTER_S + 60), (recent, 5)):
         ledger.transition(sweep_dir, run_id, ledger.SUBMITTED, job_id="9999999", strict=True)
         rec = ledger.read(sweep_dir, run_id)
-        stamp = datetime.now(timezone.utc) - timedelta(seconds=age_s)
+        stamp = datetime.now(UTC) - timedelta(seconds=age_s)
         rec["updated_at"] = stamp.isoformat(timespec="seconds")
         atomic_write_text(sweep_dir / "runs" / run_id / STATE_JSON, json.dumps(rec))
     status = poll(sweep_dir, cfg)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep.accounting import (attention_flops_per_token, flops_per_token, param_counts,
-                              train_iters)
-from sweep.arch import ConfigError, MoEArch
+from sweep.accounting import attention_flops_per_token, flops_per_token, param_counts, train_iters
+from sweep.arch import MoEArch
+from sweep.errors import ConfigError
 
 GRID = Path(__file__).parent / "data" / "sweep_grid_80.csv"
 
@@ -34,7 +34,8 @@ def test_all_80_reference_rows_reproduced():
                                                int(row["total_params_sheet"]))
         assert (exact.active, exact.total) == (int(row["active_params_exact"]),
                                                int(row["total_params_exact"]))
-        assert train_iters(float(row["flops"]), arch, 1024, "flame", "6n", "ceil") == int(row["train_iters"])
+        iters = train_iters(float(row["flops"]), arch, 1024, "flame", "6n", "ceil")
+        assert iters == int(row["train_iters"])
 
 
 def test_embedding_split_and_tied_embeddings():
@@ -52,7 +53,8 @@ def test_flops_formulas():
     assert flops_per_token(arch, "flame", "6n") == 6 * n
     assert attention_flops_per_token(arch) == 12 * 6 * 256 * 2048
     assert flops_per_token(arch, "flame", "6n_attn") == 6 * n + 12 * 6 * 256 * 2048
-    assert math.ceil(1e18 / (6 * n * 1024 * 2048)) == train_iters(1e18, arch, 1024, "flame", "6n", "ceil")
+    expected = math.ceil(1e18 / (6 * n * 1024 * 2048))
+    assert expected == train_iters(1e18, arch, 1024, "flame", "6n", "ceil")
 
 
 def test_unknown_convention_and_formula_are_config_errors():

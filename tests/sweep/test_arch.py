@@ -1,6 +1,7 @@
 import pytest
 
-from sweep.arch import ConfigError, MoEArch
+from sweep.arch import MoEArch
+from sweep.errors import ConfigError
 
 
 def flame(**changes):

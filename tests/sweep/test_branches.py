@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from sweep.arch import ConfigError
 from sweep.branches import branch_step, layout
+from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.planner import plan
 from sweep.planrow import PlanRow
@@ -124,10 +124,12 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, ove
 
 def test_demo_ids_stay_pinned_and_demo_branches_saves_flops():
     from pathlib import Path
+
     from jobs.cli import compose
     from sweep.config import plan_from_cfg
     pinned = (Path(__file__).parent / "data" / "demo_run_ids.txt").read_text().split()
-    demo, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid", "planner.cooldown_fraction=0.2",
+    demo, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid",
+                                     "planner.cooldown_fraction=0.2",
                                      "planner.branch_step_multiple=1"]))
     assert [r.run_id for r in demo.runs] == pinned  # the new keys at their defaults
     branches, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_branches"]))

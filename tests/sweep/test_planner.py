@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.planner import PlannerSettings, Prior, plan, validate_budgets
 
@@ -144,9 +144,11 @@ def test_seeds_below_1_exit_2_naming_the_field(tmp_path, capsys):
 
 def test_demo_ids_stay_pinned_with_replicates():
     from pathlib import Path
+
     from jobs.cli import compose
     from sweep.config import plan_from_cfg
     pinned = (Path(__file__).parent / "data" / "demo_run_ids.txt").read_text().split()
-    the_plan, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid", "planner.seeds=2"]))
+    the_plan, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid",
+                                         "planner.seeds=2"]))
     assert [r.run_id for r in the_plan.runs if r.replicate == 0] == pinned
     assert len({r.run_id for r in the_plan.runs}) == 2 * len(pinned)

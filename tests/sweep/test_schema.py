@@ -14,8 +14,8 @@ import yaml
 from analysis.selection import select
 from conf.schema import CONFIG_FORMAT, GROUPS, StudyConfig
 from jobs.cli import compose
-from sweep.arch import ConfigError
 from sweep.config import hash_context, load_sweep_config, plan_from_cfg, write_plan
+from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.planner import PlannerConfig, plan
 from sweep.schema import operational, result, result_values

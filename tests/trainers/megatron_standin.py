@@ -472,7 +472,8 @@ def splits(args: argparse.Namespace) -> tuple[bool, bool]:
 
 
 def main(argv: list[str]) -> int:
-    """pretrain_gpt.py's main: load, train (T:2417-3032), final save and evaluation (T:1030-1107)."""
+    """pretrain_gpt.py's main: load, train (T:2417-3032), final save and evaluation
+    (T:1030-1107)."""
     args = parse(argv)
     if args.exit_signal_handler:  # megatron/training/dist_signal_handler.py: only a flag is set
         signal.signal(args.exit_signal, lambda signum, frame: RECEIVED.append(signum))

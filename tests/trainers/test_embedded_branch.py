@@ -15,15 +15,15 @@ import torch
 
 from sweep.io import CHECKPOINTS_DIR
 from sweep.planrow import PlanRow
+from tests.trainers.conftest import make_plan
 from trainers.artifacts import branch_checkpoint, branch_ready
 from trainers.embedded.data import build_datasets, prepare_corpus
-from trainers.embedded.train import _Loop, train as embedded_train
+from trainers.embedded.train import _Loop
+from trainers.embedded.train import train as embedded_train
 from trainers.run import Preempted, train_run
 from trainers.schedule import WSD
 from trainers.settings import DataConfig, Recipe
 from trainers.signals import DeferredSignals
-
-from tests.trainers.conftest import make_plan
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainers.conftest import make_plan
 from trainers.embedded.data import build_datasets, prepare_corpus
-from trainers.settings import DataConfig
-from trainers.embedded.train import _Loop, train as embedded_train
+from trainers.embedded.train import _Loop
+from trainers.embedded.train import train as embedded_train
 from trainers.logformat import parse_lines
 from trainers.run import Preempted, train_run
+from trainers.settings import DataConfig
 from trainers.signals import DeferredSignals
-
-from tests.trainers.conftest import make_plan
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +141,14 @@ def test_user_jsonl_corpus(tmp_path):
     cfg = DataConfig(paths=[str(tmp_path / "*.jsonl")], split="80,20,0")
     corpus = prepare_corpus(cfg, str(tmp_path / "cache"))
     assert corpus.documents == 60
-    assert corpus.tokens == sum(len(json.loads(l)["text"]) + 1 for l in lines)
+    assert corpus.tokens == sum(len(json.loads(line)["text"]) + 1 for line in lines)
     train, valid = build_datasets(corpus, cfg, 64, 50, 10)
     assert bytes(train[0]["tokens"].numpy().astype("uint8")).replace(b"\0", b"").decode()
 
 
 def test_replicates_start_from_different_weights(tiny_plan, tmp_path):
     import dataclasses
+
     from sweep.planrow import PlanRow
     from trainers.settings import Recipe, trainer_config
     row, cfg = tiny_plan

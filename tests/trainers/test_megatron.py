@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sweep.arch import ConfigError
-from trainers.logformat import parse_lines
+from sweep.errors import ConfigError
+from tests.trainers.conftest import standin_overrides, usr2_once_logged
 from trainers.megatron import argv_of, render_launch, tracker_iteration, write_launch
 from trainers.run import Preempted, train_run
-from tests.trainers.conftest import standin_overrides, usr2_once_logged
 
 REPO = Path(__file__).resolve().parents[2]
 

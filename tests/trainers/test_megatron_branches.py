@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
+from sweep.planrow import PlanRow
+from tests.trainers.conftest import STANDIN, standin_overrides, usr2_once_logged
 from trainers.logformat import parse_lines
 from trainers.megatron import argv_of, render_launch, tracker_iteration
 from trainers.megatron_argspec import check_argv
 from trainers.run import Preempted, train_run
 from trainers.schedule import WSD
 from trainers.settings import Recipe
-from sweep.planrow import PlanRow
-from tests.trainers.conftest import STANDIN, standin_overrides, usr2_once_logged
 
 TRUNK, SHORT, LONG = "trunk0000001", "branch000025", "branch000050"
 FORBIDDEN = ("--finetune", "--no-load-optim", "--no-load-rng", "--pretrained-checkpoint",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from trainers.logformat import parse_lines
 from trainers.run import Preempted, train_run
 

@@ -10,11 +10,10 @@ import pytest
 
 from sweep.law import Law
 from sweep.planrow import PlanRow
+from tests.trainers.conftest import make_plan
 from trainers.artifacts import branch_ready
 from trainers.run import train_run
 from trainers.simulated import STABLE_EXCESS
-
-from tests.trainers.conftest import make_plan
 
 
 def test_trunk_above_the_law_branches_on_it(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from trainers.threads import thread_count
 
 

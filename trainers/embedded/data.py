@@ -26,14 +26,15 @@ import os
 import shutil
 import sysconfig
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from trainers.settings import DataConfig
 
 EOD = 0
@@ -139,7 +140,8 @@ def _prepare(files: Sequence[Path], cfg: DataConfig, cache_dir: str | None) -> C
         digest.update(doc)
     key = digest.hexdigest()[:16]
     directory = cache_root(cache_dir) / key
-    source = ", ".join(cfg.paths) if cfg.paths else f"python stdlib {sysconfig.get_paths()['stdlib']}"
+    stdlib = sysconfig.get_paths()["stdlib"]
+    source = ", ".join(cfg.paths) if cfg.paths else f"python stdlib {stdlib}"
     meta_path = directory / "corpus.json"
     if not meta_path.exists():
         _write_corpus(directory, docs, cfg.seed, source)
@@ -198,7 +200,8 @@ def build_datasets(corpus: Corpus, cfg: DataConfig, seq_length: int, train_sampl
                    valid_samples: int) -> tuple[Any, Any]:
     """megatron-core GPTDatasets (train, valid) of ``seq_length`` tokens (+1 for the labels)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import (
-        BlendedMegatronDatasetBuilder)
+        BlendedMegatronDatasetBuilder,
+    )
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     config = GPTDatasetConfig(

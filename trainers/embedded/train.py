@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from sweep.arch import ConfigError
+from sweep.errors import ConfigError
 from sweep.io import CHECKPOINTS_DIR
 from sweep.planrow import PlanRow
 from trainers.artifacts import RunLog
 from trainers.embedded import branch, checkpoint
 from trainers.embedded.data import VOCAB, build_datasets, prepare_corpus
 from trainers.embedded.model import MoEDecoder
-from trainers.threads import configure_torch_threads
 from trainers.schedule import WSD
-from trainers.signals import DeferredSignals
 from trainers.settings import EmbeddedConfig, Recipe, trainer_config
+from trainers.signals import DeferredSignals
+from trainers.threads import configure_torch_threads
 
 
 def check_recipe(recipe: Recipe) -> None:
