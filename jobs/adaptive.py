@@ -35,11 +35,12 @@ from analysis.collect import collect_sweep
 from analysis.data import load_sweep_results, used_points
 from analysis.isoflop import IsoflopFit, fit_isoflop
 from analysis.settings import FitSettings
+from conf.study import hash_context, settings_from_cfg, study_config, write_plan
 from jobs.launch import launch_sweep
 from jobs.ledger import COMPLETED
 from jobs.status import poll, wait_until_terminal
 from sweep.commands import check_sweep_dir, guard_replan
-from sweep.config import hash_context, read_plan, settings_from_cfg, study_config, write_plan
+from sweep.config import read_plan
 from sweep.errors import ConfigError
 from sweep.family import Member, build_family
 from sweep.io import ADAPTIVE_DIR, PLAN_CSV, RESULTS_CSV, atomic_write_text

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from conf.schema import group_docs, register
-from sweep.config import study_config
+from conf.study import StudyConfig, study_config
 from sweep.errors import ConfigError
 from sweep.schema import explain
 
@@ -42,11 +42,14 @@ class Command:
     """``module:function`` adding the command's own flags to an argparse parser."""
     uses_config: bool = True
     """Compose the Hydra config (False: ``cfg`` is None)."""
+    typed: bool = False
+    """Call with the typed whole config (``conf.study.StudyConfig``) instead of the composed
+    DictConfig: a command of a lower layer that cannot type it itself (``sweep``)."""
 
 
 COMMANDS: dict[str, Command] = {
     "plan": Command("sweep.commands:plan", "budgets x family -> <sweep_dir>/plan.csv",
-                    "sweep.commands:plan_arguments"),
+                    "sweep.commands:plan_arguments", typed=True),
     "launch": Command("jobs.commands:launch", "submit the plan's unfinished runs",
                       "jobs.commands:launch_arguments"),
     "status": Command("jobs.commands:status", "table of runs by state",
@@ -88,6 +91,12 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def compose(overrides: Sequence[str]) -> DictConfig:
     """The composed config, checked against the schema (every group typed), or a ConfigError
     naming the bad key."""
+    return compose_typed(overrides)[0]
+
+
+def compose_typed(overrides: Sequence[str]) -> tuple[DictConfig, StudyConfig]:
+    """The composed config and the same typed (built once), or a ConfigError naming the bad
+    key."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.errors import HydraException
@@ -107,10 +116,10 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     if missing:
         raise ConfigError(f"config keys {missing} have no value; set them, e.g. {missing[0]}=...")
     try:
-        study_config(cfg)  # also catches keys added with +key=... and cross-field checks
+        study = study_config(cfg)  # also catches keys added with +key=... and cross-field checks
     except OmegaConfBaseException as err:
         raise ConfigError(_explain(err)) from None
-    return cfg
+    return cfg, study
 
 
 def _split_null_overrides(overrides: Sequence[str], hydra_compose: Callable
@@ -221,7 +230,8 @@ def build_parser(name: str, command: Command) -> argparse.ArgumentParser:
     return parser
 
 
-def _use_recorded_cluster(cfg: DictConfig) -> None:
+def _use_recorded_cluster(cfg: DictConfig) -> bool:
+    """Set the cluster this sweep was launched on, if another; say whether it did."""
     from jobs.sweepdir import recorded_cluster
 
     recorded = recorded_cluster(Path(cfg.sweep_dir))
@@ -229,6 +239,8 @@ def _use_recorded_cluster(cfg: DictConfig) -> None:
         print(f"(using cluster={recorded.get('name')}, which this sweep was launched on; "
               "pass cluster=... to choose another)", file=sys.stderr)
         cfg.cluster = recorded
+        return True
+    return False
 
 
 def usage() -> str:
@@ -264,10 +276,11 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(rest)
     args.overrides = overrides  # what the user named (launch applies only those trainer keys)
     try:
-        cfg = compose(overrides) if command.uses_config else None
+        cfg, study = compose_typed(overrides) if command.uses_config else (None, None)
         if name in STICKY_CLUSTER and not any(o.lstrip("+~").startswith("cluster")
                                               for o in overrides):
-            _use_recorded_cluster(cfg)
+            if _use_recorded_cluster(cfg):
+                study = study_config(cfg)
         if args.help:
             parser.print_help()
             if cfg is not None:
@@ -276,7 +289,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if cfg is not None and args.cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True), end="")
             return 0
-        return int(_resolve(command.target)(cfg, args) or 0)
+        return int(_resolve(command.target)(study if command.typed else cfg, args) or 0)
     except ConfigError as err:
         message = str(err).replace("flame <command>", f"flame {name}")
         print(f"flame {name}: error: {message}", file=sys.stderr)

@@ -12,8 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from conf.study import config_yaml
 from jobs.settings import ClusterSettings
-from sweep.config import config_yaml
 from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML, atomic_write_text
 from sweep.planrow import PlanRow

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from rich.console import Console
 
+from conf.study import study_config
 from jobs import slurm
 from jobs.settings import ClusterSettings
 from sweep.commands import plan as plan_command
@@ -46,7 +47,7 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
         state = run_waves(sweep_dir, cfg, args, console)
         return finish(sweep_dir, cfg, console, started) if state == DONE else \
             int(state == BLOCKED)
-    plan_command(cfg, args)
+    plan_command(study_config(cfg), args)
     report = launch_sweep(sweep_dir, cfg)
     console.print(f"launch: {len(report.submitted)} runs submitted, "
                   f"{len(report.skipped)} already done or in flight")

@@ -8,7 +8,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sweep.config import load_sweep_config, read_plan
+from conf.study import load_sweep_config
+from sweep.config import read_plan
 from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML
 from sweep.planrow import PlanRow

@@ -6,16 +6,16 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from jobs import ledger
-from sweep.config import plan_from_cfg, read_plan, write_plan
+from sweep.config import plan_study, read_plan, write_plan
 from sweep.errors import ConfigError
 from sweep.io import ADAPTIVE_DIR, PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
+from sweep.records import ACTIVE, scan_records
 
 
 def plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,18 +25,21 @@ def plan_arguments(parser: argparse.ArgumentParser) -> None:
                              "plan and config are kept under <sweep_dir>/history/)")
 
 
-def plan(cfg: DictConfig, args: argparse.Namespace | None = None) -> int:
-    """Plan the study of ``cfg`` into ``cfg.sweep_dir``; print the table and removals."""
-    sweep_dir = check_sweep_dir(cfg.get("sweep_dir"))
-    the_plan, settings = plan_from_cfg(cfg)  # raises ConfigError before anything is written
+def plan(study: Any, args: argparse.Namespace | None = None) -> int:
+    """Plan the typed config ``study`` (``conf.study.StudyConfig``, which the CLI builds) into
+    its ``sweep_dir``; print the table and removals."""
+    if not hasattr(study, "root"):
+        raise TypeError("plan takes the typed config: conf.study.study_config(cfg)")
+    sweep_dir = check_sweep_dir(study.root.sweep_dir)
+    the_plan, settings = plan_study(study)  # raises ConfigError before anything is written
     previous = _previous_ids(sweep_dir)
     if previous is not None:
         guard_adaptive(sweep_dir, previous, {r.run_id for r in the_plan.runs})
         guard_replan(sweep_dir, previous, {r.run_id for r in the_plan.runs},
                      bool(getattr(args, "replan", False)))
-    write_plan(sweep_dir, the_plan, settings, cfg)
+    write_plan(sweep_dir, the_plan, settings, study.to_yaml())
     console = Console(width=None if Console().is_terminal else 150)
-    console.print(plan_table(the_plan, settings, cfg))
+    console.print(plan_table(the_plan, settings, study.root.experiment_name))
     if any(r.role for r in the_plan.runs):
         console.print(branch_summary(the_plan))
     for r in the_plan.removed:
@@ -84,9 +87,9 @@ def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: boo
     launched = {rid for rid in previous if run_dir(sweep_dir, rid).is_dir()}
     if not launched:
         return
-    states = ledger.read_all(sweep_dir)  # unreadable entries are left out, as before
+    records, _ = scan_records(sweep_dir)  # unreadable entries are left out, as before
     in_flight = sorted(rid for rid in previous - now
-                       if states.get(rid, {}).get("state") in ledger.ACTIVE)
+                       if rid in records and records[rid].state in ACTIVE)
     change = f"{len(now - previous)} new runs, {len(previous - now)} no longer planned"
     if not replan:
         raise ConfigError(f"sweep_dir={sweep_dir} was launched ({len(launched)} runs started) and "
@@ -105,9 +108,9 @@ def _previous_ids(sweep_dir: Path) -> set[str] | None:
     return {row.run_id for row in read_plan(sweep_dir)}
 
 
-def plan_table(the_plan: Plan, settings: PlannerSettings, cfg: DictConfig) -> Table:
+def plan_table(the_plan: Plan, settings: PlannerSettings, experiment: str) -> Table:
     n_col = f"N active ({settings.accounting})"
-    table = Table(title=f"plan: {cfg.experiment_name} ({len(the_plan.runs)} runs)",
+    table = Table(title=f"plan: {experiment} ({len(the_plan.runs)} runs)",
                   show_footer=True)
     total_flops = sum(r.own_flops for r in the_plan.runs)  # a shared trunk counted once
     total_hours = sum(r.gpu_hours for r in the_plan.runs)

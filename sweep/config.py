@@ -1,5 +1,11 @@
-"""From the composed Hydra config to the planner's inputs, and the sweep directory's plan.csv and
-config.yaml (written and read here: the contract's code, with ``sweep/io.py``)."""
+"""The sweep directory's plan.csv and config.yaml (written and read here: the contract's code,
+with ``sweep/io.py``), and planning from a typed config's parts.
+
+Nothing here knows the whole config's type (``conf.schema.StudyConfig``, typed by
+``conf/study.py``): config.yaml is read as a plain mapping, and the planning functions take any
+object with the typed groups as attributes (``root``, ``family``, ``budgets``, ``training``,
+``trainer``, ``cluster``), so the bottom layer imports no other flame package.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +17,22 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from conf.schema import StudyConfig, upgrade
 from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import CONFIG_YAML, HISTORY_DIR, PLAN_CSV, atomic_write_text
 from sweep.planner import Plan, PlannerSettings, plan
 from sweep.planrow import PlanRow
 from sweep.schema import result_values
-from trainers.schedule import check_branchable
+
+# The format of a sweep's config.yaml. 1: flame before the typed schema (no format_version,
+# trainer.operational_keys). 2: typed groups, format_version recorded.
+CONFIG_FORMAT = 2
 
 
-def study_config(cfg: Any) -> StudyConfig:
-    """The typed whole config of a composed or stored config (a ConfigError naming the key)."""
-    return cfg if isinstance(cfg, StudyConfig) else StudyConfig.from_cfg(cfg)
-
-
-def load_sweep_config(sweep_dir: Path) -> dict[str, Any] | None:
-    """``<sweep>/config.yaml`` as a plain dict in the current format; None when there is none,
-    one clear error when it cannot be read or was written by a newer flame."""
+def read_config(sweep_dir: Path) -> dict[str, Any] | None:
+    """``<sweep>/config.yaml`` as a plain dict, as written (format 1 is not upgraded here:
+    ``conf.study.load_sweep_config`` does that); None when there is none, one clear error
+    when it cannot be read or was written by a newer flame."""
     path = Path(sweep_dir) / CONFIG_YAML
     if not path.is_file():
         return None
@@ -38,12 +42,23 @@ def load_sweep_config(sweep_dir: Path) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: not readable YAML ({err}); re-run `flame plan`") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: not a config mapping; re-run `flame plan`")
-    return upgrade(loaded, str(path))
+    check_format(loaded, str(path))
+    return loaded
 
 
-def settings_from_cfg(cfg: Any) -> PlannerSettings:
-    """The planner's settings: the ``planner`` key, the conventions and the cost model."""
-    study = study_config(cfg)
+def check_format(data: dict[str, Any], where: str) -> int:
+    """The config's ``format_version`` (1 when absent), or a ConfigError if a newer flame
+    wrote it."""
+    version = data.get("format_version", 1)
+    if not isinstance(version, int) or version > CONFIG_FORMAT:
+        raise ConfigError(f"{where}: format_version={version!r} was written by a newer flame "
+                          f"(this one reads up to {CONFIG_FORMAT}); upgrade flame")
+    return version
+
+
+def planner_settings(study: Any) -> PlannerSettings:
+    """The planner's settings from a typed config: ``root``'s planner key and conventions,
+    ``cluster``'s cost model, ``training``'s warmup."""
     root = study.root
     return PlannerSettings(**vars(root.planner), accounting=root.accounting,
                            flops_formula=root.flops_formula,
@@ -52,19 +67,15 @@ def settings_from_cfg(cfg: Any) -> PlannerSettings:
                            warmup_fraction=study.training.warmup_fraction)
 
 
-def hash_context(cfg: Any) -> dict[str, Any]:
-    """What besides the architecture and tokens changes a run's result: the recipe's and the
+def hash_context(study: Any) -> dict[str, Any]:
+    """What besides the architecture and tokens changes a run's result: the typed recipe's and
     trainer's result fields (``sweep.schema.result``)."""
-    study = study_config(cfg)
     return {"training": result_values(study.training), "trainer": result_values(study.trainer)}
 
 
-def plan_from_cfg(cfg: Any) -> tuple[Plan, PlannerSettings]:
-    """The plan of a composed config (a ConfigError before anything is written)."""
-    study = study_config(cfg)
-    settings = settings_from_cfg(study)
-    if settings.strategy == "branches":
-        check_branchable(study.training, study.trainer)
+def plan_study(study: Any) -> tuple[Plan, PlannerSettings]:
+    """The plan of a typed, validated config (a ConfigError before anything is written)."""
+    settings = planner_settings(study)
     members = build_family(study.family)
     return plan(study.budgets.flops, members, settings, hash_context(study)), settings
 
@@ -91,27 +102,27 @@ def read_plan(sweep_dir: Path) -> list[PlanRow]:
     return [PlanRow.from_csv(row) for row in rows]
 
 
-def config_yaml(cfg: Any) -> str:
-    """The typed, versioned snapshot of ``cfg`` that config.yaml holds."""
-    return study_config(cfg).to_yaml()
-
-
-def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings, cfg: Any) -> None:
-    """Write plan.csv and config.yaml atomically (config first: a plan never lacks its config).
+def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings,
+               config_text: str) -> None:
+    """Write plan.csv and config.yaml (``config_text``: the typed snapshot,
+    ``StudyConfig.to_yaml``) atomically, config first: a plan never lacks its config.
 
     Re-planning with a changed config replaces the plan, after keeping the old plan.csv and
     config.yaml under ``history/<time>/``; runs keep their ids wherever their result-determining
     inputs are unchanged, so finished runs are reused.
     """
+    if not isinstance(config_text, str):  # the old signature took the config itself
+        raise TypeError("write_plan takes config.yaml's text; conf.study.write_plan takes a "
+                        "config")
     sweep_dir = Path(sweep_dir)
-    text, config = plan_csv_text(the_plan, settings), config_yaml(cfg)
+    text = plan_csv_text(the_plan, settings)
     old_plan, old_config = sweep_dir / PLAN_CSV, sweep_dir / CONFIG_YAML
     if old_plan.is_file() and old_config.is_file() and (
-            old_plan.read_text() != text or old_config.read_text() != config):
+            old_plan.read_text() != text or old_config.read_text() != config_text):
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         for old in (old_config, old_plan):
             atomic_write_text(sweep_dir / HISTORY_DIR / stamp / old.name, old.read_text())
-    atomic_write_text(old_config, config)
+    atomic_write_text(old_config, config_text)
     atomic_write_text(old_plan, text)
 
 
@@ -120,6 +131,5 @@ def history_plans(sweep_dir: Path) -> list[Path]:
     return sorted((Path(sweep_dir) / HISTORY_DIR).glob(f"*/{PLAN_CSV}"), reverse=True)
 
 
-__all__ = ["study_config", "load_sweep_config", "settings_from_cfg", "hash_context",
-           "plan_from_cfg", "plan_csv_text", "read_plan", "config_yaml", "write_plan",
-           "history_plans"]
+__all__ = ["CONFIG_FORMAT", "read_config", "check_format", "planner_settings", "hash_context",
+           "plan_study", "plan_csv_text", "read_plan", "write_plan", "history_plans"]

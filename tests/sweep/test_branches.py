@@ -125,8 +125,8 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, ove
 def test_demo_ids_stay_pinned_and_demo_branches_saves_flops():
     from pathlib import Path
 
+    from conf.study import plan_from_cfg
     from jobs.cli import compose
-    from sweep.config import plan_from_cfg
     pinned = (Path(__file__).parent / "data" / "demo_run_ids.txt").read_text().split()
     demo, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid",
                                      "planner.cooldown_fraction=0.2",

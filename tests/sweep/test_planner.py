@@ -145,8 +145,8 @@ def test_seeds_below_1_exit_2_naming_the_field(tmp_path, capsys):
 def test_demo_ids_stay_pinned_with_replicates():
     from pathlib import Path
 
+    from conf.study import plan_from_cfg
     from jobs.cli import compose
-    from sweep.config import plan_from_cfg
     pinned = (Path(__file__).parent / "data" / "demo_run_ids.txt").read_text().split()
     the_plan, _ = plan_from_cfg(compose(["sweep_dir=unused", "experiment=demo_grid",
                                          "planner.seeds=2"]))

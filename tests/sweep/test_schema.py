@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis.selection import select
-from conf.schema import CONFIG_FORMAT, GROUPS, StudyConfig
+from conf.schema import CONFIG_FORMAT, GROUPS
+from conf.study import StudyConfig, hash_context, load_sweep_config, plan_from_cfg, write_plan
 from jobs.cli import compose
-from sweep.config import hash_context, load_sweep_config, plan_from_cfg, write_plan
 from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.planner import PlannerConfig, plan
@@ -187,6 +186,8 @@ def test_config_yaml_is_versioned_and_older_formats_are_read(tmp_path: Path) -> 
 
 def test_selection_and_plan_agree_on_iterations_for_the_release_models() -> None:
     """One iterations function: the released models use round-to-nearest (5473.16 -> 5473)."""
+    from analysis.selection import select  # analysis's own (tests may import any package)
+
     cfg = compose(["sweep_dir=unused", "experiment=flame_release",
                    "trainer.data_path=/data/x"])
     the_plan, settings = plan_from_cfg(cfg)

@@ -1,0 +1,135 @@
+"""The whole config, typed (``StudyConfig``), and the builders that take any config: a composed
+Hydra config, a sweep's config.yaml as a mapping, or a ``StudyConfig`` already.
+
+Typing the whole config needs every group's schema, so it lives here, above the packages;
+``sweep.config`` keeps the sweep directory's files and the planning from typed parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from analysis.design_settings import DesignConfig
+from analysis.settings import FitSettings
+from conf.schema import CONFIG_FORMAT, GROUPS, RootConfig
+from jobs.settings import ClusterSettings
+from sweep import config as sweep_config
+from sweep.family import FamilyConfig
+from sweep.planner import BudgetsConfig, Plan, PlannerSettings
+from sweep.schema import plain, to_typed
+from trainers.schedule import check_branchable
+from trainers.settings import Recipe, trainer_config
+
+
+@dataclass
+class StudyConfig:
+    """The whole config, typed: every stage's view of a study."""
+
+    root: RootConfig
+    """Top-level keys and the planner (its groups null: they are the fields below)."""
+    family: FamilyConfig
+    """The architecture family."""
+    budgets: BudgetsConfig
+    """The isoFLOP budgets."""
+    training: Recipe
+    """The training recipe."""
+    trainer: Any
+    """The trainer's config (EmbeddedConfig | SimulatedConfig | MegatronConfig)."""
+    cluster: ClusterSettings
+    """Where jobs run."""
+    fit: FitSettings
+    """How results are fitted."""
+    design: DesignConfig = field(default_factory=DesignConfig)
+    """How `flame design` simulates designs (not part of a sweep's config.yaml)."""
+
+    def __post_init__(self) -> None:
+        # Checks across groups: branches need a schedule the trainer can branch.
+        if self.root.planner.strategy == "branches":
+            check_branchable(self.training, self.trainer)
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> StudyConfig:
+        """From a composed config or a sweep's config.yaml; a problem is a ConfigError."""
+        data = plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+        groups = {name: to_typed(kind, data.get(name), name) for name, kind in GROUPS.items()}
+        top = {k: v for k, v in data.items() if k not in GROUPS and k != "trainer"}
+        return cls(root=to_typed(RootConfig, top, "config"), trainer=trainer_config(
+            data.get("trainer") or {}), **groups)
+
+    def to_yaml(self) -> str:
+        """The snapshot written to a sweep's config.yaml (current format)."""
+        data = plain(self.root)
+        data["format_version"] = CONFIG_FORMAT
+        data.pop("design", None)  # how to design a study is not part of the study
+        for name in ("family", "budgets", "training", "trainer", "cluster", "fit"):
+            data[name] = plain(getattr(self, name))
+        family = data["family"]  # members and base list only what they set (None = unset)
+        family["base"] = _set_only(family["base"])
+        if family.get("members") is not None:
+            family["members"] = [_set_only(m) for m in family["members"]]
+        return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def _set_only(fields_: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields_.items() if v is not None}
+
+
+def study_config(cfg: Any) -> StudyConfig:
+    """The typed whole config of a composed or stored config (a ConfigError naming the key)."""
+    return cfg if isinstance(cfg, StudyConfig) else StudyConfig.from_cfg(cfg)
+
+
+def upgrade(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A sweep's config.yaml in the current format, or a ConfigError saying what to do."""
+    if sweep_config.check_format(data, where) == 1:  # pre-schema: only the trainer's key list
+        data = dict(data, trainer={k: v for k, v in (data.get("trainer") or {}).items()
+                                   if k != "operational_keys"})
+        data.pop("format_version", None)
+    return data
+
+
+def load_sweep_config(sweep_dir: Path) -> dict[str, Any] | None:
+    """``<sweep>/config.yaml`` as a plain dict in the current format; None when there is none,
+    one clear error when it cannot be read or was written by a newer flame."""
+    data = sweep_config.read_config(sweep_dir)
+    return None if data is None else upgrade(data, str(Path(sweep_dir) / "config.yaml"))
+
+
+def load_study(sweep_dir: Path) -> StudyConfig | None:
+    """``<sweep>/config.yaml`` typed; None when there is none."""
+    data = load_sweep_config(sweep_dir)
+    return None if data is None else StudyConfig.from_cfg(data)
+
+
+def settings_from_cfg(cfg: Any) -> PlannerSettings:
+    """The planner's settings of any config (``sweep.config.planner_settings``)."""
+    return sweep_config.planner_settings(study_config(cfg))
+
+
+def hash_context(cfg: Any) -> dict[str, Any]:
+    """What besides the architecture and tokens changes a run's result, of any config."""
+    return sweep_config.hash_context(study_config(cfg))
+
+
+def plan_from_cfg(cfg: Any) -> tuple[Plan, PlannerSettings]:
+    """The plan of any config (a ConfigError before anything is written)."""
+    return sweep_config.plan_study(study_config(cfg))
+
+
+def config_yaml(cfg: Any) -> str:
+    """The typed, versioned snapshot of ``cfg`` that config.yaml holds."""
+    return study_config(cfg).to_yaml()
+
+
+def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings, cfg: Any) -> None:
+    """plan.csv and config.yaml of any config (``sweep.config.write_plan``)."""
+    sweep_config.write_plan(sweep_dir, the_plan, settings, config_yaml(cfg))
+
+
+__all__ = ["StudyConfig", "study_config", "upgrade", "load_sweep_config", "load_study",
+           "settings_from_cfg", "hash_context", "plan_from_cfg", "config_yaml", "write_plan"]
