@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from omegaconf import OmegaConf
 from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import CONFIG_YAML, HISTORY_DIR, PLAN_CSV, atomic_write_text
-from sweep.planner import Plan, PlannerSettings, plan
+from sweep.planner import Plan, PlannerConfig, PlannerSettings, plan
 from sweep.planrow import PlanRow
-from sweep.schema import result_values
+from sweep.schema import result_values, to_typed
 
 # The format of a sweep's config.yaml. 1: flame before the typed schema (no format_version,
 # trainer.operational_keys). 2: typed groups, format_version recorded.
@@ -57,8 +58,16 @@ def check_format(data: dict[str, Any], where: str) -> int:
 
 
 def planner_settings(study: Any) -> PlannerSettings:
-    """The planner's settings from a typed config: ``root``'s planner key and conventions,
-    ``cluster``'s cost model, ``training``'s warmup."""
+    """The planner's settings from a typed config (``root``'s planner key and conventions,
+    ``cluster``'s cost model, ``training``'s warmup), or from a config mapping, e.g. a sweep's
+    config.yaml as ``read_config`` gives it (the same keys; only ``planner`` is typed here)."""
+    if isinstance(study, Mapping):
+        planner = to_typed(PlannerConfig, study.get("planner"), "planner")
+        return PlannerSettings(**vars(planner), accounting=study["accounting"],
+                               flops_formula=study["flops_formula"],
+                               device_peak_flops=study["cluster"]["device_peak_flops"],
+                               assumed_mfu=study["cluster"]["assumed_mfu"],
+                               warmup_fraction=study["training"]["warmup_fraction"])
     root = study.root
     return PlannerSettings(**vars(root.planner), accounting=root.accounting,
                            flops_formula=root.flops_formula,
