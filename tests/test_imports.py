@@ -1,6 +1,7 @@
-"""No import cycle among flame's modules: every import statement counts, at module level or
-inside a function (an import hidden in a function is still a dependency, and a cycle through
-one breaks as soon as someone moves it to the top)."""
+"""No import cycle among flame's modules, and each package imports only the layers below it:
+every import statement counts, at module level or inside a function (an import hidden in a
+function is still a dependency, and a cycle through one breaks as soon as someone moves it to
+the top)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("sweep", "trainers", "analysis", "jobs", "conf")
+# What each package may import besides itself (docs/design.md, "Layering"): sweep is the bottom
+# (the family, the arithmetic, the sweep directory's contract); conf (every group's schema, the
+# typed whole config) and jobs (executors, ledger, CLI) sit on top of everything.
+MAY_IMPORT: dict[str, frozenset[str]] = {
+    "sweep": frozenset(),
+    "trainers": frozenset({"sweep"}),
+    "analysis": frozenset({"sweep", "trainers"}),
+    "conf": frozenset(PACKAGES),
+    "jobs": frozenset(PACKAGES),
+}
 
 
 def project_modules() -> dict[str, Path]:
@@ -93,3 +104,29 @@ def test_no_import_cycles() -> None:
     modules = project_modules()
     graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
     assert cycles(graph) == []
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``module -> imported module`` for each import that ``MAY_IMPORT`` does not allow."""
+    found = []
+    for name, targets in graph.items():
+        package = name.split(".")[0]
+        found += [f"{name} -> {target}" for target in targets
+                  if target.split(".")[0] not in MAY_IMPORT[package] | {package}]
+    return sorted(found)
+
+
+def test_the_walker_sees_an_upward_import_inside_a_function(tmp_path) -> None:
+    assert upward_imports({"sweep.a": {"jobs.b", "sweep.c"}, "jobs.b": {"sweep.a", "conf.x"},
+                           "analysis.d": {"trainers.e", "conf.x"}}) == \
+        ["analysis.d -> conf.x", "sweep.a -> jobs.b"]
+    source = tmp_path / "late.py"
+    source.write_text("def f():\n    from jobs import ledger\n    import conf.schema\n")
+    modules = project_modules()
+    assert imports_of("sweep.late", source, modules) == {"jobs.ledger", "conf.schema"}
+
+
+def test_each_package_imports_only_the_layers_below_it() -> None:
+    modules = project_modules()
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert upward_imports(graph) == []
