@@ -30,8 +30,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from conf.study import plan_from_cfg, write_plan
 from jobs.cli import compose
-from sweep.config import plan_from_cfg, write_plan
 from sweep.planrow import PlanRow
 from trainers.run import train_run
 

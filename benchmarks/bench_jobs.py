@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from conf.study import plan_from_cfg, write_plan
 from jobs import ledger, slurm
 from jobs.cli import compose
 from jobs.cluster import LocalCluster, default_state_dir, is_up
@@ -28,7 +29,6 @@ from jobs.launch import launch_sweep
 from jobs.settings import ClusterSettings
 from jobs.status import collect, poll
 from jobs.task import RunTask
-from sweep.config import plan_from_cfg, write_plan
 
 # 10 budgets x 100 demo-family members (10 widths x 10 depths) = 1,000 runs
 OVERRIDES = [

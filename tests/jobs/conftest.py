@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from conf.study import plan_from_cfg, write_plan
 from jobs.cli import compose
 from jobs.cluster import LocalCluster, default_state_dir, is_up
-from sweep.config import plan_from_cfg, write_plan
 
 REPO = Path(__file__).resolve().parents[2]
 FLAME = [sys.executable, "-m", "jobs.cli"]

@@ -24,6 +24,7 @@ from analysis.collect import collect_sweep
 from analysis.data import load_sweep_results, used_points
 from analysis.isoflop import fit_isoflop
 from analysis.settings import FitSettings
+from conf.study import study_config
 from jobs.adaptive import ADAPTIVE_DIR, decide, fit_points, load_study, read_decisions, replay
 from jobs.cli import compose, main
 from jobs.launch import launch_sweep
@@ -86,7 +87,7 @@ def crashed(tmp_path_factory) -> tuple[Path, dict]:
 def test_static_plan_leaves_budgets_unbracketed_adaptive_brackets_all(crashed, tmp_path):
     adaptive, _ = crashed
     cfg = compose([f"sweep_dir={tmp_path}", *STUDY, "planner.adaptive=false"])
-    plan_command(cfg)
+    plan_command(study_config(cfg))
     launch_sweep(tmp_path, cfg)
     assert wait_until_terminal(tmp_path, cfg, progress=False).all_terminal
     collect_sweep(tmp_path, cfg)
@@ -213,6 +214,6 @@ def test_flame_plan_refuses_to_replace_the_waves_plan(crashed):
     for replan in (False, True):
         with pytest.raises(ConfigError, match=r"is an adaptive study: .* continue it with "
                                               r"`flame run"):
-            plan_command(compose([f"sweep_dir={sweep_dir}", *STUDY]),
+            plan_command(study_config(compose([f"sweep_dir={sweep_dir}", *STUDY])),
                          argparse.Namespace(replan=replan))
     assert (sweep_dir / "plan.csv").read_bytes() == plan_before

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from analysis.collect import collect_sweep
+from conf.study import plan_from_cfg, write_plan
 from jobs import ledger
 from jobs.cli import compose
 from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
 from jobs.sweepdir import read_config
-from sweep.config import plan_from_cfg, write_plan
 from tests.jobs.conftest import flame
 from tests.trainers.conftest import STANDIN, standin_overrides
 from trainers.megatron import argv_of

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from conf.study import plan_from_cfg, write_plan
 from jobs.cli import compose
-from sweep.config import plan_from_cfg, write_plan
 
 
 def make_plan(tmp_path: Path, *overrides: str) -> tuple[list[dict], dict]:
