@@ -13,13 +13,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from conf.schema import group_docs, register
+from conf.schema import register
 from conf.study import StudyConfig, study_config
+from jobs.cli_help import close_match, config_help, keep_experiment, with_suggestion
 from sweep.errors import ConfigError
 from sweep.schema import explain
 
@@ -200,22 +203,24 @@ def group_options(group: str) -> list[str]:
         return sorted(loader.get_group_options(group))
 
 
-def print_config_help(cfg: DictConfig) -> None:
+def print_config_help(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     print("\nConfig groups (choose with group=option):")
     for group in GROUPS:
         print(f"  {group:<11} {', '.join(group_options(group))}")
-    print("\nKeys (override with key=value, nested with a.b=value): current value, meaning")
-    for section in ("planner", *GROUPS[1:]):
-        node = cfg.get(section)
-        if not isinstance(node, DictConfig):
-            continue
-        values = OmegaConf.to_container(node, resolve=True)
-        docs = group_docs(section, str(values.get("name", "")))
-        print(f"  {section}:")
-        for key, value in values.items():
-            shown = "..." if isinstance(value, (dict, list)) and len(str(value)) > 40 else value
-            print(f"    {key} = {str(shown):<28} {docs.get(key, '')}")
+    print()
+    print("\n".join(config_help(cfg, lambda name: _trainer_values(name, overrides))))
     print("\nThe whole composed config: `--cfg`.")
+
+
+def _trainer_values(name: str, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The ``trainer`` section as ``trainer=<name>`` with the user's other overrides gives it
+    (None when those do not compose with it, e.g. a key only another trainer has)."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith("trainer")]
+    try:
+        cfg = compose([*kept, f"trainer={name}"])
+    except ConfigError:
+        return None
+    return OmegaConf.to_container(cfg.trainer, resolve=True)
 
 
 def build_parser(name: str, command: Command) -> argparse.ArgumentParser:
@@ -243,8 +248,17 @@ def _use_recorded_cluster(cfg: DictConfig) -> bool:
     return False
 
 
+def flame_version() -> str:
+    """flame's version, from the installed package's metadata."""
+    try:
+        return version("flame")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def usage() -> str:
-    lines = ["usage: flame <command> [--flags] [key=value ...]", "", "commands:"]
+    lines = ["usage: flame <command> [--flags] [key=value ...]", "       flame --version",
+             "", "commands:"]
     lines += [f"  {name:<9} {c.help}" for name, c in COMMANDS.items()]
     lines.append("\n`flame <command> --help` lists its flags, the config groups and keys.")
     return "\n".join(lines)
@@ -266,9 +280,14 @@ def _main(argv: Sequence[str] | None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"flame {flame_version()}")
+        return 0
     name, argv = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"flame: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        match = close_match(name, list(COMMANDS))
+        mean = f"; did you mean `flame {match}`?" if match else ""
+        print(f"flame: unknown command {name!r}{mean}\n\n{usage()}", file=sys.stderr)
         return 2
     command = COMMANDS[name]
     parser = build_parser(name, command)
@@ -284,16 +303,25 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.help:
             parser.print_help()
             if cfg is not None:
-                print_config_help(cfg)
+                print_config_help(cfg, overrides)
             return 0
         if cfg is not None and args.cfg:
             print(OmegaConf.to_yaml(cfg, resolve=True), end="")
             return 0
         return int(_resolve(command.target)(study if command.typed else cfg, args) or 0)
     except ConfigError as err:
-        message = str(err).replace("flame <command>", f"flame {name}")
-        print(f"flame {name}: error: {message}", file=sys.stderr)
+        print(f"flame {name}: error: {error_line(str(err), name, overrides)}", file=sys.stderr)
         return 2
+
+
+def error_line(message: str, name: str, overrides: Sequence[str]) -> str:
+    """A ConfigError's message as the user reads it: this command's name for ``flame
+    <command>``, a did-you-mean for a misspelt key or option, and suggested commands that keep
+    the user's ``experiment=``."""
+    message = with_suggestion(message.replace("flame <command>", f"flame {name}"),
+                              group_options)
+    return keep_experiment(message, overrides,
+                           lambda command: command in COMMANDS and COMMANDS[command].uses_config)
 
 
 if __name__ == "__main__":
