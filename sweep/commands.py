@@ -87,9 +87,9 @@ def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: boo
     launched = {rid for rid in previous if run_dir(sweep_dir, rid).is_dir()}
     if not launched:
         return
-    records, _ = scan_records(sweep_dir)  # unreadable entries are left out, as before
+    states = scan_records(sweep_dir)[0]  # unreadable entries are left out, as before
     in_flight = sorted(rid for rid in previous - now
-                       if rid in records and records[rid].state in ACTIVE)
+                       if rid in states and states[rid].state in ACTIVE)
     change = f"{len(now - previous)} new runs, {len(previous - now)} no longer planned"
     if not replan:
         raise ConfigError(f"sweep_dir={sweep_dir} was launched ({len(launched)} runs started) and "
