@@ -214,13 +214,19 @@ def print_config_help(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
 
 def _trainer_values(name: str, overrides: Sequence[str]) -> dict[str, Any] | None:
     """The ``trainer`` section as ``trainer=<name>`` with the user's other overrides gives it
-    (None when those do not compose with it, e.g. a key only another trainer has)."""
+    (None when those do not compose with it, e.g. a key only another trainer has). Hydra's
+    composition only: the section is for reading, not typed or checked."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+
     kept = [o for o in overrides if not o.lstrip("+~").startswith("trainer")]
     try:
-        cfg = compose([*kept, f"trainer={name}"])
-    except ConfigError:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=[*kept, f"trainer={name}"])
+        return OmegaConf.to_container(cfg.trainer, resolve=True)
+    except (HydraException, OmegaConfBaseException, AttributeError, AssertionError):
         return None
-    return OmegaConf.to_container(cfg.trainer, resolve=True)
 
 
 def build_parser(name: str, command: Command) -> argparse.ArgumentParser:
