@@ -304,7 +304,7 @@ def _main(argv: Sequence[str] | None) -> int:
         cfg, study = compose_typed(overrides) if command.uses_config else (None, None)
         if name in STICKY_CLUSTER and not any(o.lstrip("+~").startswith("cluster")
                                               for o in overrides):
-            if _use_recorded_cluster(cfg):
+            if _use_recorded_cluster(cfg) and command.typed:
                 study = study_config(cfg)
         if args.help:
             parser.print_help()
