@@ -50,8 +50,15 @@ def _schemas_at(path: Sequence[str]) -> list[tuple[type, str]]:
         found = [(RootConfig, "")]
     for part in path:
         found = [(inner, trainer) for cls, trainer in found
-                 for inner in _dataclasses_in(typing.get_type_hints(cls).get(part))]
+                 for inner in _dataclasses_in(_field_types(cls).get(part))]
     return found
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation only a type checker resolves: no hints
+        return {}
 
 
 def key_suggestion(full_key: str, owner: str = "") -> str | None:
