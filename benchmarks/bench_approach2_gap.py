@@ -24,12 +24,12 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.data import load_sweep_results, used_points  # noqa: E402
-from analysis.isoflop import fit_isoflop  # noqa: E402
-from analysis.parametric import fit_parametric  # noqa: E402
-from analysis.porian import fit_porian  # noqa: E402
+from analysis.design.synthetic import Law  # noqa: E402
+from analysis.fit.isoflop import fit_isoflop  # noqa: E402
+from analysis.fit.parametric import fit_parametric  # noqa: E402
+from analysis.fit.points import load_sweep_results, used_points  # noqa: E402
+from analysis.fit.porian import fit_porian  # noqa: E402
 from analysis.settings import FitSettings  # noqa: E402
-from analysis.synthetic import Law  # noqa: E402
 
 
 def real_runs(sweep: Path) -> None:

@@ -29,9 +29,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from analysis.design import Design, load_prior, simulate  # noqa: E402
-from analysis.design_plan import design_config  # noqa: E402
-from analysis.design_search import candidate_runs, candidates, optimise  # noqa: E402
+from analysis.design.plan import design_config  # noqa: E402
+from analysis.design.search import candidate_runs, candidates, optimise  # noqa: E402
+from analysis.design.simulate import Design, load_prior, simulate  # noqa: E402
 from jobs.cli import compose  # noqa: E402
 from sweep.config import hash_context, plan_from_cfg, study_config, write_plan  # noqa: E402
 from sweep.family import build_family  # noqa: E402

@@ -13,18 +13,18 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from analysis.data import TRUNK_REASON
-from analysis.isoflop import budget_groups
-from analysis.plots import (
+from analysis.fit.isoflop import budget_groups
+from analysis.fit.plots import (
     BRANCH_LABEL,
     BRANCH_MARKER,
     BudgetColours,
     frontier_figure,
     isoflop_figure,
 )
-from analysis.porian import fit_approach2
+from analysis.fit.points import TRUNK_REASON
+from analysis.fit.porian import fit_approach2
+from analysis.fit.summary import branch_line
 from analysis.settings import FitSettings
-from analysis.summary import branch_line
 from jobs.cli import main
 from sweep.io import PLAN_CSV, atomic_write_text, run_dir
 from sweep.law import Law

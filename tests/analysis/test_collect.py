@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from analysis.collect import collect_run, collect_sweep
+from analysis.collect.results import collect_run, collect_sweep
 from jobs.cli import main
 from sweep.errors import ConfigError
 from sweep.io import atomic_write_text, run_dir

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.compare import Study, check_pair, compare
-from analysis.isoflop import fit_isoflop
+from analysis.compare.multiplier import Study, check_pair, compare
+from analysis.design.synthetic import Law, isoflop_sweep
+from analysis.fit.isoflop import fit_isoflop
 from analysis.settings import FitSettings
-from analysis.synthetic import Law, isoflop_sweep
 from jobs.cli import main
 from sweep.errors import ConfigError
 

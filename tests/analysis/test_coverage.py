@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.isoflop import fit_isoflop, interval
-from analysis.parametric import bootstrap_parametric, fit_parametric
-from analysis.report import parameter_samples
+from analysis.design.synthetic import Law, isoflop_sweep
+from analysis.fit.driver import parameter_samples
+from analysis.fit.isoflop import fit_isoflop, interval
+from analysis.fit.parametric import bootstrap_parametric, fit_parametric
 from analysis.settings import FitSettings
-from analysis.synthetic import Law, isoflop_sweep
 
 SEEDS = 50
 BUDGETS = np.geomspace(1e18, 1e21, 6)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.isoflop import fit_isoflop
-from analysis.report import approach2_dict
+from analysis.design.synthetic import Law, isoflop_sweep
+from analysis.fit.driver import approach2_dict
+from analysis.fit.isoflop import fit_isoflop
 from analysis.settings import FitSettings
-from analysis.synthetic import Law, isoflop_sweep
 from jobs.cli import main
 
 BUDGETS = np.geomspace(1e18, 1e20, 4)

@@ -109,8 +109,8 @@ def test_shipped_prior_is_flame_moe_approach3(path: str) -> None:
 
 def test_seeded_screen_is_the_single_seed_screen_over_sqrt_r() -> None:
     """screen_all's shortcut for replicated designs equals solving them in full."""
-    from analysis.design import load_prior
-    from analysis.design_search import candidate_runs, candidates, linear_halfwidth, screen_all
+    from analysis.design.search import candidate_runs, candidates, linear_halfwidth, screen_all
+    from analysis.design.simulate import load_prior
     from sweep.config import hash_context, settings_from_cfg, study_config
     from sweep.family import build_family
     study = study_config(compose(["sweep_dir=unused", *SMALL, "design.seeds=[1,4]"]))

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.design import Design, PriorLaw, simulate
-from analysis.isoflop import fit_isoflop, interval
+from analysis.design.simulate import Design, PriorLaw, simulate
+from analysis.fit.isoflop import fit_isoflop, interval
 from analysis.settings import FitSettings
 from jobs.cli import compose
 from sweep.config import plan_from_cfg, study_config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.synthetic import Law, isoflop_sweep
+from analysis.design.synthetic import Law, isoflop_sweep
 
 
 def _flame(cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis.html_report import REPORT_HTML, write_report  # noqa: E402
-from analysis.report_page import records_of  # noqa: E402
+from analysis.report.html import REPORT_HTML, write_report  # noqa: E402
+from analysis.report.page import records_of  # noqa: E402
 from jobs.cli import main  # noqa: E402
 from tests.analysis.chromium import BINARY, Chromium  # noqa: E402
 
@@ -212,7 +212,7 @@ def test_optional_sections_from_their_files(study, browser, tmp_path):
 
 def test_list_shaped_design_json(tmp_path):
     """A design.json that is a bare list of designs is a table, not a crash."""
-    from analysis.report_extras import design_section
+    from analysis.report.extras import design_section
 
     (tmp_path / "design.json").write_text(json.dumps([{"name": "plan", "runs": 20}]))
     section = design_section(tmp_path)
@@ -241,7 +241,7 @@ def test_devices_per_run_follow_the_trainer_shape():
     """Megatron: trainer.nodes x trainer.gpus_per_node (cluster.gpus_per_node=0 takes it)."""
     from omegaconf import OmegaConf
 
-    from analysis.report_runs import devices_per_run
+    from analysis.report.runs import devices_per_run
     from jobs.cli import compose
 
     megatron = compose(["sweep_dir=/tmp/x", "trainer=megatron", "trainer.nodes=2",

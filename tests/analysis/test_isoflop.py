@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.isoflop import budget_groups, fit_isoflop
+from analysis.fit.isoflop import budget_groups, fit_isoflop
 from analysis.settings import FitSettings
 
 SETTINGS = FitSettings(bootstrap=200)
@@ -120,7 +120,7 @@ def test_scattered_flops_never_crash():
 
 
 def _noisy_sweep(per_budget):
-    from analysis.synthetic import Law, isoflop_sweep
+    from analysis.design.synthetic import Law, isoflop_sweep
     return isoflop_sweep(Law(), np.geomspace(1e18, 1e20, 3), per_budget=per_budget,
                          span_decades=0.4, noise=0.005, seed=1)
 

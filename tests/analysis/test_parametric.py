@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from analysis.parametric import (
+from analysis.design.synthetic import Law, isoflop_sweep
+from analysis.fit.driver import parameter_samples
+from analysis.fit.parametric import (
     bootstrap_parametric,
     closed_form_optimum,
     fit_parametric,
     fit_parametric_grid,
     huber_objective,
 )
-from analysis.report import parameter_samples
-from analysis.synthetic import Law, isoflop_sweep
 
 # Besiroglu et al. (2024), "Chinchilla Scaling: A replication attempt": their refit of
 # Hoffmann et al.'s Figure 4 data and its summed Huber objective.
@@ -56,7 +56,7 @@ def test_bootstrap_is_reproducible(flame48):
 
 def _reached(points, groups, n_boot=60, seed=5) -> float:
     """Share of bootstrap refits at least as good as an independent multi-start fit."""
-    from analysis.parametric import resample_counts
+    from analysis.fit.parametric import resample_counts
     args = [points[c].to_numpy() for c in ("n", "tokens", "loss")]
     thetas = bootstrap_parametric(fit_parametric(*args), *args, groups=groups, n_boot=n_boot,
                                   seed=seed)
@@ -124,8 +124,8 @@ def test_matches_the_4500_start_grid_fit(chinchilla):
 def test_one_step_bootstrap_matches_refits_on_many_points():
     # From ONE_STEP_MIN_POINTS points a resample takes one Newton step instead of a refit:
     # its standard errors must match full refits' (measured: within 4% at 10,000 points).
-    from analysis import parametric
-    from analysis.synthetic import Law, isoflop_sweep
+    from analysis.design.synthetic import Law, isoflop_sweep
+    from analysis.fit import parametric
     points = isoflop_sweep(Law(), np.geomspace(1e18, 1e21, 20), per_budget=500, seed=2)
     assert len(points) >= parametric.ONE_STEP_MIN_POINTS
     args = (points["n"], points["tokens"], points["loss"])

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.isoflop import fit_isoflop
-from analysis.porian import fit_approach2, fit_porian
+from analysis.design.synthetic import Law, isoflop_sweep
+from analysis.fit.isoflop import fit_isoflop
+from analysis.fit.porian import fit_approach2, fit_porian
 from analysis.settings import FitSettings
-from analysis.synthetic import Law, isoflop_sweep
 from sweep.errors import ConfigError
 
 from .conftest import DATA

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.release import released_models
+from analysis.fit.release import released_models
 from jobs.cli import compose, main
 from sweep.accounting import train_iters
 from sweep.config import settings_from_cfg

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.collect import collect_sweep
-from analysis.report import fit_sweep, summary_text
+from analysis.collect.results import collect_sweep
+from analysis.fit.driver import fit_sweep, summary_text
 from jobs.cli import compose, main
 from sweep.errors import ConfigError
 
@@ -139,7 +139,7 @@ def test_bare_csv_chinchilla_bucketed(tmp_path):
 
 
 def test_figures_draw_a_said_sample_of_many_runs():
-    from analysis.plots import PLOT_MAX_POINTS, plotted_sample
+    from analysis.fit.plots import PLOT_MAX_POINTS, plotted_sample
     drawn, note = plotted_sample(100)
     assert list(drawn) == list(range(100)) and note == ""
     drawn, note = plotted_sample(100_000)

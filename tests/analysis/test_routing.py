@@ -17,9 +17,15 @@ import torch
 import yaml
 
 import trainers.embedded.train as embedded
-from analysis.collect import collect_sweep
-from analysis.data import load_sweep_results
-from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows, routing_figure
+from analysis.collect.results import collect_sweep
+from analysis.collect.routing import (
+    ROUTING_COLUMNS,
+    ROUTING_CSV,
+    health,
+    layer_rows,
+    routing_figure,
+)
+from analysis.fit.points import load_sweep_results
 from analysis.settings import FitSettings
 from analysis.sources import Routing, _routing_log, _tb_scalars, _window, read_routing
 from sweep.errors import ConfigError
@@ -110,8 +116,8 @@ def test_routing_figure_drawn_from_the_results(study):
 def test_the_report_shows_routing_health_from_the_real_study(study):
     """collect's routing_* columns and the routing figure of the real study, on the report
     page (analysis/report_extras.py): the collapsed run named with the producer's reason."""
-    from analysis.html_report import write_report
-    from analysis.report_extras import routing_section
+    from analysis.report.extras import routing_section
+    from analysis.report.html import write_report
 
     sweep, _ = study
     results = pd.read_csv(sweep / "results.csv", dtype={"run_id": str})

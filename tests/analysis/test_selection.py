@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from analysis.selection import family_from_config, member_n, select
+from analysis.fit.selection import family_from_config, member_n, select
 from analysis.settings import N_COLUMNS, FitSettings
 from sweep.errors import ConfigError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis.selection import select
+from analysis.fit import select
 from conf.schema import CONFIG_FORMAT, GROUPS, StudyConfig
 from jobs.cli import compose
 from sweep.config import hash_context, load_sweep_config, plan_from_cfg, write_plan

@@ -12,15 +12,15 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from analysis.design import Design, PriorLaw, load_prior, simulate
-from analysis.design_branches import ASSUMPTION, branch_cost, independent
-from analysis.design_search import (
+from analysis.design.branches import ASSUMPTION, branch_cost, independent
+from analysis.design.search import (
     SearchResult,
     candidate_runs,
     candidates,
     linear_halfwidth,
     optimise,
 )
+from analysis.design.simulate import Design, PriorLaw, load_prior, simulate
 from sweep.config import hash_context, plan_from_cfg, study_config
 from sweep.errors import ConfigError
 from sweep.family import build_family
@@ -62,11 +62,11 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     found.best["branches"] = branch_cost(found.design, planner, ctx)
     written = None
     if explicit and settings.write_plan:
-        from analysis.design_plan import write_design_plan
+        from analysis.design.plan import write_design_plan
         written = write_design_plan(sweep_dir, cfg, found.design)
     report = _report(prior, settings, baseline, found, target, cap, written)
     atomic_write_text(sweep_dir / DESIGN_JSON, json.dumps(_json_safe(report), indent=2) + "\n")
-    from analysis.design_plots import design_figure  # matplotlib only when figures are made
+    from analysis.design.plots import design_figure  # matplotlib only when figures are made
     lines = found.scores if settings.approach == "approach3" else [
         linear_halfwidth(d, prior, fit) for d in pool]
     screened = [(d.flops, hw) for d, hw in zip(pool, lines)]

@@ -26,7 +26,7 @@ needs instead is sizes dense enough around the minimum (an interpolated minimum 
 between sampled points by more than the spline's curvature allows).
 
 ``fit_approach2`` is the one entry point: ``fit.approach2_estimator`` picks the parabola
-(``analysis.isoflop.fit_isoflop``) or this estimator.
+(``analysis.fit.isoflop.fit_isoflop``) or this estimator.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
-from analysis.isoflop import (
+from analysis.fit.isoflop import (
     BudgetFit,
     IsoflopFit,
     PowerLaw,

@@ -19,10 +19,10 @@ from pathlib import Path
 import jinja2
 from omegaconf import DictConfig
 
-from analysis.report_extras import optional_sections
-from analysis.report_fit import fit_sections, selection_section
-from analysis.report_page import read_csv_file, read_json_file
-from analysis.report_runs import (
+from analysis.report.extras import optional_sections
+from analysis.report.fit import fit_sections, selection_section
+from analysis.report.page import read_csv_file, read_json_file
+from analysis.report.runs import (
     all_runs_section,
     config_section,
     headline,
@@ -38,7 +38,7 @@ from sweep.io import FIT_JSON, PLAN_CSV, RESULTS_CSV, atomic_write_text
 
 REPORT_HTML = "report.html"
 TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("analysis", "templates"),
+    loader=jinja2.PackageLoader("analysis.report", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
     trim_blocks=True, lstrip_blocks=True)
 

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from analysis.plots import _save  # noqa: E402  (PNG + SVG, the figures' convention)
+from analysis.figures import save_figure  # noqa: E402  (PNG + SVG, the convention)
 from sweep.io import FIGURES_DIR  # noqa: E402
 
 MARKERS = {"approach2": "s", "approach3": "o"}
@@ -61,7 +61,7 @@ def design_figure(sweep_dir: Path, entries: list[dict], screened: list[tuple[flo
     ax.grid(True, which="both", alpha=0.3)
     out_dir = Path(sweep_dir) / FIGURES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _save(fig, out_dir, "design")
+    return save_figure(fig, out_dir, "design")
 
 
 def _short(name: str) -> str:

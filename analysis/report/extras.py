@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.report_fit import FIT_FIGURES
-from analysis.report_page import (
+from analysis.report.fit import FIT_FIGURES
+from analysis.report.page import (
     MAX_RUN_ROWS,
     Section,
     cut_note,

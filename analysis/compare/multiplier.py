@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.data import load_bare_csv, load_sweep_results, used_points
-from analysis.isoflop import IsoflopFit
-from analysis.porian import fit_approach2
+from analysis.fit.isoflop import IsoflopFit
+from analysis.fit.points import load_bare_csv, load_sweep_results, used_points
+from analysis.fit.porian import fit_approach2
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
 from sweep.io import FIT_JSON, RESULTS_CSV, atomic_write_text
@@ -228,7 +228,8 @@ def write_comparison(a_path: Path, b_path: Path, bootstrap: int | None = None
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(result["budgets"])
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
-    from analysis.plots import compare_figure, save_figure  # matplotlib only here
+    from analysis.compare.plots import compare_figure  # matplotlib only here
+    from analysis.figures import save_figure
     save_figure(compare_figure(a, b, result), out, "compare")
     atomic_write_text(out / "compare.json", json.dumps(_json_safe(result), indent=2) + "\n")
     return result, out

@@ -19,7 +19,7 @@ count. Flags, first match wins:
   default (it was trained under another config);
 - ``ok``.
 
-Routing health (``analysis.routing``) adds the ``routing_*`` columns to every row and writes
+Routing health (``analysis.collect.routing``) adds the ``routing_*`` columns to every row and writes
 ``routing.csv`` (per run and MoE layer) when any run reports routing; a collapsed router is
 ``routing_status=collapsed``, never a flag (the loss is real; see analysis/routing.py).
 """
@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.data import read_csv
-from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
+from analysis.collect.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
 from analysis.settings import FitSettings
 from analysis.sources import (
     Evidence,
@@ -85,6 +84,20 @@ class RunResult:
     gpu_hours_spent: float = math.nan
     """Megatron runs: GPUs x the iterations' wall time from Megatron's ``elapsed time per
     iteration`` (training steps only: start-up, evaluation, checkpoints excluded); else NaN."""
+
+
+def read_csv(path: Path, what: str) -> pd.DataFrame:
+    """A CSV as a DataFrame, or a ConfigError saying what is wrong with the file."""
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a directory, not a CSV file; pass the file "
+                          f"itself, e.g. {what}={path / RESULTS_CSV}")
+    if not path.is_file():
+        raise ConfigError(f"{what}: {path} does not exist; run the step that writes it first "
+                          "(`flame collect` writes results.csv) or fix the path")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what}: {path} is not a readable CSV ({err})") from None
 
 
 def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:

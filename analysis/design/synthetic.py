@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.parametric import closed_form_optimum
+from analysis.fit.parametric import closed_form_optimum
 from sweep import law
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.degenerate import DUPLICATE_REASON
+from analysis.collect.results import read_csv
+from analysis.fit.degenerate import DUPLICATE_REASON
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
-from sweep.io import RESULTS_CSV
 
 BARE_COLUMNS = ("budget", "n", "loss")
 # A trunk (planner.strategy=branches) trains at the stable learning rate and never cools down:
@@ -18,20 +18,6 @@ BARE_COLUMNS = ("budget", "n", "loss")
 # not an isoFLOP budget.
 TRUNK_REASON = "trunk: stable learning rate, no cooldown (its branches are the points)"
 FIT_COLUMNS = ("budget", "n", "tokens", "loss", "used", "excluded_reason")
-
-
-def read_csv(path: Path, what: str) -> pd.DataFrame:
-    """A CSV as a DataFrame, or a ConfigError saying what is wrong with the file."""
-    if path.is_dir():
-        raise ConfigError(f"{what}: {path} is a directory, not a CSV file; pass the file "
-                          f"itself, e.g. {what}={path / RESULTS_CSV}")
-    if not path.is_file():
-        raise ConfigError(f"{what}: {path} does not exist; run the step that writes it first "
-                          "(`flame collect` writes results.csv) or fix the path")
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{what}: {path} is not a readable CSV ({err})") from None
 
 
 def load_sweep_results(path: Path, settings: FitSettings) -> pd.DataFrame:

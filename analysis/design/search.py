@@ -7,7 +7,7 @@ reach (``spans``): at each budget the members nearest to evenly spaced points of
 ``N_opt(C) x 10^[-span, +span]``, x how many seeds each (budget, member) trains from
 (``seeds``: the planner's replicates, each its own run with independent noise). Each candidate
 is screened cheaply, then the cheapest that pass are simulated in full
-(``analysis.design.simulate``) until one meets the target:
+(``analysis.design.simulate.simulate``) until one meets the target:
 
 - Approach 3 screen: the asymptotic (sandwich) variance of the Huber M-estimator at the prior
   law, ``(E psi^2 / E psi'^2).(J'J)^-1`` for normal noise, mapped to a by the delta method:
@@ -26,10 +26,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from analysis.design import Design, Points, PriorLaw, draw, fit_approach2, halfwidth, simulate
+from analysis.design.simulate import (
+    Design,
+    Points,
+    PriorLaw,
+    draw,
+    fit_approach2,
+    halfwidth,
+    simulate,
+)
 from analysis.design_settings import DesignConfig
-from analysis.parametric import closed_form_optimum
-from analysis.selection import member_n
+from analysis.fit.parametric import closed_form_optimum
+from analysis.fit.selection import member_n
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
 from sweep.family import Member

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.isoflop import FLAT_LOSS_REL_RANGE
+from analysis.fit.isoflop import FLAT_LOSS_REL_RANGE
 
 MIN_INTERVAL_BUDGETS = 3
 OFF_CENTRE_FRACTION = 0.2

@@ -11,16 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
-from analysis.data import roles  # noqa: E402
-from analysis.isoflop import IsoflopFit, budget_groups  # noqa: E402
-from analysis.parametric import ParametricFit, closed_form_optimum  # noqa: E402
+from analysis.figures import BudgetColours, save_figure  # noqa: E402
+from analysis.fit.isoflop import IsoflopFit, budget_groups  # noqa: E402
+from analysis.fit.parametric import ParametricFit, closed_form_optimum  # noqa: E402
+from analysis.fit.points import roles  # noqa: E402
 from analysis.settings import FitSettings  # noqa: E402
 from sweep.io import FIGURES_DIR  # noqa: E402
 
-CMAP = plt.get_cmap("viridis")
 # Most runs drawn as markers per figure: beyond this a seeded random sample is drawn and the
 # figure says so (100,000 markers took ~2 minutes to render, mostly SVG, and hide each other).
 PLOT_MAX_POINTS = 3000
@@ -39,18 +37,6 @@ def _branch_key(ax, branch: np.ndarray) -> None:
         ax.scatter([], [], marker=BRANCH_MARKER, color="0.4", s=30, label=BRANCH_LABEL)
 
 
-class BudgetColours:
-    """One colour per budget from a log-scaled colormap over the fitted budgets."""
-
-    def __init__(self, budgets: np.ndarray):
-        lo, hi = float(np.min(budgets)), float(np.max(budgets))
-        self.norm = LogNorm(lo, hi if hi > lo else lo * 10)
-
-    def __call__(self, budget):
-        """RGBA of a budget, or (k, 4) RGBA rows for an array of budgets."""
-        return CMAP(0.9 * self.norm(budget))
-
-
 def plotted_sample(size: int) -> tuple[np.ndarray, str]:
     """Indices of the runs drawn as markers (all, or a seeded random PLOT_MAX_POINTS of
     them) and a note saying how many are shown ("" when all are)."""
@@ -58,14 +44,6 @@ def plotted_sample(size: int) -> tuple[np.ndarray, str]:
         return np.arange(size), ""
     keep = np.sort(np.random.default_rng(0).choice(size, PLOT_MAX_POINTS, replace=False))
     return keep, f"markers: a random {PLOT_MAX_POINTS:,} of the {size:,} runs"
-
-
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def write_figures(sweep_dir: Path, points: pd.DataFrame, iso: IsoflopFit,
@@ -78,17 +56,17 @@ def write_figures(sweep_dir: Path, points: pd.DataFrame, iso: IsoflopFit,
     colours = BudgetColours(groups)
     drawn, note = plotted_sample(len(points))
     shown, shown_groups = points.iloc[drawn].reset_index(drop=True), groups[drawn]
-    paths = _save(_noted(isoflop_figure(shown, shown_groups, iso, param, colours), note),
-                  out_dir, "isoflop")
-    paths += _save(optimum_figure(iso, param, thetas, selection, colours, settings), out_dir,
-                   "scaling_laws")
-    paths += _save(_noted(frontier_figure(shown, shown_groups, iso, param, colours, selection),
-                          note), out_dir, "loss_frontier")
+    paths = save_figure(_noted(isoflop_figure(shown, shown_groups, iso, param, colours),
+                               note), out_dir, "isoflop")
+    paths += save_figure(optimum_figure(iso, param, thetas, selection, colours, settings),
+                         out_dir, "scaling_laws")
+    paths += save_figure(_noted(frontier_figure(shown, shown_groups, iso, param, colours,
+                                                selection), note), out_dir, "loss_frontier")
     if param is not None:
-        paths += _save(_noted(residual_figure(points, groups, param, colours, drawn),
-                              note), out_dir, "residuals")
+        paths += save_figure(_noted(residual_figure(points, groups, param, colours, drawn),
+                                    note), out_dir, "residuals")
     if selection is not None and "released_name" in selection:
-        paths += _save(release_figure(selection), out_dir, "release")
+        paths += save_figure(release_figure(selection), out_dir, "release")
     return paths
 
 
@@ -283,60 +261,3 @@ def _budget_axis(ax, ylabel: str, log_y: bool = True) -> None:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-
-
-def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
-    """``<out_dir>/<name>.png`` and ``.svg`` (for figures made outside write_figures)."""
-    return _save(fig, Path(out_dir), name)
-
-
-def compare_figure(a, b, result: dict):
-    """``flame compare``: both loss frontiers with their minima (left); the compute
-    multiplier of A over B per budget with its interval, and the crossover (right)."""
-    table = pd.DataFrame(result["budgets"])
-    budgets = table["budget"].to_numpy(float)
-    span = np.geomspace(budgets.min() / 1.5, budgets.max() * 1.5, 200)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for study, colour, label in ((a, "C3", "A"), (b, "C0", "B")):
-        used = study.used_budgets()
-        law = study.iso.loss_law
-        axes[0].scatter([x.budget for x in used], [x.loss_opt for x in used], color=colour,
-                        s=50, edgecolor="k", zorder=4)
-        axes[0].plot(span, law(span), color=colour,
-                     label=f"{label} = {study.name}: L_opt ∝ C^{law.exponent:.3f}")
-    axes[0].set_title("Loss frontiers (isoFLOP minima and Approach 2 laws)")
-    axes[0].set_ylabel("optimal validation loss (nats/token)")
-    ax = axes[1]
-    inside = ~table["extrapolated"].to_numpy(bool)
-    # Percentile intervals need not contain the point estimate: clip the bars at it.
-    err = np.clip(np.vstack([table["multiplier"] - table["multiplier_lo"],
-                             table["multiplier_hi"] - table["multiplier"]]), 0, None)
-    err = np.nan_to_num(err)
-    ax.errorbar(budgets[inside], table["multiplier"][inside], yerr=err[:, inside], fmt="o",
-                color="k", capsize=4, label="multiplier (interval: bootstrap)")
-    if (~inside).any():
-        ax.errorbar(budgets[~inside], table["multiplier"][~inside], yerr=err[:, ~inside],
-                    fmt="o", mfc="none", color="0.5", capsize=4,
-                    label="extrapolated (B's compute outside B's budgets)")
-    ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
-    if result["multiplier"] is not None:
-        ci = result["multiplier_ci"]
-        ax.axhline(result["multiplier"], color="C2",
-                   label=f"summary {result['multiplier']:.3g}" +
-                         (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
-        if ci:
-            ax.axhspan(ci[0], ci[1], color="C2", alpha=0.15)
-    cross = result["crossover"]["budget"]
-    if cross is not None and span[0] <= cross <= span[-1]:
-        ax.axvline(cross, color="C1", ls="--", label=f"frontiers cross at {cross:.3g}")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_title("Effective compute multiplier of A over B")
-    ax.set_ylabel("C_B / C: B's compute for A's optimal loss at C")
-    for axis in axes:
-        axis.set_xscale("log")
-        axis.set_xlabel("compute budget C (FLOPs)")
-        axis.grid(alpha=0.3, which="both")
-        axis.legend(fontsize=8)
-    return fig

@@ -127,9 +127,7 @@ def routing_figure(sweep_dir: Path, points: pd.DataFrame, settings: FitSettings)
     metric, limit, label = _plotted(points, settings)
     if metric is None:
         return []
-    import matplotlib.pyplot as plt
-
-    from analysis.plots import BudgetColours, _save  # matplotlib only when drawn
+    from analysis.figures import BudgetColours, plt, save_figure  # matplotlib only when drawn
 
     shown = points[np.isfinite(pd.to_numeric(points[metric], errors="coerce"))]
     budgets = shown["budget"].to_numpy(float)
@@ -151,7 +149,7 @@ def routing_figure(sweep_dir: Path, points: pd.DataFrame, settings: FitSettings)
     ax.legend(fontsize=7)
     out_dir = Path(sweep_dir) / FIGURES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _save(fig, out_dir, "routing")
+    return save_figure(fig, out_dir, "routing")
 
 
 _SETTING = {"routing_load_max_mean": "routing_max_load",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.parametric import resample_counts, row_chunks
+from analysis.fit.parametric import resample_counts, row_chunks
 from analysis.settings import FitSettings
 
 REASONS = {1: "fewer than {min_points} distinct sizes in the window",

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.data import branch_summary, load_bare_csv, load_sweep_results, used_points
-from analysis.degenerate import (
+from analysis.collect.routing import routing_figure
+from analysis.fit.degenerate import (
     FitWarning,
     approach2_interval_reason,
     approach3_interval_reason,
@@ -27,9 +27,9 @@ from analysis.degenerate import (
     parametric_unidentified,
     zero_width,
 )
-from analysis.extrapolation import extrapolation_check
-from analysis.isoflop import IsoflopFit, budget_groups, interval
-from analysis.parametric import (
+from analysis.fit.extrapolation import extrapolation_check
+from analysis.fit.isoflop import IsoflopFit, budget_groups, interval
+from analysis.fit.parametric import (
     ONE_STEP_MIN_POINTS,
     PARAM_NAMES,
     ParametricFit,
@@ -37,10 +37,10 @@ from analysis.parametric import (
     closed_form_optimum,
     fit_parametric,
 )
-from analysis.porian import fit_approach2
-from analysis.release import beside_released
-from analysis.routing import routing_figure
-from analysis.selection import family_from_config, select
+from analysis.fit.points import branch_summary, load_bare_csv, load_sweep_results, used_points
+from analysis.fit.porian import fit_approach2
+from analysis.fit.release import beside_released
+from analysis.fit.selection import family_from_config, select
 from analysis.settings import FitSettings
 from sweep.config import load_sweep_config
 from sweep.errors import ConfigError
@@ -90,7 +90,7 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
     result["warnings"] = [w.as_dict() for w in warnings]
     result["figures"] = []
     if settings.figures:
-        from analysis.plots import write_figures  # matplotlib only when figures are made
+        from analysis.fit.plots import write_figures  # matplotlib only when figures are made
         result["figures"] = [str(p.relative_to(sweep_dir)) for p in
                              write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
                                            settings) + routing_figure(sweep_dir, points, settings)]
@@ -290,7 +290,7 @@ def summary_text(fit: dict, width: int = 110) -> str:
     """The printed summary of a fit.json dict: rich tables rendered to text."""
     from rich.console import Console
 
-    from analysis.summary import renderables
+    from analysis.fit.summary import renderables
     console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
     for item in renderables(fit):
         console.print(item)

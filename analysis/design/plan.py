@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.design import Design
+from analysis.design.simulate import Design
 from sweep.config import plan_from_cfg, read_plan, study_config, write_plan
 from sweep.errors import ConfigError
 from sweep.family import build_family

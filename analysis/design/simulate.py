@@ -5,9 +5,9 @@ model). For a prior law and a log-normal noise level (the simulated trainer's mo
 loss = L(N, D).exp(sigma.z)), ``simulate`` draws ``replications`` studies of the design at
 once and fits every one with the fitting code of ``flame fit``:
 
-- Approach 2: ``analysis.isoflop._fit_all``, the vectorised parabolas and power laws that fit
+- Approach 2: ``analysis.fit.isoflop._fit_all``, the vectorised parabolas and power laws that fit
   the data and every bootstrap resample, given the replications as loss rows;
-- Approach 3: ``analysis.parametric.lm_irls``, the batched damped Gauss-Newton on the Huber
+- Approach 3: ``analysis.fit.parametric.lm_irls``, the batched damped Gauss-Newton on the Huber
   objective that refits ``flame fit``'s bootstrap resamples, warm-started at the prior law (as
   the bootstrap is at the fit). Each replication has its own losses; ``lm_irls`` takes one loss
   vector and per-row point weights, so a chunk of replications is fitted as one problem with
@@ -29,9 +29,9 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from analysis.design_settings import DesignConfig
-from analysis.isoflop import _fit_all, budget_groups
-from analysis.parametric import closed_form_optimum, lm_irls, row_chunks
-from analysis.selection import member_n
+from analysis.fit.isoflop import _fit_all, budget_groups
+from analysis.fit.parametric import closed_form_optimum, lm_irls, row_chunks
+from analysis.fit.selection import member_n
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
 from sweep.family import Member
@@ -219,7 +219,7 @@ def halfwidth(values: np.ndarray) -> float:
 def nearest_members(n_opt: np.ndarray, budgets: np.ndarray, members: list[Member],
                     n_column: str) -> np.ndarray:
     """Index of the member selection would pick for each N_opt (rows, budgets), as
-    ``analysis.selection`` does: nearest in log N among the members eligible at the budget."""
+    ``analysis.fit.selection`` does: nearest in log N among the members eligible at the budget."""
     sizes = np.log(np.array([member_n(m.arch, n_column) for m in members], float))
     out = np.empty(n_opt.shape, int)
     for j, budget in enumerate(budgets):

@@ -21,7 +21,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from analysis.selection import member_n
+from analysis.fit.selection import member_n
 from sweep.arch import MoEArch
 
 RELEASED_CSV = "flame_moe_released.csv"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.report_page import Section, cell, figure, frame_table, read_csv_file
-from analysis.summary import branch_line
+from analysis.fit.summary import branch_line
+from analysis.report.page import Section, cell, figure, frame_table, read_csv_file
 from sweep.io import FIT_JSON, SELECTION_CSV
 
 # The fit's own figures, in the order the page shows them (plots.py writes them).

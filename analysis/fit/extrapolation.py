@@ -14,9 +14,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.degenerate import parametric_unidentified
-from analysis.isoflop import budget_groups, fit_isoflop
-from analysis.parametric import fit_parametric
+from analysis.fit.degenerate import parametric_unidentified
+from analysis.fit.isoflop import budget_groups, fit_isoflop
+from analysis.fit.parametric import fit_parametric
 from analysis.settings import FitSettings
 
 

@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analysis.design import Design
+from analysis.design.simulate import Design
 from sweep.errors import ConfigError
 from sweep.planner import PlannedRun, PlannerSettings, branched
 

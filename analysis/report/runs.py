@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.data import TRUNK_REASON, load_sweep_results
-from analysis.report_extras import COMPARE_DIR, DESIGN_JSON
-from analysis.report_page import MAX_RUN_ROWS, Section, Table, cut_note, frame_table, mapping_table
+from analysis.fit.points import TRUNK_REASON, load_sweep_results
+from analysis.report.extras import COMPARE_DIR, DESIGN_JSON
+from analysis.report.page import MAX_RUN_ROWS, Section, Table, cut_note, frame_table, mapping_table
 from analysis.settings import FitSettings
 from jobs import ledger as ledger_states
 from jobs.settings import ClusterSettings
