@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
+from analysis.config import read_config
 from analysis.settings import FitSettings
 from analysis.sources import (
     Evidence,
@@ -46,10 +47,10 @@ from analysis.sources import (
     read_throughput,
     read_train_log,
 )
-from sweep.config import history_plans, load_sweep_config, study_config
+from sweep.config import history_plans
 from sweep.errors import ConfigError
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
-from trainers.settings import MegatronConfig
+from trainers.settings import MegatronConfig, trainer_config
 
 # plan.csv's branch columns (sweep/planrow.py), with an independent run's values: results.csv
 # carries them whatever the plan's age (role=trunk rows are listed, never fitted: data.py).
@@ -118,9 +119,10 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     settings = FitSettings.from_mapping(fit_cfg) if fit_cfg is not None else FitSettings()
     rise = settings.diverge_rise
     earlier = _earlier_runs(sweep_dir, set(plan["run_id"]))
-    config = load_sweep_config(sweep_dir)
-    study = study_config(config) if config else None
-    gpus, peak = _megatron_shape(study)
+    config = read_config(sweep_dir)
+    trainer = trainer_config(config.get("trainer") or {}) if config else None
+    gpus, peak = _megatron_shape(trainer, ((config or {}).get("cluster") or {})
+                                 .get("device_peak_flops"))
     rows = [_with_cost(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise),
                        run_dir(sweep_dir, rec["run_id"]), gpus, peak)
             for rec in plan.to_dict(orient="records")]
@@ -130,7 +132,7 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
                         ignore_index=True) if earlier else plan.copy()
     for col in RESULT_COLUMNS:
         results[col] = [getattr(r, col) for r in rows]
-    _add_routing(sweep_dir, results, settings, getattr(study, "trainer", None))
+    _add_routing(sweep_dir, results, settings, trainer)
     atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
     return results
 
@@ -150,12 +152,12 @@ def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
         atomic_write_text(sweep_dir / ROUTING_CSV, pd.DataFrame(layers).to_csv(index=False))
 
 
-def _megatron_shape(study: Any) -> tuple[int | None, float | None]:
-    """(GPUs per run, device peak FLOP/s) from config.yaml when the trainer is Megatron (the
-    only trainer that reports its own throughput); (None, None) otherwise."""
-    if study is None or not isinstance(study.trainer, MegatronConfig):
+def _megatron_shape(trainer: Any, peak: float | None) -> tuple[int | None, float | None]:
+    """(GPUs per run, device peak FLOP/s: config.yaml's cluster.device_peak_flops) when the
+    trainer is Megatron (the only trainer that reports its own throughput); else (None, None)."""
+    if not isinstance(trainer, MegatronConfig):
         return None, None
-    return study.trainer.nodes * study.trainer.gpus_per_node, study.cluster.device_peak_flops
+    return trainer.nodes * trainer.gpus_per_node, peak
 
 
 def _with_cost(result: RunResult, path: Path, gpus: int | None,

@@ -31,7 +31,6 @@ compare.png, compare.svg}``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,8 @@ import pandas as pd
 from analysis.fit.isoflop import IsoflopFit
 from analysis.fit.points import load_bare_csv, load_sweep_results, used_points
 from analysis.fit.porian import fit_approach2
+from analysis.fit.result import read_fit
+from analysis.jsonsafe import dumps
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
 from sweep.io import FIT_JSON, RESULTS_CSV, atomic_write_text
@@ -92,14 +93,13 @@ def load_study(path: Path, label: str, bootstrap: int | None = None) -> Study:
     if not fit_json.is_file():
         raise ConfigError(f"{label}={path}: no {FIT_JSON} (not fitted); run `flame fit "
                           f"sweep_dir={path}` first")
-    fit = json.loads(fit_json.read_text())
-    settings = FitSettings.from_mapping(fit["settings"])
+    fit = read_fit(fit_json)
+    settings = fit.fit_settings()
     if bootstrap is not None:
         settings = dataclasses.replace(settings, bootstrap=bootstrap)
-    source = Path(fit["input"]["results"]) if fit["input"]["kind"] == "csv" else \
-        path / RESULTS_CSV
-    points = load_bare_csv(source, settings) if fit["input"]["kind"] == "csv" else \
-        load_sweep_results(source, settings)
+    bare = fit.input.kind == "csv"
+    source = Path(fit.input.results) if bare else path / RESULTS_CSV
+    points = load_bare_csv(source, settings) if bare else load_sweep_results(source, settings)
     iso = fit_approach2(used_points(points), settings)
     if iso.loss_law is None:
         raise ConfigError(f"{label}={path}: Approach 2 found no loss frontier ({iso.reason}); "
@@ -231,17 +231,5 @@ def write_comparison(a_path: Path, b_path: Path, bootstrap: int | None = None
     from analysis.compare.plots import compare_figure  # matplotlib only here
     from analysis.figures import save_figure
     save_figure(compare_figure(a, b, result), out, "compare")
-    atomic_write_text(out / "compare.json", json.dumps(_json_safe(result), indent=2) + "\n")
+    atomic_write_text(out / "compare.json", dumps(result))
     return result, out
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value

@@ -4,7 +4,6 @@ design.json, figures/design.{png,svg} and, with a target or a cap, the optimised
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from analysis.config import family_config
 from analysis.design.branches import ASSUMPTION, branch_cost, independent
 from analysis.design.search import (
     SearchResult,
@@ -21,7 +21,10 @@ from analysis.design.search import (
     optimise,
 )
 from analysis.design.simulate import Design, PriorLaw, load_prior, simulate
-from sweep.config import hash_context, plan_from_cfg, study_config
+from analysis.design_settings import DesignConfig
+from analysis.jsonsafe import dumps
+from analysis.settings import FitSettings
+from sweep.config import hash_context, plan_from_cfg
 from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import atomic_write_text
@@ -39,20 +42,21 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
     if not cfg.get("sweep_dir"):
         raise ConfigError("sweep_dir: not set; pass sweep_dir=DIR")
     sweep_dir = Path(str(cfg.sweep_dir))
-    study = study_config(cfg)
-    settings, fit = study.design, study.fit
+    # Only the groups a design needs are typed here; the planner types the whole config.
+    settings = DesignConfig.from_mapping(plain(cfg.get("design")))
+    fit = FitSettings.from_mapping(plain(cfg.get("fit")))
     prior = load_prior(settings, fit)                       # bad input: exit 2, nothing written
-    members = build_family(study.family)
-    own_plan, planner = plan_from_cfg(study)
-    ctx = hash_context(study)
-    own = Design(f"{study.root.experiment_name} plan", independent(own_plan.runs))
+    members = build_family(family_config(cfg))
+    own_plan, planner = plan_from_cfg(cfg)
+    ctx = hash_context(cfg)
+    own = Design(f"{cfg.get('experiment_name')} plan", independent(own_plan.runs))
     baseline = simulate(own, prior, settings, fit, members)
     baseline["branches"] = branch_cost(own, planner, ctx)
     explicit = settings.target_halfwidth is not None or settings.max_flops is not None
     target, cap = settings.target_halfwidth, settings.max_flops
     if not explicit:  # the question: how precise at a fraction of the plan's compute?
         cap = settings.compute_fraction * baseline["flops"]
-    by_budget = candidate_runs(sorted(settings.budgets or study.budgets.flops), members,
+    by_budget = candidate_runs(sorted(settings.budgets or list(cfg.budgets.flops)), members,
                                planner, ctx, max(settings.seeds))
     pool = candidates(prior, by_budget, settings, fit.n_column)
     if not pool:
@@ -65,7 +69,7 @@ def design(cfg: DictConfig, args: argparse.Namespace) -> int:
         from analysis.design.plan import write_design_plan
         written = write_design_plan(sweep_dir, cfg, found.design)
     report = _report(prior, settings, baseline, found, target, cap, written)
-    atomic_write_text(sweep_dir / DESIGN_JSON, json.dumps(_json_safe(report), indent=2) + "\n")
+    atomic_write_text(sweep_dir / DESIGN_JSON, dumps(report))
     from analysis.design.plots import design_figure  # matplotlib only when figures are made
     lines = found.scores if settings.approach == "approach3" else [
         linear_halfwidth(d, prior, fit) for d in pool]
@@ -161,15 +165,3 @@ def _chosen(report: dict, baseline: dict, found: SearchResult) -> str:
 
 def _num(value, fmt: str = ".3f") -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, fmt)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item"):
-        return _json_safe(value.item())
-    return value

@@ -15,8 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.config import family_config
 from analysis.design.simulate import Design
-from sweep.config import plan_from_cfg, read_plan, study_config, write_plan
+from sweep.config import plan_from_cfg, read_plan, write_plan
 from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import PLAN_CSV, run_dir
@@ -25,11 +26,10 @@ from sweep.schema import plain
 
 def design_config(cfg: DictConfig, design: Design) -> dict[str, Any]:
     """The composed config with its family and budgets replaced by the design's."""
-    study = study_config(cfg)
-    members = build_family(study.family)
-    if study.family.members:
-        specs = [{k: v for k, v in plain(m).items() if v is not None}
-                 for m in study.family.members]
+    family = family_config(cfg)
+    members = build_family(family)
+    if family.members:
+        specs = [{k: v for k, v in plain(m).items() if v is not None} for m in family.members]
     else:  # a grid family: members are hidden_size x num_layers, in build_family's order
         specs = [{"hidden_size": m.arch.hidden_size, "num_layers": m.arch.num_layers}
                  for m in members]

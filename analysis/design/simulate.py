@@ -19,9 +19,9 @@ half-width is half the 2.5-97.5 percentile range, the bias the median minus the 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from scipy.stats import norm
 from analysis.design_settings import DesignConfig
 from analysis.fit.isoflop import _fit_all, budget_groups
 from analysis.fit.parametric import closed_form_optimum, lm_irls, row_chunks
+from analysis.fit.result import read_fit
 from analysis.fit.selection import member_n
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
@@ -38,7 +39,6 @@ from sweep.family import Member
 from sweep.law import Law
 from sweep.planner import PlannedRun
 
-ROOT = Path(__file__).resolve().parent.parent
 LAW_KEYS = ("E", "A", "B", "alpha", "beta")
 # Approach 3 chunk: replications fitted side by side in one lm_irls problem. The work per
 # iteration grows as chunk^2 x points (block-diagonal weights), the Python overhead as
@@ -88,11 +88,14 @@ class Design:
 
 
 def resolve_path(path: str) -> Path:
-    """A path as given, else relative to the flame checkout (examples/...)."""
+    """A path as given (absolute, or from the working directory), else one of the data files
+    flame ships inside its package (``analysis/data/``, e.g. ``flame_moe_prior/fit.json``):
+    found the same from a checkout and from an installed flame."""
     given = Path(path)
     if given.exists() or given.is_absolute():
         return given
-    return ROOT / given if (ROOT / given).exists() else given
+    shipped = resources.files("analysis").joinpath("data", *given.parts)
+    return Path(str(shipped)) if shipped.is_file() else given
 
 
 def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
@@ -100,20 +103,20 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
     if settings.prior:
         path = resolve_path(settings.prior)
         try:
-            a3 = (json.loads(path.read_text()).get("approach3") or {})
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"design.prior={settings.prior}: not a readable fit.json "
-                              f"({err.__class__.__name__}); give a `flame fit` output") from None
-        missing = [k for k in LAW_KEYS if not isinstance(a3.get(k), (int, float))]
+            a3 = read_fit(path).approach3
+        except ConfigError as err:
+            raise ConfigError(f"design.prior={settings.prior}: {err}; give a `flame fit` "
+                              "output") from None
+        missing = [k for k in LAW_KEYS if not isinstance(getattr(a3, k), (int, float))]
         if missing:
             raise ConfigError(f"design.prior={settings.prior}: its approach3 has no "
                               f"{', '.join(missing)} (no Approach 3 law was fitted); give "
                               "another fit.json or design.law={E:..,A:..,B:..,alpha:..,beta:..}")
-        law = Law(**{k: float(a3[k]) for k in LAW_KEYS})
+        law = a3.law()
         source = str(path)
         noise, noise_source = settings.noise, "design.noise"
         if noise is None:
-            noise = noise_from_huber(a3.get("objective"), a3.get("n_points"), fit.huber_delta)
+            noise = noise_from_huber(a3.objective, a3.n_points, fit.huber_delta)
             noise_source = "the prior fit's Huber objective per point"
     elif settings.law.given():
         law, source = settings.law.law(), "design.law"
@@ -123,7 +126,7 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
         noise, noise_source = settings.noise, "design.noise"
     else:
         raise ConfigError("design.prior: no prior law; give design.prior=PATH/fit.json (e.g. "
-                          "examples/flame_moe_prior/fit.json) or design.law={E:..,A:..,B:..,"
+                          "flame_moe_prior/fit.json, shipped) or design.law={E:..,A:..,B:..,"
                           "alpha:..,beta:..} with design.noise")
     bad = [k for k in LAW_KEYS if not getattr(law, k) > 0]
     if bad:

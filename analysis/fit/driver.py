@@ -1,13 +1,12 @@
 """``flame fit`` as a function: points -> both approaches, extrapolation, selection, figures.
 
-Writes ``fit.json`` (the contract other tools read), ``selection.csv`` and ``figures/`` into
-the sweep directory, and returns the fit.json dict.
+Writes ``fit.json`` (the contract other tools read: ``analysis.fit.result.FitResult``),
+``selection.csv`` and ``figures/`` into the sweep directory, and returns the ``FitResult``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.collect.routing import routing_figure
+from analysis.config import read_config
 from analysis.fit.degenerate import (
     FitWarning,
     approach2_interval_reason,
@@ -34,25 +34,31 @@ from analysis.fit.parametric import (
     PARAM_NAMES,
     ParametricFit,
     bootstrap_parametric,
-    closed_form_optimum,
     fit_parametric,
 )
 from analysis.fit.points import branch_summary, load_bare_csv, load_sweep_results, used_points
 from analysis.fit.porian import fit_approach2
 from analysis.fit.release import beside_released
+from analysis.fit.result import (
+    Approach2Result,
+    Approach3Result,
+    BudgetEntry,
+    FitInput,
+    FitResult,
+    write_fit,
+)
 from analysis.fit.selection import family_from_config, select
 from analysis.settings import FitSettings
-from sweep.config import load_sweep_config
 from sweep.errors import ConfigError
-from sweep.io import FIT_JSON, RESULTS_CSV, SELECTION_CSV, atomic_write_text
+from sweep.io import RESULTS_CSV, SELECTION_CSV, atomic_write_text
 
 MIN_PARAMETRIC_POINTS = 6  # five parameters need more points than that to mean anything
 
 
 def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
-              csv_family: bool = True) -> dict:
+              csv_family: bool = True) -> FitResult:
     """Fit ``results_csv`` (default ``<sweep_dir>/results.csv``); write fit.json, figures and
-    selection.csv into ``sweep_dir``; return the fit.json dict."""
+    selection.csv into ``sweep_dir``; return fit.json's ``FitResult``."""
     sweep_dir = Path(sweep_dir)
     settings = FitSettings.from_mapping(_plain(cfg.get("fit")) if cfg is not None else None)
     bare = results_csv is not None
@@ -64,38 +70,35 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
                           f"(fit.include_flags={list(settings.include_flags)}); see the flag "
                           "and reason columns, or include more flags")
     # A plain CSV has no config.yaml: its family (for selection) is the composed config's.
-    config = (_plain(cfg) if cfg is not None else None) if bare else load_sweep_config(sweep_dir)
+    config = (_plain(cfg) if cfg is not None else None) if bare else read_config(sweep_dir)
     if bare and config and not csv_family:  # the default experiment's family is not the CSV's
         config = {k: v for k, v in config.items() if k != "family"}
     iso = fit_approach2(used, settings)  # the parabola, or Porian et al.'s estimator
     param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
     warnings = duplicate_warnings(points)
-    result = {
-        "input": {"results": str(path), "kind": "csv" if bare else "sweep",
-                  "n_column": "n" if bare else settings.n_column},
-        "approach2": approach2_dict(iso, settings, warnings),
-        "approach3": approach3_dict(param, thetas, settings, param_reason, warnings,
-                                    param_interval_reason),
-        "extrapolation": extrapolation_check(used, settings),
-        "n_used": int(len(used)), "n_excluded": int(len(points) - len(used)),
-        "excluded": _exclusions(points),
-        "branches": branch_summary(points),
-        "settings": {k: (list(v) if isinstance(v, tuple) else v)
-                     for k, v in settings.__dict__.items()},
-    }
-    law = result["approach3" if param is not None else "approach2"]
+    result = FitResult(
+        input=FitInput(results=str(path), kind="csv" if bare else "sweep",
+                       n_column="n" if bare else settings.n_column),
+        approach2=approach2_result(iso, settings, warnings),
+        approach3=approach3_result(param, thetas, settings, param_reason, warnings,
+                                   param_interval_reason),
+        extrapolation=extrapolation_check(used, settings),
+        n_used=int(len(used)), n_excluded=int(len(points) - len(used)),
+        excluded=_exclusions(points), branches=branch_summary(points),
+        settings={k: (list(v) if isinstance(v, tuple) else v)
+                  for k, v in settings.__dict__.items()})
+    law = result.approach3 if param is not None else result.approach2
     selection = _selection(iso, param, settings, config, bare, used["budget"].to_numpy(float),
-                           law.get("interval_reason", ""), warnings)
-    result["selection"] = selection["summary"]
-    result["warnings"] = [w.as_dict() for w in warnings]
-    result["figures"] = []
+                           law.interval_reason, warnings)
+    result.selection = selection["summary"]
+    result.warnings = list(warnings)
     if settings.figures:
         from analysis.fit.plots import write_figures  # matplotlib only when figures are made
-        result["figures"] = [str(p.relative_to(sweep_dir)) for p in
-                             write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
-                                           settings) + routing_figure(sweep_dir, points, settings)]
-    result = _json_safe(result)
-    atomic_write_text(sweep_dir / FIT_JSON, json.dumps(result, indent=2) + "\n")
+        result.figures = [str(p.relative_to(sweep_dir)) for p in
+                          write_figures(sweep_dir, used, iso, param, thetas, selection["table"],
+                                        settings) + routing_figure(sweep_dir, points, settings)]
+    result = result.normalised()
+    write_fit(sweep_dir, result)
     if selection["table"] is not None:
         atomic_write_text(sweep_dir / SELECTION_CSV, selection["table"].to_csv(index=False))
     return result
@@ -127,19 +130,16 @@ def _parametric(used: pd.DataFrame, settings: FitSettings
     return fit, thetas, "", ""
 
 
-def approach2_dict(iso: IsoflopFit, settings: FitSettings,
-                   warnings: list[FitWarning] | None = None) -> dict:
+def approach2_result(iso: IsoflopFit, settings: FitSettings,
+                     warnings: list[FitWarning] | None = None) -> Approach2Result:
     """fit.json's ``approach2`` entry; intervals that would be falsely precise are withheld,
     with ``interval_reason`` and a warning appended to ``warnings``."""
     s = iso.samples
-    out = {"a": None, "a_ci": None, "b": None, "b_ci": None, "k": None, "k_ci": None,
-           "k_d": None, "loss_law": None,
-           "budgets": [b.as_dict() for b in iso.budgets], "reason": iso.reason,
-           "note": iso.note, "bootstrap": settings.bootstrap,
-           "estimator": settings.approach2_estimator,
-           "bootstrap_kind": iso.bootstrap_kind,
-           "bootstrap_usable_fraction": float(s["ok_fraction"][0]) if s else None,
-           "interval_reason": ""}
+    out = Approach2Result(
+        budgets=[BudgetEntry(**b.as_dict()) for b in iso.budgets], reason=iso.reason,
+        note=iso.note, bootstrap=settings.bootstrap, estimator=settings.approach2_estimator,
+        bootstrap_kind=iso.bootstrap_kind,
+        bootstrap_usable_fraction=float(s["ok_fraction"][0]) if s else None)
     flat = sum(b.reason.startswith("flat") for b in iso.budgets)
     if flat and warnings is not None:
         warnings.append(FitWarning("flat_losses", f"Approach 2: {flat} of {len(iso.budgets)} "
@@ -149,9 +149,9 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings,
         warnings.extend(off_centre_warnings(iso.budgets))
     if iso.n_law is None:
         return out
-    out.update({"a": iso.n_law.exponent, "k": iso.n_law.k, "b": iso.d_law.exponent,
-                "k_d": iso.d_law.k,
-                "loss_law": {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}})
+    out.a, out.k, out.b, out.k_d = iso.n_law.exponent, iso.n_law.k, iso.d_law.exponent, \
+        iso.d_law.k
+    out.loss_law = {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}
     code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets))
     if not s and not reason:
         return out
@@ -164,9 +164,9 @@ def approach2_dict(iso: IsoflopFit, settings: FitSettings,
     if reason:
         if warnings is not None:
             warnings.append(FitWarning(code, f"Approach 2: no interval reported: {reason}"))
-        out["interval_reason"] = reason
+        out.interval_reason = reason
         return out
-    out.update(cis)
+    out.a_ci, out.b_ci, out.k_ci = cis["a_ci"], cis["b_ci"], cis["k_ci"]
     return out
 
 
@@ -177,9 +177,10 @@ def parameter_samples(thetas: np.ndarray) -> dict[str, np.ndarray]:
             "a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
 
 
-def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
-                   settings: FitSettings, reason: str,
-                   warnings: list[FitWarning] | None = None, interval_reason: str = "") -> dict:
+def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
+                     settings: FitSettings, reason: str,
+                     warnings: list[FitWarning] | None = None, interval_reason: str = ""
+                     ) -> Approach3Result:
     """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors.
 
     ``reason``: why there is no fit; ``interval_reason``: why there are no intervals. Both,
@@ -189,24 +190,23 @@ def approach3_dict(fit: ParametricFit | None, thetas: np.ndarray | None,
             code = "flat_losses" if reason.startswith("flat") else \
                 "few_budgets" if "budget" in reason else "few_points"
             warnings.append(FitWarning(code, f"Approach 3: not fitted: {reason}"))
-        return {k: None for k in ("E", "A", "B", "alpha", "beta", "a", "b", "objective")} | {
-            "n_points": 0, "ci": {}, "se": {}, "reason": reason}
+        return Approach3Result(reason=reason)
     if interval_reason and warnings is not None:
         warnings.append(FitWarning("few_budgets", f"Approach 3: {interval_reason}"))
-    out = fit.as_dict() | {"ci": {}, "se": {}, "reason": "", "interval_reason": interval_reason,
-                           "bootstrap": settings.bootstrap,
-                           "bootstrap_method": "" if thetas is None else
-                           "one Newton step per resample" if fit.n_points >=
-                           ONE_STEP_MIN_POINTS else "refit per resample",
-                           "huber_delta": settings.huber_delta,
-                           "theta": dict(zip(PARAM_NAMES, fit.theta))}
+    out = Approach3Result(**fit.as_dict(), interval_reason=interval_reason,
+                          bootstrap=settings.bootstrap,
+                          bootstrap_method="" if thetas is None else
+                          "one Newton step per resample" if fit.n_points >=
+                          ONE_STEP_MIN_POINTS else "refit per resample",
+                          huber_delta=settings.huber_delta,
+                          theta=dict(zip(PARAM_NAMES, fit.theta)))
     if thetas is not None:
         for name, values in parameter_samples(thetas).items():
-            out["ci"][name] = interval(values, settings)
-            out["se"][name] = float(np.nanstd(values, ddof=1))
-        still = sorted(k for k, ci in out["ci"].items() if zero_width(ci))
+            out.ci[name] = interval(values, settings)
+            out.se[name] = float(np.nanstd(values, ddof=1))
+        still = sorted(k for k, ci in out.ci.items() if zero_width(ci))
         if still:
-            out["ci"] = {k: (None if k in still else v) for k, v in out["ci"].items()}
+            out.ci = {k: (None if k in still else v) for k, v in out.ci.items()}
             if warnings is not None:
                 warnings.append(FitWarning("zero_width", f"Approach 3: no interval reported "
                                            f"for {still}: the bootstrap resamples did not "
@@ -272,22 +272,8 @@ def _exclusions(points: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in reasons.value_counts().items()}
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def summary_text(fit: dict, width: int = 110) -> str:
-    """The printed summary of a fit.json dict: rich tables rendered to text."""
+def summary_text(fit: FitResult, width: int = 110) -> str:
+    """The printed summary of a fit: rich tables rendered to text."""
     from rich.console import Console
 
     from analysis.fit.summary import renderables
@@ -295,12 +281,3 @@ def summary_text(fit: dict, width: int = 110) -> str:
     for item in renderables(fit):
         console.print(item)
     return console.export_text()
-
-
-def closed_form(fit: dict, budget: float) -> tuple[float, float, float]:
-    """N_opt, D_opt, L_opt at ``budget`` from a fit.json's approach3 entry."""
-    a3 = fit["approach3"]
-    theta = np.array([[math.log(a3["A"]), math.log(a3["B"]), math.log(a3["E"]),
-                       a3["alpha"], a3["beta"]]])
-    n, d, loss = closed_form_optimum(theta, np.array([budget]))
-    return float(n[0]), float(d[0]), float(loss[0])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,10 @@ import pandas as pd
 from analysis.settings import N_COLUMN_RE
 from sweep.accounting import param_counts, train_iters
 from sweep.arch import MoEArch
-from sweep.config import settings_from_cfg
 from sweep.errors import ConfigError
 from sweep.family import Member, build_family
-from sweep.planner import PlannerSettings
+from sweep.planner import PlannerConfig
+from sweep.schema import to_typed
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -50,6 +51,29 @@ def family_from_config(config: Mapping[str, Any] | None) -> list[Member] | None:
     return build_family(config["family"])
 
 
+@dataclass(frozen=True)
+class IterationRule:
+    """How the planner turns a member and a budget into iterations (``train_iters``), from the
+    config's ``planner`` group and its conventions: selection counts them the same way."""
+
+    planner: PlannerConfig
+    """The ``planner`` group (global batch size, rounding)."""
+    accounting: str
+    """The parameter convention FLOPs are counted under (``accounting``)."""
+    flops_formula: str
+    """FLOPs per token: 6n | 6n_attn (``flops_formula``)."""
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> IterationRule:
+        """From a config mapping (config.yaml, or a composed config's)."""
+        missing = [k for k in ("accounting", "flops_formula") if k not in config]
+        if missing:
+            raise ConfigError(f"config: no {', '.join(missing)}; re-plan the sweep with "
+                              "`flame plan` (its config.yaml predates them)")
+        return cls(to_typed(PlannerConfig, config.get("planner"), "planner"),
+                   str(config["accounting"]), str(config["flops_formula"]))
+
+
 def select(targets: tuple[float, ...], predict: Predictor, approach: str,
            members: list[Member] | None, config: Mapping[str, Any] | None,
            n_column: str, planned_only: bool = True) -> pd.DataFrame:
@@ -57,7 +81,7 @@ def select(targets: tuple[float, ...], predict: Predictor, approach: str,
     (among those planned at the budget, or among all with ``planned_only=False``)."""
     budgets = np.array(targets, float)
     n_opt, d_opt, loss = (np.atleast_1d(v) for v in predict(budgets))
-    settings = settings_from_cfg(config) if members else None  # once: a whole typed config
+    settings = IterationRule.of(config) if members else None
     rows = []
     for i, budget in enumerate(budgets):
         row = {"budget": budget, "approach": approach, "n_opt": n_opt[i], "d_opt": d_opt[i],
@@ -70,16 +94,16 @@ def select(targets: tuple[float, ...], predict: Predictor, approach: str,
     return pd.DataFrame(rows)
 
 
-def _nearest(budget: float, n_opt: float, members: list[Member], s: PlannerSettings,
+def _nearest(budget: float, n_opt: float, members: list[Member], s: IterationRule,
              n_column: str, planned_only: bool) -> dict:
     eligible = [m for m in members if not planned_only or m.budgets is None or
                 any(math.isclose(budget, b, rel_tol=1e-6) for b in m.budgets)] or members
     sizes = np.array([member_n(m.arch, n_column) for m in eligible], float)
     best = int(np.abs(np.log(sizes) - math.log(n_opt)).argmin())
     member = eligible[best]
-    batch = s.global_batch_size
+    batch = s.planner.global_batch_size
     iters = train_iters(budget, member.arch, batch, s.accounting, s.flops_formula,
-                        s.iters_rounding)
+                        s.planner.iters_rounding)
     return {"member": member.name, "member_n": sizes[best],
             "log10_n_ratio": math.log10(sizes[best] / n_opt),
             "member_tokens": iters * batch * member.arch.seq_length,

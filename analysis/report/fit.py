@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.fit.result import FitResult
 from analysis.fit.summary import branch_line
 from analysis.report.page import Section, cell, figure, frame_table, read_csv_file
 from sweep.io import FIT_JSON, SELECTION_CSV
@@ -16,7 +17,7 @@ FIT_FIGURES = {"isoflop": "isoFLOP curves", "scaling_laws": "N_opt and D_opt vs 
                "loss_frontier": "Loss frontier", "residuals": "Approach 3 residuals"}
 
 
-def fit_sections(sweep_dir: Path, fit: dict | None) -> list[Section]:
+def fit_sections(sweep_dir: Path, fit: FitResult | None) -> list[Section]:
     if fit is None:
         return [Section("fit", "Fit", [f"no {FIT_JSON} yet: `flame fit` (or the end of "
                                        "`flame run`) writes it; this page shows the study so "
@@ -25,14 +26,12 @@ def fit_sections(sweep_dir: Path, fit: dict | None) -> list[Section]:
             approach3_section(sweep_dir, fit), extrapolation_section(fit)]
 
 
-def fit_overview(sweep_dir: Path, fit: dict) -> Section:
+def fit_overview(sweep_dir: Path, fit: FitResult) -> Section:
     section = Section("fit", "Fit: isoFLOP curves")
-    section.notes.append(f"{fit.get('n_used')} runs fitted, {fit.get('n_excluded')} excluded "
-                         f"({_counts(fit.get('excluded'))}); N = "
-                         f"{(fit.get('input') or {}).get('n_column')}  ({FIT_JSON})")
+    section.notes.append(f"{fit.n_used} runs fitted, {fit.n_excluded} excluded "
+                         f"({_counts(fit.excluded)}); N = {fit.input.n_column}  ({FIT_JSON})")
     section.notes += [line for line in [branch_line(fit)] if line]
-    section.notes += [f"warning [{w.get('code')}]: {w.get('message')}"
-                      for w in fit.get("warnings") or []]
+    section.notes += [f"warning [{w.code}]: {w.message}" for w in fit.warnings]
     section.items += [f for f in (figure(sweep_dir, "isoflop", FIT_FIGURES["isoflop"]),) if f]
     return section
 
@@ -41,61 +40,62 @@ def _counts(counts: dict | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in (counts or {}).items()) or "none"
 
 
-def approach2_section(sweep_dir: Path, fit: dict) -> Section:
-    a2 = fit.get("approach2") or {}
+def approach2_section(sweep_dir: Path, fit: FitResult) -> Section:
+    a2 = fit.approach2
     section = Section("approach2", "Approach 2: isoFLOP minima and N_opt / D_opt power laws")
-    budgets = pd.DataFrame(a2.get("budgets") or [])
+    budgets = pd.DataFrame([vars(b) for b in a2.budgets])
     if not budgets.empty:
         section.items.append(frame_table(
             "approach2-budgets", "Each budget's parabola: used, or the reason it is not",
             budgets, f"{FIT_JSON} approach2.budgets"))
-    if a2.get("a") is None:
-        section.notes.append(f"power laws: not fitted ({a2.get('reason')})")
+    if a2.a is None:
+        section.notes.append(f"power laws: not fitted ({a2.reason})")
     else:
+        loss_law = a2.loss_law or {}
         laws = pd.DataFrame([
-            {"law": "N_opt = k C^a", "exponent": a2["a"], "interval": a2.get("a_ci"),
-             "k": a2.get("k"), "k interval": a2.get("k_ci")},
-            {"law": "D_opt = k_d C^b", "exponent": a2["b"], "interval": a2.get("b_ci"),
-             "k": a2.get("k_d"), "k interval": None},
-            {"law": "L_opt = k C^e", "exponent": (a2.get("loss_law") or {}).get("exponent"),
-             "interval": None, "k": (a2.get("loss_law") or {}).get("k"), "k interval": None}])
+            {"law": "N_opt = k C^a", "exponent": a2.a, "interval": a2.a_ci,
+             "k": a2.k, "k interval": a2.k_ci},
+            {"law": "D_opt = k_d C^b", "exponent": a2.b, "interval": a2.b_ci,
+             "k": a2.k_d, "k interval": None},
+            {"law": "L_opt = k C^e", "exponent": loss_law.get("exponent"),
+             "interval": None, "k": loss_law.get("k"), "k interval": None}])
         section.items.append(frame_table(
-            "approach2-laws", f"Power laws ({a2.get('bootstrap')} {a2.get('bootstrap_kind') or ''}"
+            "approach2-laws", f"Power laws ({a2.bootstrap} {a2.bootstrap_kind or ''}"
             " bootstrap resamples for the intervals)", laws, f"{FIT_JSON} approach2"))
     for key in ("note", "interval_reason"):
-        if a2.get(key):
-            section.notes.append(f"{key.replace('_', ' ')}: {a2[key]}")
+        if getattr(a2, key):
+            section.notes.append(f"{key.replace('_', ' ')}: {getattr(a2, key)}")
     for name in ("scaling_laws", "loss_frontier"):
         if (f := figure(sweep_dir, name, FIT_FIGURES[name])) is not None:
             section.items.append(f)
     return section
 
 
-def approach3_section(sweep_dir: Path, fit: dict) -> Section:
-    a3 = fit.get("approach3") or {}
+def approach3_section(sweep_dir: Path, fit: FitResult) -> Section:
+    a3 = fit.approach3
     section = Section("approach3", "Approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
-    if a3.get("E") is None:
-        section.notes.append(f"not fitted: {a3.get('reason')}")
+    if not a3.fitted:
+        section.notes.append(f"not fitted: {a3.reason}")
         return section
-    ci, se = a3.get("ci") or {}, a3.get("se") or {}
-    params = pd.DataFrame([{"parameter": name, "estimate": a3.get(name),
+    ci, se = a3.ci, a3.se
+    params = pd.DataFrame([{"parameter": name, "estimate": getattr(a3, name),
                             "interval low": (ci.get(name) or [None, None])[0],
                             "interval high": (ci.get(name) or [None, None])[1],
                             "std. error": se.get(name)}
                            for name in ("E", "A", "B", "alpha", "beta", "a", "b")])
     section.items.append(frame_table(
-        "approach3-params", f"Parameters ({a3.get('n_points')} points, summed Huber objective "
-        f"{cell(a3.get('objective')).text}; {a3.get('bootstrap')} bootstrap resamples: "
-        f"{a3.get('bootstrap_method') or 'none'})", params, f"{FIT_JSON} approach3"))
-    if a3.get("interval_reason"):
-        section.notes.append(f"no interval: {a3['interval_reason']}")
+        "approach3-params", f"Parameters ({a3.n_points} points, summed Huber objective "
+        f"{cell(a3.objective).text}; {a3.bootstrap} bootstrap resamples: "
+        f"{a3.bootstrap_method or 'none'})", params, f"{FIT_JSON} approach3"))
+    if a3.interval_reason:
+        section.notes.append(f"no interval: {a3.interval_reason}")
     if (f := figure(sweep_dir, "residuals", FIT_FIGURES["residuals"])) is not None:
         section.items.append(f)
     return section
 
 
-def extrapolation_section(fit: dict) -> Section:
-    ex = fit.get("extrapolation") or {}
+def extrapolation_section(fit: FitResult) -> Section:
+    ex = fit.extrapolation
     section = Section("extrapolation", "Extrapolation check: refit without the largest budget")
     if "reason" in ex:
         section.notes.append(f"not applicable: {ex['reason']}")
@@ -120,10 +120,10 @@ def extrapolation_section(fit: dict) -> Section:
     return section
 
 
-def selection_section(sweep_dir: Path, fit: dict | None) -> Section | None:
+def selection_section(sweep_dir: Path, fit: FitResult | None) -> Section | None:
     if fit is None:
         return None
-    sel = fit.get("selection") or {}
+    sel = fit.selection
     section = Section("selection", "Selection: configurations for the target budgets")
     table = read_csv_file(sweep_dir / SELECTION_CSV)
     if table is None:

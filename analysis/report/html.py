@@ -1,9 +1,10 @@
 """``flame report``: a study as one self-contained HTML page, ``<sweep_dir>/report.html``.
 
-The page is rendered by Jinja2 (``analysis/templates/report.html.j2``) from the files the other
-stages wrote: config.yaml, plan.csv, the ledger (``runs/*/state.json``), results.csv, fit.json,
-selection.csv and the SVG figures of ``figures/`` (matplotlib's, embedded as data URIs, so the
-page needs no network, no server and no other file). Every table and figure names the file its
+The page is rendered by Jinja2 (``analysis/report/templates/report.html.j2``) from the files the
+other stages wrote: config.yaml, plan.csv, the run records (``runs/*/state.json``, read through
+``sweep.records``), results.csv, fit.json, selection.csv and the SVG figures of ``figures/``
+(matplotlib's, embedded as data URIs, so the page needs no network, no server and no other
+file). Every table and figure names the file its
 numbers came from. A section whose file does not exist yet (mid-study: no fit) says so; the
 optional sections (design, comparisons) appear when their files do, routing health when some run
 has routing data (a routing_status other than unknown), and are rendered from whatever columns
@@ -19,9 +20,11 @@ from pathlib import Path
 import jinja2
 from omegaconf import DictConfig
 
+from analysis.config import read_config
+from analysis.fit.result import read_fit
 from analysis.report.extras import optional_sections
 from analysis.report.fit import fit_sections, selection_section
-from analysis.report.page import read_csv_file, read_json_file
+from analysis.report.page import read_csv_file
 from analysis.report.runs import (
     all_runs_section,
     config_section,
@@ -30,9 +33,8 @@ from analysis.report.runs import (
     sources_section,
     study_section,
 )
-from jobs.status import collect as ledger_status
+from analysis.report.states import run_states
 from sweep.commands import check_sweep_dir
-from sweep.config import load_sweep_config
 from sweep.errors import ConfigError
 from sweep.io import FIT_JSON, PLAN_CSV, RESULTS_CSV, atomic_write_text
 
@@ -72,11 +74,11 @@ def write_report(sweep_dir: Path, output: Path | None = None) -> Path:
 def render_report(sweep_dir: Path) -> str:
     """The page's HTML."""
     sweep_dir = Path(sweep_dir).resolve()
-    config = load_sweep_config(sweep_dir) or {}
+    config = read_config(sweep_dir) or {}
     plan = read_csv_file(sweep_dir / PLAN_CSV)
     results = read_csv_file(sweep_dir / RESULTS_CSV)
-    fit = read_json_file(sweep_dir / FIT_JSON)
-    status = ledger_status(sweep_dir)
+    fit = read_fit(sweep_dir) if (sweep_dir / FIT_JSON).is_file() else None
+    status = run_states(sweep_dir, plan)
     sections = [study_section(config, plan),
                 runs_section(sweep_dir, config, plan, results, status, fit),
                 *fit_sections(sweep_dir, fit),

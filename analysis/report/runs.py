@@ -10,14 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.fit.points import TRUNK_REASON, load_sweep_results
+from analysis.fit.result import FitResult
 from analysis.report.extras import COMPARE_DIR, DESIGN_JSON
 from analysis.report.page import MAX_RUN_ROWS, Section, Table, cut_note, frame_table, mapping_table
-from analysis.settings import FitSettings
-from jobs import ledger as ledger_states
-from jobs.settings import ClusterSettings
-from jobs.status import SweepStatus
+from analysis.report.states import RunStates
+from sweep import records
 from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML, FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
+from trainers.settings import trainer_config
 
 RUN_COLUMNS = ("run_id", "member", "budget", "n_active_flame", "tokens", "train_iters",
                "status", "flag", "final_val_loss", "iterations_done", "gpu_hours",
@@ -27,13 +27,12 @@ RUN_COLUMNS = ("run_id", "member", "budget", "n_active_flame", "tokens", "train_
 BRANCH_COLUMNS = ("role", "parent", "branch_step")
 
 
-def headline(status: SweepStatus, fit: dict | None) -> str:
+def headline(status: RunStates, fit: FitResult | None) -> str:
     runs = f"{status.total} planned runs: {status.summary()}"
     if fit is None:
         return f"{runs}; not fitted yet"
-    law = fit.get("approach3") or {}
-    a = law.get("a") if law.get("a") is not None else (fit.get("approach2") or {}).get("a")
-    return (f"{runs}; {fit.get('n_used')} runs fitted" +
+    a = fit.headline_a()
+    return (f"{runs}; {fit.n_used} runs fitted" +
             (f", N_opt ∝ C^{a:.3f}" if isinstance(a, (int, float)) else ""))
 
 
@@ -79,25 +78,33 @@ def member_table(plan: pd.DataFrame, n_column: str | None) -> Table:
 
 
 def devices_per_run(config: dict) -> int:
-    """The devices one run's job holds, as the launcher shapes it (jobs.settings): Megatron's
-    trainer.nodes x trainer.gpus_per_node, else cluster.nodes x cluster.gpus_per_node; at
-    least 1 (a CPU run holds one device)."""
+    """The devices one run's job holds, as the launcher shapes it: a trainer whose config sets
+    the job's shape (Megatron's trainer.nodes x trainer.gpus_per_node) decides, else
+    cluster.nodes x cluster.gpus_per_node (config.yaml's groups); at least 1 (a CPU run holds
+    one device)."""
     try:
-        cluster = ClusterSettings.from_cfg(config).with_trainer(config.get("trainer") or {})
-    except (ConfigError, TypeError, ValueError):  # no or an older config.yaml: one per run
+        trainer = trainer_config(config.get("trainer") or {})
+    except (ConfigError, TypeError, ValueError):  # no or an older config.yaml
+        trainer = None
+    if hasattr(trainer, "gpus_per_node"):  # the trainer shapes the job (Megatron's ranks)
+        nodes, gpus = trainer.nodes, trainer.gpus_per_node
+    else:
+        cluster = config.get("cluster") or {}
+        nodes, gpus = cluster.get("nodes", 1), cluster.get("gpus_per_node", 0)
+    try:
+        return max(1, int(nodes) * int(gpus))
+    except (TypeError, ValueError):  # a hand-edited config.yaml: one per run
         return 1
-    return max(1, cluster.nodes * cluster.gpus_per_node)
 
 
-def fit_exclusions(sweep_dir: Path, fit: dict | None) -> pd.DataFrame | None:
+def fit_exclusions(sweep_dir: Path, fit: FitResult | None) -> pd.DataFrame | None:
     """Per run of results.csv, why the fit left it out ("" when used): results.csv read
     again with the settings fit.json records, by the fit's own rules (analysis/data.py), so
     exclude_budgets, drop_highest_loss, duplicates and unusable values are named per run."""
-    if fit is None or (fit.get("input") or {}).get("kind") != "sweep":
+    if fit is None or fit.input.kind != "sweep":
         return None
     try:
-        points = load_sweep_results(sweep_dir / RESULTS_CSV,
-                                    FitSettings.from_mapping(fit.get("settings")))
+        points = load_sweep_results(sweep_dir / RESULTS_CSV, fit.fit_settings())
     except (ConfigError, OSError, TypeError, ValueError):  # results.csv gone or rewritten
         return None
     if "run_id" not in points.columns:
@@ -107,8 +114,8 @@ def fit_exclusions(sweep_dir: Path, fit: dict | None) -> pd.DataFrame | None:
 
 
 def runs_section(sweep_dir: Path, config: dict, plan: pd.DataFrame,
-                 results: pd.DataFrame | None, status: SweepStatus,
-                 fit: dict | None = None) -> Section:
+                 results: pd.DataFrame | None, status: RunStates,
+                 fit: FitResult | None = None) -> Section:
     section = Section("runs", "Runs and cost")
     devices = devices_per_run(config)
     states = pd.DataFrame([{"state": r.state, "attempts": r.attempts,
@@ -136,7 +143,7 @@ def runs_section(sweep_dir: Path, config: dict, plan: pd.DataFrame,
     return section
 
 
-def cost_table(plan: pd.DataFrame, results: pd.DataFrame | None, status: SweepStatus,
+def cost_table(plan: pd.DataFrame, results: pd.DataFrame | None, status: RunStates,
                devices: int) -> Table:
     """Planned vs spent compute. Spent FLOPs: each run's planned FLOPs x the fraction of its
     iterations done (results.csv); without results.csv, the completed runs' planned FLOPs."""
@@ -144,7 +151,7 @@ def cost_table(plan: pd.DataFrame, results: pd.DataFrame | None, status: SweepSt
         done = (results["iterations_done"].fillna(0) / results["train_iters"]).clip(0, 1)
         spent_flops, flops_src = float((done * results["flops"]).sum()), RESULTS_CSV
     else:
-        finished = {r.run_id for r in status.runs if r.state == "completed"}
+        finished = {r.run_id for r in status.runs if r.state == records.COMPLETED}
         spent_flops = float(plan.loc[plan["run_id"].isin(finished), "flops"].sum())
         flops_src = f"runs/*/state.json, {PLAN_CSV}"
     wall = sum(r.elapsed_s for r in status.runs) / 3600 * devices
@@ -162,7 +169,7 @@ def cost_table(plan: pd.DataFrame, results: pd.DataFrame | None, status: SweepSt
                        f"{PLAN_CSV}, {RESULTS_CSV}, runs/*/state.json")
 
 
-def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None, status: SweepStatus,
+def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None, status: RunStates,
                  excluded: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every run that ended without completing (failed, timed out, cancelled, unreadable
     state), that collect did not flag ok, or that the fit left out (``excluded``: run_id,
@@ -184,8 +191,8 @@ def problem_runs(plan: pd.DataFrame, results: pd.DataFrame | None, status: Sweep
         merged["fit_excluded"] = merged["fit_excluded"].fillna("")
     else:
         merged["fit_excluded"] = ""
-    waiting = merged["state"].isin([ledger_states.PLANNED, *ledger_states.ACTIVE])
-    bad = merged["state"].ne(ledger_states.COMPLETED) | (merged["flag"].notna() &
+    waiting = merged["state"].isin([records.PLANNED, *records.ACTIVE])
+    bad = merged["state"].ne(records.COMPLETED) | (merged["flag"].notna() &
                                                          merged["flag"].ne("ok"))
     # A trunk is left out of the fit by design (its branches are the points): not a problem.
     bad |= merged["fit_excluded"].ne("") & merged["fit_excluded"].ne(TRUNK_REASON)

@@ -23,6 +23,7 @@ from analysis.fit.plots import (
 )
 from analysis.fit.points import TRUNK_REASON
 from analysis.fit.porian import fit_approach2
+from analysis.fit.result import FitResult
 from analysis.fit.summary import branch_line
 from analysis.settings import FitSettings
 from jobs.cli import main
@@ -103,4 +104,4 @@ def test_a_simulated_branch_study_collects_and_fits_on_the_law(tmp_path, capsys)
     twin = json.loads((tmp_path / "plain" / "fit.json").read_text())
     assert twin["approach2"]["a"] == pytest.approx(fit["approach2"]["a"], rel=1e-12)
     assert twin["approach3"]["a"] == pytest.approx(fit["approach3"]["a"], rel=1e-9)
-    assert twin["branches"]["points"] == 0 and branch_line(twin) == ""
+    assert twin["branches"]["points"] == 0 and branch_line(FitResult.from_json(twin)) == ""

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.design.synthetic import Law, isoflop_sweep
-from analysis.fit.driver import approach2_dict
+from analysis.fit.driver import approach2_result
 from analysis.fit.isoflop import fit_isoflop
 from analysis.settings import FitSettings
 from jobs.cli import main
@@ -117,9 +117,9 @@ def test_resamples_that_do_not_vary_give_no_interval():
                                     "loss": 3 + 0.1 * np.log(n / (2e-3 * c ** 0.6)) ** 2}))
     settings = FitSettings(bootstrap=50, window_decades=None)
     warnings = []
-    out = approach2_dict(fit_isoflop(pd.concat(frames), settings), settings, warnings)
-    assert out["a"] == pytest.approx(0.6) and out["a_ci"] is None
-    assert out["interval_reason"] == "the bootstrap resamples did not vary (zero-width interval)"
+    out = approach2_result(fit_isoflop(pd.concat(frames), settings), settings, warnings)
+    assert out.a == pytest.approx(0.6) and out.a_ci is None
+    assert out.interval_reason == "the bootstrap resamples did not vary (zero-width interval)"
     assert [w.code for w in warnings] == ["zero_width"]
 
 
@@ -129,13 +129,13 @@ def test_off_centre_grid_is_warned_about():
     settings = FitSettings(bootstrap=0)
     centred = _points()
     warnings = []
-    approach2_dict(fit_isoflop(centred, settings), settings, warnings)
+    approach2_result(fit_isoflop(centred, settings), settings, warnings)
     assert warnings == []
     big = centred["budget"] >= BUDGETS[2]
     n = centred["n"] * np.where(big, 10 ** -0.5, 1.0)
     law = Law()
     shifted = centred.assign(n=n, tokens=centred["budget"] / (6 * n),
                              loss=law.loss(n, centred["budget"] / (6 * n)))
-    approach2_dict(fit_isoflop(shifted, settings), settings, warnings)
+    approach2_result(fit_isoflop(shifted, settings), settings, warnings)
     assert [w.code for w in warnings] == ["off_centre"]
     assert "2 budget(s)" in warnings[0].message and "porian" in warnings[0].message

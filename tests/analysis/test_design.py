@@ -32,7 +32,9 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
     sweep = tmp_path / "d"
     no_law = tmp_path / "fit.json"
-    no_law.write_text(json.dumps({"approach3": {"E": None, "A": None, "reason": "2 budgets"}}))
+    no_law.write_text(json.dumps({"input": {"results": "r.csv", "kind": "csv", "n_column": "n"},
+                                  "approach2": {}, "n_used": 6, "n_excluded": 0,
+                                  "approach3": {"E": None, "A": None, "reason": "2 budgets"}}))
     err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", f"design.prior={no_law}"])
     assert "design.prior" in err and "E, A, B, alpha, beta" in err
     err = _one_line_error(capsys, ["design", f"sweep_dir={sweep}", LAW, "design.noise=0"])
@@ -100,7 +102,7 @@ def test_unreachable_cap_names_the_cheapest(tmp_path: Path, capsys) -> None:
     assert "design.max_flops" in err and "cheapest" in err
 
 
-@pytest.mark.parametrize("path", ["examples/flame_moe_prior/fit.json"])
+@pytest.mark.parametrize("path", ["analysis/data/flame_moe_prior/fit.json"])
 def test_shipped_prior_is_flame_moe_approach3(path: str) -> None:
     fit = json.loads((Path(__file__).parents[2] / path).read_text())
     assert fit["approach3"]["n_points"] == 48

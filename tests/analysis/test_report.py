@@ -10,6 +10,7 @@ import pytest
 
 from analysis.collect.results import collect_sweep
 from analysis.fit.driver import fit_sweep, summary_text
+from analysis.fit.result import FitResult, read_fit
 from jobs.cli import compose, main
 from sweep.errors import ConfigError
 
@@ -76,9 +77,10 @@ def test_flagged_runs_are_kept_but_excluded(demo_sweep):
     assert len(results) == len(plan)
     cfg = compose([f"sweep_dir={sweep}", "fit.bootstrap=0", "fit.figures=false"])
     fit = fit_sweep(sweep, cfg)
-    assert fit["n_used"] == len(plan) - 1 and fit["n_excluded"] == 1
-    assert fit["excluded"] == {"flag missing": 1}
-    assert fit["approach3"]["ci"] == {}
+    assert fit.n_used == len(plan) - 1 and fit.n_excluded == 1
+    assert fit.excluded == {"flag missing": 1}
+    assert fit.approach3.ci == {}
+    assert read_fit(sweep) == fit  # what fit_sweep returns is what fit.json reads back
 
 
 def test_bare_csv_flame_moe(tmp_path, flame48, capsys):
@@ -101,7 +103,7 @@ def test_bare_csv_flame_moe(tmp_path, flame48, capsys):
     selection = pd.read_csv(out / "selection.csv")
     assert len(selection) == 7  # predictions for the FLAME budgets
     assert selection["member"].notna().all() and selection["released_name"].notna().all()
-    assert "approach3" in summary_text(fit)
+    assert "approach3" in summary_text(FitResult.from_json(fit))
 
 
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
