@@ -5,7 +5,7 @@ model). For a prior law and a log-normal noise level (the simulated trainer's mo
 loss = L(N, D).exp(sigma.z)), ``simulate`` draws ``replications`` studies of the design at
 once and fits every one with the fitting code of ``flame fit``:
 
-- Approach 2: ``analysis.fit.isoflop._fit_all``, the vectorised parabolas and power laws that fit
+- Approach 2: ``analysis.fit.isoflop.fit_rows``, the vectorised parabolas and power laws that fit
   the data and every bootstrap resample, given the replications as loss rows;
 - Approach 3: ``analysis.fit.parametric.lm_irls``, the batched damped Gauss-Newton on the Huber
   objective that refits ``flame fit``'s bootstrap resamples, warm-started at the prior law (as
@@ -29,7 +29,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from analysis.design_settings import DesignConfig
-from analysis.fit.isoflop import _fit_all, budget_groups
+from analysis.fit.isoflop import BudgetGroup, budget_groups, fit_rows
 from analysis.fit.parametric import closed_form_optimum, lm_irls, row_chunks
 from analysis.fit.result import read_fit
 from analysis.fit.selection import member_n
@@ -183,14 +183,12 @@ def fit_approach2(points: Points, losses: np.ndarray, fit: FitSettings) -> dict[
     groups, rows = [], []
     for b in np.unique(budgets):
         sel = budgets == b
-        x, log_d = np.log(points.n[sel]), np.log(points.tokens[sel])
-        d1, d0 = np.polyfit(x, log_d, 1) if np.unique(x).size > 1 else (0.0, log_d.mean())
-        groups.append({"budget": float(b), "x": x, "y": points.loss[sel], "d0": d0, "d1": d1})
+        groups.append(BudgetGroup.of(b, points.n[sel], points.tokens[sel], points.loss[sel]))
         rows.append(losses[:, sel])
-    out = _fit_all(groups, [np.ones_like(y) for y in rows], fit, rows)
-    (ln_k, a), (ln_kl, c) = out["laws"]["n"], out["laws"]["l"]
-    return {"ln_k": ln_k, "a": a, "ln_kl": ln_kl, "c": c, "ok": out["ok"],
-            "used_budgets": out["valid"].sum(axis=1)}
+    out = fit_rows(groups, [np.ones_like(y) for y in rows], fit, rows)
+    n_law, loss_law = out.laws["n"], out.laws["l"]
+    return {"ln_k": n_law.intercept, "a": n_law.slope, "ln_kl": loss_law.intercept,
+            "c": loss_law.slope, "ok": out.ok, "used_budgets": out.valid.sum(axis=1)}
 
 
 def fit_approach3(points: Points, losses: np.ndarray, law: Law, fit: FitSettings

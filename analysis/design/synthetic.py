@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.fit.parametric import closed_form_optimum
+from analysis.fit.parametric import closed_form_optimum, tokens_6nd
 from sweep import law
 
 
@@ -40,6 +40,6 @@ def isoflop_sweep(law: Law, budgets: np.ndarray, per_budget: int = 9, span_decad
     offsets = np.linspace(-span_decades, span_decades, per_budget)
     n = (n_opt[:, None] * 10.0 ** offsets[None]).ravel()
     c = np.repeat(np.asarray(budgets, float), per_budget)
-    d = c / (6 * n)
+    d = tokens_6nd(c, n)
     loss = law.loss(n, d) * np.exp(noise * rng.standard_normal(n.size))
     return pd.DataFrame({"budget": c, "n": n, "tokens": d, "loss": loss})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 import pandas as pd
@@ -28,17 +29,29 @@ import pandas as pd
 from analysis.fit.parametric import resample_counts, row_chunks
 from analysis.settings import FitSettings
 
-REASONS = {1: "fewer than {min_points} distinct sizes in the window",
-           2: "lowest loss at the {edge} sampled size: the optimum is not bracketed",
-           3: "concave parabola (no minimum)",
-           4: "parabola minimum outside the sampled sizes",
-           5: "flat losses: their range is below {flat:.0e} of the loss across the "
-              "budget's sizes, so N_opt is not identified"}
+
+class Reject(IntEnum):
+    """Why a budget's parabola is not used (``OK``: it is), per weight row."""
+
+    OK = 0
+    FEW_SIZES = 1
+    EDGE = 2
+    CONCAVE = 3
+    OUTSIDE = 4
+    FLAT = 5
+
+
+REASONS = {Reject.FEW_SIZES: "fewer than {min_points} distinct sizes in the window",
+           Reject.EDGE: "lowest loss at the {edge} sampled size: the optimum is not bracketed",
+           Reject.CONCAVE: "concave parabola (no minimum)",
+           Reject.OUTSIDE: "parabola minimum outside the sampled sizes",
+           Reject.FLAT: "flat losses: their range is below {flat:.0e} of the loss across the "
+                        "budget's sizes, so N_opt is not identified"}
 # Approach 2 bootstrap: resamples x runs per chunk (32 MB a chunk; ~100 MB peak). 4x the
 # Approach 3 chunk: each chunk loops over the budgets in Python, and at 100,000 runs that
 # overhead halved the time (9 s -> 5 s) for 75 MB more.
 RESAMPLE_CHUNK_ELEMENTS = 1 << 22
-# A budget whose losses span less than this fraction of the loss is flat (code 5): far
+# A budget whose losses span less than this fraction of the loss is flat (Reject.FLAT): far
 # below any evaluation noise (~0.5% here), above float and 4-decimal CSV rounding (~3e-5).
 FLAT_LOSS_REL_RANGE = 1e-4
 
@@ -114,6 +127,86 @@ class IsoflopFit:
     """How the samples were drawn: residual, pairs ("" without bootstrap)."""
 
 
+def token_line(x: np.ndarray, log_d: np.ndarray) -> tuple[float, float]:
+    """``(d0, d1)`` of ``ln D = d0 + d1 ln N`` through one budget's runs (``x`` = ln N): the
+    tokens at an N between them, as the runs were planned (the study's FLOP formula, never a
+    ``6ND`` assumed here; exact when D = C / (6 N)). The one rule: Approach 2's D_opt, Porian's,
+    the design simulation's and the figures' Approach 3 curves all read D from it."""
+    if np.unique(x).size > 1:
+        d1, d0 = np.polyfit(x, log_d, 1)
+        return d0, d1
+    return log_d.mean(), 0.0
+
+
+@dataclass(frozen=True)
+class BudgetGroup:
+    """One budget's points as Approach 2 fits them."""
+
+    budget: float
+    """The budget (or bucket) in FLOPs."""
+    x: np.ndarray
+    """ln N of its runs."""
+    y: np.ndarray
+    """Their losses."""
+    d0: float
+    """Intercept of the budget's ``token_line``."""
+    d1: float
+    """Slope of the budget's ``token_line``."""
+
+    @classmethod
+    def of(cls, budget: float, n: np.ndarray, tokens: np.ndarray, loss: np.ndarray
+           ) -> BudgetGroup:
+        x, log_d = np.log(n), np.log(tokens)
+        d0, d1 = token_line(x, log_d)
+        return cls(float(budget), x, loss, d0, d1)
+
+
+@dataclass(frozen=True)
+class Parabolas:
+    """One budget's windowed parabolas, one row per weight (and loss) row."""
+
+    code: np.ndarray
+    """``Reject`` per row (``Reject.OK``: the parabola is used)."""
+    edge_low: np.ndarray
+    """Whether the lowest loss sits at the smallest size (for ``Reject.EDGE``'s message)."""
+    coef: np.ndarray
+    """``c0, c1, c2`` per row, of ``t = ln N - center``."""
+    center: float
+    """ln N that ``t`` is measured from (the mean of the budget's ln N)."""
+    inwin: np.ndarray
+    """Which runs lie in each row's window."""
+    x_opt: np.ndarray
+    """ln N at each row's vertex."""
+    loss_opt: np.ndarray
+    """Loss at each row's vertex."""
+    window: tuple[np.ndarray, np.ndarray]
+    """ln N of each row's window ends."""
+
+
+@dataclass(frozen=True)
+class LawRows:
+    """A power law in C per row: ``ln y = intercept + slope . ln C``."""
+
+    intercept: np.ndarray
+    """Per row."""
+    slope: np.ndarray
+    """Per row (the exponent)."""
+
+
+@dataclass(frozen=True)
+class RowFits:
+    """``fit_rows``' result: every budget's parabolas and the three power laws, per row."""
+
+    parabolas: list[Parabolas]
+    """Per budget."""
+    valid: np.ndarray
+    """(rows, budgets): the budgets each row uses."""
+    laws: dict[str, LawRows]
+    """``n`` (N_opt), ``d`` (D_opt), ``l`` (L_opt) in C."""
+    ok: np.ndarray
+    """Rows with at least two usable budgets (a power law)."""
+
+
 def budget_groups(budget: np.ndarray, bucket_decades: float) -> tuple[np.ndarray, str]:
     """Each point's budget for Approach 2, and a note when FLOPs had to be bucketed.
 
@@ -136,7 +229,7 @@ def budget_groups(budget: np.ndarray, bucket_decades: float) -> tuple[np.ndarray
 
 
 def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: float,
-               min_points: int) -> dict[str, np.ndarray]:
+               min_points: int) -> Parabolas:
     """Windowed weighted parabolas of y (n,) or (k, n) in x for each weight row (k, n)."""
     y = np.broadcast_to(y, weights.shape)
     present = weights > 0
@@ -168,14 +261,15 @@ def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: f
     w_lo = np.where(inwin, t, np.inf).min(axis=1)
     w_hi = np.where(inwin, t, -np.inf).max(axis=1)
     code = np.select([flat, few, (xc == lo) | (xc == hi), c2 <= 0,
-                      (t_opt < w_lo) | (t_opt > w_hi)], [5, 1, 2, 3, 4], 0)
-    return {"code": code, "edge_low": xc == lo, "coef": coef, "center": center, "inwin": inwin,
-            "x_opt": center + t_opt, "loss_opt": c0 + c1 * t_opt + c2 * t_opt ** 2,
-            "window": (center + w_lo, center + w_hi)}
+                      (t_opt < w_lo) | (t_opt > w_hi)],
+                     [Reject.FLAT, Reject.FEW_SIZES, Reject.EDGE, Reject.CONCAVE,
+                      Reject.OUTSIDE], Reject.OK)
+    return Parabolas(code=code, edge_low=xc == lo, coef=coef, center=center, inwin=inwin,
+                     x_opt=center + t_opt, loss_opt=c0 + c1 * t_opt + c2 * t_opt ** 2,
+                     window=(center + w_lo, center + w_hi))
 
 
-def _power_law(log_c: np.ndarray, log_y: np.ndarray, valid: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _power_law(log_c: np.ndarray, log_y: np.ndarray, valid: np.ndarray) -> LawRows:
     """Per row, least-squares intercept and slope of log_y on log_c over valid budgets."""
     v = valid.astype(float)
     n = v.sum(axis=1)
@@ -184,38 +278,34 @@ def _power_law(log_c: np.ndarray, log_y: np.ndarray, valid: np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         slope = (n * sxy - sx * sy) / (n * sxx - sx ** 2)
         intercept = (sy - slope * sx) / n
-    return intercept, slope
+    return LawRows(intercept, slope)
 
 
-def _fit_all(groups: list[dict], weights: list[np.ndarray], settings: FitSettings,
-             losses: list[np.ndarray] | None = None) -> dict:
-    """Parabolas of every budget and the three power laws, for each weight (and loss) row."""
+def fit_rows(groups: list[BudgetGroup], weights: list[np.ndarray], settings: FitSettings,
+             losses: list[np.ndarray] | None = None) -> RowFits:
+    """Parabolas of every budget and the three power laws, for each weight (and loss) row:
+    the data (one row), every bootstrap resample, or a design's simulated replications."""
     half = math.inf if settings.window_decades is None else settings.window_decades * math.log(10)
-    losses = losses or [g["y"] for g in groups]
-    fits = [_parabolas(g["x"], y, w, half, settings.min_points)
+    losses = losses or [g.y for g in groups]
+    fits = [_parabolas(g.x, y, w, half, settings.min_points)
             for g, y, w in zip(groups, losses, weights)]
-    valid = np.stack([f["code"] == 0 for f in fits], axis=1)
-    log_c = np.log(np.array([g["budget"] for g in groups]))
-    x_opt = np.stack([np.where(f["code"] == 0, f["x_opt"], 0.0) for f in fits], axis=1)
-    # ln D at N_opt from the budget's own ln D vs ln N line (exact when D = C / (6N)).
-    log_d = np.stack([g["d0"] + g["d1"] * x for g, x in zip(groups, x_opt.T)], axis=1)
-    loss = np.stack([np.where(f["code"] == 0, f["loss_opt"], 1.0) for f in fits], axis=1)
-    laws = {}
-    for name, log_y in (("n", x_opt), ("d", log_d), ("l", np.log(np.abs(loss)))):
-        laws[name] = _power_law(log_c, log_y, valid)
-    return {"fits": fits, "valid": valid, "laws": laws, "ok": valid.sum(axis=1) >= 2}
+    valid = np.stack([f.code == Reject.OK for f in fits], axis=1)
+    log_c = np.log(np.array([g.budget for g in groups]))
+    x_opt = np.stack([np.where(f.code == Reject.OK, f.x_opt, 0.0) for f in fits], axis=1)
+    # ln D at N_opt from the budget's own token_line (the runs' tokens, as planned).
+    log_d = np.stack([g.d0 + g.d1 * x for g, x in zip(groups, x_opt.T)], axis=1)
+    loss = np.stack([np.where(f.code == Reject.OK, f.loss_opt, 1.0) for f in fits], axis=1)
+    laws = {name: _power_law(log_c, log_y, valid)
+            for name, log_y in (("n", x_opt), ("d", log_d), ("l", np.log(np.abs(loss))))}
+    return RowFits(fits, valid, laws, valid.sum(axis=1) >= 2)
 
 
-def _groups(points: pd.DataFrame, settings: FitSettings) -> tuple[list[dict], str]:
-    """Per budget: ln N, losses and the ln D vs ln N line; and the bucketing note."""
+def _groups(points: pd.DataFrame, settings: FitSettings) -> tuple[list[BudgetGroup], str]:
+    """Per budget: its points and token line; and the bucketing note."""
     budgets, note = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
-    groups = []
-    for b in np.unique(budgets):
-        sel = budgets == b
-        x, y = np.log(points["n"].to_numpy(float)[sel]), points["loss"].to_numpy(float)[sel]
-        log_d = np.log(points["tokens"].to_numpy(float)[sel])
-        d1, d0 = np.polyfit(x, log_d, 1) if np.unique(x).size > 1 else (0.0, log_d.mean())
-        groups.append({"budget": float(b), "x": x, "y": y, "d0": d0, "d1": d1})
+    n, tokens, loss = (points[c].to_numpy(float) for c in ("n", "tokens", "loss"))
+    groups = [BudgetGroup.of(b, n[budgets == b], tokens[budgets == b], loss[budgets == b])
+              for b in np.unique(budgets)]
     return groups, note
 
 
@@ -223,8 +313,8 @@ def pooled_residual_std(points: pd.DataFrame, settings: FitSettings) -> float:
     """Std of the pooled, leverage-corrected parabola residuals: the loss noise the residual
     bootstrap draws from (0 when no window has residual degrees of freedom)."""
     groups, _ = _groups(points, settings)
-    full = _fit_all(groups, [np.ones((1, g["x"].size)) for g in groups], settings)
-    model = _residual_model(groups, full["fits"])
+    full = fit_rows(groups, [np.ones((1, g.x.size)) for g in groups], settings)
+    model = _residual_model(groups, full.parabolas)
     return float(model["pool"].std(ddof=1)) if model is not None else 0.0
 
 
@@ -233,37 +323,37 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
     groups, note = _groups(points, settings)
     if not groups:
         return IsoflopFit((), None, None, None, "no usable points", note)
-    full = _fit_all(groups, [np.ones((1, g["x"].size)) for g in groups], settings)
-    budget_fits = tuple(_budget_fit(g, f, settings) for g, f in zip(groups, full["fits"]))
-    if not full["ok"][0]:
-        used = int(full["valid"][0].sum())
+    full = fit_rows(groups, [np.ones((1, g.x.size)) for g in groups], settings)
+    budget_fits = tuple(_budget_fit(g, f, settings) for g, f in zip(groups, full.parabolas))
+    if not full.ok[0]:
+        used = int(full.valid[0].sum())
         reason = f"only {used} usable budget(s); a power law needs at least 2"
         return IsoflopFit(budget_fits, None, None, None, reason, note)
-    laws = {k: PowerLaw(math.exp(v[0][0]), float(v[1][0])) for k, v in full["laws"].items()}
-    samples, kind = _bootstrap(groups, full["fits"], settings)
+    laws = {k: PowerLaw(math.exp(v.intercept[0]), float(v.slope[0]))
+            for k, v in full.laws.items()}
+    samples, kind = _bootstrap(groups, full.parabolas, settings)
     return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note, samples, kind)
 
 
-def _budget_fit(group: dict, fit: dict, settings: FitSettings) -> BudgetFit:
-    code = int(fit["code"][0])
+def _budget_fit(group: BudgetGroup, fit: Parabolas, settings: FitSettings) -> BudgetFit:
+    code = Reject(int(fit.code[0]))
     reason = REASONS.get(code, "").format(min_points=settings.min_points,
-                                          edge="smallest" if fit["edge_low"][0] else "largest",
+                                          edge="smallest" if fit.edge_low[0] else "largest",
                                           flat=FLAT_LOSS_REL_RANGE)
-    ok = code == 0
-    x_opt = float(fit["x_opt"][0]) if ok else None
-    no_parabola = code in (1, 5)  # too few sizes, or flat: no parabola was fitted
-    window = None if no_parabola else (math.exp(fit["window"][0][0]),
-                                       math.exp(fit["window"][1][0]))
+    ok = code == Reject.OK
+    x_opt = float(fit.x_opt[0]) if ok else None
+    no_parabola = code in (Reject.FEW_SIZES, Reject.FLAT)  # no parabola was fitted
+    window = None if no_parabola else (math.exp(fit.window[0][0]), math.exp(fit.window[1][0]))
     return BudgetFit(
-        budget=group["budget"], n_points=int(group["x"].size), used=ok, reason=reason,
-        coef=None if no_parabola else tuple(float(c) for c in fit["coef"][0]),
-        center=float(fit["center"]), window=window,
+        budget=group.budget, n_points=int(group.x.size), used=ok, reason=reason,
+        coef=None if no_parabola else tuple(float(c) for c in fit.coef[0]),
+        center=float(fit.center), window=window,
         n_opt=math.exp(x_opt) if ok else None,
-        d_opt=math.exp(group["d0"] + group["d1"] * x_opt) if ok else None,
-        loss_opt=float(fit["loss_opt"][0]) if ok else None)
+        d_opt=math.exp(group.d0 + group.d1 * x_opt) if ok else None,
+        loss_opt=float(fit.loss_opt[0]) if ok else None)
 
 
-def _bootstrap(groups: list[dict], fits: list[dict], settings: FitSettings
+def _bootstrap(groups: list[BudgetGroup], fits: list[Parabolas], settings: FitSettings
                ) -> tuple[dict[str, np.ndarray], str]:
     """Bootstrap samples of the power laws (resamples with >= 2 usable budgets), and kind.
 
@@ -277,29 +367,29 @@ def _bootstrap(groups: list[dict], fits: list[dict], settings: FitSettings
     residual = _residual_model(groups, fits) \
         if settings.approach2_bootstrap == "residual" else None
     parts = []
-    width = sum(g["x"].size for g in groups)
+    width = sum(g.x.size for g in groups)
     for rows in row_chunks(settings.bootstrap, width, RESAMPLE_CHUNK_ELEMENTS):
         size = rows.stop - rows.start
         if residual is None:  # pairs, or no residual degrees of freedom to resample
-            weights = [resample_counts(g["x"].size, None, size, rng) for g in groups]
+            weights = [resample_counts(g.x.size, None, size, rng) for g in groups]
             losses = None
         else:
             losses = [y0[None] + np.where(win, rng.choice(residual["pool"], (size, y0.size)),
                                           0.0)
                       for y0, win in zip(residual["fitted"], residual["windows"])]
             weights = [np.ones_like(y) for y in losses]
-        boot = _fit_all(groups, weights, settings, losses)
-        parts.append((boot["ok"], boot["laws"]))
+        boot = fit_rows(groups, weights, settings, losses)
+        parts.append((boot.ok, boot.laws))
     ok = np.concatenate([p[0] for p in parts])
     out = {"ok_fraction": np.array([ok.mean()])}
     for name in parts[0][1]:
-        intercept = np.concatenate([p[1][name][0] for p in parts])
-        slope = np.concatenate([p[1][name][1] for p in parts])
+        intercept = np.concatenate([p[1][name].intercept for p in parts])
+        slope = np.concatenate([p[1][name].slope for p in parts])
         out[f"ln_k{name}"], out[f"exp_{name}"] = intercept[ok], slope[ok]
     return out, "pairs" if residual is None else "residual"
 
 
-def _residual_model(groups: list[dict], fits: list[dict]) -> dict | None:
+def _residual_model(groups: list[BudgetGroup], fits: list[Parabolas]) -> dict | None:
     """What residual resamples are drawn from: per budget, the fitted parabola in its used
     window (observed losses elsewhere) and the window; and the pooled residuals.
 
@@ -310,15 +400,15 @@ def _residual_model(groups: list[dict], fits: list[dict]) -> dict | None:
     """
     fitted, windows, pool = [], [], []
     for g, f in zip(groups, fits):
-        win = f["inwin"][0] & (f["code"][0] == 0)
-        t = g["x"] - f["center"]
+        win = f.inwin[0] & (f.code[0] == Reject.OK)
+        t = g.x - f.center
         design = np.stack([np.ones_like(t), t, t * t], axis=1)
-        fitted.append(np.where(win, design @ f["coef"][0], g["y"]))
+        fitted.append(np.where(win, design @ f.coef[0], g.y))
         windows.append(win)
         if win.sum() > 3:
             leverage = np.einsum("ij,ji->i", design[win], np.linalg.pinv(design[win]))
             keep = leverage < 1 - 1e-9  # a run alone at its size is fitted exactly
-            residual = (g["y"] - fitted[-1])[win]
+            residual = (g.y - fitted[-1])[win]
             pool.append(residual[keep] / np.sqrt(1 - leverage[keep]))
     if not pool:
         return None

@@ -27,6 +27,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber
 
+from sweep.law import Law
+
 HUBER_DELTA = 1e-3
 # Largest (rows x points) working array of a batched evaluation: 2^20 doubles = 8 MB, so a
 # fit's memory stays flat in the number of points (issue 11: 16 GB at 100,000 rows before).
@@ -41,6 +43,15 @@ ONE_STEP_MIN_POINTS = 10_000
 # 1,600 grid candidates up to 10,000 points, the best by least squares beyond.
 HUBER_RANK_EVALS = 1 << 24
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
+# C = 6.N.D (Kaplan et al. 2020; Hoffmann et al. 2022): the convention of the closed-form
+# optimum (N_opt, D_opt on a budget) and of points given with no tokens and no plan (a plain
+# CSV, synthetic sweeps). Runs of a plan carry their tokens, from the study's FLOP formula.
+FLOPS_PER_PARAM_TOKEN = 6.0
+
+
+def tokens_6nd(budget, n):
+    """Tokens ``C / (6 N)``: for points without a plan only (``FLOPS_PER_PARAM_TOKEN``)."""
+    return budget / (FLOPS_PER_PARAM_TOKEN * n)
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,13 @@ class ParametricFit:
         """``(N_opt, D_opt, L_opt)`` at FLOPs ``budget`` under ``C = 6.N.D`` (Hoffmann eq. 4)."""
         return closed_form_optimum(np.array(self.theta)[None], np.asarray(budget, float))
 
+    def law(self) -> Law:
+        """The fitted law (``sweep.law``: its one definition)."""
+        return Law(self.E, self.A, self.B, self.alpha, self.beta)
+
     def predict(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Predicted loss at parameters ``n`` and tokens ``d``."""
-        return self.E + self.A / np.asarray(n, float) ** self.alpha + \
-            self.B / np.asarray(d, float) ** self.beta
+        return self.law().loss(np.asarray(n, float), np.asarray(d, float))
 
     def as_dict(self) -> dict:
         return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
@@ -109,7 +123,7 @@ def closed_form_optimum(theta: np.ndarray, budget: np.ndarray
     """
     theta = np.atleast_2d(theta)
     a_, b_, e_, alpha, beta = (theta[:, i:i + 1] for i in range(5))
-    log_c6 = np.log(np.atleast_1d(budget) / 6.0)[None, :]
+    log_c6 = np.log(np.atleast_1d(budget) / FLOPS_PER_PARAM_TOKEN)[None, :]
     log_g = (np.log(alpha / beta) + a_ - b_) / (alpha + beta)
     log_n = log_g + beta / (alpha + beta) * log_c6
     log_d = log_c6 - log_n

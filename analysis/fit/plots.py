@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.figures import BudgetColours, save_figure  # noqa: E402
-from analysis.fit.isoflop import IsoflopFit, budget_groups  # noqa: E402
+from analysis.fit.isoflop import IsoflopFit, budget_groups, token_line  # noqa: E402
 from analysis.fit.parametric import ParametricFit, closed_form_optimum  # noqa: E402
 from analysis.fit.points import roles  # noqa: E402
 from analysis.settings import FitSettings  # noqa: E402
@@ -100,9 +100,8 @@ def isoflop_figure(points, groups, iso: IsoflopFit, param, colours):
             ax.scatter([b.n_opt], [b.loss_opt], color=c, marker="*", s=160, edgecolor="k",
                        zorder=4)
         if param is not None:
-            grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 100)
-            ax.plot(grid, param.predict(grid, b.budget / (6 * grid)), color=c, lw=0.8,
-                    ls="--", alpha=0.6)
+            grid, curve = approach3_curve(param, n, points["tokens"].to_numpy()[sel])
+            ax.plot(grid, curve, color=c, lw=0.8, ls="--", alpha=0.6)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N (count, log scale)")
     ax.set_ylabel("final validation loss (nats/token)")
@@ -112,6 +111,19 @@ def isoflop_figure(points, groups, iso: IsoflopFit, param, colours):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2, title="budget")
     return fig
+
+
+def approach3_curve(param: ParametricFit, n: np.ndarray, tokens: np.ndarray,
+                    grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Approach 3's law along one budget's isoFLOP curve, at ``grid`` (default: 100 sizes
+    from its runs' smallest / 1.5 to largest x 1.5), with D from the runs' own tokens
+    (``token_line``: the study's FLOP formula, as the runs were planned and trained;
+    Approach 2's D_opt reads the same line)."""
+    n, tokens = np.asarray(n, float), np.asarray(tokens, float)
+    d0, d1 = token_line(np.log(n), np.log(tokens))
+    if grid is None:
+        grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 100)
+    return grid, param.predict(grid, np.exp(d0 + d1 * np.log(grid)))
 
 
 def _band(ax, iso, key, budgets, settings, colour):

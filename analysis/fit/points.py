@@ -9,6 +9,7 @@ import pandas as pd
 
 from analysis.collect.results import read_csv
 from analysis.fit.degenerate import DUPLICATE_REASON
+from analysis.fit.parametric import tokens_6nd
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
 
@@ -77,8 +78,8 @@ def load_bare_csv(path: Path, settings: FitSettings) -> pd.DataFrame:
     if "tokens" in table.columns:
         points["tokens"] = pd.to_numeric(table["tokens"], errors="coerce")
     else:
-        # Kaplan et al. (2020) / Hoffmann et al. (2022): C = 6.N.D.
-        points["tokens"] = points["budget"] / (6.0 * points["n"])
+        # No plan, no FLOP formula: the C = 6.N.D convention (Hoffmann et al. 2022).
+        points["tokens"] = tokens_6nd(points["budget"], points["n"])
     return _finish(points, pd.Series([""] * len(table), index=table.index), settings)
 
 

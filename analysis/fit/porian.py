@@ -44,6 +44,7 @@ from analysis.fit.isoflop import (
     budget_groups,
     fit_isoflop,
     pooled_residual_std,
+    token_line,
 )
 from analysis.settings import FitSettings
 
@@ -90,7 +91,7 @@ def _budget(group: pd.DataFrame, budget: float, sigma: float, resamples: int,
     best = group.loc[group.groupby("n")["loss"].idxmin()].sort_values("n")
     x, y = np.log(best["n"].to_numpy(float)), best["loss"].to_numpy(float)
     log_d = np.log(best["tokens"].to_numpy(float))
-    d1, d0 = np.polyfit(x, log_d, 1) if x.size > 1 else (0.0, float(log_d.mean()))
+    d0, d1 = token_line(x, log_d)  # x: distinct sizes, ascending
     rejected = dict(budget=budget, n_points=int(len(group)), used=False, coef=None,
                     center=float(x.mean()) if x.size else 0.0, window=None, n_opt=None,
                     d_opt=None, loss_opt=None)
