@@ -14,7 +14,7 @@ drawn, so each resample keeps them and adds residuals drawn from the pooled,
 leverage-corrected parabola residuals of all budgets to the fitted parabolas. Resampling
 runs within budgets (``pairs``) leaves ~4 distinct sizes of 6, which moves the vertex far more
 than the noise does: on demo-like synthetic sweeps its 95% intervals are twice as wide as
-the estimator's spread (99% coverage), the residual ones ~95% (tests/analysis/test_coverage.py).
+the estimator's spread (99% coverage), the residual ones ~95% (tests/analysis/fit/test_coverage.py).
 """
 
 from __future__ import annotations

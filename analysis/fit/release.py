@@ -4,7 +4,7 @@ The released models are data, kept once: ``analysis/data/flame_moe_released.csv`
 2025, "FLAME-MoE: A Transparent End-to-End Research Platform for Mixture-of-Experts Language
 Models"; shapes and iterations from cmu-flame/FLAME-MoE ``scripts/release/*.sh``, names =
 published active-total parameters; see docs/flame_recipe.md). ``conf/family/flame_release.yaml``
-lists the same shapes for planning, and ``tests/analysis/test_release.py`` checks that the two
+lists the same shapes for planning, and ``tests/analysis/fit/test_release.py`` checks that the two
 agree (shapes, and the planner's iterations equal the released ones).
 
 ``beside_released`` adds ``released_*`` columns to a selection table: the released model at

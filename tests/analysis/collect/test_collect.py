@@ -15,9 +15,8 @@ from analysis.collect.results import collect_run, collect_sweep
 from jobs.cli import main
 from sweep.errors import ConfigError
 from sweep.io import atomic_write_text, run_dir
+from tests.analysis.conftest import final_loss, plan_sweep, write_run
 from trainers.run import train_run
-
-from .conftest import final_loss, plan_sweep, write_run
 
 
 def _by_id(results: pd.DataFrame, run_id: str) -> dict:

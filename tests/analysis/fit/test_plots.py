@@ -10,8 +10,7 @@ from analysis.fit import fit_parametric, load_sweep_results, used_points
 from analysis.fit.plots import approach3_curve
 from analysis.settings import FitSettings
 from jobs.cli import main
-
-from .conftest import write_run
+from tests.analysis.conftest import write_run
 
 
 def test_approach3_curve_uses_the_runs_tokens_with_attention_flops(tmp_path):

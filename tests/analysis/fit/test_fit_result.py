@@ -12,7 +12,7 @@ from analysis.fit.result import FIT_VERSION, FitResult, read_fit, write_fit
 from jobs.cli import main
 from sweep.errors import ConfigError
 
-SHIPPED = Path(__file__).parents[2] / "analysis" / "data" / "flame_moe_prior" / "fit.json"
+SHIPPED = Path(__file__).parents[3] / "analysis" / "data" / "flame_moe_prior" / "fit.json"
 
 
 def test_a_written_fit_reads_back_to_the_same_bytes(tmp_path, flame48):

@@ -234,7 +234,7 @@ def test_megatron_with_a_zero_z_coefficient_logs_nan_and_reads_no_z_loss(tmp_pat
     assert cols["routing_status"] == "ok" and math.isnan(cols["routing_z_loss"])
     assert all(math.isnan(row["z_loss"]) for row in layer_rows("r", got))
     # the recipe allows it (FLAME sets 1e-3); a negative coefficient is refused
-    demo = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/training/demo.yaml")
+    demo = yaml.safe_load((Path(__file__).resolve().parents[3] / "conf/training/demo.yaml")
                           .read_text())
     demo.pop("defaults")
     assert Recipe.from_cfg(demo | {"z_loss_coeff": 0.0}).z_loss_coeff == 0.0

@@ -29,9 +29,8 @@ from analysis.settings import FitSettings
 from jobs.cli import main
 from sweep.io import PLAN_CSV, atomic_write_text, run_dir
 from sweep.law import Law
+from tests.analysis.conftest import DEMO_LAW
 from trainers.run import train_run
-
-from .conftest import DEMO_LAW
 
 
 def test_figures_mark_branch_points():

@@ -104,7 +104,7 @@ def test_unreachable_cap_names_the_cheapest(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("path", ["analysis/data/flame_moe_prior/fit.json"])
 def test_shipped_prior_is_flame_moe_approach3(path: str) -> None:
-    fit = json.loads((Path(__file__).parents[2] / path).read_text())
+    fit = json.loads((Path(__file__).parents[3] / path).read_text())
     assert fit["approach3"]["n_points"] == 48
     assert fit["approach3"]["a"] == pytest.approx(0.78, abs=0.01)
 

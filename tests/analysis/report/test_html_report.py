@@ -3,7 +3,7 @@ loaded in headless Chromium: no console errors, no request leaving the file, the
 decoded, the tables present, sortable, and traceable to their files; failed runs and an
 unfitted budget shown with their reasons, and so are the runs the fit excluded; the design and
 comparison sections from files in their producers' formats. Routing health from real producer
-output is tested on tests/analysis/test_routing.py's embedded study."""
+output is tested on tests/analysis/collect/test_routing.py's embedded study."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from sweep.accounting import train_iters
 from sweep.config import settings_from_cfg
 from sweep.family import build_family
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "flame_moe_48runs.csv"
+EXAMPLE = Path(__file__).parents[3] / "examples" / "flame_moe_48runs.csv"
 
 
 def test_released_models_agree_with_the_release_family_and_planner():

@@ -19,8 +19,7 @@ from analysis.fit.isoflop import fit_isoflop
 from analysis.fit.porian import fit_approach2, fit_porian
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
-
-from .conftest import DATA
+from tests.analysis.conftest import DATA
 
 KEYS = ["dataset", "hparams", "warmup", "decay", "param_count", "val"]
 # Their seed noise per dataset (configs.py: RW_SEED_CONFIG, OWT2_SEED_CONFIG noise_low).

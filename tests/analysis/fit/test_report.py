@@ -13,8 +13,7 @@ from analysis.fit.driver import fit_sweep, summary_text
 from analysis.fit.result import FitResult, read_fit
 from jobs.cli import compose, main
 from sweep.errors import ConfigError
-
-from .conftest import DATA, DEMO_LAW
+from tests.analysis.conftest import DATA, DEMO_LAW
 
 CONTRACT = {"approach2": {"a", "a_ci", "b", "b_ci", "k", "budgets"},
             "approach3": {"E", "A", "B", "alpha", "beta", "a", "b", "objective", "n_points",

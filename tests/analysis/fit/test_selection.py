@@ -11,8 +11,7 @@ from omegaconf import OmegaConf
 from analysis.fit.selection import family_from_config, member_n, select
 from analysis.settings import N_COLUMNS, FitSettings
 from sweep.errors import ConfigError
-
-from .conftest import plan_sweep
+from tests.analysis.conftest import plan_sweep
 
 
 def test_member_n_matches_every_plan_column(tmp_path):
