@@ -1,4 +1,4 @@
-"""``flame collect`` and ``flame fit``: thin wrappers over analysis.collect and analysis.report."""
+"""``flame collect``, ``flame fit`` and ``flame compare``: thin wrappers over the stages."""
 
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ def _sweep_dir(cfg: DictConfig) -> Path:
 
 def collect(cfg: DictConfig, args: argparse.Namespace) -> int:
     """runs/*/ -> <sweep_dir>/results.csv, then a count of runs by flag."""
-    from analysis.collect import collect_sweep, flag_table
+    from analysis.collect import collect_sweep, cost_line, flag_table
     table = collect_sweep(_sweep_dir(cfg), cfg)
     console = Console()
     console.print(flag_table(table))
     console.print(f"wrote {_sweep_dir(cfg) / 'results.csv'} ({len(table)} runs)")
-    from analysis.collect import cost_line
     if (line := cost_line(table)) is not None:
         console.print(line)
     return 0
@@ -36,7 +35,7 @@ def fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fit(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Fit <sweep_dir>/results.csv (or results=FILE.csv) and print the summary."""
-    from analysis.report import fit_sweep, summary_text
+    from analysis.fit import fit_sweep, summary_text
     results = Path(str(cfg.results)) if cfg.get("results") else None
     out_dir = fit_output_dir(cfg, results)
     # a CSV's family is the one the user names: the default experiment's would be a guess

@@ -51,7 +51,7 @@ class DesignConfig:
 
     prior: str | None = operational(None)
     """fit.json of an earlier study whose Approach 3 law is the prior (relative paths: from the
-    working directory, else from the flame checkout)."""
+    working directory, else from the data flame ships: flame_moe_prior/fit.json)."""
     law: LawFields = operational(factory=LawFields)
     """The prior law given directly ({E, A, B, alpha, beta}); used when ``prior`` is null."""
     noise: float | None = operational(None)

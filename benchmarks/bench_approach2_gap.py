@@ -13,7 +13,6 @@ parabolas' residual size (their spread and noise-induced bias).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from pathlib import Path
@@ -24,19 +23,20 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.data import load_sweep_results, used_points  # noqa: E402
-from analysis.isoflop import fit_isoflop  # noqa: E402
-from analysis.parametric import fit_parametric  # noqa: E402
-from analysis.porian import fit_porian  # noqa: E402
+from analysis.design.synthetic import Law  # noqa: E402
+from analysis.fit.isoflop import fit_isoflop  # noqa: E402
+from analysis.fit.parametric import fit_parametric  # noqa: E402
+from analysis.fit.points import load_sweep_results, used_points  # noqa: E402
+from analysis.fit.porian import fit_porian  # noqa: E402
+from analysis.fit.result import read_fit  # noqa: E402
 from analysis.settings import FitSettings  # noqa: E402
-from analysis.synthetic import Law  # noqa: E402
 
 
 def real_runs(sweep: Path) -> None:
     points = used_points(load_sweep_results(sweep / "results.csv", FitSettings(bootstrap=0)))
-    fit = json.loads((sweep / "fit.json").read_text())
-    print(f"fit.json: Approach 2 a = {fit['approach2']['a']:.3f} {fit['approach2']['a_ci']}, "
-          f"Approach 3 a = {fit['approach3']['a']:.3f} {fit['approach3']['ci'].get('a')}")
+    fit = read_fit(sweep)
+    print(f"fit.json: Approach 2 a = {fit.approach2.a:.3f} {fit.approach2.a_ci}, "
+          f"Approach 3 a = {fit.approach3.a:.3f} {fit.approach3.ci.get('a')}")
     for b in fit_isoflop(points, FitSettings(bootstrap=0)).budgets:
         if b.used:
             where = math.log(b.n_opt / b.window[0]) / math.log(b.window[1] / b.window[0])
@@ -53,8 +53,8 @@ def synthetic(sweep: Path, reps: int, noise: float) -> None:
     plan = pd.read_csv(sweep / "plan.csv")
     design = pd.DataFrame({"budget": plan["budget"], "n": plan["n_active_flame"],
                            "tokens": plan["tokens"]})
-    a3 = json.loads((sweep / "fit.json").read_text())["approach3"]
-    law = Law(E=a3["E"], A=a3["A"], B=a3["B"], alpha=a3["alpha"], beta=a3["beta"])
+    a3 = read_fit(sweep).approach3
+    law = Law(E=a3.E, A=a3.A, B=a3.B, alpha=a3.alpha, beta=a3.beta)
     true_a = law.beta / (law.alpha + law.beta)
     clean = design.assign(loss=law.loss(design["n"], design["tokens"]))
     parabola = FitSettings(bootstrap=0)

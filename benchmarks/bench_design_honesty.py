@@ -16,7 +16,6 @@ prior law with the prior's noise. Targets (issue 13): observed/predicted half-wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,11 +28,18 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from analysis.design import Design, load_prior, simulate  # noqa: E402
-from analysis.design_plan import design_config  # noqa: E402
-from analysis.design_search import candidate_runs, candidates, optimise  # noqa: E402
+from analysis.design.plan import design_config  # noqa: E402
+from analysis.design.search import candidate_runs, candidates, optimise  # noqa: E402
+from analysis.design.simulate import Design, load_prior, simulate  # noqa: E402
+from analysis.fit.result import read_fit  # noqa: E402
+from conf.study import (  # noqa: E402
+    StudyConfig,
+    hash_context,
+    plan_from_cfg,
+    study_config,
+    write_plan,
+)
 from jobs.cli import compose  # noqa: E402
-from sweep.config import hash_context, plan_from_cfg, study_config, write_plan  # noqa: E402
 from sweep.family import build_family  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +51,7 @@ def flame(*argv: str) -> None:
 
 
 def chosen_design(cfg, target: float | None) -> Design:
-    study = study_config(cfg)
+    study = StudyConfig.from_cfg(cfg)
     prior = load_prior(study.design, study.fit)
     the_plan, planner = plan_from_cfg(study)
     if target is None:
@@ -65,13 +71,13 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/flame_design_honesty")
     args, overrides = parser.parse_known_args()
     overrides = overrides or ["experiment=flame_sweep"]
-    first = study_config(compose([*overrides, "trainer=simulated", "cluster=local"]))
+    first = StudyConfig.from_cfg(compose([*overrides, "trainer=simulated", "cluster=local"]))
     prior = load_prior(first.design, first.fit)
     law = prior.law
     given = ",".join(f"{k}:{getattr(law, k)!r}" for k in ("E", "A", "B", "alpha", "beta"))
     cfg = compose([*overrides, "trainer=simulated", "cluster=local",
                    f"trainer.law={{{given}}}", f"trainer.noise={prior.noise!r}"])
-    study = study_config(cfg)
+    study = StudyConfig.from_cfg(cfg)
     design = chosen_design(cfg, args.target)
     predicted = simulate(design, prior, study.design, study.fit, build_family(study.family))
     print(f"design: {design.name}, {len(design.runs)} runs, {design.flops:.3g} FLOPs; true a "
@@ -81,11 +87,11 @@ def main() -> None:
     for seed in range(args.studies):
         sweep = Path(args.out) / f"seed{seed}"
         if (sweep / "fit.json").is_file():  # a study of an earlier, interrupted run: reuse it
-            fits.append(json.loads((sweep / "fit.json").read_text()))
+            fits.append(read_fit(sweep))
             continue
         seeded = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         seeded.trainer.seed = seed
-        config = design_config(seeded, design)
+        config = design_config(study_config(seeded), design)
         the_plan, planner = plan_from_cfg(config)
         sweep.mkdir(parents=True, exist_ok=True)
         write_plan(sweep, the_plan, planner, config)
@@ -94,12 +100,12 @@ def main() -> None:
         flame("status", "--watch", *common, "cluster=local", "cluster.poll_s=0.5")
         flame("collect", *common)
         flame("fit", *common, f"fit.bootstrap={args.bootstrap}", f"fit.seed={seed}")
-        fits.append(json.loads((sweep / "fit.json").read_text()))
-        print(f"  study {seed}: approach2 a={fits[-1]['approach2']['a']}, approach3 "
-              f"a={fits[-1]['approach3']['a']} ({time.time() - began:.0f} s)", flush=True)
-    for name, ci_of in (("approach2", lambda f: f["approach2"]["a_ci"]),
-                        ("approach3", lambda f: f["approach3"]["ci"].get("a"))):
-        a = np.array([f[name]["a"] for f in fits if f[name]["a"] is not None], float)
+        fits.append(read_fit(sweep))
+        print(f"  study {seed}: approach2 a={fits[-1].approach2.a}, approach3 "
+              f"a={fits[-1].approach3.a} ({time.time() - began:.0f} s)", flush=True)
+    for name, ci_of in (("approach2", lambda f: f.approach2.a_ci),
+                        ("approach3", lambda f: f.approach3.ci.get("a"))):
+        a = np.array([getattr(f, name).a for f in fits if getattr(f, name).a is not None], float)
         cis = [ci_of(f) for f in fits if ci_of(f)]
         lo, hi = np.percentile(a, [2.5, 97.5])
         want = predicted["a_halfwidth"][name]

@@ -23,7 +23,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.parametric import bootstrap_parametric, fit_parametric, fit_parametric_grid  # noqa: E402
+from analysis.fit.parametric import bootstrap_parametric, fit_parametric, fit_parametric_grid  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_fit_rows.py [--rows 100000] [--bootstrap 1000]
                                                    [--baseline-rows 1000]
 
-Writes ``--rows`` synthetic points (analysis.synthetic: 20 budgets from 1e18 to 1e21 FLOPs,
+Writes ``--rows`` synthetic points (analysis.design.synthetic: 20 budgets from 1e18 to 1e21 FLOPs,
 sizes log-spaced within +-0.8 decades of each budget's true optimum, 0.5% log-normal noise) to
 a CSV and runs the real CLI, ``python -m jobs.cli fit results=FILE sweep_dir=DIR``, in a child
 process, so the time includes imports, loading, both approaches with the default bootstrap,
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.synthetic import Law, isoflop_sweep
+from analysis.design.synthetic import Law, isoflop_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGETS = np.geomspace(1e18, 1e21, 20)

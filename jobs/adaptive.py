@@ -2,7 +2,7 @@
 each re-centred on the law refitted from the waves before it.
 
 A wave is one budget's new runs. When a wave has ended, the sweep is collected and fitted with
-Approach 2 (``analysis.isoflop.fit_isoflop``, the code and ``fit`` settings of ``flame fit``,
+Approach 2 (``analysis.fit.fit_isoflop``, the code and ``fit`` settings of ``flame fit``,
 without bootstrap: a decision needs the optimum's location, not its interval), and
 ``sweep.recentre`` turns the fit into the next decision: the cheapest budget not yet bracketed
 that gains family members under the updated law, and those members. Approach 3 is not used:
@@ -32,8 +32,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from analysis.collect import collect_sweep
-from analysis.data import load_sweep_results, used_points
-from analysis.isoflop import IsoflopFit, fit_isoflop
+from analysis.fit import IsoflopFit, fit_isoflop, load_sweep_results, used_points
 from analysis.settings import FitSettings
 from conf.study import hash_context, settings_from_cfg, study_config, write_plan
 from jobs.launch import launch_sweep

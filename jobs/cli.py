@@ -64,10 +64,11 @@ COMMANDS: dict[str, Command] = {
     "collect": Command("analysis.commands:collect", "runs/*/ -> <sweep_dir>/results.csv"),
     "fit": Command("analysis.commands:fit", "fit scaling laws, plot, select configurations",
                    "analysis.commands:fit_arguments"),
-    "report": Command("analysis.html_report:report_command", "the study as one HTML page -> "
-                      "<sweep_dir>/report.html", "analysis.html_report:report_arguments"),
-    "design": Command("analysis.design_command:design", "simulate designs from a prior law; "
-                      "optimise one into a plan", "analysis.design_command:design_arguments"),
+    "report": Command("analysis.report:report_command", "the study as one HTML page -> "
+                      "<sweep_dir>/report.html", "analysis.report:report_arguments"),
+    "design": Command("analysis.design:design", "simulate designs from a prior law; "
+                      "optimise one into a plan", "analysis.design:design_arguments",
+                      typed=True),
     "compare": Command("analysis.commands:compare", "compute multiplier of fitted study A over "
                        "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",

@@ -66,7 +66,7 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
 def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -> int:
     """Collect, fit, select, plot; print the summary and where everything is."""
     from analysis.collect import collect_sweep, cost_line
-    from analysis.report import fit_sweep, summary_text
+    from analysis.fit import fit_sweep, summary_text
 
     results = collect_sweep(sweep_dir, cfg)
     ok = int((results["flag"] == "ok").sum()) if "flag" in results else len(results)
@@ -92,7 +92,7 @@ def finish(sweep_dir: Path, cfg: DictConfig, console: Console, started: float) -
 def write_report_or_say_why(sweep_dir: Path, console: Console) -> Path | None:
     """Write report.html; a page that cannot be rendered costs one line, never the finished
     study (its results, fit and figures are written already)."""
-    from analysis.html_report import write_report
+    from analysis.report import write_report
 
     try:
         return write_report(sweep_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.synthetic import Law
+from analysis.design.synthetic import Law
 from jobs.cli import main
 from sweep.io import atomic_write_text, run_dir
 from trainers.artifacts import RunLog

@@ -21,8 +21,7 @@ import pandas as pd
 import pytest
 
 from analysis.collect import collect_sweep
-from analysis.data import load_sweep_results, used_points
-from analysis.isoflop import fit_isoflop
+from analysis.fit import fit_isoflop, load_sweep_results, used_points
 from analysis.settings import FitSettings
 from conf.study import study_config
 from jobs.adaptive import ADAPTIVE_DIR, decide, fit_points, load_study, read_decisions, replay

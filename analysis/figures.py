@@ -1,0 +1,37 @@
+"""What every flame figure shares (matplotlib, Agg): one colour per budget, and the
+convention of writing each figure as PNG and SVG (the report embeds the SVG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+CMAP = plt.get_cmap("viridis")
+
+
+class BudgetColours:
+    """One colour per budget from a log-scaled colormap over the fitted budgets."""
+
+    def __init__(self, budgets: np.ndarray):
+        lo, hi = float(np.min(budgets)), float(np.max(budgets))
+        self.norm = LogNorm(lo, hi if hi > lo else lo * 10)
+
+    def __call__(self, budget):
+        """RGBA of a budget, or (k, 4) RGBA rows for an array of budgets."""
+        return CMAP(0.9 * self.norm(budget))
+
+
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
+    """``<out_dir>/<name>.png`` and ``.svg``; closes the figure; returns both paths."""
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths

@@ -1,0 +1,131 @@
+"""Degenerate data: what makes a fit falsely precise, detected before numbers are reported.
+
+Each check returns warnings (a code and one sentence saying what was found and what was done)
+that go into fit.json's ``warnings`` and the printed summary (issue 11, item 6):
+
+- exact duplicate rows are counted once (``data._finish``): a copied row is not a second run,
+  and a bootstrap resampling copies as independent runs makes its intervals falsely narrow;
+- Approach 2 reports no interval with fewer than ``MIN_INTERVAL_BUDGETS`` usable budgets: a
+  power law through two points has no residual degrees of freedom, so nothing measures how
+  far the exponent could move;
+- Approach 3 is not fitted on fewer than ``MIN_PARAMETRIC_BUDGETS`` budgets (within a budget
+  D = C / 6N, so one budget cannot tell the N term from the D term) nor on flat losses
+  (``isoflop.FLAT_LOSS_REL_RANGE``: nothing to fit); below ``MIN_INTERVAL_BUDGETS`` it is
+  fitted but reports no interval: how the optimum moves with C rests on two budgets, which
+  every resample keeps, so the resamples cannot show that uncertainty;
+- an interval of zero width is not reported: the resamples did not vary;
+- a selection more than ``fit.max_extrapolation_decades`` of compute outside the fitted budgets
+  is flagged in selection.csv and the summary as an extrapolation;
+- a budget whose parabola vertex lies in the outer ``OFF_CENTRE_FRACTION`` of its window (in
+  ln N) is off-centre: a parabola fitted to a loss curve that is not symmetric in ln N (the
+  law's is not: steeper on the small-N side) puts its vertex toward the window's middle, so
+  the farther the optimum is from the middle the more N_opt is biased, and the bias grows
+  with the window (Hoffmann et al.'s Approach 2 assumes sizes centred on the optimum).
+
+The thresholds are module constants for now (to become fit config fields).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.fit.isoflop import FLAT_LOSS_REL_RANGE
+
+MIN_INTERVAL_BUDGETS = 3
+OFF_CENTRE_FRACTION = 0.2
+MIN_PARAMETRIC_BUDGETS = 2
+DUPLICATE_REASON = "duplicate: same budget, n, tokens and loss as an earlier row; counted once"
+
+
+@dataclass(frozen=True)
+class FitWarning:
+    """One finding about the data or a fit that limits what the numbers mean."""
+
+    code: str
+    """Short identifier: duplicates, few_budgets, flat_losses, zero_width, extrapolation."""
+    message: str
+    """What was found, why it matters and what the fit did about it."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def duplicate_warnings(points: pd.DataFrame) -> list[FitWarning]:
+    """A warning when ``data._finish`` collapsed exact duplicate rows."""
+    count = int((points["excluded_reason"] == DUPLICATE_REASON).sum())
+    if not count:
+        return []
+    return [FitWarning("duplicates", f"{count} of {len(points)} rows repeat an earlier row "
+                       "exactly (budget, n, tokens, loss) and were counted once: a copied row "
+                       "is not another run, and resampling copies as runs makes intervals "
+                       "falsely narrow")]
+
+
+def flat_losses(loss: np.ndarray) -> bool:
+    """Whether losses span less than FLAT_LOSS_REL_RANGE of their largest value."""
+    return bool(np.ptp(loss) <= FLAT_LOSS_REL_RANGE * np.abs(loss).max())
+
+
+def parametric_unidentified(loss: np.ndarray, n_budgets: int) -> str:
+    """Why the parametric law cannot be identified from these points ("" when it can)."""
+    if flat_losses(loss):
+        return (f"flat losses (range {np.ptp(loss):.3g}, below {FLAT_LOSS_REL_RANGE:.0e} of "
+                "the loss): N and D explain nothing, so the law is not identified")
+    if n_budgets < MIN_PARAMETRIC_BUDGETS:
+        return (f"only {n_budgets} budget(s); within a budget D = C / 6N, so at least "
+                f"{MIN_PARAMETRIC_BUDGETS} budgets are needed to separate the N and D terms")
+    return ""
+
+
+def approach3_interval_reason(n_budgets: int) -> str:
+    """Why Approach 3's intervals are withheld for this many budgets ("" if they are not)."""
+    if n_budgets >= MIN_INTERVAL_BUDGETS:
+        return ""
+    return (f"fitted on only {n_budgets} budgets: how the optimum moves with C rests on them, "
+            f"and every resample keeps the same {n_budgets}, so no interval is reported; at "
+            f"least {MIN_INTERVAL_BUDGETS} are needed")
+
+
+def approach2_interval_reason(n_used_budgets: int) -> str:
+    """Why Approach 2's interval is withheld for this many usable budgets ("" if it is not)."""
+    if n_used_budgets >= MIN_INTERVAL_BUDGETS:
+        return ""
+    return (f"only {n_used_budgets} usable budgets: the power law passes exactly through "
+            f"them (no residual degrees of freedom), so its exponent has no interval; at "
+            f"least {MIN_INTERVAL_BUDGETS} are needed")
+
+
+def zero_width(ci: list[float] | None) -> bool:
+    """Whether an interval has (relative) zero width: its resamples did not vary."""
+    return ci is not None and abs(ci[1] - ci[0]) <= 1e-12 * max(abs(ci[0]), abs(ci[1]), 1e-300)
+
+
+def extrapolation_decades(targets: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """Decades of compute from each target to the fitted budgets' range (0 inside it)."""
+    lo, hi = math.log10(float(np.min(fitted))), math.log10(float(np.max(fitted)))
+    log_t = np.log10(np.asarray(targets, float))
+    return np.maximum(0.0, np.maximum(log_t - hi, lo - log_t))
+
+
+def off_centre_warnings(budgets) -> list[FitWarning]:
+    """A warning naming the used budgets (``isoflop.BudgetFit``) whose parabola vertex lies
+    in the outer OFF_CENTRE_FRACTION of its window (in ln N)."""
+    found = []
+    for b in budgets:
+        if not b.used or b.coef is None or b.window is None or b.window[1] <= b.window[0]:
+            continue
+        where = math.log(b.n_opt / b.window[0]) / math.log(b.window[1] / b.window[0])
+        if min(where, 1 - where) < OFF_CENTRE_FRACTION:
+            found.append(f"{b.budget:.3g} ({where:.0%} of the way across)")
+    if not found:
+        return []
+    return [FitWarning("off_centre", f"Approach 2: {len(found)} budget(s) have their optimum "
+                       f"near the edge of the sizes fitted: {', '.join(found)}; a parabola's "
+                       "vertex is biased toward the window's middle there (the loss is not "
+                       "symmetric in ln N), so N_opt and the exponent may be biased: add sizes "
+                       "on the far side of the optimum, or compare with "
+                       "fit.approach2_estimator=porian")]
