@@ -38,19 +38,19 @@ from analysis.data import read_csv
 from analysis.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
 from analysis.settings import FitSettings
 from analysis.sources import (
+    PROVENANCE_COLUMNS,
     Evidence,
+    evidence_readers,
     finite,
-    read_metrics,
+    read_provenance,
     read_routing,
     read_state,
-    read_tensorboard,
     read_throughput,
-    read_train_log,
 )
 from sweep.config import history_plans, load_sweep_config, study_config
 from sweep.errors import ConfigError
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
-from trainers.settings import MegatronConfig
+from trainers.registry import trainer_for
 
 # plan.csv's branch columns (sweep/planrow.py), with an independent run's values: results.csv
 # carries them whatever the plan's age (role=trunk rows are listed, never fitted: data.py).
@@ -118,6 +118,9 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     for col in RESULT_COLUMNS:
         results[col] = [getattr(r, col) for r in rows]
     _add_routing(sweep_dir, results, settings, getattr(study, "trainer", None))
+    provenance = [read_provenance(run_dir(sweep_dir, rid)) for rid in results["run_id"]]
+    for col in PROVENANCE_COLUMNS:  # what each run's numbers came from (summary.json)
+        results[col] = [p[col] for p in provenance]
     atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
     return results
 
@@ -125,7 +128,7 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
 def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
                  trainer: Any) -> None:
     """The ``routing_*`` columns of every row; routing.csv when any run reports routing."""
-    trainer = getattr(trainer, "name", None)  # None without config.yaml: nothing is read
+    # the trainer's config; None without config.yaml: nothing is read
     columns, layers = [], []
     for run_id in results["run_id"]:
         routing = read_routing(run_dir(sweep_dir, run_id), trainer)
@@ -138,11 +141,13 @@ def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
 
 
 def _megatron_shape(study: Any) -> tuple[int | None, float | None]:
-    """(GPUs per run, device peak FLOP/s) from config.yaml when the trainer is Megatron (the
-    only trainer that reports its own throughput); (None, None) otherwise."""
-    if study is None or not isinstance(study.trainer, MegatronConfig):
+    """(GPUs per run, device peak FLOP/s) from config.yaml when the trainer decides its job
+    shape (Megatron: the only built-in that reports its own throughput); (None, None)
+    otherwise."""
+    shape = trainer_for(study.trainer).job_shape(study.trainer) if study is not None else None
+    if shape is None:
         return None, None
-    return study.trainer.nodes * study.trainer.gpus_per_node, study.cluster.device_peak_flops
+    return shape.nodes * shape.gpus_per_node, study.cluster.device_peak_flops
 
 
 def _with_cost(result: RunResult, path: Path, gpus: int | None,
@@ -200,9 +205,7 @@ def collect_run(path: Path, row: dict, diverge_rise: float = 0.1) -> RunResult:
     planned_iters = _int(row.get("train_iters"))
     seq, batch = _int(row.get("seq_length")), _int(row.get("global_batch_size"))
     evidence, chosen = [], None
-    readers = (lambda: read_metrics(path), lambda: read_train_log(path, seq),
-               lambda: read_tensorboard(path, planned_iters))
-    for read in readers:
+    for read in evidence_readers(path, planned_iters, seq):
         ev = read()
         if ev is None:
             continue
