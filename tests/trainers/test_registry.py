@@ -102,3 +102,14 @@ def test_no_trainer_name_compared_outside_the_trainers_modules():
             found += [f"{rel}: {line.strip()}" for line in path.read_text().splitlines()
                       if pattern.search(line)]
     assert found == []
+
+
+def test_completed_and_artefacts(sim_plan, tmp_path):
+    rows, cfg = sim_plan
+    trainer, iters = trainer_for("simulated"), int(rows[0]["train_iters"])
+    assert not trainer.completed(tmp_path / "run", iters)
+    train_run(rows[0], cfg, tmp_path / "run")
+    assert trainer.completed(tmp_path / "run", iters)
+    assert not trainer.completed(tmp_path / "run", iters + 1)
+    assert all((tmp_path / "run" / name).is_file() for name in trainer.artefacts)
+    assert trainer.job_shape(cfg["trainer"]) is None and trainer.throughput(tmp_path) is None
