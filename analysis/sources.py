@@ -1,4 +1,7 @@
-"""Readers of one run's artefacts: metrics.jsonl, train.log, TensorBoard events, state.json.
+"""Readers of one run's artefacts for ``flame collect``: the loss evidence, routing and
+throughput each trainer reports (``trainers.base.Trainer``; the readers themselves are in
+``trainers.readers`` and the trainers' modules), state.json, and what a run's summary.json says
+about the numbers it computed (numerics version, Megatron-LM commit).
 
 Each reader returns what it could read and never raises on a truncated or corrupt file: a
 half-written last line, binary garbage or a damaged event record only shortens what it sees.
@@ -8,293 +11,64 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sweep.io import METRICS_JSONL, STATE_JSON, TENSORBOARD_DIR, TRAIN_LOG
-from trainers.logformat import MOE_AUX_LOSSES, MOE_LAYER_TAG_RE, MOE_LOSSES, parse_lines
+from sweep.io import STATE_JSON, SUMMARY_JSON
+from trainers.base import Reader
+from trainers.megatron_readers import routing_log as _routing_log  # noqa: F401 - tests use it
+from trainers.readers import (  # noqa: F401 - collect and analysis.routing import them here
+    LAYER_KEYS,
+    Evidence,
+    Routing,
+    Throughput,
+    read_metrics,
+    read_tensorboard,
+    read_throughput,
+    read_train_log,
+)
+from trainers.readers import tb_scalars as _tb_scalars  # noqa: F401 - tests use it
+from trainers.readers import window as _window  # noqa: F401 - tests use it
+from trainers.registry import trainer_for
 
-TB_TRAIN_TAG = "lm loss"
-TB_VAL_TAG = "lm loss validation"
-
-
-@dataclass
-class Evidence:
-    """What one source says about a run's progress and losses."""
-
-    source: str
-    """metrics.jsonl | train.log | tensorboard."""
-    evals: list[tuple[int, float, bool]] = field(default_factory=list)
-    """(iteration, validation loss, final) in file order."""
-    train_losses: list[tuple[int, float]] = field(default_factory=list)
-    """(iteration, training loss) in file order."""
-    tokens: float | None = None
-    """Largest consumed-token count the source reports."""
-    train_iters: int | None = None
-    """Planned iterations, when the source states them (Megatron's ``N/M``)."""
-
-    @property
-    def last_iteration(self) -> int:
-        its = [e[0] for e in self.evals] + [t[0] for t in self.train_losses]
-        return max(its, default=0)
-
-    @property
-    def has_final(self) -> bool:
-        return any(final for _, _, final in self.evals)
+PROVENANCE_COLUMNS = {"numerics_version": "numerics_version",
+                      "trainer_commit": "megatron_commit"}
+"""results.csv column -> the summary.json key it comes from (empty when absent)."""
 
 
-def _lines(path: Path) -> list[str]:
+def read_routing(run_dir: Path, trainer: Any) -> Routing | None:
+    """The run's routing as its trainer reports it (``Trainer.routing``: the embedded
+    trainer's last routing record, Megatron's MoE losses; None for the simulated trainer, whose
+    log lines carry made-up MoE losses). ``trainer``: a name, a trainer config or a Trainer;
+    None (no config.yaml) reads nothing."""
+    if trainer is None:
+        return None
+    return trainer_for(trainer).routing(Path(run_dir))
+
+
+def evidence_readers(run_dir: Path, train_iters: int | None, seq_length: int | None,
+                     trainer: Any = None) -> list[Reader]:
+    """The sources of a run's losses in collect's order of precedence: its trainer's
+    (``Trainer.evidence_readers``), or every trainer's common artefacts (metrics.jsonl,
+    train.log, TensorBoard) when the trainer is not known."""
+    run_dir = Path(run_dir)
+    if trainer is not None:
+        return trainer_for(trainer).evidence_readers(run_dir, train_iters, seq_length)
+    return [lambda: read_metrics(run_dir), lambda: read_train_log(run_dir, seq_length),
+            lambda: read_tensorboard(run_dir, train_iters)]
+
+
+def read_provenance(run_dir: Path) -> dict[str, Any]:
+    """``PROVENANCE_COLUMNS`` from the run's summary.json (a completed run's); empty strings
+    when there is none or it does not say."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-
-
-def read_metrics(run_dir: Path) -> Evidence | None:
-    """metrics.jsonl, skipping lines that are not complete JSON objects."""
-    path = run_dir / METRICS_JSONL
-    if not path.is_file():
-        return None
-    ev = Evidence(METRICS_JSONL)
-    for line in _lines(path):
-        try:
-            rec = json.loads(line)
-            it = int(rec["iteration"])
-            if rec.get("kind") == "eval":
-                ev.evals.append((it, float(rec["val_loss"]), bool(rec.get("final", False))))
-            elif rec.get("kind") == "train":
-                ev.train_losses.append((it, float(rec["train_loss"])))
-            tokens = rec.get("consumed_tokens")
-            if tokens is not None:
-                ev.tokens = max(ev.tokens or 0.0, float(tokens))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue  # a truncated or foreign line
-    return ev
-
-
-def read_train_log(run_dir: Path, seq_length: int | None) -> Evidence | None:
-    """train.log through the shared Megatron parser (trainers.logformat)."""
-    path = run_dir / TRAIN_LOG
-    if not path.is_file():
-        return None
-    parsed = parse_lines(_lines(path))
-    ev = Evidence(TRAIN_LOG)
-    ev.evals = [(r["iteration"], r["lm loss value"], r["final"]) for r in parsed.validation]
-    ev.train_losses = [(r["iteration"], r["lm loss"]) for r in parsed.train if "lm loss" in r]
-    if parsed.train:
-        ev.train_iters = parsed.train[-1]["train_iters"]
-        samples = max((r.get("consumed samples", 0.0) for r in parsed.train), default=0.0)
-        if samples and seq_length:
-            ev.tokens = samples * seq_length
-    return ev
-
-
-THROUGHPUT = "throughput per GPU (TFLOP/s/GPU)"  # core_v0.16.1 training.py:2043-2044
-STEP_MS = "elapsed time per iteration (ms)"  # training.py:2039-2041
-
-
-@dataclass
-class Throughput:
-    """What Megatron's training lines say about speed: each line averages the iterations since
-    the previous line of the same process (``--log-interval``; 1 for a process's first)."""
-
-    iterations: int = 0
-    """Iterations the lines cover."""
-    step_seconds: float = 0.0
-    """Sum of the iterations' wall time (excludes start-up, evaluation and checkpoint I/O)."""
-    tflop: float = 0.0
-    """Sum of TFLOP/s/GPU x seconds over those iterations (for the time-weighted mean)."""
-
-    @property
-    def tflops_per_gpu(self) -> float | None:
-        return self.tflop / self.step_seconds if self.step_seconds and self.tflop else None
-
-
-def read_throughput(run_dir: Path) -> Throughput:
-    """Megatron's own ``elapsed time per iteration`` and ``throughput per GPU`` from train.log.
-    A line at or below the previous line's iteration starts a new process (a resume): it
-    covers one iteration, as Megatron's first line after a start does (training.py:2008)."""
-    out, previous = Throughput(), None
-    for rec in parse_lines(_lines(run_dir / TRAIN_LOG)).train:
-        ms, it = rec.get(STEP_MS), rec["iteration"]
-        count = it - previous if previous is not None and it > previous else 1
-        previous = it
-        if ms is None:
-            continue
-        seconds = ms / 1000.0 * count
-        out.iterations += count
-        out.step_seconds += seconds
-        out.tflop += (rec.get(THROUGHPUT) or 0.0) * seconds
-    return out
-
-
-def read_tensorboard(run_dir: Path, train_iters: int | None) -> Evidence | None:
-    """Scalars ``lm loss`` / ``lm loss validation`` of the run's TensorBoard event files.
-
-    Read with tensorboard's own event reader; a damaged file yields what precedes the damage.
-    Megatron marks no evaluation as final, so the one at ``train_iters`` counts as final.
-    """
-    tb_dir = run_dir / TENSORBOARD_DIR
-    if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
-        return None
-    from tensorboard.backend.event_processing import event_file_loader
-
-    ev = Evidence("tensorboard")
-    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
-        try:
-            for event in event_file_loader.EventFileLoader(str(path)).Load():
-                for value in event.summary.value:
-                    _tb_value(ev, event.step, value, train_iters)
-        except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
-            continue
-    ev.evals.sort(key=lambda e: e[0])
-    ev.train_losses.sort(key=lambda t: t[0])
-    return ev
-
-
-def _tb_number(value) -> float | None:
-    if value.HasField("simple_value"):
-        return float(value.simple_value)
-    if value.HasField("tensor") and value.tensor.float_val:
-        return float(value.tensor.float_val[0])
-    return None
-
-
-def _tb_value(ev: Evidence, step: int, value, train_iters: int | None) -> None:
-    number = _tb_number(value)
-    if number is None:
-        return
-    if value.tag == TB_VAL_TAG:
-        ev.evals.append((int(step), number, train_iters is not None and step >= train_iters))
-    elif value.tag == TB_TRAIN_TAG:
-        ev.train_losses.append((int(step), number))
-
-
-# Megatron's MoE losses are read over the last quarter of the run's iterations (the embedded
-# trainer's default window: its routing record covers the steps since the previous of its
-# four evaluations).
-ROUTING_WINDOW = 0.25
-LAYER_KEYS = ("expert_fraction", "load_max_mean", "step_load_max_mean", "entropy",
-              "aux_loss", "z_loss")
-
-
-@dataclass
-class Routing:
-    """What a run's artefacts say about its routing over the last window of training."""
-
-    source: str
-    """metrics.jsonl (the embedded trainer's routing records) | train.log | tensorboard."""
-    iteration: int
-    """Last training iteration the window covers."""
-    layers: list[dict] = field(default_factory=list)
-    """Per MoE layer (``layer``: 0-based over all layers) whatever the source knows of
-    LAYER_KEYS; empty when only means over the layers are known."""
-    aux_loss: float = math.nan
-    """Load-balancing loss without its coefficient, mean over the MoE layers (1 = balanced)."""
-    z_loss: float = math.nan
-    """Router z-loss without its coefficient, mean over the MoE layers."""
-
-
-def read_routing(run_dir: Path, trainer: str | None) -> Routing | None:
-    """The run's routing: the embedded trainer's last routing record in metrics.jsonl; for
-    Megatron, its MoE losses per layer from TensorBoard (``--moe-per-layer-logging``), else
-    their layer means from TensorBoard or train.log. None without any (dense, simulated: the
-    simulated trainer's log lines carry made-up MoE losses, so only Megatron's are read).
-    Megatron's aux loss is ``load_balancing_loss``, else ``seq_``/``global_load_balancing_loss``
-    (``_aux``); its NaN scalars (a z-loss coefficient of 0) count as not logged."""
-    if trainer == "embedded":
-        return _routing_record(run_dir)
-    if trainer == "megatron":
-        return _routing_tensorboard(run_dir) or _routing_log(run_dir)
-    return None
-
-
-def _routing_record(run_dir: Path) -> Routing | None:
-    found = None
-    for line in _lines(run_dir / METRICS_JSONL):
-        try:
-            rec = json.loads(line)
-            if rec.get("kind") == "routing" and rec["layers"]:
-                found = rec
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-    if found is None:
-        return None
-    layers = [{k: layer[k] for k in ("layer", *LAYER_KEYS) if k in layer}
-              for layer in found["layers"] if isinstance(layer, dict) and "layer" in layer]
-    return Routing(METRICS_JSONL, int(found["iteration"]), layers,
-                   _mean(layer.get("aux_loss") for layer in layers),
-                   _mean(layer.get("z_loss") for layer in layers))
-
-
-def _routing_log(run_dir: Path) -> Routing | None:
-    train = parse_lines(_lines(run_dir / TRAIN_LOG)).train
-    series = {name: [(r["iteration"], r[name]) for r in train if name in r] for name in MOE_LOSSES}
-    if not any(series.values()):
-        return None
-    last = max(it for points in series.values() for it, _ in points)
-    return Routing(TRAIN_LOG, last, [], _window(_aux(series, "{}"), last),
-                   _window(series["z_loss"], last))
-
-
-def _aux(series: dict[str, list], tag: str) -> list:
-    """The load-balancing loss's points: ``load_balancing_loss``'s, else (absent, or dropped as
-    all zeros) the seq_ or global_ variant's (--moe-router-load-balancing-type seq_aux_loss /
-    global_aux_loss); ``tag`` formats each name into its tag."""
-    return next((series[tag.format(name)] for name in MOE_AUX_LOSSES
-                 if series.get(tag.format(name))), [])
-
-
-def _routing_tensorboard(run_dir: Path) -> Routing | None:
-    scalars = _tb_scalars(run_dir, lambda tag: tag in MOE_LOSSES or MOE_LAYER_TAG_RE.match(tag))
-    # Non-finite values: Megatron's 0/0 for a z-loss with coefficient 0 (router.py:505-507,
-    # NaN every iteration) is no measurement, so it is dropped like a loss not logged. All
-    # zeros: a dense layer, or a loss Megatron tracks but does not compute (coefficient 0).
-    scalars = {tag: kept for tag, pts in scalars.items()
-               if (kept := [(s, v) for s, v in pts if math.isfinite(v)])
-               and any(v != 0.0 for _, v in kept)}
-    if not scalars:
-        return None
-    last = max(step for points in scalars.values() for step, _ in points)
-    layers = []
-    for i in sorted({int(m.group(2)) for tag in scalars if (m := MOE_LAYER_TAG_RE.match(tag))}):
-        found = {"aux_loss": _aux(scalars, f"moe/{{}}_layer_{i}"),
-                 "z_loss": scalars.get(f"moe/z_loss_layer_{i}", [])}
-        if layer := {k: _window(pts, last) for k, pts in found.items() if pts}:
-            layers.append({"layer": i, **layer})
-    return Routing("tensorboard", last, layers, _window(_aux(scalars, "{}"), last),
-                   _window(scalars.get("z_loss", []), last))
-
-
-def _tb_scalars(run_dir: Path, wanted) -> dict[str, list[tuple[int, float]]]:
-    """Scalars whose tag ``wanted`` accepts, from every event file (damage ends a file)."""
-    tb_dir = run_dir / TENSORBOARD_DIR
-    if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
-        return {}
-    from tensorboard.backend.event_processing import event_file_loader
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
-        try:
-            for event in event_file_loader.EventFileLoader(str(path)).Load():
-                for value in event.summary.value:
-                    number = _tb_number(value)
-                    if number is not None and wanted(value.tag):
-                        out.setdefault(value.tag, []).append((int(event.step), number))
-        except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
-            continue
-    return out
-
-
-def _window(points: list[tuple[int, float]], last: int) -> float:
-    """Mean of the values logged in the last ROUTING_WINDOW of the iterations (NaN if none)."""
-    start = last * (1.0 - ROUTING_WINDOW)
-    return _mean(v for it, v in points if it > start or it == last)
-
-
-def _mean(values) -> float:
-    kept = [float(v) for v in values if v is not None]
-    return sum(kept) / len(kept) if kept else math.nan
+        summary = json.loads((Path(run_dir) / SUMMARY_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        summary = {}
+    if not isinstance(summary, dict):
+        summary = {}
+    return {col: "" if summary.get(key) is None else summary[key]
+            for col, key in PROVENANCE_COLUMNS.items()}
 
 
 def read_state(run_dir: Path) -> tuple[str, str]:

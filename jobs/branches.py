@@ -1,7 +1,7 @@
 """WSD cooldown branches in jobs/ (``planner.strategy=branches``): when a branch may start.
 
-A branch starts from its trunk's checkpoint at ``branch_step`` (``trainers.artifacts.
-branch_ready`` says whether that checkpoint is complete). Until then it waits: locally a worker
+A branch starts from its trunk's checkpoint at ``branch_step`` (its trainer's
+``branch_ready`` says whether that checkpoint is complete). Until then it waits: locally a worker
 skips it and takes other work (``jobs.task.claim_next``); on SLURM its array depends on its
 trunk's task (``afterok``, ``jobs.launch``). A wait is *live* while the trunk is queued or
 running, *dead* once only a person can end it (the trunk failed, timed out, was cancelled or
@@ -20,7 +20,8 @@ from jobs.sweepdir import read_config
 from sweep.errors import ConfigError
 from sweep.io import run_dir
 from sweep.planrow import PlanRow
-from trainers.artifacts import branch_ready
+from trainers.base import Trainer
+from trainers.registry import trainer_for
 
 QUEUED, RUNNING = "queued", "running"
 """How a live trunk is named in a wait (``flame status``): waiting for the scheduler, training."""
@@ -72,14 +73,14 @@ def has_branches(rows: Iterable[PlanRow]) -> bool:
     return any(row.role == "branch" for row in rows)
 
 
-def trainer_name(sweep_dir: Path) -> str:
+def sweep_trainer(sweep_dir: Path) -> Trainer:
     """The sweep's trainer (config.yaml): where its trunks keep their checkpoints."""
-    return str(read_config(sweep_dir)["trainer"]["name"])
+    return trainer_for(read_config(sweep_dir)["trainer"])
 
 
-def ready(sweep_dir: Path, row: PlanRow, trainer: str) -> bool:
+def ready(sweep_dir: Path, row: PlanRow, trainer: Trainer) -> bool:
     """Whether the branch ``row`` may start: its trunk's checkpoint at its step is complete."""
-    return branch_ready(run_dir(sweep_dir, row.parent), row.branch_step, trainer)
+    return trainer.branch_ready(run_dir(sweep_dir, row.parent), row.branch_step)
 
 
 def trunk_word(rec: dict[str, Any] | None, corrupt: bool = False) -> str:
@@ -91,12 +92,12 @@ def trunk_word(rec: dict[str, Any] | None, corrupt: bool = False) -> str:
 
 
 def waits(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[str, Any]],
-          corrupt: Iterable[str] = (), trainer: str | None = None) -> dict[str, Wait]:
+          corrupt: Iterable[str] = (), trainer: Trainer | None = None) -> dict[str, Wait]:
     """Branch run_id -> ``Wait``, for every branch not started yet (planned or queued) whose
     trunk's checkpoint is not there. Reads config.yaml only if the plan has branches."""
     if not has_branches(rows):
         return {}
-    trainer, corrupt = trainer or trainer_name(sweep_dir), frozenset(corrupt)
+    trainer, corrupt = trainer or sweep_trainer(sweep_dir), frozenset(corrupt)
     out = {}
     for row in rows:
         if row.role != "branch" or row.run_id in corrupt:
@@ -144,7 +145,7 @@ def resubmit_set(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[s
     ConfigError when named (nothing is reset yet), left out with a note under ``--failed``."""
     if not has_branches(rows):
         return Resubmit(list(chosen), [], [])
-    trainer, picked = trainer_name(sweep_dir), set(chosen)
+    trainer, picked = sweep_trainer(sweep_dir), set(chosen)
     by_id = {row.run_id: row for row in rows}
     kept, notes = [], []
     for run_id in chosen:
@@ -167,7 +168,7 @@ def resubmit_set(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[s
 
 
 def _comes_along(sweep_dir: Path, row: PlanRow, records: dict[str, dict[str, Any]],
-                 trainer: str) -> bool:
+                 trainer: Trainer) -> bool:
     """A branch resubmitted with its trunk: not started for want of its checkpoint (queued),
     cancelled with its trunk, or failed because the trunk had no checkpoint."""
     rec = records.get(row.run_id) or {}

@@ -36,6 +36,7 @@ from jobs.task import LocalWorker, RunTask, claim_lock, live_workers
 from sweep.errors import ConfigError
 from sweep.io import atomic_write_text, run_dir
 from sweep.planrow import PlanRow
+from trainers.registry import trainer_for
 
 LAUNCH_LOCK = "launch.lock"
 LAUNCHES_DIR = "launches"
@@ -167,7 +168,7 @@ def hold_dead_branches(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
         return todo, {}
     wanted = set(todo)
     found = waits(sweep_dir, [r for r in rows if r.run_id in wanted], states, corrupt,
-                  config["trainer"]["name"])
+                  trainer_for(config["trainer"]))
     dead = {rid: w for rid, w in found.items() if not w.live and w.trunk not in wanted}
     return [rid for rid in todo if rid not in dead], dead
 
@@ -412,15 +413,12 @@ def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str
 
 def write_launch_scripts(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
                          config: dict | None = None) -> list[Path]:
-    """Megatron runs: each run's ``runs/<run_id>/launch.sh``, readable and runnable by hand."""
+    """The files the trainer writes before a run is submitted (``Trainer.launch_files``: e.g.
+    Megatron's ``runs/<run_id>/launch.sh``, readable and runnable by hand)."""
     config = config or read_config(sweep_dir)
-    if config["trainer"]["name"] != "megatron":
-        return []
-    from trainers.megatron import write_launch
-
-    wanted = set(todo)
-    return [write_launch(row, config, run_dir(sweep_dir, row.run_id))
-            for row in rows if row.run_id in wanted]
+    trainer, wanted = trainer_for(config["trainer"]), set(todo)
+    return [path for row in rows if row.run_id in wanted
+            for path in trainer.launch_files(row, config, run_dir(sweep_dir, row.run_id))]
 
 
 def write_dry_run(sweep_dir: Path, settings: ClusterSettings, rows: list[PlanRow],

@@ -18,6 +18,7 @@ from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML, atomic_write_text
 from sweep.planrow import PlanRow
 from sweep.schema import changes_result
+from trainers.registry import trainer_for
 from trainers.settings import trainer_config
 
 
@@ -79,16 +80,8 @@ def write_trainer(sweep_dir: Path, config: Mapping[str, Any]) -> None:
 
 def check_runs(rows: list[PlanRow], config: Mapping[str, Any], todo: list[str],
                settings: ClusterSettings, dry_run: bool) -> tuple[ClusterSettings, list[str]]:
-    """The job shape for the planned trainer, every Megatron run's flags rendered once (data
-    path, checkout, expert parallelism, batch divisibility); returns the shape and notes."""
+    """The job shape for the planned trainer and its own checks (``Trainer.preflight``: e.g.
+    every Megatron run's flags rendered once); returns the shape and notes."""
     settings = settings.with_trainer(config.get("trainer") or {})
-    if (config.get("trainer") or {}).get("name") != "megatron":
-        return settings, []
-    from trainers.megatron import argv_of, megatron_config
-
-    note = megatron_config(config).check_checkout(required=not dry_run)
-    wanted = set(todo)
-    for row in rows:
-        if row.run_id in wanted:
-            argv_of(row, config, Path("/nonexistent/run"))  # raises a ConfigError on bad input
-    return settings, [note] if note else []
+    trainer = trainer_for(config.get("trainer") or {})
+    return settings, trainer.preflight(rows, config, todo, dry_run)

@@ -11,6 +11,7 @@ from omegaconf import MISSING, DictConfig
 
 from sweep.errors import ConfigError
 from sweep.schema import to_typed
+from trainers.registry import trainer_for
 from trainers.settings import trainer_config
 
 EXECUTORS = ("local", "slurm")
@@ -96,10 +97,10 @@ class ClusterSettings:
         """The job shape the planned trainer needs. trainer=megatron runs one launcher per node
         on trainer.nodes x trainer.gpus_per_node, so the job's nodes and GPUs per node come from
         the trainer; cluster.nodes / cluster.gpus_per_node may stay unset (1 / 0) or agree."""
-        megatron = trainer_config(trainer) if (trainer or {}).get("name") == "megatron" else None
-        if megatron is None:
+        shape = trainer_for(trainer).job_shape(trainer_config(trainer)) if trainer else None
+        if shape is None:
             return self
-        nodes, gpus = megatron.nodes, megatron.gpus_per_node
+        nodes, gpus = shape.nodes, shape.gpus_per_node
         if self.gpus_per_node not in (0, gpus):
             raise ConfigError(f"cluster.gpus_per_node={self.gpus_per_node} disagrees with "
                               f"trainer.gpus_per_node={gpus} (the ranks per node); set both to "

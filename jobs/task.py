@@ -27,7 +27,7 @@ from jobs.branches import (
     Wait,
     has_branches,
     ready,
-    trainer_name,
+    sweep_trainer,
     trunk_word,
     waits,
 )
@@ -85,10 +85,11 @@ def _global_rank() -> int:
 def run_other_node(sweep_dir: Path, run_id: str) -> None:
     """Node k > 0 of a multi-node run: run that node's launcher and end with its outcome (a
     nonzero exit raises, so sacct shows the task FAILED); task 0 records the run."""
-    from trainers.megatron import run_node
+    from trainers.registry import trainer_for
 
-    row = next(r for r in plan_rows(sweep_dir) if r.run_id == run_id)
-    run_node(row, read_config(sweep_dir), run_dir(sweep_dir, run_id))
+    row, config = next(r for r in plan_rows(sweep_dir) if r.run_id == run_id), read_config(
+        sweep_dir)
+    trainer_for(config["trainer"]).run_node(row, config, run_dir(sweep_dir, run_id))
 
 
 class RunTask(submitit.helpers.Checkpointable):
@@ -138,7 +139,7 @@ def branch_may_start(sweep_dir: Path, run_id: str) -> bool:
     without the checkpoint (e.g. it ran out of attempts): the branch is then marked failed,
     naming the trunk, instead of training from nothing."""
     row = next((r for r in plan_rows(sweep_dir) if r.run_id == run_id), None)
-    if row is None or row.role != "branch" or ready(sweep_dir, row, trainer_name(sweep_dir)):
+    if row is None or row.role != "branch" or ready(sweep_dir, row, sweep_trainer(sweep_dir)):
         return True
     trunk = ledger.read(sweep_dir, row.parent)
     ledger.transition(sweep_dir, run_id, ledger.FAILED, job_id=_job_id(), error_tail=(

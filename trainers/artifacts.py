@@ -11,39 +11,26 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from sweep.io import CHECKPOINTS_DIR, METRICS_JSONL, TRAIN_LOG
+from sweep.io import METRICS_JSONL, TRAIN_LOG
 from trainers.logformat import train_line, validation_lines
 
-# What a trunk keeps for its branches, per trainer (issue 14's contract): one file or directory
-# per branch step, never deleted by the trunk. Megatron names its own iteration directories and
-# writes its tracker file after a save is complete (core_v0.16.1 checkpointing.py:720-723).
-BRANCH_CHECKPOINTS = {"embedded": "iter_{step:07d}.pt", "simulated": "iter_{step:07d}.json",
-                      "megatron": "iter_{step:07d}"}
-MEGATRON_TRACKER = "latest_checkpointed_iteration.txt"
+
+def branch_checkpoint(run_dir: Path, step: int, trainer: Any) -> Path:
+    """Where the trunk in ``run_dir`` keeps its checkpoint at ``step`` for its branches, for
+    ``trainer`` (a name, a trainer config or a Trainer: ``Trainer.branch_checkpoint``)."""
+    from trainers.registry import trainer_for
+
+    return trainer_for(trainer).branch_checkpoint(run_dir, step)
 
 
-def branch_checkpoint(run_dir: Path, step: int, trainer_name: str) -> Path:
-    """Where the trunk in ``run_dir`` keeps its checkpoint at ``step`` for its branches."""
-    if trainer_name not in BRANCH_CHECKPOINTS:
-        raise ValueError(f"trainer {trainer_name!r} keeps no branch checkpoints; use one of "
-                         f"{sorted(BRANCH_CHECKPOINTS)}")
-    return Path(run_dir) / CHECKPOINTS_DIR / BRANCH_CHECKPOINTS[trainer_name].format(step=step)
+def branch_ready(parent_run_dir: Path, step: int, trainer: Any) -> bool:
+    """Whether a branch at ``step`` may start: its trunk's checkpoint there is complete
+    (``Trainer.branch_ready``)."""
+    from trainers.registry import trainer_for
 
-
-def branch_ready(parent_run_dir: Path, step: int, trainer_name: str) -> bool:
-    """Whether a branch at ``step`` may start: its trunk's checkpoint there is complete (the
-    embedded and simulated files appear whole, by rename; a Megatron directory counts once
-    Megatron's tracker, written after the save, has reached ``step``)."""
-    path = branch_checkpoint(parent_run_dir, step, trainer_name)
-    if trainer_name != "megatron":
-        return path.is_file()
-    tracker = path.parent / MEGATRON_TRACKER
-    try:
-        reached = int(tracker.read_text().strip())
-    except (OSError, ValueError):  # no save yet, or "release"
-        return False
-    return path.is_dir() and reached >= step
+    return trainer_for(trainer).branch_ready(parent_run_dir, step)
 
 
 def parent_run_dir(run_dir: Path, parent: str) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sweep.errors import ConfigError
 from sweep.planrow import PlanRow
+from trainers.base import check_decays
 from trainers.settings import DECAY_STYLES, Recipe
 
 # Megatron-LM flags that would replace the schedule a trunk or a branch needs (its WSD, its
@@ -125,10 +126,7 @@ def check_branchable(recipe: Recipe, trainer: Any) -> None:
     """A ConfigError unless the study's schedule is warmup-stable-decay, which is what lets a
     branch continue its trunk's stable phase: a decay that lowers the learning rate, and no
     Megatron flag in ``trainer.extra_args`` that replaces the WSD or its lengths."""
-    if recipe.min_lr >= recipe.lr:
-        raise ConfigError(f"training.min_lr={recipe.min_lr} is not below training.lr="
-                          f"{recipe.lr}: a branch's cooldown would not decay; set min_lr "
-                          "below lr (e.g. lr/10) or use planner.strategy=independent")
+    check_decays(recipe)
     words = [w for arg in getattr(trainer, "extra_args", None) or [] for w in shlex.split(arg)]
     for i, word in enumerate(words):
         flag, _, value = word.partition("=")

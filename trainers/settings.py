@@ -8,6 +8,7 @@ CLI and the planner import it for free.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from sweep.errors import ConfigError
 from sweep.law import Law
 from sweep.schema import operational, result, to_typed
+from trainers.registry import BUILTIN_CONFIGS, trainer_for
 
 DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 
@@ -142,6 +144,11 @@ class EmbeddedConfig:
     every evaluation."""
     echo: bool = operational(False)
     """Also print train.log lines to the job's stdout."""
+    numerics_version: int = result(1, since=2)
+    """The version of the trainer's numbers the run was planned with (its ``Trainer.
+    numerics_version``; docs/numerics.md). Hashed only when not 1, so the ids planned before
+    it existed stay; a deliberate change of the trainer's losses sets the new version in
+    conf/trainer/<name>.yaml (never here), which gives every run a new run_id."""
 
     def __post_init__(self) -> None:
         for key in ("eval_iters", "eval_batch_size", "eval_interval", "log_interval",
@@ -169,6 +176,11 @@ class SimulatedConfig:
     """Training lines per run."""
     eval_points: int = operational(5)
     """Evaluations per run, the final one included."""
+    numerics_version: int = result(1, since=2)
+    """The version of the trainer's numbers the run was planned with (its ``Trainer.
+    numerics_version``; docs/numerics.md). Hashed only when not 1, so the ids planned before
+    it existed stay; a deliberate change of the trainer's losses sets the new version in
+    conf/trainer/<name>.yaml (never here), which gives every run a new run_id."""
 
     def __post_init__(self) -> None:
         if self.noise < 0 or self.seconds_per_run < 0:
@@ -239,6 +251,11 @@ class MegatronConfig:
     divisor of its branch steps (Megatron has one --save-interval, and keeps every checkpoint)
     when that is at most this many checkpoints; beyond it, its launches stop at each branch
     step instead (--exit-interval, one restart per step; trainers/megatron.py trunk_stops)."""
+    numerics_version: int = result(1, since=2)
+    """The version of the trainer's numbers the run was planned with (its ``Trainer.
+    numerics_version``; docs/numerics.md). Hashed only when not 1, so the ids planned before
+    it existed stay; a deliberate change of the trainer's losses sets the new version in
+    conf/trainer/<name>.yaml (never here), which gives every run a new run_id."""
 
     def __post_init__(self) -> None:
         if isinstance(self.data_path, str):
@@ -291,20 +308,19 @@ class MegatronConfig:
         return None
 
 
-TRAINER_CONFIGS: dict[str, type] = {"embedded": EmbeddedConfig, "simulated": SimulatedConfig,
-                                    "megatron": MegatronConfig}
+TRAINER_CONFIGS = BUILTIN_CONFIGS
+"""The built-in trainers' config dataclasses by name (the registry's; conf.schema registers
+them as the ``schema/trainer`` group's options)."""
 
 
 def trainer_config(trainer: Mapping[str, Any] | Any) -> Any:
-    """The ``trainer`` mapping of a (stored) config as its trainer's dataclass."""
-    if isinstance(trainer, tuple(TRAINER_CONFIGS.values())):
+    """The ``trainer`` mapping of a (stored) config as its trainer's dataclass (a built-in's or
+    a plugin's, ``trainers.registry``); a typed config is returned as it is."""
+    if dataclasses.is_dataclass(trainer) and not isinstance(trainer, type):
         return trainer
-    name = (trainer or {}).get("name")
-    if name not in TRAINER_CONFIGS:
-        raise ConfigError(f"trainer.name={name!r}: use one of {', '.join(TRAINER_CONFIGS)} "
-                          "(e.g. trainer=simulated)")
+    cls = trainer_for(trainer).config
     values = {k: v for k, v in dict(trainer).items() if k != "operational_keys"}  # format 1
-    return to_typed(TRAINER_CONFIGS[name], values, "trainer")
+    return to_typed(cls, values, "trainer")
 
 
 __all__ = ["Recipe", "DataConfig", "EmbeddedConfig", "SimulatedConfig", "MegatronConfig",

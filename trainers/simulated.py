@@ -27,19 +27,37 @@ import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sweep.errors import ConfigError
 from sweep.io import CHECKPOINTS_DIR, atomic_write_text
 from sweep.planrow import PlanRow
-from trainers.artifacts import RunLog, branch_checkpoint, parent_run_dir
+from trainers.artifacts import RunLog, parent_run_dir
+from trainers.base import BaseTrainer
 from trainers.schedule import WSD
-from trainers.settings import Recipe, trainer_config
+from trainers.settings import Recipe, SimulatedConfig, trainer_config
 from trainers.signals import DeferredSignals
 
 CHECKPOINT_FILE = "simulated.json"
 STABLE_EXCESS = 0.03
 """Relative loss excess at the stable learning rate over the cooled-down law (see above)."""
+
+
+class SimulatedTrainer(BaseTrainer):
+    """Losses from a law plus noise, no model (this module's ``train``); its log lines carry
+    made-up MoE losses, so it reports no routing."""
+
+    name: ClassVar[str] = "simulated"
+    config: ClassVar[type] = SimulatedConfig
+    numerics_version: ClassVar[int] = 1
+    branch_file: ClassVar[str | None] = "iter_{step:07d}.json"
+
+    def train(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
+              signals: DeferredSignals) -> dict[str, Any]:
+        return train(row, cfg, run_dir, signals)
+
+
+TRAINER = SimulatedTrainer()
 
 
 def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
@@ -86,7 +104,7 @@ def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
             log.eval(iteration=it, consumed_tokens=d, val_loss=val, final=it == iters)
             _save(ckpt, it, log, val)
         if it in spec.save_steps:  # a trunk's branch step: kept for its branch
-            _save(branch_checkpoint(run_dir, it, "simulated"), it, log, val)
+            _save(TRAINER.branch_checkpoint(run_dir, it), it, log, val)
         if signals.pending is not None and it < iters:
             _save(ckpt, it, log, val)
             signals.deliver(it)
@@ -104,7 +122,7 @@ def _excess(schedule: WSD, it: int, spec: PlanRow) -> float:
 
 def _branch_start(spec: PlanRow, run_dir: Path, log: RunLog) -> int:
     """A branch's first start: its trunk's checkpoint at branch_step (its logs start afresh)."""
-    path = branch_checkpoint(parent_run_dir(run_dir, spec.parent), spec.branch_step, "simulated")
+    path = TRAINER.branch_checkpoint(parent_run_dir(run_dir, spec.parent), spec.branch_step)
     if not path.is_file():
         raise RuntimeError(f"branch {spec.run_id}: its trunk {spec.parent} has no checkpoint at "
                            f"iteration {spec.branch_step} ({path}); run the trunk first")

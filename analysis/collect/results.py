@@ -38,19 +38,20 @@ from analysis.collect.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer
 from analysis.config import read_config
 from analysis.settings import FitSettings
 from analysis.sources import (
+    PROVENANCE_COLUMNS,
     Evidence,
+    evidence_readers,
     finite,
-    read_metrics,
+    read_provenance,
     read_routing,
     read_state,
-    read_tensorboard,
     read_throughput,
-    read_train_log,
 )
 from sweep.config import history_plans
 from sweep.errors import ConfigError
 from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
-from trainers.settings import MegatronConfig, trainer_config
+from trainers.registry import trainer_for
+from trainers.settings import trainer_config
 
 # plan.csv's branch columns (sweep/planrow.py), with an independent run's values: results.csv
 # carries them whatever the plan's age (role=trunk rows are listed, never fitted: data.py).
@@ -133,6 +134,9 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     for col in RESULT_COLUMNS:
         results[col] = [getattr(r, col) for r in rows]
     _add_routing(sweep_dir, results, settings, trainer)
+    provenance = [read_provenance(run_dir(sweep_dir, rid)) for rid in results["run_id"]]
+    for col in PROVENANCE_COLUMNS:  # what each run's numbers came from (summary.json)
+        results[col] = [p[col] for p in provenance]
     atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
     return results
 
@@ -140,7 +144,7 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
 def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
                  trainer: Any) -> None:
     """The ``routing_*`` columns of every row; routing.csv when any run reports routing."""
-    trainer = getattr(trainer, "name", None)  # None without config.yaml: nothing is read
+    # the trainer's config; None without config.yaml: nothing is read
     columns, layers = [], []
     for run_id in results["run_id"]:
         routing = read_routing(run_dir(sweep_dir, run_id), trainer)
@@ -154,10 +158,12 @@ def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
 
 def _megatron_shape(trainer: Any, peak: float | None) -> tuple[int | None, float | None]:
     """(GPUs per run, device peak FLOP/s: config.yaml's cluster.device_peak_flops) when the
-    trainer is Megatron (the only trainer that reports its own throughput); else (None, None)."""
-    if not isinstance(trainer, MegatronConfig):
+    trainer decides its job shape (Megatron: the only built-in that reports its own
+    throughput); else (None, None)."""
+    shape = trainer_for(trainer).job_shape(trainer) if trainer is not None else None
+    if shape is None:
         return None, None
-    return trainer.nodes * trainer.gpus_per_node, peak
+    return shape.nodes * shape.gpus_per_node, peak
 
 
 def _with_cost(result: RunResult, path: Path, gpus: int | None,
@@ -215,9 +221,7 @@ def collect_run(path: Path, row: dict, diverge_rise: float = 0.1) -> RunResult:
     planned_iters = _int(row.get("train_iters"))
     seq, batch = _int(row.get("seq_length")), _int(row.get("global_batch_size"))
     evidence, chosen = [], None
-    readers = (lambda: read_metrics(path), lambda: read_train_log(path, seq),
-               lambda: read_tensorboard(path, planned_iters))
-    for read in readers:
+    for read in evidence_readers(path, planned_iters, seq):
         ev = read()
         if ev is None:
             continue

@@ -4,6 +4,7 @@ jobs use; issue 14)."""
 import pytest
 
 from trainers.artifacts import branch_checkpoint, branch_ready
+from trainers.base import BaseTrainer
 
 
 def test_paths_per_trainer(tmp_path):
@@ -11,8 +12,10 @@ def test_paths_per_trainer(tmp_path):
         "iter_0000830.pt"
     assert branch_checkpoint(tmp_path, 830, "simulated").name == "iter_0000830.json"
     assert branch_checkpoint(tmp_path, 830, "megatron").name == "iter_0000830"
-    with pytest.raises(ValueError, match="keeps no branch checkpoints"):
+    with pytest.raises(ValueError, match="no such trainer"):
         branch_checkpoint(tmp_path, 1, "other")
+    with pytest.raises(ValueError, match="keeps no branch checkpoints"):
+        BaseTrainer().branch_checkpoint(tmp_path, 1)  # a trainer without branches
 
 
 def test_megatron_is_ready_once_its_tracker_has_reached_the_step(tmp_path):

@@ -1,0 +1,138 @@
+"""The Megatron-LM trainer as a ``Trainer``: launch.sh (``trainers.megatron``), its job shape
+and launch checks, its checkpoint directories and tracker, and its own log's routing and speed.
+
+A run records the Megatron-LM commit it ran (``git -C <megatron_path> rev-parse HEAD`` when it
+starts) in its summary, and a launch or a run whose checkout is not at the commit flame's
+recipe was checked against (core_v0.16.1, ``trainers/data/``'s argument spec) says so: the
+same flags may mean other things at another commit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sweep.io import CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG
+from sweep.planrow import PlanRow
+from trainers import megatron
+from trainers.base import BaseTrainer, JobShape
+from trainers.logformat import parse_lines
+from trainers.megatron_readers import read_routing
+from trainers.readers import Routing, Throughput, lines, read_throughput
+from trainers.settings import MegatronConfig, trainer_config
+from trainers.signals import DeferredSignals
+
+
+@cache
+def checked_commit() -> str:
+    """The Megatron-LM commit flame's recipe and flags were checked against (the recorded
+    argument spec's source: core_v0.16.1)."""
+    from trainers.megatron_argspec import load
+
+    return str(load()["source"]["commit"])
+
+
+def checkout_commit(megatron_path: str | Path) -> str | None:
+    """The commit a Megatron-LM checkout is at (``git rev-parse HEAD``); None when it is not a
+    git checkout (or git is missing)."""
+    try:
+        done = subprocess.run(["git", "-C", str(Path(megatron_path).expanduser()), "rev-parse",
+                               "HEAD"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def commit_warning(megatron_path: str | Path, commit: str | None) -> str | None:
+    """A line when ``commit`` is known and not ``checked_commit()``; None otherwise."""
+    if commit is None or commit == checked_commit():
+        return None
+    return (f"trainer.megatron_path={megatron_path}: Megatron-LM is at commit {commit[:12]}, "
+            f"not {checked_commit()[:12]} (core_v0.16.1) that flame's flags and recipe were "
+            "checked against; a flag may mean something else there (git -C <checkout> "
+            "checkout core_v0.16.1)")
+
+
+class MegatronTrainer(BaseTrainer):
+    """Megatron-LM's ``pretrain_gpt.py`` on GPU nodes, one launcher per node."""
+
+    name: ClassVar[str] = "megatron"
+    config: ClassVar[type] = MegatronConfig
+    numerics_version: ClassVar[int] = 1
+    """Megatron's numbers are Megatron-LM's: the commit a run ran is its summary's
+    ``megatron_commit``; this version counts flame's own changes to what it asks of it."""
+    artefacts: ClassVar[tuple[str, ...]] = (TRAIN_LOG, METRICS_JSONL, megatron.LAUNCH_SH,
+                                            TENSORBOARD_DIR)
+    branch_file: ClassVar[str | None] = "iter_{step:07d}"
+
+    def train(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
+              signals: DeferredSignals) -> dict[str, Any]:
+        path = trainer_config(cfg["trainer"]).megatron_path
+        commit = checkout_commit(path)
+        warning = commit_warning(path, commit)
+        if warning:
+            print(f"flame: {warning}", file=sys.stderr, flush=True)
+        summary = megatron.train(row, cfg, run_dir, signals)
+        return {**summary, "megatron_commit": commit,
+                **({"warnings": [warning]} if warning else {})}
+
+    def check_branchable(self, recipe: Any, trainer_cfg: Any) -> None:
+        """A decaying WSD, and no flag in ``trainer.extra_args`` that replaces it."""
+        from trainers.schedule import check_branchable
+
+        check_branchable(recipe, trainer_cfg)
+
+    def run_node(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
+        megatron.run_node(row, cfg, run_dir)
+
+    def completed(self, run_dir: Path, train_iters: int) -> bool:
+        """Megatron's own evidence: the final validation, the tracker, the last line."""
+        parsed = parse_lines(lines(Path(run_dir) / TRAIN_LOG))
+        return megatron.reached(parsed, Path(run_dir)) >= train_iters
+
+    def job_shape(self, trainer_cfg: Any) -> JobShape:
+        """trainer.nodes x trainer.gpus_per_node (one launcher per node)."""
+        m = trainer_config(trainer_cfg)
+        return JobShape(m.nodes, m.gpus_per_node)
+
+    def preflight(self, rows: list[PlanRow], config: Mapping[str, Any], todo: list[str],
+                  dry_run: bool) -> list[str]:
+        """Every run's flags rendered once (data path, checkout, expert parallelism, batch
+        divisibility), the checkout's pretrain_gpt.py and its commit."""
+        m = megatron.megatron_config(config)
+        notes = [note] if (note := m.check_checkout(required=not dry_run)) else []
+        if Path(m.megatron_path).expanduser().is_dir():
+            notes += [w] if (w := commit_warning(m.megatron_path,
+                                                 checkout_commit(m.megatron_path))) else []
+        wanted = set(todo)
+        for row in rows:
+            if row.run_id in wanted:
+                megatron.argv_of(row, config, Path("/nonexistent/run"))  # ConfigError if bad
+        return notes
+
+    def launch_files(self, row: PlanRow, config: Mapping[str, Any], run_dir: Path) -> list[Path]:
+        """``runs/<run_id>/launch.sh``, readable and runnable by hand."""
+        return [megatron.write_launch(row, config, run_dir)]
+
+    def branch_ready(self, run_dir: Path, step: int) -> bool:
+        """Megatron writes its tracker after a save is complete (core_v0.16.1
+        checkpointing.py:720-723): the directory counts once the tracker has reached ``step``."""
+        path = self.branch_checkpoint(run_dir, step)
+        try:
+            reached = int((Path(run_dir) / CHECKPOINTS_DIR / megatron.TRACKER).read_text()
+                          .strip())
+        except (OSError, ValueError):  # no save yet, or "release"
+            return False
+        return path.is_dir() and reached >= step
+
+    def routing(self, run_dir: Path) -> Routing | None:
+        """Its MoE losses (TensorBoard per layer, else layer means; train.log)."""
+        return read_routing(Path(run_dir))
+
+    def throughput(self, run_dir: Path) -> Throughput | None:
+        """Its own ``elapsed time per iteration`` and ``throughput per GPU`` lines."""
+        return read_throughput(Path(run_dir))

@@ -1,0 +1,248 @@
+"""Readers of one run's artefacts as every trainer writes them (metrics.jsonl, train.log in
+Megatron's format, TensorBoard events): the loss evidence, throughput and routing that
+``flame collect`` reads through each trainer (``trainers.base.Trainer``).
+
+Each reader returns what it could read and never raises on a truncated or corrupt file: a
+half-written last line, binary garbage or a damaged event record only shortens what it sees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweep.io import METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG
+from trainers.logformat import parse_lines
+
+TB_TRAIN_TAG = "lm loss"
+TB_VAL_TAG = "lm loss validation"
+
+
+@dataclass
+class Evidence:
+    """What one source says about a run's progress and losses."""
+
+    source: str
+    """metrics.jsonl | train.log | tensorboard."""
+    evals: list[tuple[int, float, bool]] = field(default_factory=list)
+    """(iteration, validation loss, final) in file order."""
+    train_losses: list[tuple[int, float]] = field(default_factory=list)
+    """(iteration, training loss) in file order."""
+    tokens: float | None = None
+    """Largest consumed-token count the source reports."""
+    train_iters: int | None = None
+    """Planned iterations, when the source states them (Megatron's ``N/M``)."""
+
+    @property
+    def last_iteration(self) -> int:
+        its = [e[0] for e in self.evals] + [t[0] for t in self.train_losses]
+        return max(its, default=0)
+
+    @property
+    def has_final(self) -> bool:
+        return any(final for _, _, final in self.evals)
+
+
+def lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def read_metrics(run_dir: Path) -> Evidence | None:
+    """metrics.jsonl, skipping lines that are not complete JSON objects."""
+    path = run_dir / METRICS_JSONL
+    if not path.is_file():
+        return None
+    ev = Evidence(METRICS_JSONL)
+    for line in lines(path):
+        try:
+            rec = json.loads(line)
+            it = int(rec["iteration"])
+            if rec.get("kind") == "eval":
+                ev.evals.append((it, float(rec["val_loss"]), bool(rec.get("final", False))))
+            elif rec.get("kind") == "train":
+                ev.train_losses.append((it, float(rec["train_loss"])))
+            tokens = rec.get("consumed_tokens")
+            if tokens is not None:
+                ev.tokens = max(ev.tokens or 0.0, float(tokens))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # a truncated or foreign line
+    return ev
+
+
+def read_train_log(run_dir: Path, seq_length: int | None) -> Evidence | None:
+    """train.log through the shared Megatron parser (trainers.logformat)."""
+    path = run_dir / TRAIN_LOG
+    if not path.is_file():
+        return None
+    parsed = parse_lines(lines(path))
+    ev = Evidence(TRAIN_LOG)
+    ev.evals = [(r["iteration"], r["lm loss value"], r["final"]) for r in parsed.validation]
+    ev.train_losses = [(r["iteration"], r["lm loss"]) for r in parsed.train if "lm loss" in r]
+    if parsed.train:
+        ev.train_iters = parsed.train[-1]["train_iters"]
+        samples = max((r.get("consumed samples", 0.0) for r in parsed.train), default=0.0)
+        if samples and seq_length:
+            ev.tokens = samples * seq_length
+    return ev
+
+
+THROUGHPUT = "throughput per GPU (TFLOP/s/GPU)"  # core_v0.16.1 training.py:2043-2044
+STEP_MS = "elapsed time per iteration (ms)"  # training.py:2039-2041
+
+
+@dataclass
+class Throughput:
+    """What Megatron's training lines say about speed: each line averages the iterations since
+    the previous line of the same process (``--log-interval``; 1 for a process's first)."""
+
+    iterations: int = 0
+    """Iterations the lines cover."""
+    step_seconds: float = 0.0
+    """Sum of the iterations' wall time (excludes start-up, evaluation and checkpoint I/O)."""
+    tflop: float = 0.0
+    """Sum of TFLOP/s/GPU x seconds over those iterations (for the time-weighted mean)."""
+
+    @property
+    def tflops_per_gpu(self) -> float | None:
+        return self.tflop / self.step_seconds if self.step_seconds and self.tflop else None
+
+
+def read_throughput(run_dir: Path) -> Throughput:
+    """Megatron's own ``elapsed time per iteration`` and ``throughput per GPU`` from train.log.
+    A line at or below the previous line's iteration starts a new process (a resume): it
+    covers one iteration, as Megatron's first line after a start does (training.py:2008)."""
+    out, previous = Throughput(), None
+    for rec in parse_lines(lines(run_dir / TRAIN_LOG)).train:
+        ms, it = rec.get(STEP_MS), rec["iteration"]
+        count = it - previous if previous is not None and it > previous else 1
+        previous = it
+        if ms is None:
+            continue
+        seconds = ms / 1000.0 * count
+        out.iterations += count
+        out.step_seconds += seconds
+        out.tflop += (rec.get(THROUGHPUT) or 0.0) * seconds
+    return out
+
+
+def read_tensorboard(run_dir: Path, train_iters: int | None) -> Evidence | None:
+    """Scalars ``lm loss`` / ``lm loss validation`` of the run's TensorBoard event files.
+
+    Read with tensorboard's own event reader; a damaged file yields what precedes the damage.
+    Megatron marks no evaluation as final, so the one at ``train_iters`` counts as final.
+    """
+    tb_dir = run_dir / TENSORBOARD_DIR
+    if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
+        return None
+    from tensorboard.backend.event_processing import event_file_loader
+
+    ev = Evidence("tensorboard")
+    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
+        try:
+            for event in event_file_loader.EventFileLoader(str(path)).Load():
+                for value in event.summary.value:
+                    _tb_value(ev, event.step, value, train_iters)
+        except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
+            continue
+    ev.evals.sort(key=lambda e: e[0])
+    ev.train_losses.sort(key=lambda t: t[0])
+    return ev
+
+
+def _tb_number(value) -> float | None:
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    if value.HasField("tensor") and value.tensor.float_val:
+        return float(value.tensor.float_val[0])
+    return None
+
+
+def _tb_value(ev: Evidence, step: int, value, train_iters: int | None) -> None:
+    number = _tb_number(value)
+    if number is None:
+        return
+    if value.tag == TB_VAL_TAG:
+        ev.evals.append((int(step), number, train_iters is not None and step >= train_iters))
+    elif value.tag == TB_TRAIN_TAG:
+        ev.train_losses.append((int(step), number))
+
+
+# Megatron's MoE losses are read over the last quarter of the run's iterations (the embedded
+# trainer's default window: its routing record covers the steps since the previous of its
+# four evaluations).
+ROUTING_WINDOW = 0.25
+LAYER_KEYS = ("expert_fraction", "load_max_mean", "step_load_max_mean", "entropy",
+              "aux_loss", "z_loss")
+
+
+@dataclass
+class Routing:
+    """What a run's artefacts say about its routing over the last window of training."""
+
+    source: str
+    """metrics.jsonl (the embedded trainer's routing records) | train.log | tensorboard."""
+    iteration: int
+    """Last training iteration the window covers."""
+    layers: list[dict] = field(default_factory=list)
+    """Per MoE layer (``layer``: 0-based over all layers) whatever the source knows of
+    LAYER_KEYS; empty when only means over the layers are known."""
+    aux_loss: float = math.nan
+    """Load-balancing loss without its coefficient, mean over the MoE layers (1 = balanced)."""
+    z_loss: float = math.nan
+    """Router z-loss without its coefficient, mean over the MoE layers."""
+
+
+def read_routing_record(run_dir: Path) -> Routing | None:
+    """The last routing record of metrics.jsonl (``RunLog.routing``: per MoE layer over the
+    steps since the previous evaluation); None without one."""
+    found = None
+    for line in lines(run_dir / METRICS_JSONL):
+        try:
+            rec = json.loads(line)
+            if rec.get("kind") == "routing" and rec["layers"]:
+                found = rec
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    if found is None:
+        return None
+    layers = [{k: layer[k] for k in ("layer", *LAYER_KEYS) if k in layer}
+              for layer in found["layers"] if isinstance(layer, dict) and "layer" in layer]
+    return Routing(METRICS_JSONL, int(found["iteration"]), layers,
+                   mean(layer.get("aux_loss") for layer in layers),
+                   mean(layer.get("z_loss") for layer in layers))
+
+
+def tb_scalars(run_dir: Path, wanted) -> dict[str, list[tuple[int, float]]]:
+    """Scalars whose tag ``wanted`` accepts, from every event file (damage ends a file)."""
+    tb_dir = run_dir / TENSORBOARD_DIR
+    if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
+        return {}
+    from tensorboard.backend.event_processing import event_file_loader
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
+        try:
+            for event in event_file_loader.EventFileLoader(str(path)).Load():
+                for value in event.summary.value:
+                    number = _tb_number(value)
+                    if number is not None and wanted(value.tag):
+                        out.setdefault(value.tag, []).append((int(event.step), number))
+        except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
+            continue
+    return out
+
+
+def window(points: list[tuple[int, float]], last: int) -> float:
+    """Mean of the values logged in the last ROUTING_WINDOW of the iterations (NaN if none)."""
+    start = last * (1.0 - ROUTING_WINDOW)
+    return mean(v for it, v in points if it > start or it == last)
+
+
+def mean(values) -> float:
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else math.nan
