@@ -22,7 +22,7 @@ from sweep import config as sweep_config
 from sweep.family import FamilyConfig
 from sweep.planner import BudgetsConfig, Plan, PlannerSettings
 from sweep.schema import plain, to_typed
-from trainers.schedule import check_branchable
+from trainers.registry import trainer_for
 from trainers.settings import Recipe, trainer_config
 
 
@@ -50,7 +50,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         # Checks across groups: branches need a schedule the trainer can branch.
         if self.root.planner.strategy == "branches":
-            check_branchable(self.training, self.trainer)
+            trainer_for(self.trainer).check_branchable(self.training, self.trainer)
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> StudyConfig:

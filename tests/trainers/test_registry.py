@@ -56,7 +56,7 @@ def test_the_layers_helpers_check_branchable_call(tmp_path):
     """sweep/config.py (through conf) calls trainer_for(study.trainer).check_branchable(
     study.training, study.trainer) on the typed config."""
     from jobs.cli import compose
-    from sweep.config import study_config
+    from conf.study import study_config
 
     study = study_config(compose([f"sweep_dir={tmp_path}", "trainer=megatron",
                                   "trainer.extra_args=[--lr-decay-style cosine]"]))
