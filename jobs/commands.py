@@ -158,7 +158,7 @@ def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
     if settings.executor == "slurm":  # before any ledger change: a failure changes nothing
         slurm.ensure_client(settings)
     records, corrupt = ledger.scan(sweep_dir)
-    state = {rid: records.get(rid, {}).get("state", ledger.PLANNED) for rid in chosen}
+    state = {rid: ledger.state_of(records, rid) for rid in chosen}
     unreadable = [rid for rid in chosen if rid in corrupt]  # never overwritten: named below
     never = [rid for rid in chosen if args.all and rid not in corrupt
              and state[rid] == ledger.PLANNED]
@@ -169,8 +169,8 @@ def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
                                 error_tail="cancelled by `flame cancel`")
         if rec is not None:
             done.append(run_id)
-            if rec["job_ids"]:
-                jobs.append((run_id, rec["job_ids"][-1]))
+            if rec.last_job_id:
+                jobs.append((run_id, rec.last_job_id))
     along = _cancel_branches(sweep_dir, done)
     jobs += along
     if settings.executor == "slurm":
@@ -196,11 +196,11 @@ def _cancel_branches(sweep_dir: Path, cancelled: list[str]) -> list[tuple[str, s
     jobs = []
     for trunk, branches in branches_of(rows, cancelled).items():
         waiting = [rid for rid in branches if rid in blocked
-                   and records.get(rid, {}).get("state") == ledger.SUBMITTED]
+                   and ledger.state_of(records, rid) == ledger.SUBMITTED]
         moved = [rec for rid in waiting if (rec := ledger.transition(
             sweep_dir, rid, ledger.CANCELLED, error_tail=f"{WITH_TRUNK} {trunk}"))]
-        jobs += [(rec["run_id"], rec["job_ids"][-1]) for rec in moved if rec["job_ids"]]
-        going = sum(records.get(rid, {}).get("state") == ledger.RUNNING for rid in branches)
+        jobs += [(rec.run_id, rec.last_job_id) for rec in moved if rec.last_job_id]
+        going = sum(ledger.state_of(records, rid) == ledger.RUNNING for rid in branches)
         if moved or going:
             print(f"trunk {trunk}: {len(moved)} waiting branches cancelled with it (`flame "
                   f"resubmit {trunk}` brings them back)"
@@ -251,7 +251,7 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     if args.failed:
         _warn(str(err) for _, err in sorted(corrupt.items()))
         ids = [rid for rid, rec in records.items()
-               if rec["state"] in (ledger.FAILED, ledger.TIMEOUT)]
+               if rec.state in (ledger.FAILED, ledger.TIMEOUT)]
         allowed = frozenset({ledger.FAILED, ledger.TIMEOUT})
     else:
         ids = _chosen(sweep_dir, list(args.run_ids), False, "--failed")
@@ -285,5 +285,5 @@ def _cancel_waiting(sweep_dir: Path, settings: ClusterSettings, branches: list[s
         return
     records = ledger.read_all(sweep_dir)
     slurm.scancel(job for rid in branches
-                  if records.get(rid, {}).get("state") == ledger.SUBMITTED
-                  and (job := (records[rid]["job_ids"] or [""])[-1])[:1].isdigit())
+                  if ledger.state_of(records, rid) == ledger.SUBMITTED
+                  and (job := records[rid].last_job_id or "")[:1].isdigit())

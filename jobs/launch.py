@@ -93,7 +93,7 @@ def shape(row: PlanRow, settings: ClusterSettings) -> tuple:
     return (settings.gpus_per_node, settings.cpus_per_task, settings.timeout_min)
 
 
-def select(rows: list[PlanRow], states: dict[str, dict],
+def select(rows: list[PlanRow], states: dict[str, ledger.RunRecord],
            corrupt: frozenset[str] = frozenset()) -> tuple[list[str], dict]:
     """Runs to submit (never submitted, or reset by resubmit) and the others with their state.
     A run whose state.json is unreadable is skipped: it may be queued or training."""
@@ -102,7 +102,7 @@ def select(rows: list[PlanRow], states: dict[str, dict],
         if row.run_id in corrupt:
             skipped[row.run_id] = ledger.CORRUPT
             continue
-        state = states.get(row.run_id, {}).get("state", ledger.PLANNED)
+        state = ledger.state_of(states, row.run_id)
         if state == ledger.PLANNED:
             todo.append(row.run_id)
         else:
@@ -157,7 +157,7 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False,
 
 
 def hold_dead_branches(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
-                       states: dict[str, dict], corrupt: dict, config: dict
+                       states: dict[str, ledger.RunRecord], corrupt: dict, config: dict
                        ) -> tuple[list[str], dict[str, Wait]]:
     """``todo`` less the branches that could never start: their trunk is not launched now and
     will not write their checkpoint (failed, cancelled, timed out, never launched). They stay
@@ -247,7 +247,7 @@ def branch_arrays(sweep_dir: Path, rows: list[PlanRow], todo: list[str],
         dependency = None
         if run_id in found:  # trunk queued or training (launch held back the others)
             trunk = found[run_id].trunk
-            job = (records.get(trunk, {}).get("job_ids") or [""])[-1]
+            job = (records[trunk].last_job_id if trunk in records else None) or ""
             if found[run_id].live and job[:1].isdigit():
                 dependency = f"afterok:{job}"
             elif dry_run:
@@ -383,7 +383,7 @@ def _detached_stdio(log: Path) -> Iterator[None]:
 def ensure_local_workers(sweep_dir: Path, settings: ClusterSettings) -> list[str]:
     """Start workers up to ``parallelism`` if runs are queued; returns the new workers' ids."""
     states = ledger.read_all(sweep_dir)
-    queued = {rid for rid, s in states.items() if s["state"] == ledger.SUBMITTED}
+    queued = {rid for rid, rec in states.items() if rec.state == ledger.SUBMITTED}
     rows = plan_rows(sweep_dir) if queued else []
     if has_branches(rows):  # branches of a trunk that will not train start no worker
         dead = waits(sweep_dir, [r for r in rows if r.run_id in queued], states)

@@ -42,18 +42,18 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> Reconciled:
     local workers that died. One ``sacct`` and one ``squeue`` call for the whole sweep."""
     records = ledger.read_all(sweep_dir)
     active = {rid: rec for rid, rec in records.items()
-              if rec["state"] in ledger.ACTIVE and rec["job_ids"]}
+              if rec.state in ledger.ACTIVE and rec.job_ids}
     changed, pending = 0, {}
     if settings.executor == "slurm":
         slurm.ensure_client(settings)
-        infos = slurm.job_states(rec["job_ids"][-1] for rec in active.values())
+        infos = slurm.job_states(rec.last_job_id for rec in active.values())
         queue = slurm.queue_entries() if active else {}
         changed += _forgotten(sweep_dir, active, infos)
         changed += _requeued(sweep_dir, active, queue)
-        pending = {rid: queue[rec["job_ids"][-1]].reason for rid, rec in active.items()
-                   if queue.get(rec["job_ids"][-1], _RUNNING).state == "PENDING"}
+        pending = {rid: queue[rec.last_job_id].reason for rid, rec in active.items()
+                   if queue.get(rec.last_job_id, _RUNNING).state == "PENDING"}
         for run_id, rec in active.items():
-            job_id = rec["job_ids"][-1]
+            job_id = rec.last_job_id
             if job_id in queue:  # slurmctld still holds it (a node failure's requeue): not
                 continue         # ended, whatever accounting's latest record says
             info = infos.get(job_id)
@@ -69,11 +69,11 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> Reconciled:
                 changed += 1
     else:
         for run_id, rec in active.items():
-            job_id = rec["job_ids"][-1]
+            job_id = rec.last_job_id
             pid = job_id.removeprefix("local-")
             # The pid is submitit's controller; the task training the run is its child and
             # outlives a controller killed alone: it still holds the run's train.lock.
-            if (rec["state"] == ledger.RUNNING and job_id.startswith("local-") and pid.isdigit()
+            if (rec.state == ledger.RUNNING and job_id.startswith("local-") and pid.isdigit()
                     and not pid_alive(int(pid)) and ledger.lock_holder(sweep_dir, run_id) is None):
                 if ledger.transition(sweep_dir, run_id, ledger.FAILED,
                                      error_tail=f"local worker {pid} exited while training "
@@ -85,18 +85,18 @@ def reconcile(sweep_dir: Path, settings: ClusterSettings) -> Reconciled:
 _RUNNING = slurm.QueueEntry("RUNNING", "None")
 
 
-def _requeued(sweep_dir: Path, active: dict[str, dict],
+def _requeued(sweep_dir: Path, active: dict[str, ledger.RunRecord],
               queue: dict[str, slurm.QueueEntry]) -> int:
     """A ``running`` run whose job squeue shows pending again (a node failure or ``scontrol
     requeue`` put it back) goes back to ``submitted``. ``active`` was read before squeue was
     asked: a run whose task started since then has one more attempt and is left alone."""
     changed = 0
     for run_id, rec in active.items():
-        job_id = rec["job_ids"][-1]
+        job_id = rec.last_job_id
         entry = queue.get(job_id)
-        if rec["state"] == ledger.RUNNING and entry is not None and entry.state == "PENDING":
+        if rec.state == ledger.RUNNING and entry is not None and entry.state == "PENDING":
             changed += ledger.requeued(sweep_dir, run_id, job_id, entry.reason,
-                                       attempts=int(rec["attempts"]))
+                                       attempts=rec.attempts)
     return changed
 
 
@@ -105,16 +105,16 @@ FORGOTTEN_AFTER_S = 600.0
 (its cluster's state was reset, or accounting purged it): the run is marked failed."""
 
 
-def _forgotten(sweep_dir: Path, active: dict[str, dict], infos: dict) -> int:
+def _forgotten(sweep_dir: Path, active: dict[str, ledger.RunRecord], infos: dict) -> int:
     """Fail active runs whose job the scheduler has no record of (else they wait forever)."""
-    unknown = {rid: rec for rid, rec in active.items() if rec["job_ids"][-1] not in infos
-               and ledger.seconds_between(rec["updated_at"], None) > FORGOTTEN_AFTER_S}
+    unknown = {rid: rec for rid, rec in active.items() if rec.last_job_id not in infos
+               and ledger.seconds_between(rec.updated_at, None) > FORGOTTEN_AFTER_S}
     if not unknown:
         return 0
     queued = slurm.queued_jobs()  # slurmdbd can lag or be down while slurmctld has the job
     changed = 0
     for run_id, rec in unknown.items():
-        job_id = rec["job_ids"][-1]
+        job_id = rec.last_job_id
         if job_id.split("_")[0] in queued:
             continue
         note = (f"scheduler: no record of job {job_id} in sacct or squeue "

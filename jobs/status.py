@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -112,18 +111,17 @@ def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStat
             runs.append(RunStatus(run_id, row.member, row.budget, ledger.CORRUPT, 0, None, 0.0,
                                   row.gpu_hours, str(corrupt[run_id])))
             continue
-        rec: dict[str, Any] = records.get(run_id) or ledger.new_record(run_id)
-        error = (rec.get("error_tail") or "").strip().splitlines()
+        rec = records.get(run_id) or ledger.new_record(run_id)
+        error = (rec.error_tail or "").strip().splitlines()
         # A queued run (a requeued one included) is not using time now: no growing clock.
-        queued = rec["state"] in (ledger.PLANNED, ledger.SUBMITTED)
+        queued = rec.state in (ledger.PLANNED, ledger.SUBMITTED)
         runs.append(RunStatus(
-            run_id=run_id, member=row.member, budget=row.budget, state=rec["state"],
-            attempts=int(rec["attempts"]), job_id=(rec["job_ids"] or [None])[-1],
-            elapsed_s=0.0 if queued else ledger.seconds_between(rec.get("started_at"),
-                                                                rec.get("ended_at")),
+            run_id=run_id, member=row.member, budget=row.budget, state=rec.state,
+            attempts=int(rec.attempts), job_id=rec.last_job_id,
+            elapsed_s=0.0 if queued else ledger.seconds_between(rec.started_at, rec.ended_at),
             gpu_hours_est=row.gpu_hours, error=error[-1] if error else None,
-            reason=(pending.get(run_id) or rec.get("pending_reason")
-                    if rec["state"] == ledger.SUBMITTED else None),
+            reason=(pending.get(run_id) or rec.pending_reason
+                    if rec.state == ledger.SUBMITTED else None),
             wait=waiting.get(run_id)))
     counts = Counter(r.state for r in runs)
     return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})

@@ -119,10 +119,10 @@ class RunTask(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on USR2 after the trainer saved its checkpoint: requeue the same
         task unless the run was cancelled or has used its attempts (then: ``timeout``)."""
-        rec = ledger.read(Path(self.sweep_dir), self.run_id) or {}
-        if rec.get("state") in ledger.TERMINAL:
+        rec = ledger.read(Path(self.sweep_dir), self.run_id) or ledger.new_record(self.run_id)
+        if rec.state in ledger.TERMINAL:
             return None
-        used = int(rec.get("attempts", 0)) - int(rec.get("attempts_at_submit", 0))
+        used = rec.attempts - rec.attempts_at_submit
         if used >= self.max_attempts:
             ledger.transition(Path(self.sweep_dir), self.run_id, ledger.TIMEOUT,
                               error_tail=f"time limit or preemption after {used} attempts "
@@ -214,7 +214,7 @@ def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) ->
     # short ones, so no core idles long while another finishes a long run.
     queued = [row for row in sorted(plan_rows(sweep_dir),
                                     key=lambda r: (r.role != "trunk", -r.own_flops))
-              if states.get(row.run_id, {}).get("state") == ledger.SUBMITTED]
+              if ledger.state_of(states, row.run_id) == ledger.SUBMITTED]
     blocked = branch_waits(sweep_dir, queued, states) if has_branches(queued) else {}
     for row in queued:
         run_id = row.run_id
@@ -238,7 +238,7 @@ def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) ->
 
 
 def branch_waits(sweep_dir: Path, queued: list[PlanRow],
-                 states: dict[str, dict]) -> dict[str, Wait]:
+                 states: dict[str, ledger.RunRecord]) -> dict[str, Wait]:
     """The queued branches that may not start yet. One whose trunk ended ``completed`` without
     the checkpoint it needs can never start: it is marked failed, naming the trunk."""
     found = waits(sweep_dir, queued, states)
