@@ -10,9 +10,10 @@ never launched: ``flame resubmit <trunk>`` trains it again and resubmits its wai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jobs import ledger
 from jobs.sweepdir import read_config
@@ -117,9 +118,13 @@ def branches_of(rows: Iterable[PlanRow], trunks: Iterable[str]) -> dict[str, lis
     return wanted
 
 
-def trunks_first(rows: list[PlanRow]) -> list[PlanRow]:
-    """The plan with its trunks first (each in plan order): what a worker claims first."""
-    return sorted(rows, key=lambda row: row.role != "trunk")
+def trunks_first(rows: Iterable[PlanRow],
+                 then: Callable[[PlanRow], Any] | None = None) -> list[PlanRow]:
+    """The rows with the trunks first: a trunk's checkpoints unlock its branches, so a SLURM
+    launch puts trunks at the head of its first arrays (``jobs.executors.slurm.arrays``) and a
+    local worker claims them before anything else (``jobs.task.claim_next``, ``then`` = largest
+    first). ``then``: the order within the trunks and within the others (default: as given)."""
+    return sorted(rows, key=lambda row: (row.role != "trunk", then(row) if then else 0))
 
 
 @dataclass(frozen=True)

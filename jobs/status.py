@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobs import ledger, slurm
+from jobs import ledger
 from jobs.branches import Wait, waits
-from jobs.launch import ensure_local_workers
+from jobs.executors.base import Executor, SchedulerError
+from jobs.executors.registry import executor_for
 from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import plan_rows
@@ -127,15 +128,22 @@ def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStat
     return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
 
 
-def poll(sweep_dir: Path, cfg: DictConfig) -> SweepStatus:
+def executor_of(cfg: DictConfig | None, executor: Executor | None) -> Executor:
+    """The command's executor, or one built from ``cfg.cluster`` (callers without one)."""
+    return executor if executor is not None else executor_for(ClusterSettings.from_cfg(cfg))
+
+
+def poll(sweep_dir: Path, cfg: DictConfig | None = None,
+         executor: Executor | None = None) -> SweepStatus:
     """Reconcile the ledger with the scheduler (one sacct call), then the status. A scheduler
     that does not answer costs a warning, not the status: the ledger alone is still right
-    about everything the jobs recorded themselves."""
-    settings = ClusterSettings.from_cfg(cfg)
+    about everything the jobs recorded themselves. ``executor``: the command's (else built
+    from ``cfg``)."""
+    executor = executor_of(cfg, executor)
     pending: dict[str, str] = {}
     try:
-        pending = reconcile(Path(sweep_dir).resolve(), settings).pending
-    except slurm.SchedulerError as err:
+        pending = reconcile(Path(sweep_dir).resolve(), executor).pending
+    except SchedulerError as err:
         log.warning("status from the ledger only; the scheduler did not answer: %s", err)
     return collect(Path(sweep_dir).resolve(), pending)
 
@@ -238,13 +246,16 @@ PLAIN_EVERY_S = 30.0
 """Without a terminal, a progress line at most this often (and at the end)."""
 
 
-def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None = None,
-                        progress: bool = True, console: Console | None = None) -> SweepStatus:
+def wait_until_terminal(sweep_dir: Path, cfg: DictConfig | None = None,
+                        poll_s: float | None = None, progress: bool = True,
+                        console: Console | None = None,
+                        executor: Executor | None = None) -> SweepStatus:
     """Block until every run is completed, failed, timed out or cancelled; a rich progress bar
     shows terminal runs of all (plain lines when output is a file or pipe, where a live bar
-    would print nothing until the end). Returns the final status (counts by state)."""
-    settings = ClusterSettings.from_cfg(cfg)
-    period = settings.poll_s if poll_s is None else poll_s
+    would print nothing until the end). Returns the final status (counts by state).
+    ``executor``: the command's (else built from ``cfg``)."""
+    executor = executor_of(cfg, executor)
+    period = executor.cluster.poll_s if poll_s is None else poll_s
     sweep_dir = Path(sweep_dir).resolve()
     console = console or Console()
     plain = progress and not console.is_terminal
@@ -254,7 +265,7 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None =
                   console=console, disable=plain or not progress, transient=False) as bar:
         task = bar.add_task("runs finished", total=None, counts="")
         while True:
-            status = poll(sweep_dir, cfg)
+            status = poll(sweep_dir, executor=executor)
             bar.update(task, total=status.total, completed=status.terminal,
                        counts=status.summary())
             if plain:
@@ -265,8 +276,7 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None =
                     status.counts[s] for s in ledger.ACTIVE):
                 raise ConfigError(f"{status.counts[ledger.PLANNED]} runs of {sweep_dir} were "
                                   "never launched; run `flame launch` first")
-            if settings.executor == "local":  # restart workers that died with runs queued
-                ensure_local_workers(sweep_dir, settings)
+            executor.tend(sweep_dir)  # e.g. restart local workers that died with runs queued
             time.sleep(period)
 
 

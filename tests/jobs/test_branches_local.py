@@ -16,7 +16,9 @@ from jobs import ledger
 from jobs.branches import WITH_TRUNK, resubmit_set
 from jobs.cli import main
 from jobs.commands import cancel
-from jobs.launch import branch_arrays, ensure_local_workers, launch_sweep
+from jobs.executors.local import ensure_local_workers
+from jobs.executors.slurm import SlurmSettings, branch_arrays
+from jobs.launch import launch_sweep
 from jobs.settings import ClusterSettings
 from jobs.status import collect, wait_until_terminal
 from jobs.sweepdir import read_config
@@ -213,7 +215,8 @@ def test_branch_arrays_depend_on_a_live_trunk_only(tmp_path: Path) -> None:
     whose trunk is queued depends on the trunk's task, as the ledger records it."""
     cfg = make_sweep(tmp_path, "cluster=slurm_local", *ONE_TRUNK)
     trunk, branches = rows_by_role(tmp_path)
-    settings, ids = ClusterSettings.from_cfg(cfg), [b.run_id for b in branches]
+    settings = SlurmSettings.from_cluster(ClusterSettings.from_cfg(cfg))
+    ids = [b.run_id for b in branches]
     ledger.transition(tmp_path, trunk.run_id, ledger.SUBMITTED, job_id="4242_7")
     rows = [trunk, *branches]
     assert branch_arrays(tmp_path, rows, ids, settings) == [(ids, "afterok:4242_7")]

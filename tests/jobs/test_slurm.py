@@ -161,8 +161,12 @@ def test_two_concurrent_launchers_submit_once(slurm_sweep) -> None:
 
 def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
     """What a launcher killed right after sbatch (or right before it) leaves behind."""
-    from jobs.executors import slurm_executor
-    from jobs.launch import _write_manifest, unreleased_arrays
+    from jobs.executors.slurm import (
+        SlurmSettings,
+        _write_manifest,
+        slurm_executor,
+        unreleased_arrays,
+    )
     from jobs.settings import ClusterSettings
     from jobs.sweepdir import jobs_dir
     from jobs.task import RunTask
@@ -173,8 +177,8 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
     # died after sbatch: its manifest has no job id, its array waits held in SLURM
     _write_manifest(sweep_dir, {"name": "flame-orphan-test", "run_ids": ids[:3],
                                 "job_id": None, "released": False})
-    executor = slurm_executor(ClusterSettings.from_cfg(cfg), jobs_dir(sweep_dir) / "logs",
-                              "flame-orphan-test")
+    executor = slurm_executor(SlurmSettings.from_cluster(ClusterSettings.from_cfg(cfg)),
+                              jobs_dir(sweep_dir) / "logs", "flame-orphan-test")
     with executor.batch():
         jobs = [executor.submit(RunTask(str(sweep_dir), rid, 3)) for rid in ids[:3]]
     # died before sbatch: nothing of it reached SLURM
@@ -197,11 +201,10 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
 
 def test_a_job_the_scheduler_forgot_fails_instead_of_waiting_forever(slurm_sweep) -> None:
     """A job id neither sacct nor squeue knows (its cluster's state was reset) ends the wait."""
-    import json
     from datetime import datetime, timedelta
 
-    from jobs.reconcile import FORGOTTEN_AFTER_S
-    from sweep.io import STATE_JSON, atomic_write_text
+    from jobs.executors.slurm import FORGOTTEN_AFTER_S
+    from sweep.records import write_record
 
     cfg = slurm_sweep("budgets.flops=[3e11]")
     sweep_dir = Path(cfg.sweep_dir)
@@ -211,7 +214,7 @@ def test_a_job_the_scheduler_forgot_fails_instead_of_waiting_forever(slurm_sweep
         rec = ledger.read(sweep_dir, run_id)
         stamp = datetime.now(UTC) - timedelta(seconds=age_s)
         rec.updated_at = stamp.isoformat(timespec="seconds")
-        atomic_write_text(sweep_dir / "runs" / run_id / STATE_JSON, json.dumps(rec))
+        write_record(sweep_dir, rec)
     status = poll(sweep_dir, cfg)
     states = {r.run_id: r for r in status.runs}
     assert states[old].state == ledger.FAILED and "no record of job 9999999" in states[old].error

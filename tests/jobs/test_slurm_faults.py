@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from jobs import ledger
-from jobs.launch import launch_sweep, unreleased_arrays
+from jobs.executors.slurm import unreleased_arrays
+from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
 from tests.jobs.conftest import flame, plan_ids
 
