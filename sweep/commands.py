@@ -11,11 +11,11 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from jobs import ledger
 from sweep.config import plan_from_cfg, read_plan, write_plan
 from sweep.errors import ConfigError
 from sweep.io import ADAPTIVE_DIR, PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
+from sweep.records import ACTIVE, scan_records
 
 
 def plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,9 +84,9 @@ def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: boo
     launched = {rid for rid in previous if run_dir(sweep_dir, rid).is_dir()}
     if not launched:
         return
-    states = ledger.read_all(sweep_dir)  # unreadable entries are left out, as before
+    states = scan_records(sweep_dir)[0]  # unreadable entries are left out, as before
     in_flight = sorted(rid for rid in previous - now
-                       if states.get(rid, {}).get("state") in ledger.ACTIVE)
+                       if rid in states and states[rid].state in ACTIVE)
     change = f"{len(now - previous)} new runs, {len(previous - now)} no longer planned"
     if not replan:
         raise ConfigError(f"sweep_dir={sweep_dir} was launched ({len(launched)} runs started) and "
