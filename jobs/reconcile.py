@@ -17,9 +17,11 @@ from jobs.executors.base import Executor, Reconciled
 __all__ = ["Reconciled", "reconcile"]
 
 
-def reconcile(sweep_dir: Path, executor: Executor) -> Reconciled:
-    """Record what the ledger missed for every queued or running run (with a job id)."""
-    records = ledger.read_all(sweep_dir)
+def reconcile(sweep_dir: Path, executor: Executor,
+              records: dict[str, ledger.RunRecord] | None = None) -> Reconciled:
+    """Record what the ledger missed for every queued or running run (with a job id).
+    ``records``: the ledger as the caller just read it (else read here)."""
+    records = ledger.read_all(sweep_dir) if records is None else records
     active = {rid: rec for rid, rec in records.items()
               if rec.state in ledger.ACTIVE and rec.job_ids}
     return executor.reconcile(sweep_dir, active)

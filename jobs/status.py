@@ -98,11 +98,13 @@ SHOWN_STATES = (*ledger.STATES, ledger.CORRUPT)
 """The states status counts: the ledger's, and ``corrupt`` (an unreadable state.json)."""
 
 
-def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStatus:
+def collect(sweep_dir: Path, pending: dict[str, str] | None = None,
+            scanned: tuple[dict, dict] | None = None) -> SweepStatus:
     """The status from the ledger alone (no scheduler call); ``pending``: squeue's reason by
-    run id for the runs SLURM holds pending now (else the reason a requeued run went back)."""
+    run id for the runs SLURM holds pending now (else the reason a requeued run went back).
+    ``scanned``: ``ledger.scan``'s answer if the caller has it fresh."""
     pending = pending or {}
-    records, corrupt = ledger.scan(sweep_dir)
+    records, corrupt = scanned if scanned is not None else ledger.scan(sweep_dir)
     rows = plan_rows(sweep_dir)
     waiting = waits(sweep_dir, rows, records, corrupt)
     runs = []
@@ -139,13 +141,18 @@ def poll(sweep_dir: Path, cfg: DictConfig | None = None,
     that does not answer costs a warning, not the status: the ledger alone is still right
     about everything the jobs recorded themselves. ``executor``: the command's (else built
     from ``cfg``)."""
-    executor = executor_of(cfg, executor)
+    executor, sweep_dir = executor_of(cfg, executor), Path(sweep_dir).resolve()
     pending: dict[str, str] = {}
+    scanned = ledger.scan(sweep_dir)  # read once: reconcile and the table share it
     try:
-        pending = reconcile(Path(sweep_dir).resolve(), executor).pending
+        found = reconcile(sweep_dir, executor, scanned[0])
+        pending = found.pending
+        if found.changed:  # it recorded ends the jobs could not: read the ledger again
+            scanned = ledger.scan(sweep_dir)
     except SchedulerError as err:
         log.warning("status from the ledger only; the scheduler did not answer: %s", err)
-    return collect(Path(sweep_dir).resolve(), pending)
+        scanned = ledger.scan(sweep_dir)  # it may have recorded some before it failed
+    return collect(sweep_dir, pending, scanned)
 
 
 def _hours(seconds: float) -> str:
