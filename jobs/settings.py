@@ -88,7 +88,7 @@ class ClusterSettings:
         if not (0 < self.assumed_mfu <= 1) or self.device_peak_flops <= 0:
             raise ConfigError("cluster.assumed_mfu must be in (0, 1] and "
                               "cluster.device_peak_flops > 0")
-        # the executor's own keys, checked by the executor (an unknown executor is an error)
+        # the executor's own keys (e.g. SLURM's signal_delay_s), checked by the executor
         kind.settings_from(self)
 
     def with_trainer(self, trainer: Mapping[str, Any]) -> ClusterSettings:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep.records import RunRecord, scan_records
 from tests.jobs.conftest import REPO
 
 FLAME = [sys.executable, "-m", "jobs.cli"]
@@ -25,9 +26,8 @@ STUDY = ("experiment=demo_branches", "trainer=simulated", "trainer.seconds_per_r
          "fit.figures=false")
 
 
-def records(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text())
-            for p in Path(sweep_dir, "runs").glob("*/state.json")}
+def records(sweep_dir: Path) -> dict[str, RunRecord]:
+    return scan_records(sweep_dir)[0]
 
 
 def plan(sweep_dir: Path) -> dict[str, dict]:

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slurm
 ONE_RUN = ("budgets.flops=[3e11]", "family.grid={hidden_size:[64],num_layers:[2]}")
 
 
-def wait_for(sweep_dir: Path, cfg, run_id: str, check, what: str, limit: float = 90) -> dict:
+def wait_for(sweep_dir: Path, cfg, run_id: str, check, what: str,
+             limit: float = 90) -> ledger.RunRecord:
     """Poll (reconcile with SLURM, then read the ledger) until ``check(record)`` holds."""
     deadline = time.monotonic() + limit
     while True:
