@@ -21,10 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from conf.study import plan_from_cfg, write_plan
-from jobs import ledger, slurm
+from jobs import ledger
 from jobs.cli import compose
 from jobs.cluster import LocalCluster, default_state_dir, is_up
-from jobs.executors import slurm_executor
+from jobs.executors import slurm_client
+from jobs.executors.base import JobId
+from jobs.executors.slurm import SlurmSettings, slurm_executor
 from jobs.launch import launch_sweep
 from jobs.settings import ClusterSettings
 from jobs.status import collect, poll
@@ -44,14 +46,14 @@ TARGET_SUBMIT_S, TARGET_POLL_S = 10.0, 2.0
 
 def per_run_baseline(sweep_dir: Path, cfg, run_ids: list[str]) -> float:
     """Seconds for one sbatch per run (held, then cancelled) over ``run_ids``."""
-    settings = ClusterSettings.from_cfg(cfg)
+    settings = SlurmSettings.from_cluster(ClusterSettings.from_cfg(cfg))
     t0 = time.perf_counter()
     jobs = []
     for run_id in run_ids:
         executor = slurm_executor(settings, sweep_dir / "baseline", f"flame-{run_id}")
         jobs.append(executor.submit(RunTask(str(sweep_dir), run_id, 1)))
     took = time.perf_counter() - t0
-    slurm.scancel(job.job_id for job in jobs)
+    slurm_client.scancel(job.job_id for job in jobs)
     return took
 
 
@@ -81,9 +83,9 @@ def main() -> int:
         t2 = time.perf_counter()
         collect(sweep_dir)
         t_ledger = time.perf_counter() - t2
-        arrays = len({j.split("_")[0] for j in report.job_ids})
+        arrays = {JobId.parse(j).job for j in report.job_ids}
         # stop the sweep: cancel everything still queued or running
-        slurm.scancel({j.split("_")[0] for j in report.job_ids})
+        slurm_client.scancel(arrays)
         for run_id in report.submitted:
             ledger.transition(sweep_dir, run_id, ledger.CANCELLED)
         base_ids = [r.run_id for r in the_plan.runs[:args.runs_baseline]]
@@ -93,8 +95,8 @@ def main() -> int:
     for col in ("measure", "seconds", "target s", "ratio to target"):
         table.add_column(col, justify="left" if col == "measure" else "right")
     table.add_row("plan (compose + planner + plan.csv)", f"{t_plan:.2f}", "", "")
-    table.add_row(f"plan + submit ({arrays} array)", f"{t_submit:.2f}", f"{TARGET_SUBMIT_S:.0f}",
-                  f"{t_submit / TARGET_SUBMIT_S:.2f}")
+    table.add_row(f"plan + submit ({len(arrays)} array)", f"{t_submit:.2f}",
+                  f"{TARGET_SUBMIT_S:.0f}", f"{t_submit / TARGET_SUBMIT_S:.2f}")
     table.add_row(f"one status poll ({status.total} runs, 1 sacct)", f"{t_poll:.2f}",
                   f"{TARGET_POLL_S:.0f}", f"{t_poll / TARGET_POLL_S:.2f}")
     table.add_row("  of which ledger read (1,000 state.json)", f"{t_ledger:.2f}", "", "")

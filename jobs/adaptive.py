@@ -35,9 +35,10 @@ from analysis.collect import collect_sweep
 from analysis.fit import IsoflopFit, fit_isoflop, load_sweep_results, used_points
 from analysis.settings import FitSettings
 from conf.study import hash_context, settings_from_cfg, study_config, write_plan
+from jobs.executors.base import Executor
 from jobs.launch import launch_sweep
 from jobs.ledger import COMPLETED
-from jobs.status import poll, wait_until_terminal
+from jobs.status import executor_of, poll, wait_until_terminal
 from sweep.commands import check_sweep_dir, guard_replan
 from sweep.config import read_plan
 from sweep.errors import ConfigError
@@ -136,12 +137,14 @@ DONE, WAITING, BLOCKED = "done", "waiting", "blocked"
 
 
 def run_waves(sweep_dir: Path, cfg: DictConfig, args: argparse.Namespace,
-              console: Console) -> str:
+              console: Console, executor: Executor | None = None) -> str:
     """Plan, launch and wait wave after wave until a decision says stop. Returns DONE (every
     run of the final plan has ended: collect and fit may follow), WAITING (runs are going and
     waiting was not asked for) or BLOCKED (a wave has runs that did not complete: no decision
-    is made without them); a later ``flame run`` continues from the log."""
+    is made without them); a later ``flame run`` continues from the log. ``executor``: the
+    command's (``flame run`` builds it once), else built from ``cfg.cluster``."""
     check_sweep_dir(str(sweep_dir))
+    executor = executor_of(cfg, executor)
     study = load_study(cfg)
     decisions = read_decisions(sweep_dir)
     first = [] if decisions else [decide(1, {}, study, None)]
@@ -151,14 +154,14 @@ def run_waves(sweep_dir: Path, cfg: DictConfig, args: argparse.Namespace,
     runs = replay(sweep_dir, decisions + first, study)
     guard_dropped(sweep_dir, set(runs), bool(getattr(args, "replan", False)))
     decisions += [log_decision(sweep_dir, d) for d in first]  # only now: nothing was refused
-    wait = bool(cfg.cluster.get("wait", True)) and not getattr(args, "no_wait", False)
+    wait = executor.cluster.wait and not getattr(args, "no_wait", False)
     while True:
         last = decisions[-1]
         write_plan(sweep_dir, Plan(sorted(runs.values(), key=_order)), study.settings, cfg)
-        report = launch_sweep(sweep_dir, cfg)
+        report = launch_sweep(sweep_dir, cfg, executor=executor)
         console.print(wave_line(last, len(report.submitted)))
-        status = wait_until_terminal(sweep_dir, cfg, console=console) if wait \
-            else poll(sweep_dir, cfg)
+        status = (wait_until_terminal(sweep_dir, console=console, executor=executor) if wait
+                  else poll(sweep_dir, executor=executor))
         if not status.all_terminal:
             console.print(f"{status.summary()}\nwave {last.index} is still queued or running; "
                           "run this command again to continue the waves once it has ended.")

@@ -10,7 +10,7 @@ never launched: ``flame resubmit <trunk>`` trains it again and resubmits its wai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,15 +83,15 @@ def ready(sweep_dir: Path, row: PlanRow, trainer: Trainer) -> bool:
     return trainer.branch_ready(run_dir(sweep_dir, row.parent), row.branch_step)
 
 
-def trunk_word(rec: dict[str, Any] | None, corrupt: bool = False) -> str:
+def trunk_word(rec: ledger.RunRecord | None, corrupt: bool = False) -> str:
     """The trunk's state as a wait names it."""
     if corrupt:
         return _TRUNK_WORD[ledger.CORRUPT]
-    state = (rec or {}).get("state", ledger.PLANNED)
+    state = rec.state if rec is not None else ledger.PLANNED
     return NO_CHECKPOINT if state == ledger.COMPLETED else _TRUNK_WORD.get(state, state)
 
 
-def waits(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[str, Any]],
+def waits(sweep_dir: Path, rows: list[PlanRow], records: dict[str, ledger.RunRecord],
           corrupt: Iterable[str] = (), trainer: Trainer | None = None) -> dict[str, Wait]:
     """Branch run_id -> ``Wait``, for every branch not started yet (planned or queued) whose
     trunk's checkpoint is not there. Reads config.yaml only if the plan has branches."""
@@ -102,7 +102,7 @@ def waits(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[str, Any
     for row in rows:
         if row.role != "branch" or row.run_id in corrupt:
             continue
-        state = records.get(row.run_id, {}).get("state", ledger.PLANNED)
+        state = ledger.state_of(records, row.run_id)
         if state not in (ledger.PLANNED, ledger.SUBMITTED) or ready(sweep_dir, row, trainer):
             continue
         out[row.run_id] = Wait(row.parent, trunk_word(records.get(row.parent),
@@ -119,9 +119,13 @@ def branches_of(rows: Iterable[PlanRow], trunks: Iterable[str]) -> dict[str, lis
     return wanted
 
 
-def trunks_first(rows: list[PlanRow]) -> list[PlanRow]:
-    """The plan with its trunks first (each in plan order): what a worker claims first."""
-    return sorted(rows, key=lambda row: row.role != "trunk")
+def trunks_first(rows: Iterable[PlanRow],
+                 then: Callable[[PlanRow], Any] | None = None) -> list[PlanRow]:
+    """The rows with the trunks first: a trunk's checkpoints unlock its branches, so a SLURM
+    launch puts trunks at the head of its first arrays (``jobs.executors.slurm.arrays``) and a
+    local worker claims them before anything else (``jobs.task.claim_next``, ``then`` = largest
+    first). ``then``: the order within the trunks and within the others (default: as given)."""
+    return sorted(rows, key=lambda row: (row.role != "trunk", then(row) if then else 0))
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ class Resubmit:
     """One line per branch left out (``--failed``): its trunk will not train."""
 
 
-def resubmit_set(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[str, Any]],
+def resubmit_set(sweep_dir: Path, rows: list[PlanRow], records: dict[str, ledger.RunRecord],
                  chosen: list[str], named: bool) -> Resubmit:
     """``chosen`` with the branches that come along with its trunks. A chosen branch whose
     trunk neither has its checkpoint, nor is queued or training, nor is chosen too is a
@@ -150,7 +154,7 @@ def resubmit_set(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[s
     kept, notes = [], []
     for run_id in chosen:
         row = by_id[run_id]
-        trunk = records.get(row.parent, {}).get("state", ledger.PLANNED)
+        trunk = ledger.state_of(records, row.parent)
         if (row.role != "branch" or row.parent in picked or trunk in ledger.ACTIVE
                 or ready(sweep_dir, row, trainer)):
             kept.append(run_id)
@@ -167,12 +171,12 @@ def resubmit_set(sweep_dir: Path, rows: list[PlanRow], records: dict[str, dict[s
     return Resubmit(kept, along, notes)
 
 
-def _comes_along(sweep_dir: Path, row: PlanRow, records: dict[str, dict[str, Any]],
+def _comes_along(sweep_dir: Path, row: PlanRow, records: dict[str, ledger.RunRecord],
                  trainer: Trainer) -> bool:
     """A branch resubmitted with its trunk: not started for want of its checkpoint (queued),
     cancelled with its trunk, or failed because the trunk had no checkpoint."""
-    rec = records.get(row.run_id) or {}
-    state, tail = rec.get("state", ledger.PLANNED), rec.get("error_tail") or ""
+    rec = records.get(row.run_id) or ledger.new_record(row.run_id)
+    state, tail = rec.state, rec.error_tail or ""
     if state == ledger.SUBMITTED:
         return not ready(sweep_dir, row, trainer)
     return ((state == ledger.CANCELLED and tail.startswith(WITH_TRUNK))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 import time
 from collections.abc import Iterable
@@ -16,14 +14,15 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 
-from jobs import ledger, slurm
+from jobs import ledger
 from jobs.branches import WITH_TRUNK, branches_of, resubmit_set, waits
-from jobs.launch import ensure_local_workers, launch_sweep, launcher_lock, unreleased_arrays
+from jobs.executors.base import Executor, JobId
+from jobs.executors.registry import executor_for
+from jobs.launch import launch_sweep, launcher_lock
 from jobs.preflight import explicit_trainer_keys
 from jobs.settings import ClusterSettings
 from jobs.status import PlainLine, SweepStatus, poll, problems, status_table
 from jobs.sweepdir import plan_rows
-from jobs.task import pid_alive
 from sweep.errors import ConfigError
 
 
@@ -37,11 +36,18 @@ def launch_arguments(parser: argparse.ArgumentParser) -> None:
                              "submit nothing")
 
 
-def launch(cfg: DictConfig, args: argparse.Namespace) -> int:
+def command_executor(cfg: DictConfig) -> Executor:
+    """The typed ``cluster`` group and its executor, built once at a command's entry."""
+    return executor_for(ClusterSettings.from_cfg(cfg))
+
+
+def launch(cfg: DictConfig, args: argparse.Namespace,
+           executor: Executor | None = None) -> int:
     """Submit the plan's runs that are not queued, running or finished; return at once."""
     sweep_dir = Path(cfg.sweep_dir)
     report = launch_sweep(sweep_dir, cfg, dry_run=bool(getattr(args, "dry_run", False)),
-                          explicit=explicit_trainer_keys(getattr(args, "overrides", None)))
+                          explicit=explicit_trainer_keys(getattr(args, "overrides", None)),
+                          executor=executor or command_executor(cfg))
     console = _console()
     _warn(report.warnings)
     if report.recovered:
@@ -75,11 +81,12 @@ def status_arguments(parser: argparse.ArgumentParser) -> None:
 def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     """One table of runs by state (one sacct call); ``--watch`` refreshes until all are done."""
     sweep_dir = Path(cfg.sweep_dir).resolve()
-    settings = ClusterSettings.from_cfg(cfg)
+    executor = command_executor(cfg)
+    settings = executor.cluster
     devices = max(1, settings.gpus_per_node)
     title = f"{sweep_dir.name} ({settings.name})"
     console = _console()
-    current = poll(sweep_dir, cfg)
+    current = poll(sweep_dir, executor=executor)
     watch = bool(getattr(args, "watch", False))
     if watch and _nothing_to_wait_for(current):
         raise ConfigError(f"no run of {sweep_dir} is queued or running ("
@@ -93,14 +100,14 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
             if current.all_terminal or _nothing_to_wait_for(current):
                 break
             time.sleep(settings.poll_s)
-            current = poll(sweep_dir, cfg)
+            current = poll(sweep_dir, executor=executor)
         console.print(status_table(current, title, devices))
     elif watch:
         with Live(_watch_view(current, title, devices), console=console,
                   refresh_per_second=2) as live:
             while not (current.all_terminal or _nothing_to_wait_for(current)):
                 time.sleep(settings.poll_s)
-                current = poll(sweep_dir, cfg)
+                current = poll(sweep_dir, executor=executor)
                 live.update(_watch_view(current, title, devices))
     else:
         console.print(status_table(current, title, devices))
@@ -110,10 +117,8 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
         console.print(f"  {current.counts[ledger.PLANNED]} runs were never launched: "
                       "`flame launch` submits them")
     _warn(str(r.error) for r in current.runs if r.state == ledger.CORRUPT)
-    held = unreleased_arrays(sweep_dir)
-    if held:
-        console.print(f"  {len(held)} arrays are still held (a launcher was killed, or its "
-                      "`scontrol release` failed): `flame launch` records and releases them")
+    for line in executor.notes(sweep_dir):  # e.g. arrays a killed launcher left held
+        console.print(f"  {line}")
     if getattr(args, "report", False):
         from jobs.study import write_report_or_say_why
         if (page := write_report_or_say_why(sweep_dir, console)) is None:
@@ -153,12 +158,11 @@ def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
     ``planned`` (a later ``flame launch`` starts them). A run named explicitly is cancelled
     even if never launched: launch then skips it until ``flame resubmit RUN_ID``."""
     sweep_dir = Path(cfg.sweep_dir).resolve()
-    settings = ClusterSettings.from_cfg(cfg)
+    executor = command_executor(cfg)
     chosen = _chosen(sweep_dir, list(args.run_ids), bool(args.all), "--all")
-    if settings.executor == "slurm":  # before any ledger change: a failure changes nothing
-        slurm.ensure_client(settings)
+    executor.check()  # before any ledger change: a failure changes nothing
     records, corrupt = ledger.scan(sweep_dir)
-    state = {rid: records.get(rid, {}).get("state", ledger.PLANNED) for rid in chosen}
+    state = {rid: ledger.state_of(records, rid) for rid in chosen}
     unreadable = [rid for rid in chosen if rid in corrupt]  # never overwritten: named below
     never = [rid for rid in chosen if args.all and rid not in corrupt
              and state[rid] == ledger.PLANNED]
@@ -169,15 +173,10 @@ def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
                                 error_tail="cancelled by `flame cancel`")
         if rec is not None:
             done.append(run_id)
-            if rec["job_ids"]:
-                jobs.append((run_id, rec["job_ids"][-1]))
-    along = _cancel_branches(sweep_dir, done)
-    jobs += along
-    if settings.executor == "slurm":
-        slurm.scancel(j for _, j in jobs if not j.startswith("local-"))
-    else:
-        _stop_local(sweep_dir, jobs)
-        ensure_local_workers(sweep_dir, settings)  # the other queued runs go on
+            jobs.append((run_id, rec.last_job_id))
+    jobs += _cancel_branches(sweep_dir, done)
+    executor.cancel(sweep_dir, [(rid, job) for rid, text in jobs
+                                if (job := JobId.parse(text)) is not None])
     print(f"cancelled {len(done)} runs; {len(ids) - len(done)} were already finished"
           + (f"; {len(never)} never launched stay planned (`flame launch` starts them)"
              if never else ""))
@@ -185,7 +184,7 @@ def cancel(cfg: DictConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cancel_branches(sweep_dir: Path, cancelled: list[str]) -> list[tuple[str, str]]:
+def _cancel_branches(sweep_dir: Path, cancelled: list[str]) -> list[tuple[str, str | None]]:
     """The queued branches of the trunks just cancelled can never start (they wait for a
     checkpoint the trunk will not write): cancelled too, one line per trunk saying so (and
     that ``flame resubmit <trunk>`` brings them back). Branches already training have their
@@ -196,28 +195,16 @@ def _cancel_branches(sweep_dir: Path, cancelled: list[str]) -> list[tuple[str, s
     jobs = []
     for trunk, branches in branches_of(rows, cancelled).items():
         waiting = [rid for rid in branches if rid in blocked
-                   and records.get(rid, {}).get("state") == ledger.SUBMITTED]
+                   and ledger.state_of(records, rid) == ledger.SUBMITTED]
         moved = [rec for rid in waiting if (rec := ledger.transition(
             sweep_dir, rid, ledger.CANCELLED, error_tail=f"{WITH_TRUNK} {trunk}"))]
-        jobs += [(rec["run_id"], rec["job_ids"][-1]) for rec in moved if rec["job_ids"]]
-        going = sum(records.get(rid, {}).get("state") == ledger.RUNNING for rid in branches)
+        jobs += [(rec.run_id, rec.last_job_id) for rec in moved]
+        going = sum(ledger.state_of(records, rid) == ledger.RUNNING for rid in branches)
         if moved or going:
             print(f"trunk {trunk}: {len(moved)} waiting branches cancelled with it (`flame "
                   f"resubmit {trunk}` brings them back)"
                   + (f"; {going} running branches go on" if going else ""))
     return jobs
-
-
-def _stop_local(sweep_dir: Path, jobs: list[tuple[str, str]]) -> None:
-    """SIGINT the local worker training each run: submitit stops its task (the run). Only a
-    worker that holds the run's training lock now: a run that waited in the queue still
-    names the worker of an earlier attempt, and that process may be training another run."""
-    for run_id, job_id in jobs:
-        pid = job_id.removeprefix("local-")
-        if not (job_id.startswith("local-") and pid.isdigit()):
-            continue
-        if ledger.lock_holder(sweep_dir, run_id) == job_id and pid_alive(int(pid)):
-            os.kill(int(pid), signal.SIGINT)
 
 
 def _chosen(sweep_dir: Path, ids: list[str], every: bool, flag: str) -> list[str]:
@@ -251,7 +238,7 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     if args.failed:
         _warn(str(err) for _, err in sorted(corrupt.items()))
         ids = [rid for rid, rec in records.items()
-               if rec["state"] in (ledger.FAILED, ledger.TIMEOUT)]
+               if rec.state in (ledger.FAILED, ledger.TIMEOUT)]
         allowed = frozenset({ledger.FAILED, ledger.TIMEOUT})
     else:
         ids = _chosen(sweep_dir, list(args.run_ids), False, "--failed")
@@ -259,11 +246,12 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     plan = resubmit_set(sweep_dir, rows, records, ids, named=not args.failed)
     for line in plan.notes:
         print(f"flame: {line}", file=sys.stderr)
-    settings = ClusterSettings.from_cfg(cfg)
-    if plan.along and settings.executor == "slurm":
-        slurm.ensure_client(settings)
+    executor = command_executor(cfg)
+    if plan.along:
+        executor.check()
     with launcher_lock(sweep_dir):  # no launcher may see a half-reset sweep
-        _cancel_waiting(sweep_dir, settings, plan.along)
+        # their queued jobs wait for a trunk job that failed: never started, dropped first
+        executor.withdraw(sweep_dir, plan.along)
         reset = [rid for rid in plan.chosen if ledger.reset(sweep_dir, rid, allowed)]
         along = [rid for rid in plan.along if ledger.reset(sweep_dir, rid, ALONG)]
     if not reset + along:
@@ -271,19 +259,8 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
         return 0
     print(f"reset {len(reset)} runs to planned"
           + (f", and {len(along)} branches of their trunks" if along else ""))
-    return launch(cfg, argparse.Namespace(dry_run=False))
+    return launch(cfg, argparse.Namespace(dry_run=False), executor)
 
 
 ALONG = frozenset({ledger.SUBMITTED, ledger.FAILED, ledger.CANCELLED})
 """States a branch resubmitted with its trunk is reset from (``Resubmit.along``)."""
-
-
-def _cancel_waiting(sweep_dir: Path, settings: ClusterSettings, branches: list[str]) -> None:
-    """scancel the SLURM jobs of queued branches before they are reset: each depends on a trunk
-    job that failed, so it would never start, and the resubmit gives it a fresh dependency."""
-    if settings.executor != "slurm":
-        return
-    records = ledger.read_all(sweep_dir)
-    slurm.scancel(job for rid in branches
-                  if records.get(rid, {}).get("state") == ledger.SUBMITTED
-                  and (job := (records[rid]["job_ids"] or [""])[-1])[:1].isdigit())

@@ -12,6 +12,9 @@ One move goes back: ``running -> submitted`` when the scheduler has put the job 
 queue (a node failure requeued it), see ``requeued``. Training itself is guarded by a second
 lock, ``train.lock`` (``training_lock``): whatever happens to state.json, no run is trained by
 two processes at once.
+
+The entry itself, ``RunRecord``, its state names and its file's text are ``sweep.records``'s
+(readers that only look use it directly); this module adds the locks and the moves.
 """
 
 from __future__ import annotations
@@ -20,58 +23,50 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from sweep.errors import ConfigError
-from sweep.io import RUNS_DIR, STATE_JSON, atomic_write_text, run_dir
+from sweep.io import STATE_JSON, run_dir
+from sweep.records import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    CORRUPT,
+    FAILED,
+    PLANNED,
+    RECORD_VERSION,
+    RUNNING,
+    STATES,
+    SUBMITTED,
+    TERMINAL,
+    TIMEOUT,
+    CorruptRecord,
+    RunRecord,
+    now,
+    read_record,
+    record_path,
+    scan_records,
+    write_record,
+)
+
+__all__ = ["ACTIVE", "CANCELLED", "COMPLETED", "CORRUPT", "FAILED", "PLANNED", "RUNNING",
+           "STATES", "SUBMITTED", "TERMINAL", "TIMEOUT", "RunRecord", "now"]
 
 LOCK_FILE = "state.lock"
 TRAIN_LOCK = "train.lock"
-CORRUPT = "corrupt"
-"""Shown for a run whose state.json cannot be read; not a ledger state (nothing writes it)."""
-LEDGER_VERSION = 1
-
-PLANNED, SUBMITTED, RUNNING = "planned", "submitted", "running"
-COMPLETED, FAILED, TIMEOUT, CANCELLED = "completed", "failed", "timeout", "cancelled"
-STATES = (PLANNED, SUBMITTED, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED)
-TERMINAL = frozenset({COMPLETED, FAILED, TIMEOUT, CANCELLED})
-ACTIVE = frozenset({SUBMITTED, RUNNING})
+LEDGER_VERSION = RECORD_VERSION
 _RANK = {PLANNED: 0, SUBMITTED: 1, RUNNING: 2, **{s: 3 for s in TERMINAL}}
 ERROR_TAIL_LINES = 30
+
+CorruptLedger = CorruptRecord
+"""A run's state.json exists but is not a ledger entry (``sweep.records.CorruptRecord``)."""
 
 
 class TransitionError(RuntimeError):
     """A state change the state machine forbids (e.g. completed -> running)."""
-
-
-class CorruptLedger(ConfigError):
-    """A run's state.json exists but is not a ledger entry; the message names it and the fix."""
-
-    def __init__(self, path: Path, why: str) -> None:
-        self.path, self.run_id = path, path.parent.name
-        super().__init__(f"{path} is unreadable ({why}); flame leaves it as it is: delete it to "
-                         f"reset run {self.run_id} to planned (`flame launch` then submits it; "
-                         "its checkpoints are kept)")
-
-
-def _parse(path: Path, text: str) -> dict[str, Any]:
-    try:
-        rec = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CorruptLedger(path, f"not valid JSON: {err}") from None
-    if not isinstance(rec, dict) or rec.get("state") not in STATES:
-        raise CorruptLedger(path, "not a ledger entry: no valid 'state'")
-    # keys an entry lacks (written by hand, or by a flame before them) read as a new entry's
-    return {**new_record(path.parent.name), **rec}
-
-
-def now() -> str:
-    """ISO-8601 UTC with seconds, e.g. ``2026-11-23T19:40:00+00:00``."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def seconds_between(start: str | None, end: str | None) -> float:
@@ -82,53 +77,40 @@ def seconds_between(start: str | None, end: str | None) -> float:
     return max(0.0, (stop - datetime.fromisoformat(start)).total_seconds())
 
 
-def new_record(run_id: str) -> dict[str, Any]:
+def new_record(run_id: str) -> RunRecord:
     """A ``planned`` run's ledger entry."""
-    return {"version": LEDGER_VERSION, "run_id": run_id, "state": PLANNED, "job_ids": [],
-            "attempts": 0, "attempts_at_submit": 0, "submitted_at": None, "started_at": None,
-            "ended_at": None, "updated_at": now(), "error_tail": None, "host": None,
-            "pending_reason": None}
+    return RunRecord(run_id=run_id)
+
+
+def state_of(records: Mapping[str, RunRecord], run_id: str) -> str:
+    """The run's state in ``records`` (a ``scan``), ``planned`` if it has no entry."""
+    rec = records.get(run_id)
+    return rec.state if rec is not None else PLANNED
 
 
 def state_path(sweep_dir: Path, run_id: str) -> Path:
-    return run_dir(sweep_dir, run_id) / STATE_JSON
+    return record_path(sweep_dir, run_id)
 
 
-def read(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
+def read(sweep_dir: Path, run_id: str) -> RunRecord | None:
     """The run's ledger entry, or None if it was never written (``CorruptLedger`` if it is
     unreadable)."""
-    path = state_path(sweep_dir, run_id)
-    try:
-        return _parse(path, path.read_text())
-    except FileNotFoundError:
-        return None
+    return read_record(sweep_dir, run_id)
 
 
-def scan(sweep_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, CorruptLedger]]:
+def scan(sweep_dir: Path) -> tuple[dict[str, RunRecord], dict[str, CorruptLedger]]:
     """Every ledger entry under ``<sweep>/runs/`` by run_id (no locks: writes are atomic), and
     the unreadable ones apart, by run_id, so one bad file does not stop the others."""
-    out: dict[str, dict[str, Any]] = {}
-    corrupt: dict[str, CorruptLedger] = {}
-    runs = Path(sweep_dir) / RUNS_DIR
-    if runs.is_dir():
-        for entry in os.scandir(runs):
-            path = Path(entry.path) / STATE_JSON
-            try:
-                out[entry.name] = _parse(path, path.read_text())
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except CorruptLedger as err:
-                corrupt[entry.name] = err
-    return out, corrupt
+    return scan_records(sweep_dir)
 
 
-def read_all(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+def read_all(sweep_dir: Path) -> dict[str, RunRecord]:
     """The readable ledger entries (see ``scan`` for the unreadable ones)."""
     return scan(sweep_dir)[0]
 
 
 @contextmanager
-def locked(sweep_dir: Path, run_id: str) -> Iterator[dict[str, Any]]:
+def locked(sweep_dir: Path, run_id: str) -> Iterator[RunRecord]:
     """Hold the run's lock; yield its entry (a new ``planned`` one if none) and write it back
     atomically on exit if it changed."""
     folder = run_dir(sweep_dir, run_id)
@@ -136,11 +118,11 @@ def locked(sweep_dir: Path, run_id: str) -> Iterator[dict[str, Any]]:
     with open(folder / LOCK_FILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         record = read(sweep_dir, run_id) or new_record(run_id)
-        before = json.dumps(record, sort_keys=True)
+        before = json.dumps(record.to_json(), sort_keys=True)
         yield record
-        if json.dumps(record, sort_keys=True) != before:
-            record["updated_at"] = now()
-            atomic_write_text(folder / STATE_JSON, json.dumps(record, indent=1) + "\n")
+        if json.dumps(record.to_json(), sort_keys=True) != before:
+            record.updated_at = now()
+            write_record(sweep_dir, record)
 
 
 def can_move(old: str, new: str) -> bool:
@@ -151,16 +133,16 @@ def can_move(old: str, new: str) -> bool:
 
 
 def transition(sweep_dir: Path, run_id: str, new: str, *, job_id: str | None = None,
-               error_tail: str | None = None, strict: bool = False) -> dict[str, Any] | None:
+               error_tail: str | None = None, strict: bool = False) -> RunRecord | None:
     """Move the run to ``new`` (recording ``job_id`` and timestamps); returns the new entry,
     or None if the move is not allowed (``strict``: raise ``TransitionError``)."""
     with locked(sweep_dir, run_id) as rec:
-        if not can_move(rec["state"], new):
+        if not can_move(rec.state, new):
             if strict:
-                raise TransitionError(f"run {run_id}: {rec['state']} -> {new} is not allowed")
+                raise TransitionError(f"run {run_id}: {rec.state} -> {new} is not allowed")
             return None
         apply(rec, new, job_id=job_id, error_tail=error_tail)
-        return dict(rec)
+        return rec.copy()
 
 
 def transition_many(sweep_dir: Path, moves: list[tuple[str, str, str | None]],
@@ -183,12 +165,12 @@ def transition_many(sweep_dir: Path, moves: list[tuple[str, str, str | None]],
                     rec = read(sweep_dir, run_id) or new_record(run_id)
                 except CorruptLedger:  # never overwritten; its readers name it
                     continue
-                if not can_move(rec["state"], new):
+                if not can_move(rec.state, new):
                     continue
                 apply(rec, new, job_id=job_id)
-                rec["updated_at"] = now()
+                rec.updated_at = now()
                 tmp = folder / f".{STATE_JSON}.{os.getpid()}.tmp"
-                tmp.write_text(json.dumps(rec, indent=1) + "\n")
+                tmp.write_text(rec.text())
                 staged.append((run_id, tmp, folder / STATE_JSON))
             os.sync()  # the new contents are on disk before any rename exposes them
             for run_id, tmp, path in staged:
@@ -198,36 +180,36 @@ def transition_many(sweep_dir: Path, moves: list[tuple[str, str, str | None]],
     return moved
 
 
-def apply(rec: dict[str, Any], new: str, *, job_id: str | None = None,
+def apply(rec: RunRecord, new: str, *, job_id: str | None = None,
           error_tail: str | None = None) -> None:
     """Change an entry held under its lock (no checks)."""
     stamp = now()
-    rec["pending_reason"] = None  # only ``requeued`` sets it: why a started run went back
-    if job_id is not None and (not rec["job_ids"] or rec["job_ids"][-1] != job_id):
-        rec["job_ids"].append(job_id)
+    rec.pending_reason = None  # only ``requeued`` sets it: why a started run went back
+    if job_id is not None and rec.last_job_id != job_id:
+        rec.job_ids.append(job_id)
     if new == SUBMITTED:
-        rec["submitted_at"] = stamp
-        rec["attempts_at_submit"] = rec["attempts"]
-        rec["ended_at"] = None
+        rec.submitted_at = stamp
+        rec.attempts_at_submit = rec.attempts
+        rec.ended_at = None
     elif new == RUNNING:
-        rec["attempts"] += 1
-        rec["started_at"] = rec["started_at"] or stamp
-        rec["host"] = os.uname().nodename
+        rec.attempts += 1
+        rec.started_at = rec.started_at or stamp
+        rec.host = os.uname().nodename
     elif new in TERMINAL:
-        rec["ended_at"] = stamp
+        rec.ended_at = stamp
     if error_tail is not None:
-        rec["error_tail"] = error_tail
-    rec["state"] = new
+        rec.error_tail = error_tail
+    rec.state = new
 
 
 def reset(sweep_dir: Path, run_id: str, allowed: frozenset[str]) -> bool:
     """Back to ``planned`` for a resubmit, if the run is in one of ``allowed`` states; job ids
     and attempts are kept as history."""
     with locked(sweep_dir, run_id) as rec:
-        if rec["state"] not in allowed:
+        if rec.state not in allowed:
             return False
-        rec.update(state=PLANNED, error_tail=None, ended_at=None, started_at=None,
-                   pending_reason=None)
+        rec.state, rec.error_tail, rec.pending_reason = PLANNED, None, None
+        rec.ended_at = rec.started_at = None
         return True
 
 
@@ -246,26 +228,26 @@ def requeued(sweep_dir: Path, run_id: str, job_id: str, reason: str,
     saw before asking the scheduler; a run started since then is left alone. Returns whether
     it changed."""
     with locked(sweep_dir, run_id) as rec:
-        if rec["state"] != RUNNING or not rec["job_ids"] or rec["job_ids"][-1] != job_id:
+        if rec.state != RUNNING or rec.last_job_id != job_id:
             return False
-        if attempts is not None and rec["attempts"] != attempts:
+        if attempts is not None and rec.attempts != attempts:
             return False
-        rec["state"], rec["pending_reason"] = SUBMITTED, reason
+        rec.state, rec.pending_reason = SUBMITTED, reason
         return True
 
 
-def adopt(sweep_dir: Path, run_id: str, holder: str) -> dict[str, Any] | None:
+def adopt(sweep_dir: Path, run_id: str, holder: str) -> RunRecord | None:
     """Another process (job ``holder``) is training the run though the ledger does not say so
     (its state.json was deleted and the run launched again): record it as ``running`` in that
     job, so status and reconcile follow the real trainer. None if the run is not queued."""
     with locked(sweep_dir, run_id) as rec:
-        if rec["state"] not in (PLANNED, SUBMITTED):
+        if rec.state not in (PLANNED, SUBMITTED):
             return None
-        if not rec["job_ids"] or rec["job_ids"][-1] != holder:
-            rec["job_ids"].append(holder)
-        rec["state"], rec["host"] = RUNNING, None
-        rec["started_at"] = rec["started_at"] or now()
-        return dict(rec)
+        if rec.last_job_id != holder:
+            rec.job_ids.append(holder)
+        rec.state, rec.host = RUNNING, None
+        rec.started_at = rec.started_at or now()
+        return rec.copy()
 
 
 SAME_JOB_WAIT_S = 300.0

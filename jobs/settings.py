@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
+from jobs.executors.registry import executor_class, names
 from sweep.errors import ConfigError
 from sweep.schema import to_typed
 from trainers.registry import trainer_for
 from trainers.settings import trainer_config
 
-EXECUTORS = ("local", "slurm")
+EXECUTORS = names()
+"""The built-in executors (a plugin is named ``package.module:ClassName``)."""
 
 
 @dataclass
@@ -24,7 +25,8 @@ class ClusterSettings:
     name: str = MISSING
     """The config's name (local, slurm, slurm_local, slurm_h100, ...)."""
     executor: str = MISSING
-    """``local`` (submitit LocalExecutor on this machine) or ``slurm``."""
+    """``local`` (submitit LocalExecutor on this machine) or ``slurm`` (or a plugin executor,
+    ``package.module:ClassName``)."""
     device_peak_flops: float = 989.0e12
     """Peak FLOP/s of one device, for the plan's cost estimate (default: H100 SXM dense bf16)."""
     assumed_mfu: float = 0.35
@@ -74,9 +76,7 @@ class ClusterSettings:
     {constraint: h100, exclusive: true}."""
 
     def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"cluster.executor={self.executor!r}: use one of {EXECUTORS} "
-                              "(e.g. cluster=local or cluster=slurm)")
+        kind = executor_class(self.executor)  # a ConfigError naming the choices if unknown
         for key in ("max_attempts", "timeout_min", "threads_per_job", "cpus_per_task", "nodes",
                     "array_parallelism", "max_array_size"):
             if int(getattr(self, key)) < 1:
@@ -89,9 +89,8 @@ class ClusterSettings:
         if not (0 < self.assumed_mfu <= 1) or self.device_peak_flops <= 0:
             raise ConfigError("cluster.assumed_mfu must be in (0, 1] and "
                               "cluster.device_peak_flops > 0")
-        if self.executor == "slurm" and self.signal_delay_s >= 60 * self.timeout_min:
-            raise ConfigError(f"cluster.signal_delay_s={self.signal_delay_s} is not shorter than "
-                              f"cluster.timeout_min={self.timeout_min} minutes; lower it")
+        # the executor's own keys (e.g. SLURM's signal_delay_s), checked by the executor
+        kind.settings_from(self)
 
     def with_trainer(self, trainer: Mapping[str, Any]) -> ClusterSettings:
         """The job shape the planned trainer needs. trainer=megatron runs one launcher per node
@@ -109,11 +108,6 @@ class ClusterSettings:
             raise ConfigError(f"cluster.nodes={self.nodes} disagrees with trainer.nodes={nodes}; "
                               "set trainer.nodes (the job takes it) and leave cluster.nodes=1")
         return replace(self, nodes=nodes, gpus_per_node=gpus)
-
-    @property
-    def workers(self) -> int:
-        """local: worker jobs to run at once."""
-        return self.parallelism or os.cpu_count() or 1
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> ClusterSettings:

@@ -9,16 +9,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobs import ledger, slurm
+from jobs import ledger
 from jobs.branches import Wait, waits
-from jobs.launch import ensure_local_workers
+from jobs.executors.base import Executor, SchedulerError
+from jobs.executors.registry import executor_for
 from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import plan_rows
@@ -98,11 +98,13 @@ SHOWN_STATES = (*ledger.STATES, ledger.CORRUPT)
 """The states status counts: the ledger's, and ``corrupt`` (an unreadable state.json)."""
 
 
-def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStatus:
+def collect(sweep_dir: Path, pending: dict[str, str] | None = None,
+            scanned: tuple[dict, dict] | None = None) -> SweepStatus:
     """The status from the ledger alone (no scheduler call); ``pending``: squeue's reason by
-    run id for the runs SLURM holds pending now (else the reason a requeued run went back)."""
+    run id for the runs SLURM holds pending now (else the reason a requeued run went back).
+    ``scanned``: ``ledger.scan``'s answer if the caller has it fresh."""
     pending = pending or {}
-    records, corrupt = ledger.scan(sweep_dir)
+    records, corrupt = scanned if scanned is not None else ledger.scan(sweep_dir)
     rows = plan_rows(sweep_dir)
     waiting = waits(sweep_dir, rows, records, corrupt)
     runs = []
@@ -112,34 +114,45 @@ def collect(sweep_dir: Path, pending: dict[str, str] | None = None) -> SweepStat
             runs.append(RunStatus(run_id, row.member, row.budget, ledger.CORRUPT, 0, None, 0.0,
                                   row.gpu_hours, str(corrupt[run_id])))
             continue
-        rec: dict[str, Any] = records.get(run_id) or ledger.new_record(run_id)
-        error = (rec.get("error_tail") or "").strip().splitlines()
+        rec = records.get(run_id) or ledger.new_record(run_id)
+        error = (rec.error_tail or "").strip().splitlines()
         # A queued run (a requeued one included) is not using time now: no growing clock.
-        queued = rec["state"] in (ledger.PLANNED, ledger.SUBMITTED)
+        queued = rec.state in (ledger.PLANNED, ledger.SUBMITTED)
         runs.append(RunStatus(
-            run_id=run_id, member=row.member, budget=row.budget, state=rec["state"],
-            attempts=int(rec["attempts"]), job_id=(rec["job_ids"] or [None])[-1],
-            elapsed_s=0.0 if queued else ledger.seconds_between(rec.get("started_at"),
-                                                                rec.get("ended_at")),
+            run_id=run_id, member=row.member, budget=row.budget, state=rec.state,
+            attempts=int(rec.attempts), job_id=rec.last_job_id,
+            elapsed_s=0.0 if queued else ledger.seconds_between(rec.started_at, rec.ended_at),
             gpu_hours_est=row.gpu_hours, error=error[-1] if error else None,
-            reason=(pending.get(run_id) or rec.get("pending_reason")
-                    if rec["state"] == ledger.SUBMITTED else None),
+            reason=(pending.get(run_id) or rec.pending_reason
+                    if rec.state == ledger.SUBMITTED else None),
             wait=waiting.get(run_id)))
     counts = Counter(r.state for r in runs)
     return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
 
 
-def poll(sweep_dir: Path, cfg: DictConfig) -> SweepStatus:
+def executor_of(cfg: DictConfig | None, executor: Executor | None) -> Executor:
+    """The command's executor, or one built from ``cfg.cluster`` (callers without one)."""
+    return executor if executor is not None else executor_for(ClusterSettings.from_cfg(cfg))
+
+
+def poll(sweep_dir: Path, cfg: DictConfig | None = None,
+         executor: Executor | None = None) -> SweepStatus:
     """Reconcile the ledger with the scheduler (one sacct call), then the status. A scheduler
     that does not answer costs a warning, not the status: the ledger alone is still right
-    about everything the jobs recorded themselves."""
-    settings = ClusterSettings.from_cfg(cfg)
+    about everything the jobs recorded themselves. ``executor``: the command's (else built
+    from ``cfg``)."""
+    executor, sweep_dir = executor_of(cfg, executor), Path(sweep_dir).resolve()
     pending: dict[str, str] = {}
+    scanned = ledger.scan(sweep_dir)  # read once: reconcile and the table share it
     try:
-        pending = reconcile(Path(sweep_dir).resolve(), settings).pending
-    except slurm.SchedulerError as err:
+        found = reconcile(sweep_dir, executor, scanned[0])
+        pending = found.pending
+        if found.changed:  # it recorded ends the jobs could not: read the ledger again
+            scanned = ledger.scan(sweep_dir)
+    except SchedulerError as err:
         log.warning("status from the ledger only; the scheduler did not answer: %s", err)
-    return collect(Path(sweep_dir).resolve(), pending)
+        scanned = ledger.scan(sweep_dir)  # it may have recorded some before it failed
+    return collect(sweep_dir, pending, scanned)
 
 
 def _hours(seconds: float) -> str:
@@ -240,13 +253,16 @@ PLAIN_EVERY_S = 30.0
 """Without a terminal, a progress line at most this often (and at the end)."""
 
 
-def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None = None,
-                        progress: bool = True, console: Console | None = None) -> SweepStatus:
+def wait_until_terminal(sweep_dir: Path, cfg: DictConfig | None = None,
+                        poll_s: float | None = None, progress: bool = True,
+                        console: Console | None = None,
+                        executor: Executor | None = None) -> SweepStatus:
     """Block until every run is completed, failed, timed out or cancelled; a rich progress bar
     shows terminal runs of all (plain lines when output is a file or pipe, where a live bar
-    would print nothing until the end). Returns the final status (counts by state)."""
-    settings = ClusterSettings.from_cfg(cfg)
-    period = settings.poll_s if poll_s is None else poll_s
+    would print nothing until the end). Returns the final status (counts by state).
+    ``executor``: the command's (else built from ``cfg``)."""
+    executor = executor_of(cfg, executor)
+    period = executor.cluster.poll_s if poll_s is None else poll_s
     sweep_dir = Path(sweep_dir).resolve()
     console = console or Console()
     plain = progress and not console.is_terminal
@@ -256,7 +272,7 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None =
                   console=console, disable=plain or not progress, transient=False) as bar:
         task = bar.add_task("runs finished", total=None, counts="")
         while True:
-            status = poll(sweep_dir, cfg)
+            status = poll(sweep_dir, executor=executor)
             bar.update(task, total=status.total, completed=status.terminal,
                        counts=status.summary())
             if plain:
@@ -267,8 +283,7 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig, poll_s: float | None =
                     status.counts[s] for s in ledger.ACTIVE):
                 raise ConfigError(f"{status.counts[ledger.PLANNED]} runs of {sweep_dir} were "
                                   "never launched; run `flame launch` first")
-            if settings.executor == "local":  # restart workers that died with runs queued
-                ensure_local_workers(sweep_dir, settings)
+            executor.tend(sweep_dir)  # e.g. restart local workers that died with runs queued
             time.sleep(period)
 
 

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from conf.study import study_config
-from jobs import slurm
+from jobs.executors.base import Executor
+from jobs.executors.registry import executor_for
 from jobs.settings import ClusterSettings
 from sweep.commands import plan as plan_command
 from sweep.commands import plan_arguments
@@ -39,20 +40,20 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
     sweep_dir = Path(cfg.sweep_dir)
     started = time.monotonic()
     console.rule(f"flame run: {cfg.experiment_name} -> {sweep_dir}")
-    settings = ClusterSettings.from_cfg(cfg)
-    if settings.executor == "slurm":  # a scheduler that cannot take the jobs: before planning
-        slurm.ensure_client(settings)
+    executor: Executor = executor_for(ClusterSettings.from_cfg(cfg))  # once, passed down
+    executor.check()  # a scheduler that cannot take the jobs: before planning
     if cfg.get("planner", {}).get("adaptive", False):  # waves re-centred on the refitted law
         from jobs.adaptive import BLOCKED, DONE, run_waves
-        state = run_waves(sweep_dir, cfg, args, console)
+        state = run_waves(sweep_dir, cfg, args, console, executor)
         return finish(sweep_dir, cfg, console, started) if state == DONE else \
             int(state == BLOCKED)
     plan_command(study_config(cfg), args)
-    report = launch_sweep(sweep_dir, cfg)
+    report = launch_sweep(sweep_dir, cfg, executor=executor)
     console.print(f"launch: {len(report.submitted)} runs submitted, "
                   f"{len(report.skipped)} already done or in flight")
-    wait = bool(cfg.cluster.get("wait", True)) and not getattr(args, "no_wait", False)
-    status = wait_until_terminal(sweep_dir, cfg, console=console) if wait else poll(sweep_dir, cfg)
+    wait = executor.cluster.wait and not getattr(args, "no_wait", False)
+    status = (wait_until_terminal(sweep_dir, console=console, executor=executor) if wait
+              else poll(sweep_dir, executor=executor))
     if not status.all_terminal:
         console.print(f"{status.summary()}\nruns are still queued or running on "
                       f"{cfg.cluster.name}; follow them with `flame status --watch "

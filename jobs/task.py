@@ -29,8 +29,10 @@ from jobs.branches import (
     ready,
     sweep_trainer,
     trunk_word,
+    trunks_first,
     waits,
 )
+from jobs.executors.base import JobId
 from jobs.sweepdir import jobs_dir, plan_rows, read_config
 from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
 from sweep.planrow import PlanRow
@@ -120,10 +122,10 @@ class RunTask(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on USR2 after the trainer saved its checkpoint: requeue the same
         task unless the run was cancelled or has used its attempts (then: ``timeout``)."""
-        rec = ledger.read(Path(self.sweep_dir), self.run_id) or {}
-        if rec.get("state") in ledger.TERMINAL:
+        rec = ledger.read(Path(self.sweep_dir), self.run_id) or ledger.new_record(self.run_id)
+        if rec.state in ledger.TERMINAL:
             return None
-        used = int(rec.get("attempts", 0)) - int(rec.get("attempts_at_submit", 0))
+        used = rec.attempts - rec.attempts_at_submit
         if used >= self.max_attempts:
             ledger.transition(Path(self.sweep_dir), self.run_id, ledger.TIMEOUT,
                               error_tail=f"time limit or preemption after {used} attempts "
@@ -203,19 +205,18 @@ BRANCH_POLL_S = 0.5
 
 
 def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) -> str | None:
-    """Under the claim lock: the first queued run (trunks first, then the largest), now
+    """Under the claim lock: the first queued run (``trunks_first``, then the largest), now
     ``running`` with its training lock pushed on ``held``; ``WAITING`` when only branches
     whose trunk is queued or training are left; or None, and then this worker leaves the
     registry (so a launcher knows to start another). A queued run another process is training
     already (its lock is held) is recorded as that process's and skipped. A branch is claimed
     only once its trunk's checkpoint at its branch step exists (``jobs.branches``)."""
     states = ledger.read_all(sweep_dir)
-    # Trunks first: their checkpoints unlock the branches. Then largest first (planned FLOPs
-    # a run costs itself; plan order among equals): the runs left for the end are then the
-    # short ones, so no core idles long while another finishes a long run.
-    queued = [row for row in sorted(plan_rows(sweep_dir),
-                                    key=lambda r: (r.role != "trunk", -r.own_flops))
-              if states.get(row.run_id, {}).get("state") == ledger.SUBMITTED]
+    # Among trunks and among the others, largest first (planned FLOPs a run costs itself;
+    # plan order among equals): the runs left for the end are then the short ones, so no
+    # core idles long while another finishes a long run.
+    queued = [row for row in trunks_first(plan_rows(sweep_dir), then=lambda r: -r.own_flops)
+              if ledger.state_of(states, row.run_id) == ledger.SUBMITTED]
     blocked = branch_waits(sweep_dir, queued, states) if has_branches(queued) else {}
     for row in queued:
         run_id = row.run_id
@@ -233,13 +234,14 @@ def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) ->
     if any(wait.live and _trunk_alive(sweep_dir, wait) for wait in blocked.values()):
         return WAITING
     workers = read_workers(registry)
-    workers.pop(job_id.removeprefix("local-"), None)
+    worker = JobId.parse(job_id)
+    workers.pop(worker.job if worker is not None else job_id, None)
     atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
     return None
 
 
 def branch_waits(sweep_dir: Path, queued: list[PlanRow],
-                 states: dict[str, dict]) -> dict[str, Wait]:
+                 states: dict[str, ledger.RunRecord]) -> dict[str, Wait]:
     """The queued branches that may not start yet. One whose trunk ended ``completed`` without
     the checkpoint it needs can never start: it is marked failed, naming the trunk."""
     found = waits(sweep_dir, queued, states)
@@ -269,7 +271,7 @@ class LocalWorker:
     def __call__(self) -> list[str]:
         os.environ["FLAME_THREADS"] = str(self.threads)
         os.environ.pop("SLURM_CPUS_PER_TASK", None)  # a launcher inside an allocation
-        sweep, job_id, done = Path(self.sweep_dir), f"local-{_job_id()}", []
+        sweep, job_id, done = Path(self.sweep_dir), str(JobId("local", _job_id())), []
         while True:
             with ExitStack() as held:  # the claimed run's training lock, until it is trained
                 with claim_lock(sweep) as registry:

@@ -92,7 +92,8 @@ class PlannerSettings(PlannerConfig):
     device_peak_flops: float
     """Peak FLOP/s of one accelerator, for the cost estimate (``cluster.device_peak_flops``)."""
     assumed_mfu: float
-    """Model FLOPs utilisation assumed for the cost estimate (``cluster.assumed_mfu``)."""
+    """Model FLOPs utilisation assumed for the cost estimate (``cluster.assumed_mfu``, checked
+    there: in (0, 1])."""
     warmup_fraction: float = 0.0
     """The recipe's ``training.warmup_fraction`` (with branches: the shared warmup's length)."""
 
@@ -110,8 +111,6 @@ class PlannerSettings(PlannerConfig):
                               "and member; 1 = no replicates)")
         if self.min_iters < 1:
             raise ConfigError(f"planner.min_iters={self.min_iters}: must be >= 1")
-        if not (0 < self.assumed_mfu <= 1):
-            raise ConfigError(f"cluster.assumed_mfu={self.assumed_mfu}: must be in (0, 1]")
         self._check_branches()
 
     def _check_branches(self) -> None:

@@ -97,7 +97,7 @@ class RunRecord:
     def from_json(cls, data: dict[str, Any], run_id: str) -> RunRecord:
         """A record from the file's object; keys it lacks (written by hand, or by an older
         flame) read as a new record's, and ``run_id`` (the directory's) fills a missing one."""
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = _KNOWN_KEYS
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("run_id", run_id)
         extra = {k: v for k, v in data.items() if k not in known}
@@ -106,6 +106,10 @@ class RunRecord:
     def text(self) -> str:
         """The file's bytes, as flame has always written them."""
         return json.dumps(self.to_json(), indent=1) + "\n"
+
+
+_KNOWN_KEYS = frozenset(f.name for f in fields(RunRecord)) - {"extra"}
+"""The keys state.json has a field for (read once: a sweep's scan parses thousands)."""
 
 
 def parse_record(path: Path, text: str) -> RunRecord:

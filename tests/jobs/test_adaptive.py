@@ -31,6 +31,7 @@ from jobs.status import wait_until_terminal
 from jobs.study import run
 from sweep.commands import plan as plan_command
 from sweep.errors import ConfigError
+from sweep.records import RunRecord, scan_records
 from tests.jobs.conftest import REPO
 
 STUDY = ("experiment=demo_adaptive", "budgets.flops=[1.0e18,3.0e18,1.0e19]", "fit.bootstrap=0",
@@ -56,9 +57,8 @@ def decisions(sweep_dir: Path) -> list[str]:
     return [p.read_text() for p in sorted((sweep_dir / ADAPTIVE_DIR).glob("decision_*.json"))]
 
 
-def ledger(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text())
-            for p in (sweep_dir / "runs").glob("*/state.json")}
+def ledger(sweep_dir: Path) -> dict[str, RunRecord]:
+    return scan_records(sweep_dir)[0]
 
 
 def run_in_process(sweep_dir: Path, *overrides: str) -> None:
@@ -121,13 +121,13 @@ def test_static_plan_leaves_budgets_unbracketed_adaptive_brackets_all(crashed, t
 def test_rerun_after_sigkill_between_waves_decides_the_same_and_retrains_nothing(crashed):
     sweep_dir, before = crashed
     assert len(before["decisions"]) == 3 and before["ledger"]
-    assert all(r["state"] == "completed" for r in before["ledger"].values())  # waves 1 and 2
+    assert all(r.state == "completed" for r in before["ledger"].values())  # waves 1 and 2
     log = read_decisions(sweep_dir)
     assert decisions(sweep_dir)[:3] == before["decisions"]  # read back, not decided again
     assert {rid for d in log[:2] for rid in d.run_ids} == set(before["ledger"])
     after = ledger(sweep_dir)
     for rid in before["ledger"]:  # nothing completed was trained again
-        assert after[rid]["attempts"] == 1
+        assert after[rid].attempts == 1
         assert (sweep_dir / "runs" / rid / "train.log").stat().st_mtime_ns == \
             before["logs"][rid]
     # Every decision is a function of the finished runs before it: recomputed from
@@ -156,11 +156,11 @@ def test_rerun_after_sigkill_inside_a_wave(crashed, tmp_path):  # finishes it an
                              f"sweep_dir={tmp_path}", *STUDY],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
-    states = [r["state"] for r in ledger(tmp_path).values()]
+    states = [r.state for r in ledger(tmp_path).values()]
     assert states.count("submitted") == 2 and len(states) == 10
     run_in_process(tmp_path)
     assert decisions(tmp_path) == decisions(crashed[0])
-    assert all(r["attempts"] == 1 for r in ledger(tmp_path).values())
+    assert all(r.attempts == 1 for r in ledger(tmp_path).values())
 
 
 def test_adaptive_needs_a_prior_and_unpinned_members(tmp_path, capsys):

@@ -16,7 +16,9 @@ from jobs import ledger
 from jobs.branches import WITH_TRUNK, resubmit_set
 from jobs.cli import main
 from jobs.commands import cancel
-from jobs.launch import branch_arrays, ensure_local_workers, launch_sweep
+from jobs.executors.local import ensure_local_workers
+from jobs.executors.slurm import SlurmSettings, branch_arrays
+from jobs.launch import launch_sweep
 from jobs.settings import ClusterSettings
 from jobs.status import collect, wait_until_terminal
 from jobs.sweepdir import read_config
@@ -94,7 +96,7 @@ def test_branches_of_a_failed_trunk_stay_queued_and_workers_exit(tmp_path: Path)
     ledger.transition(tmp_path, trunk.run_id, ledger.FAILED, error_tail="worker exited")
     with ExitStack() as held:
         assert claim(tmp_path, "local-2", held) is None  # the worker exits ...
-    assert {ledger.read(tmp_path, b.run_id)["state"] for b in branches} == {"submitted"}
+    assert {ledger.read(tmp_path, b.run_id).state for b in branches} == {"submitted"}
     status = collect(tmp_path)  # ... the branches stay queued, blocked, and nothing waits
     assert status.blocked == 2 and status.all_terminal
     assert {r.wait.line() for r in status.runs if r.wait} == {
@@ -137,11 +139,11 @@ def test_failed_trunk_status_and_resubmit_through_the_cli(tmp_path: Path, capsys
     trunk_rec = ledger.read(tmp_path, trunk.run_id)
     for b in branches:  # each branch started once, after its trunk's checkpoint was written
         rec = ledger.read(tmp_path, b.run_id)
-        assert rec["attempts"] == 1
+        assert rec.attempts == 1
         ckpt = branch_checkpoint(tmp_path / "runs" / trunk.run_id, b.branch_step, "simulated")
         assert ckpt.stat().st_mtime <= ledger.state_path(tmp_path, b.run_id).stat().st_mtime
         assert "branching from trunk" in (tmp_path / "runs" / b.run_id / "train.log").read_text()
-    assert trunk_rec["attempts"] == 2
+    assert trunk_rec.attempts == 2
 
 
 def test_cancel_of_a_trunk_cancels_its_waiting_branches(tmp_path: Path, capsys) -> None:
@@ -154,8 +156,8 @@ def test_cancel_of_a_trunk_cancels_its_waiting_branches(tmp_path: Path, capsys) 
             f"{trunk.run_id}` brings them back)") in capsys.readouterr().out
     records = ledger.read_all(tmp_path)
     for b in branches:
-        assert records[b.run_id]["state"] == "cancelled"
-        assert records[b.run_id]["error_tail"] == f"{WITH_TRUNK} {trunk.run_id}"
+        assert records[b.run_id].state == "cancelled"
+        assert records[b.run_id].error_tail == f"{WITH_TRUNK} {trunk.run_id}"
     rows = [trunk, *branches]  # a resubmit of the trunk brings them back
     again = resubmit_set(tmp_path, rows, records, [trunk.run_id], named=True)
     assert again.chosen == [trunk.run_id] and sorted(again.along) == sorted(
@@ -204,8 +206,8 @@ def test_a_branch_whose_completed_trunk_lost_its_checkpoint_fails_naming_it(
     with ExitStack() as held:  # the other branch is claimed; this one fails, naming the trunk
         assert claim(tmp_path, "local-1", held) != first.run_id
     rec = ledger.read(tmp_path, first.run_id)
-    assert rec["state"] == "failed" and f"its trunk {trunk.run_id} completed without a " \
-        f"checkpoint at iteration {first.branch_step}" in rec["error_tail"]
+    assert rec.state == "failed" and f"its trunk {trunk.run_id} completed without a " \
+        f"checkpoint at iteration {first.branch_step}" in rec.error_tail
 
 
 def test_branch_arrays_depend_on_a_live_trunk_only(tmp_path: Path) -> None:
@@ -213,7 +215,8 @@ def test_branch_arrays_depend_on_a_live_trunk_only(tmp_path: Path) -> None:
     whose trunk is queued depends on the trunk's task, as the ledger records it."""
     cfg = make_sweep(tmp_path, "cluster=slurm_local", *ONE_TRUNK)
     trunk, branches = rows_by_role(tmp_path)
-    settings, ids = ClusterSettings.from_cfg(cfg), [b.run_id for b in branches]
+    settings = SlurmSettings.from_cluster(ClusterSettings.from_cfg(cfg))
+    ids = [b.run_id for b in branches]
     ledger.transition(tmp_path, trunk.run_id, ledger.SUBMITTED, job_id="4242_7")
     rows = [trunk, *branches]
     assert branch_arrays(tmp_path, rows, ids, settings) == [(ids, "afterok:4242_7")]

@@ -51,8 +51,8 @@ def check_started_from_checkpoints(sweep_dir: Path, trunk, branches) -> None:
     trunk_rec = ledger.read(sweep_dir, trunk.run_id)
     for b in branches:
         rec = ledger.read(sweep_dir, b.run_id)
-        assert rec["state"] == "completed" and rec["attempts"] == 1, rec
-        assert ledger.seconds_between(trunk_rec["ended_at"], rec["started_at"]) >= 0
+        assert rec.state == "completed" and rec.attempts == 1, rec
+        assert ledger.seconds_between(trunk_rec.ended_at, rec.started_at) >= 0
         assert branch_checkpoint(sweep_dir / "runs" / trunk.run_id, b.branch_step,
                                  "simulated").is_file()
         log = (sweep_dir / "runs" / b.run_id / "train.log").read_text()
@@ -65,13 +65,13 @@ def test_branch_array_depends_on_its_trunk_task(slurm_sweep) -> None:
     sweep_dir = Path(cfg.sweep_dir)
     trunk, branches = rows_by_role(sweep_dir)
     launch_sweep(sweep_dir, cfg)
-    trunk_job = ledger.read(sweep_dir, trunk.run_id)["job_ids"][-1]
+    trunk_job = ledger.read(sweep_dir, trunk.run_id).job_ids[-1]
     first, second = manifests(sweep_dir)[0], manifests(sweep_dir)
     by_runs = {tuple(sorted(m["run_ids"])): m for m in second}
     arr = by_runs[tuple(sorted(b.run_id for b in branches))]
     assert arr["dependency"] == f"afterok:{trunk_job}" and arr["released"]
     assert "dependency" not in by_runs[(trunk.run_id,)] and first
-    branch_job = ledger.read(sweep_dir, branches[0].run_id)["job_ids"][-1]
+    branch_job = ledger.read(sweep_dir, branches[0].run_id).job_ids[-1]
     assert dependency(branch_job).startswith(f"afterok:{trunk_job}")
     status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
     assert f"2 branches waiting for trunk {trunk.run_id}: " in status, status
@@ -90,8 +90,8 @@ def test_preempted_trunk_holds_its_branches_then_all_three_complete(slurm_sweep)
     sweep_dir = Path(cfg.sweep_dir)
     trunk, branches = rows_by_role(sweep_dir)
     launch_sweep(sweep_dir, cfg)
-    trunk_job = wait_until(lambda: (r := ledger.read(sweep_dir, trunk.run_id))["state"]
-                           == "running" and r["job_ids"][-1], "trunk started")
+    trunk_job = wait_until(lambda: (r := ledger.read(sweep_dir, trunk.run_id)).state
+                           == "running" and r.job_ids[-1], "trunk started")
     time.sleep(1)  # a few steps in (its branch steps: 184 and 614 of 614 iterations)
     subprocess.run(["scancel", "--signal=USR2", trunk_job], check=True)
     requeued = wait_until(lambda: poll(sweep_dir, cfg).runs[0].state == "submitted"
@@ -103,12 +103,12 @@ def test_preempted_trunk_holds_its_branches_then_all_three_complete(slurm_sweep)
     pending = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r"], capture_output=True,
                              text=True, check=True).stdout
     for b in branches:
-        job = ledger.read(sweep_dir, b.run_id)["job_ids"][-1]
+        job = ledger.read(sweep_dir, b.run_id).job_ids[-1]
         assert f"{job}|PENDING|Dependency" in pending, pending
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 3, final.summary()
     rec = ledger.read(sweep_dir, trunk.run_id)
-    assert rec["attempts"] == 2 and rec["job_ids"] == [trunk_job]  # requeued, same task
+    assert rec.attempts == 2 and rec.job_ids == [trunk_job]  # requeued, same task
     summary = json.loads((sweep_dir / "runs" / trunk.run_id / "summary.json").read_text())
     assert summary["resumed_from"] > 0
     check_started_from_checkpoints(sweep_dir, trunk, branches)
@@ -130,8 +130,8 @@ def test_failed_trunk_holds_its_branches_and_resubmit_gives_them_a_fresh_depende
         next(r for r in rows if r["run_id"] == trunk.run_id)["n_active_flame"] = "0"
     good = rewrite_plan(sweep_dir, break_trunk)
     launch_sweep(sweep_dir, cfg)
-    old = {b.run_id: ledger.read(sweep_dir, b.run_id)["job_ids"][-1] for b in branches}
-    old_trunk = ledger.read(sweep_dir, trunk.run_id)["job_ids"][-1]
+    old = {b.run_id: ledger.read(sweep_dir, b.run_id).job_ids[-1] for b in branches}
+    old_trunk = ledger.read(sweep_dir, trunk.run_id).job_ids[-1]
     arrays = {tuple(sorted(m["run_ids"])): m for m in manifests(sweep_dir)}
     assert arrays[tuple(sorted(old))]["dependency"] == f"afterok:{old_trunk}"
     assert all(dependency(job).startswith(f"afterok:{old_trunk}") for job in old.values())
@@ -146,9 +146,9 @@ def test_failed_trunk_holds_its_branches_and_resubmit_gives_them_a_fresh_depende
     (sweep_dir / "plan.csv").write_text(good)
     code, out, _ = cli_run(capsys, "resubmit", trunk.run_id, *cli)
     assert code == 0 and "reset 1 runs to planned, and 2 branches of their trunks" in out
-    new_trunk = ledger.read(sweep_dir, trunk.run_id)["job_ids"][-1]
+    new_trunk = ledger.read(sweep_dir, trunk.run_id).job_ids[-1]
     for b in branches:
-        job = ledger.read(sweep_dir, b.run_id)["job_ids"][-1]
+        job = ledger.read(sweep_dir, b.run_id).job_ids[-1]
         assert job != old[b.run_id]
         assert dependency(job).startswith(f"afterok:{new_trunk}")
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.3, progress=False)

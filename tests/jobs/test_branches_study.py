@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep.records import RunRecord, scan_records
 from tests.jobs.conftest import REPO
 
 FLAME = [sys.executable, "-m", "jobs.cli"]
@@ -25,9 +26,8 @@ STUDY = ("experiment=demo_branches", "trainer=simulated", "trainer.seconds_per_r
          "fit.figures=false")
 
 
-def records(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text())
-            for p in Path(sweep_dir, "runs").glob("*/state.json")}
+def records(sweep_dir: Path) -> dict[str, RunRecord]:
+    return scan_records(sweep_dir)[0]
 
 
 def plan(sweep_dir: Path) -> dict[str, dict]:
@@ -37,7 +37,7 @@ def plan(sweep_dir: Path) -> dict[str, dict]:
 
 def completed(sweep_dir: Path, rows: dict[str, dict], role: str) -> list[str]:
     return [rid for rid, rec in records(sweep_dir).items()
-            if rec["state"] == "completed" and rows[rid]["role"] == role]
+            if rec.state == "completed" and rows[rid]["role"] == role]
 
 
 @pytest.mark.slow  # ~40 s: two `flame run`s of 45 simulated runs, collect and fit
@@ -62,16 +62,16 @@ def test_sigkilled_demo_branches_continues_without_retraining(tmp_path: Path) ->
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     final = records(tmp_path)
     assert len(final) == len(rows) == 45
-    assert {rec["state"] for rec in final.values()} == {"completed"}
+    assert {rec.state for rec in final.values()} == {"completed"}
     for rid in done:  # trained once: same summary, one attempt, one job
         assert (tmp_path / "runs" / rid / "summary.json").stat().st_mtime_ns == before[rid]
-    assert all(rec["attempts"] == 1 and len(rec["job_ids"]) == 1 for rec in final.values())
+    assert all(rec.attempts == 1 and len(rec.job_ids) == 1 for rec in final.values())
     for rid, row in rows.items():  # each branch started after its trunk's checkpoint
         if row["role"] != "branch":
             continue
         ckpt = (tmp_path / "runs" / row["parent"] / "checkpoints"
                 / f"iter_{int(row['branch_step']):07d}.json")
-        started = datetime.fromisoformat(final[rid]["started_at"]).timestamp()
+        started = datetime.fromisoformat(final[rid].started_at).timestamp()
         assert started >= int(ckpt.stat().st_mtime), rid  # started_at has whole seconds
         assert "branching from trunk" in (tmp_path / "runs" / rid / "train.log").read_text()
     assert (tmp_path / "fit.json").exists()
@@ -89,7 +89,7 @@ def test_study_killed_with_its_workers_holds_branches_until_resubmit(tmp_path: P
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # two trunks checkpointed in training, one done
         rows = plan(tmp_path) if (tmp_path / "plan.csv").exists() else {}
-        states = {rid: rec["state"] for rid, rec in records(tmp_path).items()}
+        states = {rid: rec.state for rid, rec in records(tmp_path).items()}
         training = [rid for rid, s in states.items() if s == "running"
                     and rows[rid]["role"] == "trunk"
                     and (tmp_path / "runs" / rid / "checkpoints" / "simulated.json").exists()]
@@ -99,10 +99,10 @@ def test_study_killed_with_its_workers_holds_branches_until_resubmit(tmp_path: P
     os.killpg(proc.pid, signal.SIGKILL)  # its session: the launcher, the workers, their tasks
     proc.wait()
     done = {rid: (tmp_path / "runs" / rid / "summary.json").stat().st_mtime_ns
-            for rid, rec in records(tmp_path).items() if rec["state"] == "completed"}
+            for rid, rec in records(tmp_path).items() if rec.state == "completed"}
     again = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    states = {rid: rec["state"] for rid, rec in records(tmp_path).items()}
+    states = {rid: rec.state for rid, rec in records(tmp_path).items()}
     failed = [rid for rid, s in states.items() if s == "failed"]
     assert sorted(failed) == sorted(training)  # killed mid-training: failed, not retrained
     blocked = [rid for rid, row in rows.items() if row["parent"] in failed
@@ -121,10 +121,10 @@ def test_study_killed_with_its_workers_holds_branches_until_resubmit(tmp_path: P
     final = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     recs = records(tmp_path)
-    assert {rec["state"] for rec in recs.values()} == {"completed"} and len(recs) == 45
+    assert {rec.state for rec in recs.values()} == {"completed"} and len(recs) == 45
     for rid, mtime in done.items():  # finished before the kill: never trained again
         assert (tmp_path / "runs" / rid / "summary.json").stat().st_mtime_ns == mtime
-        assert recs[rid]["attempts"] == 1
+        assert recs[rid].attempts == 1
     for rid in failed:  # the killed trunks resumed from their own checkpoints
         summary = json.loads((tmp_path / "runs" / rid / "summary.json").read_text())
-        assert recs[rid]["attempts"] == 2 and summary["resumed_from"], summary
+        assert recs[rid].attempts == 2 and summary["resumed_from"], summary

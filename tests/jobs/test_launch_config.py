@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import compose
-from jobs.executors import slurm_parameters
+from jobs.executors.slurm import SlurmSettings, slurm_parameters
 from jobs.launch import launch_sweep, launcher_lock
 from jobs.settings import ClusterSettings
 from sweep.errors import ConfigError
@@ -33,7 +33,7 @@ def test_slurm_h100_options_go_through_submitit(tmp_path: Path) -> None:
     cfg = make_sweep(tmp_path, "cluster=slurm_h100", "cluster.partition=gpu",
                      "cluster.account=proj42", "cluster.qos=high",
                      "cluster.setup=['source ~/megatron-env/bin/activate']")
-    params = slurm_parameters(ClusterSettings.from_cfg(cfg), "flame-x")
+    params = slurm_parameters(SlurmSettings.from_cluster(ClusterSettings.from_cfg(cfg)), "flame-x")
     assert params["slurm_partition"] == "gpu" and params["gpus_per_node"] == 8
     assert params["slurm_account"] == "proj42" and params["slurm_qos"] == "high"
     report = launch_sweep(tmp_path, cfg, dry_run=True)  # no sbatch needed for a dry run

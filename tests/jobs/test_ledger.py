@@ -16,14 +16,14 @@ from tests.jobs.conftest import REPO
 
 def test_state_machine_moves_forward_only(tmp_path: Path) -> None:
     rec = ledger.transition(tmp_path, "r1", ledger.SUBMITTED, job_id="7_0")
-    assert rec["state"] == "submitted" and rec["job_ids"] == ["7_0"] and rec["attempts"] == 0
+    assert rec.state == "submitted" and rec.job_ids == ["7_0"] and rec.attempts == 0
     rec = ledger.transition(tmp_path, "r1", ledger.RUNNING, job_id="7_0")
-    assert rec["attempts"] == 1 and rec["job_ids"] == ["7_0"] and rec["started_at"]
+    assert rec.attempts == 1 and rec.job_ids == ["7_0"] and rec.started_at
     rec = ledger.transition(tmp_path, "r1", ledger.RUNNING, job_id="7_0")  # requeued attempt
-    assert rec["attempts"] == 2 and rec["job_ids"] == ["7_0"]
+    assert rec.attempts == 2 and rec.job_ids == ["7_0"]
     assert ledger.transition(tmp_path, "r1", ledger.SUBMITTED) is None  # never backwards
     rec = ledger.transition(tmp_path, "r1", ledger.FAILED, error_tail="boom")
-    assert rec["state"] == "failed" and rec["ended_at"] and rec["error_tail"] == "boom"
+    assert rec.state == "failed" and rec.ended_at and rec.error_tail == "boom"
     for later in (ledger.COMPLETED, ledger.RUNNING, ledger.CANCELLED):
         assert ledger.transition(tmp_path, "r1", later) is None  # terminal stays terminal
     with pytest.raises(ledger.TransitionError, match="failed -> completed"):
@@ -35,7 +35,7 @@ def test_state_machine_moves_forward_only(tmp_path: Path) -> None:
     # resubmit: back to planned, history kept, the attempt budget counts from the new submit
     assert ledger.reset(tmp_path, "r1", frozenset({ledger.FAILED}))
     rec = ledger.transition(tmp_path, "r1", ledger.SUBMITTED, job_id="9_0")
-    assert rec["job_ids"] == ["7_0", "9_0"] and rec["attempts_at_submit"] == 2
+    assert rec.job_ids == ["7_0", "9_0"] and rec.attempts_at_submit == 2
     assert not ledger.reset(tmp_path, "r1", frozenset({ledger.FAILED}))  # submitted: refused
 
 
@@ -50,7 +50,7 @@ def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
     ledger.transition(tmp_path, "shared", ledger.SUBMITTED)
     with multiprocessing.get_context("fork").Pool(4) as pool:
         pool.map(_bump, [(str(tmp_path), 25)] * 4)
-    assert ledger.read(tmp_path, "shared")["attempts"] == 100
+    assert ledger.read(tmp_path, "shared").attempts == 100
     leftovers = [p.name for p in (tmp_path / "runs" / "shared").iterdir()
                  if p.name not in ("state.json", "state.lock")]
     assert leftovers == []  # no temp files left behind by the atomic writes
@@ -110,4 +110,4 @@ def test_an_entry_with_only_a_state_reads_with_the_other_keys_defaulted(tmp_path
     folder.mkdir(parents=True)
     (folder / "state.json").write_text('{"run_id": "r1", "state": "completed"}')
     rec = ledger.read_all(tmp_path)["r1"]
-    assert rec["state"] == "completed" and rec["attempts"] == 0 and rec["job_ids"] == []
+    assert rec.state == "completed" and rec.attempts == 0 and rec.job_ids == []

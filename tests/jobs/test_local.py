@@ -27,9 +27,9 @@ def test_local_sweep_runs_detached_and_once(tmp_path: Path) -> None:
     final = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
     assert final.counts["completed"] == 15, final.summary()  # ... its workers went on
     records = ledger.read_all(tmp_path)
-    workers = {rec["job_ids"][-1] for rec in records.values()}
+    workers = {rec.job_ids[-1] for rec in records.values()}
     assert 1 <= len(workers) <= 2  # never more than cluster.parallelism runs at once
-    assert all(rec["attempts"] == 1 and len(rec["job_ids"]) == 1 for rec in records.values())
+    assert all(rec.attempts == 1 and len(rec.job_ids) == 1 for rec in records.values())
     for run_id in plan_ids(tmp_path):  # the trainer's artefacts, written by the real job
         summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
         assert summary["final_val_loss"] > 0
@@ -48,7 +48,7 @@ def test_local_cancel_and_resubmit(tmp_path: Path) -> None:
     while poll(tmp_path, cfg).counts["running"] == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     running = [r.run_id for r in poll(tmp_path, cfg).runs if r.state == "running"]
-    worker = ledger.read(tmp_path, running[0])["job_ids"][-1]
+    worker = ledger.read(tmp_path, running[0]).job_ids[-1]
     out = flame("cancel", "--all", *cli)
     assert "cancelled 5 runs" in out.stdout
     status = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
@@ -64,4 +64,4 @@ def test_local_cancel_and_resubmit(tmp_path: Path) -> None:
     assert "reset 1 runs" in out.stdout and "submitted 1 runs" in out.stdout
     final = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
     assert final.counts == {**final.counts, "completed": 1, "cancelled": 4}
-    assert ledger.read(tmp_path, running[0])["attempts"] == 2
+    assert ledger.read(tmp_path, running[0]).attempts == 2

@@ -24,7 +24,7 @@ ONE_RUN = ("budgets.flops=[3e11]", "family.grid={hidden_size:[64],num_layers:[2]
 
 def wait_running(sweep_dir: Path, cfg, run_id: str, limit: float = 60) -> dict:
     deadline = time.monotonic() + limit
-    while (rec := ledger.read(sweep_dir, run_id)) is None or rec["state"] != "running":
+    while (rec := ledger.read(sweep_dir, run_id)) is None or rec.state != "running":
         assert time.monotonic() < deadline, f"{run_id} never started: {rec}"
         time.sleep(0.1)
     return rec
@@ -40,7 +40,7 @@ def test_deleted_state_json_and_relaunch_never_trains_a_run_twice(tmp_path: Path
                      "cluster.parallelism=2")
     (run_id,) = plan_ids(tmp_path)
     launch_sweep(tmp_path, cfg)
-    first = wait_running(tmp_path, cfg, run_id)["job_ids"][-1]
+    first = wait_running(tmp_path, cfg, run_id).job_ids[-1]
     (tmp_path / "runs" / run_id / "state.json").unlink()  # a user "resets" a running run
     again = launch_sweep(tmp_path, cfg)
     assert again.submitted == (run_id,) and len(again.job_ids) == 1  # a second worker starts
@@ -49,7 +49,7 @@ def test_deleted_state_json_and_relaunch_never_trains_a_run_twice(tmp_path: Path
     iterations = train_iterations(tmp_path, run_id)
     assert iterations == sorted(set(iterations)), iterations  # one trainer: no interleaving
     rec = ledger.read(tmp_path, run_id)
-    assert rec["job_ids"][-1] == first  # the ledger follows the worker that trained it
+    assert rec.job_ids[-1] == first  # the ledger follows the worker that trained it
     second_log = next((tmp_path / "jobs" / "logs" / again.job_ids[0].removeprefix("local-"))
                       .glob("*_log.err")).read_text()
     assert f"run {run_id} is being trained by job {first}" in second_log
@@ -61,7 +61,7 @@ def test_truncated_state_json_is_named_and_the_other_runs_go_on(tmp_path: Path) 
     broken = plan_ids(tmp_path)[3]
     path = tmp_path / "runs" / broken / "state.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(ledger.new_record(broken))[:40])  # a write cut short
+    path.write_text(ledger.new_record(broken).text()[:40])  # a write cut short
     before = path.read_bytes()
     out = flame("launch", *cli)
     assert "submitted 14 runs" in out.stdout and "skipped 1 corrupt" in out.stdout
@@ -99,15 +99,15 @@ def test_cancel_of_a_queued_resubmitted_run_spares_its_old_worker(tmp_path: Path
     cli = (f"sweep_dir={tmp_path}", "cluster=local", "cluster.parallelism=1")
     _, failing, second = break_first_claimed(tmp_path)
     launch_sweep(tmp_path, cfg)
-    worker = wait_running(tmp_path, cfg, second)["job_ids"][-1]  # the worker that failed run 1
-    assert ledger.read(tmp_path, failing)["job_ids"] == [worker]
+    worker = wait_running(tmp_path, cfg, second).job_ids[-1]  # the worker that failed run 1
+    assert ledger.read(tmp_path, failing).job_ids == [worker]
     out = flame("resubmit", failing, *cli)  # queued behind the busy worker, still naming it
     assert "submitted 1 runs" in out.stdout
-    assert ledger.read(tmp_path, failing)["state"] == "submitted"
+    assert ledger.read(tmp_path, failing).state == "submitted"
     assert "cancelled 1 runs" in flame("cancel", failing, *cli).stdout
     time.sleep(1.0)
     assert pid_alive(int(worker.removeprefix("local-")))  # not SIGINTed
-    assert ledger.read(tmp_path, second)["state"] in ("running", "completed")
+    assert ledger.read(tmp_path, second).state in ("running", "completed")
     final = wait_until_terminal(tmp_path, cfg, poll_s=0.3, progress=False)
     assert final.counts["completed"] == 4 and final.counts["cancelled"] == 1, final.summary()
 
@@ -156,7 +156,7 @@ def test_a_worker_whose_controller_was_killed_alone_keeps_its_run(tmp_path: Path
                      "trainer.seconds_per_run=4", *ONE_RUN)
     (run_id,) = plan_ids(tmp_path)
     launch_sweep(tmp_path, cfg)
-    job = wait_running(tmp_path, cfg, run_id)["job_ids"][-1]
+    job = wait_running(tmp_path, cfg, run_id).job_ids[-1]
     os.kill(int(job.removeprefix("local-")), signal.SIGKILL)
     time.sleep(0.5)
     assert poll(tmp_path, cfg).runs[0].state == "running"  # reconciled: not failed

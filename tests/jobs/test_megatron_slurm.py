@@ -48,7 +48,7 @@ def _preempt_once_training(sweep_dir: Path, cfg) -> None:
                 break
         time.sleep(0.2)
     (run_id, rec), = ledger.read_all(sweep_dir).items()
-    subprocess.run(["scancel", "--signal=USR2", rec["job_ids"][-1]], check=True)
+    subprocess.run(["scancel", "--signal=USR2", rec.job_ids[-1]], check=True)
 
 
 @pytest.mark.timeout(150)
@@ -71,7 +71,7 @@ def _check_preempted_run(sweep_dir: Path, cfg, tmp_path: Path) -> None:
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 1, final.summary()
     (run_id, rec), = ledger.read_all(sweep_dir).items()
-    assert rec["attempts"] == 2 and len(rec["job_ids"]) == 1  # requeued: one job, two starts
+    assert rec.attempts == 2 and len(rec.job_ids) == 1  # requeued: one job, two starts
     log = (sweep_dir / "runs" / run_id / "train.log").read_text()
     assert "[exiting program after receiving SIGTERM.]" in log
     assert "loading distributed checkpoint" in log

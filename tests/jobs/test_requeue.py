@@ -39,7 +39,7 @@ def preempt_when_running(sweep_dir: Path, cfg, after_s: float) -> str:
         time.sleep(0.2)
     time.sleep(after_s)  # let it train a few steps
     (run_id, rec), = ledger.read_all(sweep_dir).items()
-    subprocess.run(["scancel", "--signal=USR2", rec["job_ids"][-1]], check=True)
+    subprocess.run(["scancel", "--signal=USR2", rec.job_ids[-1]], check=True)
     return run_id
 
 
@@ -57,7 +57,7 @@ def test_preempted_run_requeues_and_resumes_to_the_same_loss(slurm_sweep, tmp_pa
     cfg, sweep_dir, run_id, final = preempted_once(slurm_sweep, max_attempts=3)
     assert final.counts["completed"] == 1, final.summary()
     rec = ledger.read(sweep_dir, run_id)
-    assert rec["attempts"] == 2 and len(rec["job_ids"]) == 1  # requeued: same job, 2 starts
+    assert rec.attempts == 2 and len(rec.job_ids) == 1  # requeued: same job, 2 starts
     summary = json.loads((sweep_dir / "runs" / run_id / "summary.json").read_text())
     assert summary["resumed_from"] and summary["resumed_from"] > 0
     assert "resuming from checkpoint" in (sweep_dir / "runs" / run_id / "train.log").read_text()
@@ -69,14 +69,14 @@ def test_attempt_cap_marks_timeout_then_resubmit_resumes(slurm_sweep) -> None:
     cfg, sweep_dir, run_id, final = preempted_once(slurm_sweep, max_attempts=1)
     assert final.counts["timeout"] == 1, final.summary()
     rec = ledger.read(sweep_dir, run_id)
-    assert rec["attempts"] == 1 and "cluster.max_attempts=1" in rec["error_tail"]
+    assert rec.attempts == 1 and "cluster.max_attempts=1" in rec.error_tail
     out = flame("resubmit", "--failed", f"sweep_dir={sweep_dir}", "cluster=slurm_local",
                 "cluster.max_attempts=1")
     assert "submitted 1 runs" in out.stdout
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 1
     summary = json.loads((sweep_dir / "runs" / run_id / "summary.json").read_text())
-    assert summary["resumed_from"] > 0 and len(ledger.read(sweep_dir, run_id)["job_ids"]) == 2
+    assert summary["resumed_from"] > 0 and len(ledger.read(sweep_dir, run_id).job_ids) == 2
 
 
 @pytest.mark.slow
@@ -93,7 +93,7 @@ def test_time_limit_requeues_and_resumes_embedded(slurm_sweep, tmp_path) -> None
     final = wait_until_terminal(sweep_dir, cfg, poll_s=1.0, progress=False)
     assert final.counts["completed"] == 1, final.summary()
     (run_id, rec), = ledger.read_all(sweep_dir).items()
-    assert rec["attempts"] >= 2
+    assert rec.attempts >= 2
     summary = json.loads((sweep_dir / "runs" / run_id / "summary.json").read_text())
     expected = uninterrupted_final_loss(sweep_dir, run_id, tmp_path)
     assert abs(summary["final_val_loss"] - expected) <= 1e-6

@@ -59,8 +59,8 @@ def test_sweep_of_20_completes_once(slurm_sweep) -> None:
     again = flame("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
     assert "submitted 0 runs" in again.stdout and "skipped 20 completed" in again.stdout
     records = ledger.read_all(sweep_dir)
-    job_ids = {rec["job_ids"][0] for rec in records.values()}
-    assert all(len(rec["job_ids"]) == 1 and rec["attempts"] == 1 for rec in records.values())
+    job_ids = {rec.job_ids[0] for rec in records.values()}
+    assert all(len(rec.job_ids) == 1 and rec.attempts == 1 for rec in records.values())
     tasks = sacct_settled(job_ids, 20)
     assert len(tasks) == 20 and {t[0] for t in tasks} == job_ids  # one accepted job per run
     assert {t[2] for t in tasks} == {"COMPLETED"} and len({t[1] for t in tasks}) == 1
@@ -78,15 +78,15 @@ def test_launcher_killed_mid_submission_loses_and_duplicates_nothing(slurm_sweep
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
     states = ledger.read_all(sweep_dir)
-    assert sum(rec["state"] != "planned" for rec in states.values()) == 23
+    assert sum(rec.state != "planned" for rec in states.values()) == 23
     again = flame(*args)
     assert "recovered 7 runs" in again.stdout and "submitted 20 runs" in again.stdout
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 50, final.summary()
     records = ledger.read_all(sweep_dir)
     assert sorted(records) == sorted(plan_ids(sweep_dir))
-    job_ids = [rec["job_ids"][0] for rec in records.values()]
-    assert all(len(rec["job_ids"]) == 1 for rec in records.values())
+    job_ids = [rec.job_ids[0] for rec in records.values()]
+    assert all(len(rec.job_ids) == 1 for rec in records.values())
     tasks = sacct_settled(set(job_ids), 50)
     assert len(tasks) == 50 and sorted(t[0] for t in tasks) == sorted(job_ids)  # 0 duplicates
     assert flame(*args).stdout.count("submitted 0 runs") == 1
@@ -107,9 +107,9 @@ def test_failed_run_keeps_its_error_and_resubmit_reruns_it(slurm_sweep) -> None:
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 4 and final.counts["failed"] == 1
     rec = ledger.read(sweep_dir, bad)
-    assert rec["state"] == "failed" and "n_active_<accounting> missing" in rec["error_tail"]
-    assert "Traceback" in rec["error_tail"] and rec["ended_at"]
-    assert sacct_settled({rec["job_ids"][0]}, 1)[0][2] == "FAILED"
+    assert rec.state == "failed" and "n_active_<accounting> missing" in rec.error_tail
+    assert "Traceback" in rec.error_tail and rec.ended_at
+    assert sacct_settled({rec.job_ids[0]}, 1)[0][2] == "FAILED"
     status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
     assert bad in status and "n_active_<accounting> missing" in status
     (sweep_dir / "plan.csv").write_text(plan)  # fixed: resubmit runs it again
@@ -118,7 +118,7 @@ def test_failed_run_keeps_its_error_and_resubmit_reruns_it(slurm_sweep) -> None:
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 5
     rec = ledger.read(sweep_dir, bad)
-    assert len(rec["job_ids"]) == 2 and rec["error_tail"] is None
+    assert len(rec.job_ids) == 2 and rec.error_tail is None
 
 
 def test_cancel_scancels_and_marks_cancelled(slurm_sweep) -> None:
@@ -129,8 +129,8 @@ def test_cancel_scancels_and_marks_cancelled(slurm_sweep) -> None:
     out = flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm_local")
     assert "cancelled 5 runs" in out.stdout
     records = ledger.read_all(sweep_dir)
-    assert {rec["state"] for rec in records.values()} == {"cancelled"}
-    job_ids = {rec["job_ids"][0] for rec in records.values()}
+    assert {rec.state for rec in records.values()} == {"cancelled"}
+    job_ids = {rec.job_ids[0] for rec in records.values()}
     deadline = time.monotonic() + 30
     while {t[2].split()[0] for t in sacct_tasks(job_ids)} != {"CANCELLED"}:
         assert time.monotonic() < deadline, sacct_tasks(job_ids)
@@ -155,14 +155,18 @@ def test_two_concurrent_launchers_submit_once(slurm_sweep) -> None:
         (loser[0] == 0 and "submitted 0 runs" in loser[1]), (codes, loser)
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 10
-    assert len(sacct_settled({r["job_ids"][0] for r in ledger.read_all(sweep_dir).values()},
+    assert len(sacct_settled({r.job_ids[0] for r in ledger.read_all(sweep_dir).values()},
                              10)) == 10
 
 
 def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
     """What a launcher killed right after sbatch (or right before it) leaves behind."""
-    from jobs.executors import slurm_executor
-    from jobs.launch import _write_manifest, unreleased_arrays
+    from jobs.executors.slurm import (
+        SlurmSettings,
+        _write_manifest,
+        slurm_executor,
+        unreleased_arrays,
+    )
     from jobs.settings import ClusterSettings
     from jobs.sweepdir import jobs_dir
     from jobs.task import RunTask
@@ -173,8 +177,8 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
     # died after sbatch: its manifest has no job id, its array waits held in SLURM
     _write_manifest(sweep_dir, {"name": "flame-orphan-test", "run_ids": ids[:3],
                                 "job_id": None, "released": False})
-    executor = slurm_executor(ClusterSettings.from_cfg(cfg), jobs_dir(sweep_dir) / "logs",
-                              "flame-orphan-test")
+    executor = slurm_executor(SlurmSettings.from_cluster(ClusterSettings.from_cfg(cfg)),
+                              jobs_dir(sweep_dir) / "logs", "flame-orphan-test")
     with executor.batch():
         jobs = [executor.submit(RunTask(str(sweep_dir), rid, 3)) for rid in ids[:3]]
     # died before sbatch: nothing of it reached SLURM
@@ -186,22 +190,21 @@ def test_relaunch_recovers_held_arrays_by_job_name(slurm_sweep) -> None:
     report = launch_sweep(sweep_dir, cfg)
     assert sorted(report.recovered) == sorted(ids[:3])
     assert sorted(report.submitted) == sorted(ids[3:])
-    assert [ledger.read(sweep_dir, rid)["job_ids"] for rid in ids[:3]] == \
+    assert [ledger.read(sweep_dir, rid).job_ids for rid in ids[:3]] == \
         [[job.job_id] for job in jobs]
     assert unreleased_arrays(sweep_dir) == []
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 5, final.summary()
-    all_ids = {rec["job_ids"][0] for rec in ledger.read_all(sweep_dir).values()}
+    all_ids = {rec.job_ids[0] for rec in ledger.read_all(sweep_dir).values()}
     assert len(all_ids) == 5 and len(sacct_settled(all_ids, 5)) == 5
 
 
 def test_a_job_the_scheduler_forgot_fails_instead_of_waiting_forever(slurm_sweep) -> None:
     """A job id neither sacct nor squeue knows (its cluster's state was reset) ends the wait."""
-    import json
     from datetime import datetime, timedelta
 
-    from jobs.reconcile import FORGOTTEN_AFTER_S
-    from sweep.io import STATE_JSON, atomic_write_text
+    from jobs.executors.slurm import FORGOTTEN_AFTER_S
+    from sweep.records import write_record
 
     cfg = slurm_sweep("budgets.flops=[3e11]")
     sweep_dir = Path(cfg.sweep_dir)
@@ -210,8 +213,8 @@ def test_a_job_the_scheduler_forgot_fails_instead_of_waiting_forever(slurm_sweep
         ledger.transition(sweep_dir, run_id, ledger.SUBMITTED, job_id="9999999", strict=True)
         rec = ledger.read(sweep_dir, run_id)
         stamp = datetime.now(UTC) - timedelta(seconds=age_s)
-        rec["updated_at"] = stamp.isoformat(timespec="seconds")
-        atomic_write_text(sweep_dir / "runs" / run_id / STATE_JSON, json.dumps(rec))
+        rec.updated_at = stamp.isoformat(timespec="seconds")
+        write_record(sweep_dir, rec)
     status = poll(sweep_dir, cfg)
     states = {r.run_id: r for r in status.runs}
     assert states[old].state == ledger.FAILED and "no record of job 9999999" in states[old].error

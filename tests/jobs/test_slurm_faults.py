@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from jobs import ledger
-from jobs.launch import launch_sweep, unreleased_arrays
+from jobs.executors.slurm import unreleased_arrays
+from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
 from tests.jobs.conftest import flame, plan_ids
 
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.slurm
 ONE_RUN = ("budgets.flops=[3e11]", "family.grid={hidden_size:[64],num_layers:[2]}")
 
 
-def wait_for(sweep_dir: Path, cfg, run_id: str, check, what: str, limit: float = 90) -> dict:
+def wait_for(sweep_dir: Path, cfg, run_id: str, check, what: str,
+             limit: float = 90) -> ledger.RunRecord:
     """Poll (reconcile with SLURM, then read the ledger) until ``check(record)`` holds."""
     deadline = time.monotonic() + limit
     while True:
@@ -50,15 +52,15 @@ def test_deleted_state_json_and_relaunch_never_trains_twice(slurm_sweep) -> None
     sweep_dir = Path(cfg.sweep_dir)
     (run_id,) = plan_ids(sweep_dir)
     launch_sweep(sweep_dir, cfg)
-    first = wait_for(sweep_dir, cfg, run_id, lambda r: r["state"] == "running",
-                     "start")["job_ids"][-1]
+    first = wait_for(sweep_dir, cfg, run_id, lambda r: r.state == "running",
+                     "start").job_ids[-1]
     (sweep_dir / "runs" / run_id / "state.json").unlink()
     again = launch_sweep(sweep_dir, cfg)
     assert again.submitted == (run_id,)
     (second,) = again.job_ids
     # the second job starts, finds the first one training the run, and leaves it to it
-    rec = wait_for(sweep_dir, cfg, run_id, lambda r: r["job_ids"][-1] == first, "adoption")
-    assert rec["job_ids"] == [second, first] and rec["state"] in ("running", "completed")
+    rec = wait_for(sweep_dir, cfg, run_id, lambda r: r.job_ids[-1] == first, "adoption")
+    assert rec.job_ids == [second, first] and rec.state in ("running", "completed")
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 1, final.summary()
     iterations = train_iterations(sweep_dir, run_id)
@@ -93,8 +95,8 @@ def test_failed_release_keeps_the_array_held_and_the_next_launch_releases_it(
     assert "still held" in first.stderr and "run `flame launch` again" in first.stderr
     (name,) = unreleased_arrays(sweep_dir)
     records = ledger.read_all(sweep_dir)
-    assert {r["state"] for r in records.values()} == {"submitted"} and len(records) == 5
-    job = next(iter(records.values()))["job_ids"][-1]
+    assert {r.state for r in records.values()} == {"submitted"} and len(records) == 5
+    job = next(iter(records.values())).job_ids[-1]
     assert "JobHeld" in squeue_state(job)  # still held in SLURM
     status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
     assert "JobHeldUser" in status and "arrays are still held" in status
@@ -115,12 +117,12 @@ def test_requeued_running_run_shows_pending_with_the_reason_then_completes(slurm
     sweep_dir = Path(cfg.sweep_dir)
     (run_id,) = plan_ids(sweep_dir)
     launch_sweep(sweep_dir, cfg)
-    job = wait_for(sweep_dir, cfg, run_id, lambda r: r["state"] == "running",
-                   "start")["job_ids"][-1]
+    job = wait_for(sweep_dir, cfg, run_id, lambda r: r.state == "running",
+                   "start").job_ids[-1]
     time.sleep(2)  # a few steps in
     subprocess.run(["scontrol", "requeuehold", job], check=True)
-    rec = wait_for(sweep_dir, cfg, run_id, lambda r: r["state"] == "submitted", "requeue")
-    assert "held" in rec["pending_reason"] and rec["attempts"] == 1
+    rec = wait_for(sweep_dir, cfg, run_id, lambda r: r.state == "submitted", "requeue")
+    assert "held" in rec.pending_reason and rec.attempts == 1
     (run,) = poll(sweep_dir, cfg).runs
     assert run.state == "submitted" and run.elapsed_s == 0.0 and "held" in run.reason
     status = flame("status", f"sweep_dir={sweep_dir}", "cluster=slurm_local").stdout
@@ -130,4 +132,4 @@ def test_requeued_running_run_shows_pending_with_the_reason_then_completes(slurm
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
     assert final.counts["completed"] == 1, final.summary()
     rec = ledger.read(sweep_dir, run_id)
-    assert rec["attempts"] == 2 and rec["job_ids"] == [job] and rec["pending_reason"] is None
+    assert rec.attempts == 2 and rec.job_ids == [job] and rec.pending_reason is None

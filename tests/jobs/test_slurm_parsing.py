@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobs import ledger
-from jobs.slurm import SACCT_TO_LEDGER, _expand
+from jobs.executors.slurm_client import SACCT_TO_LEDGER, _expand
 
 
 def test_pending_array_ranges_expand_to_tasks() -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sweep.records import RunRecord, scan_records
+
 FLAME = [sys.executable, "-m", "jobs.cli"]
 # The demo's shape, shrunk so that 6 runs train in seconds each on one thread.
 REDUCED = ["family.members=null", "family.grid={hidden_size:[16,24,32],num_layers:[2]}",
@@ -24,9 +26,8 @@ def flame_run(sweep_dir, *extra, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def ledger(sweep_dir):
-    return {p.parent.name: json.loads(p.read_text())
-            for p in Path(sweep_dir, "runs").glob("*/state.json")}
+def ledger(sweep_dir: Path) -> dict[str, RunRecord]:
+    return scan_records(sweep_dir)[0]
 
 
 def check_study(sweep_dir):
@@ -58,7 +59,7 @@ def test_demo_study_local(tmp_path):
     out = flame_run(tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     check_study(tmp_path)
-    assert all(rec["attempts"] == 1 for rec in ledger(tmp_path).values())
+    assert all(rec.attempts == 1 for rec in ledger(tmp_path).values())
     assert "fit.json" in out.stdout
     assert f"{tmp_path / 'report.html'}  (the report" in out.stdout  # flame run writes the page
     assert "approach3-params" in (tmp_path / "report.html").read_text()
@@ -72,7 +73,7 @@ def test_sigkilled_study_continues_without_retraining(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        done = [r for r, rec in ledger(tmp_path).items() if rec["state"] == "completed"]
+        done = [r for r, rec in ledger(tmp_path).items() if rec.state == "completed"]
         if done:
             break
         time.sleep(0.5)
@@ -85,7 +86,7 @@ def test_sigkilled_study_continues_without_retraining(tmp_path):
     check_study(tmp_path)
     records = ledger(tmp_path)
     for run_id in done:
-        assert records[run_id]["attempts"] == 1
+        assert records[run_id].attempts == 1
         assert Path(tmp_path, "runs", run_id, "train.log").stat().st_mtime_ns == logs[run_id]
 
 
@@ -95,5 +96,5 @@ def test_demo_study_through_local_slurm(tmp_path, slurm_cluster):
     out = flame_run(tmp_path, "cluster=slurm_local")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     check_study(tmp_path)
-    assert all(rec["job_ids"] and "_" in rec["job_ids"][-1]  # array tasks: <job>_<index>
+    assert all(rec.job_ids and "_" in rec.job_ids[-1]  # array tasks: <job>_<index>
                for rec in ledger(tmp_path).values())

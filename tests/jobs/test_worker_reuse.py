@@ -42,7 +42,7 @@ def test_final_loss_same_in_a_worker_and_a_fresh_process(tmp_path: Path) -> None
     assert status.counts["completed"] == 2, status.summary()
     ids = plan_ids(sweep)
     records = ledger.read_all(sweep)
-    assert len({records[i]["job_ids"][-1] for i in ids}) == 1  # the same worker process
+    assert len({records[i].job_ids[-1] for i in ids}) == 1  # the same worker process
     summaries = {i: json.loads((sweep / "runs" / i / "summary.json").read_text()) for i in ids}
     second = max(ids, key=lambda i: summaries[i]["began_at"])  # trained after the other
     fresh = subprocess.run([sys.executable, "-c", FRESH, str(sweep), second,

@@ -55,8 +55,8 @@ def test_register_a_trainer_in_this_process():
 def test_the_layers_helpers_check_branchable_call(tmp_path):
     """sweep/config.py (through conf) calls trainer_for(study.trainer).check_branchable(
     study.training, study.trainer) on the typed config."""
-    from jobs.cli import compose
     from conf.study import study_config
+    from jobs.cli import compose
 
     study = study_config(compose([f"sweep_dir={tmp_path}", "trainer=megatron",
                                   "trainer.extra_args=[--lr-decay-style cosine]"]))

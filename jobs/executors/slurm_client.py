@@ -1,6 +1,6 @@
-"""The few SLURM client calls jobs/ makes itself (submission goes through submitit): one
-``sacct`` for a whole sweep's states, ``squeue`` for jobs sacct does not know, job look-up by
-name, ``scancel``, ``scontrol release``."""
+"""The few SLURM client calls the SLURM executor makes itself (submission goes through
+submitit): one ``sacct`` for a whole sweep's states, ``squeue`` for jobs sacct does not know,
+job look-up by name, ``scancel``, ``scontrol release``."""
 
 from __future__ import annotations
 
@@ -12,27 +12,38 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from jobs.cluster import LocalCluster, default_state_dir
-from jobs.settings import ClusterSettings
+from jobs.executors.base import JobId, SchedulerError
 from sweep.errors import ConfigError
+from sweep.records import CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TIMEOUT
+
+# SLURM's job states (sacct's and squeue's State column, first word), as the code names them.
+PENDING, REQUEUED, REQUEUE_HOLD = "PENDING", "REQUEUED", "REQUEUE_HOLD"
+S_RUNNING, COMPLETING, SUSPENDED, PREEMPTED = "RUNNING", "COMPLETING", "SUSPENDED", "PREEMPTED"
+S_COMPLETED, S_TIMEOUT, S_CANCELLED, S_FAILED = "COMPLETED", "TIMEOUT", "CANCELLED", "FAILED"
+OUT_OF_MEMORY, NODE_FAIL = "OUT_OF_MEMORY", "NODE_FAIL"
+BOOT_FAIL, DEADLINE = "BOOT_FAIL", "DEADLINE"
+UNKNOWN = "UNKNOWN"
+"""What flame records for an accounting line without a state."""
 
 # sacct state -> ledger state for a job that ended without the task recording it itself
 # (killed by the time limit, cancelled, node failure, setup line failed, out of memory).
 SACCT_TO_LEDGER = {
-    "PENDING": "submitted", "REQUEUED": "submitted", "REQUEUE_HOLD": "submitted",
-    "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running",
-    "COMPLETED": "completed", "TIMEOUT": "timeout", "CANCELLED": "cancelled",
-    "FAILED": "failed", "OUT_OF_MEMORY": "failed", "NODE_FAIL": "failed",
-    "BOOT_FAIL": "failed", "DEADLINE": "timeout", "PREEMPTED": "running",
+    PENDING: SUBMITTED, REQUEUED: SUBMITTED, REQUEUE_HOLD: SUBMITTED,
+    S_RUNNING: RUNNING, COMPLETING: RUNNING, SUSPENDED: RUNNING,
+    S_COMPLETED: COMPLETED, S_TIMEOUT: TIMEOUT, S_CANCELLED: CANCELLED,
+    S_FAILED: FAILED, OUT_OF_MEMORY: FAILED, NODE_FAIL: FAILED,
+    BOOT_FAIL: FAILED, DEADLINE: TIMEOUT, PREEMPTED: RUNNING,
 }
 _RANGE = re.compile(r"^(\d+)_\[([^\]]+)\]$")
 
 
-def ensure_client(settings: ClusterSettings) -> None:
-    """Make sbatch/sacct usable from this process, or raise a ConfigError saying how."""
+def ensure_client(name: str, use_local_cluster: bool) -> None:
+    """Make sbatch/sacct usable from this process, or raise a ConfigError saying how
+    (``name``: the cluster config's, for the message)."""
     if shutil.which("sbatch") is None:
         raise ConfigError("cluster=slurm: `sbatch` is not on PATH; run on a SLURM login node, "
                           "or start the local one with `flame cluster up`")
-    if settings.use_local_cluster and not os.environ.get("SLURM_CONF"):
+    if use_local_cluster and not os.environ.get("SLURM_CONF"):
         local = LocalCluster(default_state_dir())
         if not local.slurm_conf.exists():
             raise ConfigError(f"cluster.use_local_cluster=true but {local.slurm_conf} does not "
@@ -44,14 +55,10 @@ def ensure_client(settings: ClusterSettings) -> None:
         _run(["scontrol", "ping"], timeout=30)
     except SchedulerError as err:
         detail = str(err).splitlines()[-1] if str(err) else "no answer"
-        raise ConfigError(f"cluster={settings.name}: the SLURM controller does not answer "
+        raise ConfigError(f"cluster={name}: the SLURM controller does not answer "
                           f"(`scontrol ping`: {detail[-200:]}); run on a login node of the "
                           "cluster, export SLURM_CONF, or use cluster=slurm_local after "
                           "`flame cluster up`") from None
-
-
-class SchedulerError(RuntimeError):
-    """A SLURM client command failed or timed out."""
 
 
 def _run(cmd: list[str], timeout: float = 60) -> str:
@@ -87,13 +94,13 @@ def _expand(job_id: str) -> list[str]:
     return out
 
 
-def job_states(job_ids: Iterable[str]) -> dict[str, JobInfo]:
-    """States of every task of the given jobs/arrays: ONE sacct call for all of them.
+def job_states(jobs: Iterable[JobId]) -> dict[str, JobInfo]:
+    """States of every task of the given jobs/arrays, by task (``12_3``): ONE sacct call.
 
     Not submitit's ``SlurmInfoWatcher``: it only follows jobs this process registered (submitit
     ``Job`` objects it created), and a sweep's jobs were submitted by earlier processes; its
     public API has no "state of these job ids" call. The parsing is ours for that reason."""
-    bases = sorted({j.split("_")[0] for j in job_ids if j and j[0].isdigit()})
+    bases = sorted({job.job for job in jobs})
     if not bases:
         return {}
     text = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,ElapsedRaw",
@@ -103,7 +110,7 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobInfo]:
         fields = line.split("|")
         if len(fields) < 3:
             continue
-        info = JobInfo(fields[1].split()[0] if fields[1] else "UNKNOWN",
+        info = JobInfo(fields[1].split()[0] if fields[1] else UNKNOWN,
                        float(fields[2] or 0))
         for task in _expand(fields[0]):
             out[task] = info

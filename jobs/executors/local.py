@@ -1,0 +1,196 @@
+"""The local executor: worker processes on this machine (submitit's LocalExecutor) that claim
+queued runs from the ledger one after another (``jobs.task.LocalWorker``), so ``cluster=local``
+never trains more than ``parallelism`` runs at once. Its job ids are ``local-<pid>`` (the
+worker's submitit controller)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import submitit
+
+from jobs import ledger
+from jobs.branches import has_branches, waits
+from jobs.executors.base import Executor, JobId, Reconciled
+from jobs.settings import ClusterSettings
+from jobs.sweepdir import jobs_dir, plan_rows
+from jobs.task import LocalWorker, claim_lock, live_workers, pid_alive
+from sweep.io import atomic_write_text
+from sweep.planrow import PlanRow
+from sweep.records import RunRecord
+
+BACKEND = "local"
+LOGS_DIR = "logs"
+WORKERS_LOG = "local-workers.out"
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The ``cluster`` group's keys the local executor uses (``from_cluster``)."""
+
+    timeout_min: int
+    """Wall-time limit of one worker job, minutes."""
+    parallelism: int | None = None
+    """Concurrent runs (None = CPU cores)."""
+    threads_per_job: int = 1
+    """``FLAME_THREADS`` of each run (never oversubscribe the cores)."""
+
+    @property
+    def workers(self) -> int:
+        """Worker jobs to run at once."""
+        return self.parallelism or os.cpu_count() or 1
+
+    @classmethod
+    def from_cluster(cls, cluster: ClusterSettings) -> LocalSettings:
+        """The local keys of a validated ``cluster`` group."""
+        return cls(timeout_min=cluster.timeout_min, parallelism=cluster.parallelism,
+                   threads_per_job=cluster.threads_per_job)
+
+
+def local_executor(settings: LocalSettings, folder: Path) -> submitit.AutoExecutor:
+    """submitit's LocalExecutor (through AutoExecutor) for the local worker jobs."""
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="local")
+    executor.update_parameters(timeout_min=settings.timeout_min, name="flame-worker")
+    return executor
+
+
+def submit_local(sweep_dir: Path, settings: LocalSettings, todo: list[str]) -> list[JobId]:
+    """Queue ``todo`` in the ledger and make sure enough local workers are alive to drain it."""
+    with claim_lock(sweep_dir):  # workers claim and exit under it: none is missed
+        ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, None) for rid in todo])
+    return ensure_local_workers(sweep_dir, settings)
+
+
+@contextmanager
+def _detached_stdio(log: Path) -> Iterator[None]:
+    """Point this process's fds 0, 1 and 2 at /dev/null and ``log`` while workers start.
+
+    submitit's LocalExecutor starts each worker with ``Popen`` and no redirection, so workers
+    would inherit the caller's stdout: ``flame launch | tail`` then waits for the last worker to
+    exit (19 s instead of 1 s). submitit has no parameter for it, so the launcher swaps its own
+    descriptors for the duration of the ``submit`` calls and restores them after.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sinks = {0: os.open(os.devnull, os.O_RDONLY),
+             1: os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)}
+    sinks[2] = sinks[1]
+    saved: dict[int, int | None] = {}
+    for fd in (0, 1, 2):
+        try:
+            saved[fd] = os.dup(fd)
+        except OSError:  # closed in this process (a daemon): nothing to restore
+            saved[fd] = None
+        os.dup2(sinks[fd], fd)
+    try:
+        yield
+    finally:
+        for fd, old in saved.items():
+            if old is None:
+                os.close(fd)
+            else:
+                os.dup2(old, fd)
+                os.close(old)
+        os.close(sinks[0])
+        os.close(sinks[1])
+
+
+def ensure_local_workers(sweep_dir: Path, settings: LocalSettings | ClusterSettings
+                         ) -> list[JobId]:
+    """Start workers up to ``parallelism`` if runs are queued; returns the new workers' ids."""
+    if isinstance(settings, ClusterSettings):
+        settings = LocalSettings.from_cluster(settings)
+    states = ledger.read_all(sweep_dir)
+    queued = {rid for rid, rec in states.items() if rec.state == ledger.SUBMITTED}
+    rows = plan_rows(sweep_dir) if queued else []
+    if has_branches(rows):  # branches of a trunk that will not train start no worker
+        dead = waits(sweep_dir, [r for r in rows if r.run_id in queued], states)
+        queued -= {rid for rid, wait in dead.items() if not wait.live}
+    with claim_lock(sweep_dir) as registry:
+        workers = live_workers(registry)
+        wanted = min(settings.workers - len(workers), len(queued))
+        new = []
+        if wanted > 0:
+            executor = local_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR)
+            # Workers outlive the launcher; an ignored SIGHUP is inherited across exec, so
+            # closing the launcher's terminal does not kill them either.
+            previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            try:
+                with _detached_stdio(jobs_dir(sweep_dir) / LOGS_DIR / WORKERS_LOG):
+                    for _ in range(wanted):
+                        job = executor.submit(LocalWorker(str(sweep_dir),
+                                                          settings.threads_per_job))
+                        workers[str(job.job_id)] = ledger.now()
+                        new.append(JobId(BACKEND, str(job.job_id)))
+            finally:
+                signal.signal(signal.SIGHUP, previous)
+        atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
+    return new
+
+
+class LocalExecutor(Executor):
+    """Runs on this machine: ``parallelism`` worker processes drain the ledger's queue."""
+
+    name: ClassVar[str] = BACKEND
+    job_prefix: ClassVar[str] = "local-"
+
+    def __init__(self, cluster: ClusterSettings) -> None:
+        super().__init__(cluster)
+        self.settings = self.settings_from(cluster)
+
+    @classmethod
+    def settings_from(cls, cluster: ClusterSettings) -> LocalSettings:
+        return LocalSettings.from_cluster(cluster)
+
+    def submit(self, sweep_dir: Path, rows: list[PlanRow], todo: list[str]) -> list[JobId]:
+        return submit_local(sweep_dir, self.settings, todo)
+
+    def reconcile(self, sweep_dir: Path, active: dict[str, RunRecord]) -> Reconciled:
+        """Workers that died while training: the pid is submitit's controller; the task
+        training the run is its child and outlives a controller killed alone (it still holds
+        the run's train.lock), so only a run with no lock holder is failed."""
+        changed = 0
+        for run_id, job in self.jobs_of(active).items():
+            if (active[run_id].state == ledger.RUNNING and not pid_alive(job.pid())
+                    and ledger.lock_holder(sweep_dir, run_id) is None):
+                if ledger.transition(sweep_dir, run_id, ledger.FAILED,
+                                     error_tail=f"local worker {job.job} exited while "
+                                                "training this run (killed?)"):
+                    changed += 1
+        return Reconciled(changed)
+
+    def cancel(self, sweep_dir: Path, jobs: list[tuple[str, JobId]]) -> None:
+        """SIGINT the worker training each run: submitit stops its task (the run). Only a
+        worker that holds the run's training lock now: a run that waited in the queue still
+        names the worker of an earlier attempt, and that process may be training another
+        run. Then the other queued runs go on (workers are started if needed)."""
+        for run_id, job in jobs:
+            if job.backend != BACKEND:
+                continue
+            if ledger.lock_holder(sweep_dir, run_id) == str(job) and pid_alive(job.pid()):
+                os.kill(job.pid(), signal.SIGINT)
+        ensure_local_workers(sweep_dir, self.settings)
+
+    def tend(self, sweep_dir: Path) -> None:
+        """Restart workers that died with runs queued."""
+        ensure_local_workers(sweep_dir, self.settings)
+
+    def dry_run(self, sweep_dir: Path, rows: list[PlanRow], todo: list[str],
+                folder: Path) -> list[Path]:
+        path = folder / "local.json"
+        atomic_write_text(path, json.dumps({"workers": min(self.settings.workers, len(todo)),
+                                            "threads_per_job": self.settings.threads_per_job,
+                                            "run_ids": todo}, indent=1) + "\n")
+        return [path]
+
+    def describe(self, job: JobId) -> str:
+        return f"local worker {job.job}"

@@ -1,0 +1,119 @@
+"""The executors with the scheduler faked (tests/jobs/fake_slurm.py): submit, release,
+reconcile, cancel and recovery logic in milliseconds; typed job ids and the registry. The real
+SLURM tests (test_slurm*.py) stay as the integration layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs import ledger
+from jobs.commands import cancel
+from jobs.executors.base import JobId
+from jobs.executors.registry import executor_class, executor_for
+from jobs.executors.slurm import LAUNCHES_DIR, _write_manifest, unreleased_arrays
+from jobs.launch import launch_sweep
+from jobs.settings import ClusterSettings
+from jobs.status import poll
+from jobs.sweepdir import jobs_dir
+from sweep.errors import ConfigError
+from tests.jobs.conftest import make_sweep, plan_ids
+from tests.jobs.fake_slurm import fake_slurm
+
+
+def test_job_ids_render_and_parse_in_one_place() -> None:
+    for text, parsed in (("12_3", JobId("slurm", "12", 3)), ("12", JobId("slurm", "12")),
+                         ("local-4711", JobId("local", "4711"))):
+        assert JobId.parse(text) == parsed and str(parsed) == text
+    assert JobId("slurm", "12", 3).array == JobId("slurm", "12")
+    for other in (None, "", "pid-12", "in-process", "unknown", "12_x"):
+        assert JobId.parse(other) is None
+
+
+def test_the_registry_names_its_choices_and_loads_plugins() -> None:
+    with pytest.raises(ConfigError, match=r"cluster.executor='pbs': use one of \('local', "):
+        executor_class("pbs")
+    with pytest.raises(ConfigError, match="cannot import it"):
+        executor_class("tests.jobs.nowhere:Nothing")
+    toy = executor_class("tests.jobs.toys:InlineExecutor")
+    assert JobId.parse("inline-7_1") == JobId(toy.name, "7", 1)
+
+
+def test_slurm_keys_are_checked_by_the_slurm_executor(tmp_path: Path) -> None:
+    cfg = make_sweep(tmp_path, "cluster=slurm_local")
+    cluster = ClusterSettings.from_cfg(cfg)
+    assert executor_for(cluster).settings.max_array_size == cluster.max_array_size
+    with pytest.raises(ConfigError, match="cluster.signal_delay_s=3600 is not shorter"):
+        ClusterSettings.from_cfg({"cluster": {**cfg.cluster, "signal_delay_s": 3600}})
+
+
+def test_launch_submits_held_arrays_records_then_releases(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_sweep(tmp_path, "cluster=slurm_local", "cluster.max_array_size=10")
+    with fake_slurm(monkeypatch) as slurm:
+        report = launch_sweep(tmp_path, cfg)
+    assert len(report.submitted) == 15 and [j.tasks for j in slurm.jobs] == [10, 5]
+    assert all(job.held for job in slurm.jobs)
+    releases = [c for c in slurm.calls if c[:2] == ["scontrol", "release"]]
+    assert releases == [["scontrol", "release", j.job_id] for j in slurm.jobs]
+    records = ledger.read_all(tmp_path)
+    assert [records[rid].job_ids for rid in plan_ids(tmp_path)[:2]] == [["4200_0"], ["4200_1"]]
+    assert {rec.state for rec in records.values()} == {"submitted"}
+    assert unreleased_arrays(tmp_path) == []
+    with fake_slurm(monkeypatch) as slurm:  # a second launch submits nothing
+        assert launch_sweep(tmp_path, cfg).submitted == () and slurm.jobs == []
+
+
+def test_reconcile_maps_scheduler_ends_and_requeues(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_sweep(tmp_path, "cluster=slurm_local")
+    ids = plan_ids(tmp_path)
+    with fake_slurm(monkeypatch) as slurm:
+        launch_sweep(tmp_path, cfg)
+        ledger.transition(tmp_path, ids[3], ledger.RUNNING, job_id="4200_3")
+        slurm.queue = {"4200_3": ("PENDING", "BeginTime"), "4200_4": ("PENDING", "Priority")}
+        slurm.sacct = {"4200_0": ("TIMEOUT", 60), "4200_1": ("CANCELLED by 0", 5),
+                       "4200_2": ("COMPLETED", 9), "4200_3": ("RUNNING", 9)}
+        status = poll(tmp_path, cfg)
+    states = {run.run_id: run for run in status.runs}
+    assert [states[rid].state for rid in ids[:5]] == ["timeout", "cancelled", "failed",
+                                                      "submitted", "submitted"]
+    assert "ended COMPLETED without the run recording its end" in \
+        ledger.read(tmp_path, ids[2]).error_tail
+    assert ledger.read(tmp_path, ids[3]).pending_reason == "BeginTime"  # requeued
+    assert states[ids[4]].reason == "Priority"
+
+
+def test_cancel_scancels_the_runs_jobs(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_sweep(tmp_path, "cluster=slurm_local")
+    ids = plan_ids(tmp_path)
+    with fake_slurm(monkeypatch) as slurm:
+        launch_sweep(tmp_path, cfg)
+        assert cancel(cfg, argparse.Namespace(run_ids=ids[:2], all=False)) == 0
+    assert ["scancel", "4200_0", "4200_1"] in slurm.calls
+    assert {ledger.read(tmp_path, rid).state for rid in ids[:2]} == {"cancelled"}
+
+
+def test_a_killed_launchers_array_is_recovered_by_name(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_sweep(tmp_path, "cluster=slurm_local")
+    ids = plan_ids(tmp_path)
+    # died before sbatch: its manifest names no job, and SLURM knows none by that name
+    _write_manifest(tmp_path, {"name": "flame-never", "run_ids": ids[:3], "job_id": None,
+                               "released": False})
+    with fake_slurm(monkeypatch) as slurm:
+        report = launch_sweep(tmp_path, cfg)
+    assert report.recovered == () and len(report.submitted) == 15
+    assert not (jobs_dir(tmp_path) / LAUNCHES_DIR / "flame-never.json").exists()
+    assert [c[0] for c in slurm.calls].count("sbatch") == 0  # sbatch goes through submitit
+    assert json.loads(next((jobs_dir(tmp_path) / LAUNCHES_DIR).glob("*.json")).read_text())[
+        "released"]
+
+
+def test_dry_run_renders_the_arrays_a_launch_would_submit(tmp_path: Path) -> None:
+    cfg = make_sweep(tmp_path, "cluster=slurm_local", "cluster.max_array_size=10")
+    report = launch_sweep(tmp_path, cfg, dry_run=True)
+    sbatch = [p for p in report.files if p.suffix == ".sbatch"]
+    assert [p.name for p in sbatch] == ["array-0.sbatch", "array-1.sbatch"]
+    assert "#SBATCH --array=0-9%2" in sbatch[0].read_text() or \
+        "#SBATCH --array=0-9" in sbatch[0].read_text()
