@@ -219,7 +219,7 @@ def all_runs_section(plan: pd.DataFrame, results: pd.DataFrame | None) -> Sectio
     frame, source = (plan, PLAN_CSV) if results is None else (results, RESULTS_CSV)
     section = Section("all-runs", "All runs")
     columns = [c for c in RUN_COLUMNS if c in frame.columns]
-    if "role" in frame.columns and frame["role"].fillna("").astype(str).ne("").any():
+    if "role" in frame.columns and frame["role"].dropna().astype(str).ne("").any():
         # A branch study: which runs are trunks (listed, never fitted) and whose branch is whose.
         at = columns.index("train_iters") + 1 if "train_iters" in columns else len(columns)
         columns[at:at] = [c for c in BRANCH_COLUMNS if c in frame.columns]

@@ -18,12 +18,19 @@ from tests.jobs.toys import NAME
 # The demo's family and budgets, one seed and the two smaller budgets: seconds on a CPU.
 STUDY = ["experiment=demo", "planner.seeds=1", "budgets.flops=[3.0e10,1.0e11,3.0e11]",
          "fit.bootstrap=20", "cluster=local"]
-TRAINERS = ["simulated"]  # the toy trainer (the train part's, a plugin too) joins after merging
+# The toy trainer (tests/trainers/toys.py) is chosen as trainer=toy through its own config
+# folder on Hydra's search path, as a user's plugin would be.
+TOY_TRAINER = [f"hydra.searchpath=[file://{Path(__file__).parents[1] / 'trainers' / 'conf'}]",
+               "trainer=toy"]
+TRAINERS = {"simulated": ["trainer=simulated"], "toy": TOY_TRAINER}
 
 
-@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("trainer", sorted(TRAINERS))
 def test_a_study_runs_through_a_toy_executor(tmp_path: Path, trainer: str) -> None:
-    cfg = compose([f"sweep_dir={tmp_path}", *STUDY, f"trainer={trainer}",
+    """The toy executor with a built-in trainer, and with the toy trainer: a whole study
+    (plan, submit, train, collect, fit) through two plugins, touching no file under jobs/ or
+    trainers/."""
+    cfg = compose([f"sweep_dir={tmp_path}", *STUDY, *TRAINERS[trainer],
                    f"cluster.executor={NAME}"])
     assert run(cfg, argparse.Namespace(no_wait=False, replan=False)) == 0
     with open(tmp_path / "plan.csv", newline="") as handle:
