@@ -124,12 +124,13 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     trainer = trainer_config(config.get("trainer") or {}) if config else None
     gpus, peak = _megatron_shape(trainer, ((config or {}).get("cluster") or {})
                                  .get("device_peak_flops"))
-    rows = [_with_cost(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise),
-                       run_dir(sweep_dir, rec["run_id"]), gpus, peak)
-            for rec in plan.to_dict(orient="records")]
-    rows += [_unplanned(collect_run(run_dir(sweep_dir, rec["run_id"]), rec, rise), source)
-             for rec, source in earlier]
-    results = pd.concat([plan, pd.DataFrame([rec for rec, _ in earlier], columns=plan.columns)],
+    # plan rows as plain mappings (a plan.csv of any age: columns it lacks read as absent)
+    rows = [_with_cost(collect_run(run_dir(sweep_dir, row.get("run_id")), row, rise),
+                       run_dir(sweep_dir, row.get("run_id")), gpus, peak)
+            for row in plan.to_dict(orient="records")]
+    rows += [_unplanned(collect_run(run_dir(sweep_dir, row.get("run_id")), row, rise), source)
+             for row, source in earlier]
+    results = pd.concat([plan, pd.DataFrame([row for row, _ in earlier], columns=plan.columns)],
                         ignore_index=True) if earlier else plan.copy()
     for col in RESULT_COLUMNS:
         results[col] = [getattr(r, col) for r in rows]

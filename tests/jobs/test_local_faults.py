@@ -92,7 +92,6 @@ def break_first_claimed(sweep_dir: Path) -> tuple[str, str, str]:
     return text, first["run_id"], second["run_id"]
 
 
-@pytest.mark.slow  # for the default suite's 10 minutes; run by hand with -m slow
 def test_cancel_of_a_queued_resubmitted_run_spares_its_old_worker(tmp_path: Path) -> None:
     cfg = make_sweep(tmp_path, "budgets.flops=[3e11]", "trainer.seconds_per_run=6",
                      "cluster=local", "cluster.parallelism=1")

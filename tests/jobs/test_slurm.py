@@ -68,7 +68,6 @@ def test_sweep_of_20_completes_once(slurm_sweep) -> None:
     assert "completed" in status and "20" in status
 
 
-@pytest.mark.slow  # for the default suite's 10 minutes; run by hand with -m slow
 def test_launcher_killed_mid_submission_loses_and_duplicates_nothing(slurm_sweep) -> None:
     cfg = slurm_sweep(BUDGETS_50, "cluster.max_array_size=10")
     sweep_dir = Path(cfg.sweep_dir)

@@ -46,7 +46,6 @@ def squeue_state(job_id: str) -> str:
     return next((line for line in out.splitlines() if line.startswith(f"{job_id}|")), "")
 
 
-@pytest.mark.slow  # for the default suite's 10 minutes; run by hand with -m slow
 def test_deleted_state_json_and_relaunch_never_trains_twice(slurm_sweep) -> None:
     cfg = slurm_sweep(*ONE_RUN, "trainer.seconds_per_run=15")
     sweep_dir = Path(cfg.sweep_dir)
@@ -109,7 +108,6 @@ def test_failed_release_keeps_the_array_held_and_the_next_launch_releases_it(
     assert final.counts["completed"] == 5, final.summary()
 
 
-@pytest.mark.slow  # for the default suite's 10 minutes; run by hand with -m slow
 def test_requeued_running_run_shows_pending_with_the_reason_then_completes(slurm_sweep) -> None:
     """What a node crash does to a running task, here with `scontrol requeuehold`: the job is
     pending again. Status and ledger follow SLURM: submitted, with squeue's reason."""
