@@ -3,10 +3,13 @@ SLURM of `flame cluster up` (tests marked `slurm` skip, saying so, when it is no
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,14 +46,49 @@ def plan_ids(sweep_dir: Path) -> list[str]:
 
 
 def flame(*argv: str, env: dict | None = None, check: bool = True,
-          timeout: float = 120) -> subprocess.CompletedProcess:
-    """The real `flame` CLI in a subprocess."""
-    out = subprocess.run([*FLAME, *argv], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, timeout=timeout)
+          timeout: float = 120, subprocess_: bool = False) -> subprocess.CompletedProcess:
+    """The real `flame` CLI (``jobs.cli.main``), in this process: an interpreter's start and
+    imports (about a second of CPU a call) add nothing to what these tests check, so only a
+    test that needs a process of its own (to kill it, or to race another) asks for one with
+    ``subprocess_=True``. Either way: the exit code, stdout and stderr, from the repository."""
+    if subprocess_:
+        out = subprocess.run([*FLAME, *argv], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ, **(env or {})}, timeout=timeout)
+    else:
+        out = _in_process(list(argv), env or {})
     if check and out.returncode != 0:
         raise AssertionError(f"flame {' '.join(argv)} -> {out.returncode}\n{out.stdout}\n"
                              f"{out.stderr}")
     return out
+
+
+def _in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``jobs.cli.main(argv)`` with the environment ``env`` added, from the repository's
+    folder, its output captured; an uncaught exception exits 1 with its traceback on stderr, as
+    the interpreter would."""
+    from jobs.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with contextlib.chdir(REPO), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+            except Exception:  # noqa: BLE001 - a traceback and exit 1, like `python -m`
+                traceback.print_exc()
+                code = 1
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["flame", *argv], int(code or 0), out.getvalue(),
+                                       err.getvalue())
 
 
 @pytest.fixture(scope="session")

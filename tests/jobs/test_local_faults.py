@@ -93,7 +93,7 @@ def break_first_claimed(sweep_dir: Path) -> tuple[str, str, str]:
 
 
 def test_cancel_of_a_queued_resubmitted_run_spares_its_old_worker(tmp_path: Path) -> None:
-    cfg = make_sweep(tmp_path, "budgets.flops=[3e11]", "trainer.seconds_per_run=6",
+    cfg = make_sweep(tmp_path, "budgets.flops=[3e11]", "trainer.seconds_per_run=10",
                      "cluster=local", "cluster.parallelism=1")
     cli = (f"sweep_dir={tmp_path}", "cluster=local", "cluster.parallelism=1")
     _, failing, second = break_first_claimed(tmp_path)
