@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from conf.study import plan_from_cfg, write_plan
 from jobs import ledger
 from jobs.cli import compose
 from jobs.cluster import LocalCluster, default_state_dir, is_up
@@ -29,7 +30,6 @@ from jobs.executors.registry import executor_for
 from jobs.launch import launch_sweep
 from jobs.settings import ClusterSettings
 from jobs.status import poll
-from sweep.config import plan_from_cfg, write_plan
 
 WIDTHS = [32 + 16 * i for i in range(25)]
 DEPTHS = list(range(2, 42))
