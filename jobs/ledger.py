@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -51,6 +50,7 @@ from sweep.records import (
     scan_records,
     write_record,
 )
+from sweep.runstate import seconds_between  # noqa: F401 - callers read it from the ledger
 
 __all__ = ["ACTIVE", "CANCELLED", "COMPLETED", "CORRUPT", "FAILED", "PLANNED", "RUNNING",
            "STATES", "SUBMITTED", "TERMINAL", "TIMEOUT", "RunRecord", "now"]
@@ -67,14 +67,6 @@ CorruptLedger = CorruptRecord
 
 class TransitionError(RuntimeError):
     """A state change the state machine forbids (e.g. completed -> running)."""
-
-
-def seconds_between(start: str | None, end: str | None) -> float:
-    """Seconds from the ISO time ``start`` to ``end`` (or now); 0 without a start."""
-    if not start:
-        return 0.0
-    stop = datetime.fromisoformat(end) if end else datetime.now(UTC)
-    return max(0.0, (stop - datetime.fromisoformat(start)).total_seconds())
 
 
 def new_record(run_id: str) -> RunRecord:

@@ -23,34 +23,16 @@ from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import plan_rows
 from sweep.errors import ConfigError
+from sweep.runstate import RunState, corrupt_state, run_state
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RunStatus:
-    """One run as ``flame status`` shows it."""
+class RunStatus(RunState):
+    """One run as ``flame status`` shows it: its state (``sweep.runstate``) and, for a branch,
+    what it waits for."""
 
-    run_id: str
-    """The run."""
-    member: str
-    """Its family member (architecture) name."""
-    budget: float
-    """Its isoFLOP budget."""
-    state: str
-    """Ledger state (``planned`` if never launched)."""
-    attempts: int
-    """Starts so far, requeues included."""
-    job_id: str | None
-    """Scheduler id of the latest attempt."""
-    elapsed_s: float
-    """Wall time since its first start (to its end, or now)."""
-    gpu_hours_est: float
-    """The planner's GPU-hour estimate."""
-    error: str | None
-    """Last line of the error tail, if any (for a ``corrupt`` run: what is wrong, the fix)."""
-    reason: str | None = None
-    """Why the scheduler keeps a ``submitted`` run pending (squeue's reason), if it said."""
     wait: Wait | None = None
     """A branch not started yet: the trunk whose checkpoint it waits for, and that trunk's state."""
 
@@ -111,21 +93,12 @@ def collect(sweep_dir: Path, pending: dict[str, str] | None = None,
     for row in rows:
         run_id = row.run_id
         if run_id in corrupt:
-            runs.append(RunStatus(run_id, row.member, row.budget, ledger.CORRUPT, 0, None, 0.0,
-                                  row.gpu_hours, str(corrupt[run_id])))
-            continue
-        rec = records.get(run_id) or ledger.new_record(run_id)
-        error = (rec.error_tail or "").strip().splitlines()
-        # A queued run (a requeued one included) is not using time now: no growing clock.
-        queued = rec.state in (ledger.PLANNED, ledger.SUBMITTED)
-        runs.append(RunStatus(
-            run_id=run_id, member=row.member, budget=row.budget, state=rec.state,
-            attempts=int(rec.attempts), job_id=rec.last_job_id,
-            elapsed_s=0.0 if queued else ledger.seconds_between(rec.started_at, rec.ended_at),
-            gpu_hours_est=row.gpu_hours, error=error[-1] if error else None,
-            reason=(pending.get(run_id) or rec.pending_reason
-                    if rec.state == ledger.SUBMITTED else None),
-            wait=waiting.get(run_id)))
+            state = corrupt_state(run_id, row.member, row.budget, row.gpu_hours,
+                                  str(corrupt[run_id]))
+        else:
+            state = run_state(run_id, row.member, row.budget, row.gpu_hours,
+                              records.get(run_id), pending.get(run_id))
+        runs.append(RunStatus(**vars(state), wait=waiting.get(run_id)))
     counts = Counter(r.state for r in runs)
     return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
 
