@@ -4,7 +4,10 @@ Targets (issue 23): 10,000 runs planned and submitted <= 10 s (held arrays throu
 ``SlurmExecutor.submit``), one status poll <= 2 s (ledger + one sacct + one squeue), collect
 <= 5 s (``analysis.collect``: measured here, owned by analysis). The runs never train (the
 arrays may begin in an hour and are cancelled at the end), so collect reads
-10,000 run directories without logs. Needs `flame cluster up`. Run by hand:
+10,000 run directories without logs. Needs `flame cluster up`, and at most one run per ten
+minutes: the local slurmctld keeps finished jobs for MinJobAge=600 s and holds at most
+MaxJobCount=20000, so a second run within that time is refused ("Resource temporarily
+unavailable"). Run by hand:
 
     .venv/bin/python benchmarks/bench_scale.py
 """
