@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import plan_rows
 from sweep.errors import ConfigError
-from sweep.runstate import RunState, corrupt_state, run_state
+from sweep.runstate import SHOWN_STATES, RunState, count_states, state_of
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,6 @@ class SweepStatus:
         return ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "no runs"
 
 
-SHOWN_STATES = (*ledger.STATES, ledger.CORRUPT)
 """The states status counts: the ledger's, and ``corrupt`` (an unreadable state.json)."""
 
 
@@ -92,15 +90,10 @@ def collect(sweep_dir: Path, pending: dict[str, str] | None = None,
     runs = []
     for row in rows:
         run_id = row.run_id
-        if run_id in corrupt:
-            state = corrupt_state(run_id, row.member, row.budget, row.gpu_hours,
-                                  str(corrupt[run_id]))
-        else:
-            state = run_state(run_id, row.member, row.budget, row.gpu_hours,
-                              records.get(run_id), pending.get(run_id))
+        state = state_of(run_id, row.member, row.budget, row.gpu_hours, records, corrupt,
+                         pending.get(run_id))
         runs.append(RunStatus(**vars(state), wait=waiting.get(run_id)))
-    counts = Counter(r.state for r in runs)
-    return SweepStatus(tuple(runs), {s: counts.get(s, 0) for s in SHOWN_STATES})
+    return SweepStatus(tuple(runs), count_states(runs))
 
 
 def executor_of(cfg: DictConfig | None, executor: Executor | None) -> Executor:

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sweep import records
 from sweep.records import RunRecord
+
+SHOWN_STATES = (*records.STATES, records.CORRUPT)
+"""The states shown and counted: the records', and ``corrupt`` (an unreadable state.json)."""
 
 
 def seconds_between(start: str | None, end: str | None) -> float:
@@ -62,3 +67,19 @@ def corrupt_state(run_id: str, member: str, budget: float, gpu_hours: float,
                   why: str) -> RunState:
     """A run whose state.json cannot be read: ``why`` names the file and the fix."""
     return RunState(run_id, member, budget, records.CORRUPT, 0, None, 0.0, gpu_hours, why)
+
+
+def state_of(run_id: str, member: str, budget: float, gpu_hours: float,
+             found: Mapping[str, RunRecord], corrupt: Mapping[str, Exception],
+             pending: str | None = None) -> RunState:
+    """One planned run's state from ``scan_records``' two answers: its unreadable file's error,
+    else its record (None: never launched)."""
+    if run_id in corrupt:
+        return corrupt_state(run_id, member, budget, gpu_hours, str(corrupt[run_id]))
+    return run_state(run_id, member, budget, gpu_hours, found.get(run_id), pending)
+
+
+def count_states(runs: Iterable[RunState]) -> dict[str, int]:
+    """Runs by state, every shown state present (zeros included), in ``SHOWN_STATES`` order."""
+    counts = Counter(r.state for r in runs)
+    return {s: counts.get(s, 0) for s in SHOWN_STATES}
