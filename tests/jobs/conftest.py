@@ -78,7 +78,7 @@ def _in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedPro
                 code = main(argv)
             except SystemExit as exit_:
                 code = exit_.code if isinstance(exit_.code, int) else 1
-            except Exception:  # noqa: BLE001 - a traceback and exit 1, like `python -m`
+            except Exception:  # a traceback and exit 1, like `python -m`
                 traceback.print_exc()
                 code = 1
     finally:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from jobs import ledger
 from jobs.branches import WITH_TRUNK, resubmit_set
-from jobs.cli import main
 from jobs.commands import cancel
 from jobs.executors.local import ensure_local_workers
 from jobs.executors.slurm import SlurmSettings, branch_arrays
@@ -24,7 +23,7 @@ from jobs.status import collect, wait_until_terminal
 from jobs.sweepdir import read_config
 from jobs.task import WAITING, claim_lock, claim_next
 from sweep.planrow import PlanRow
-from tests.jobs.conftest import make_sweep
+from tests.jobs.conftest import flame, make_sweep
 from trainers.artifacts import branch_checkpoint
 from trainers.run import train_run
 
@@ -104,15 +103,13 @@ def test_branches_of_a_failed_trunk_stay_queued_and_workers_exit(tmp_path: Path)
     assert ensure_local_workers(tmp_path, ClusterSettings.from_cfg(cfg)) == []
 
 
-def cli_run(capsys, *argv: str) -> tuple[int, str, str]:
-    """The `flame` CLI in this process (its own `main`: no interpreter start-up per call)."""
-    capsys.readouterr()
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, " ".join(out.out.split()), out.err
+def cli_run(*argv: str) -> tuple[int, str, str]:
+    """The `flame` CLI in this process (conftest's runner), stdout's whitespace folded."""
+    out = flame(*argv, check=False)
+    return out.returncode, " ".join(out.stdout.split()), out.stderr
 
 
-def test_failed_trunk_status_and_resubmit_through_the_cli(tmp_path: Path, capsys) -> None:
+def test_failed_trunk_status_and_resubmit_through_the_cli(tmp_path: Path) -> None:
     cfg = make_sweep(tmp_path, "cluster=local", "cluster.parallelism=2",
                      "cluster.poll_s=0.2", *ONE_TRUNK)
     trunk, branches = rows_by_role(tmp_path)
@@ -124,14 +121,14 @@ def test_failed_trunk_status_and_resubmit_through_the_cli(tmp_path: Path, capsys
     launch_sweep(tmp_path, cfg)
     final = wait_until_terminal(tmp_path, cfg, poll_s=0.2, progress=False)
     assert final.counts["failed"] == 1 and final.counts["submitted"] == 2 and final.blocked == 2
-    code, out, _ = cli_run(capsys, "status", *cli)
+    code, out, _ = cli_run("status", *cli)
     assert code == 0 and (f"2 branches waiting for trunk {trunk.run_id}: failed; `flame "
                           f"resubmit {trunk.run_id}` trains it again and resubmits them") in out
-    code, _, err = cli_run(capsys, "resubmit", branches[0].run_id, *cli)
+    code, _, err = cli_run("resubmit", branches[0].run_id, *cli)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"flame resubmit {trunk.run_id} {branches[0].run_id}" in err
     (tmp_path / "plan.csv").write_text(good)  # fixed: the trunk and its branches run
-    code, out, _ = cli_run(capsys, "resubmit", trunk.run_id, *cli)
+    code, out, _ = cli_run("resubmit", trunk.run_id, *cli)
     assert "reset 1 runs to planned, and 2 branches of their trunks" in out
     assert code == 0 and "submitted 3 runs" in out
     final = wait_until_terminal(tmp_path, cfg, poll_s=0.2, progress=False)

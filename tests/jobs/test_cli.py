@@ -9,11 +9,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from jobs.cli import main
+from tests.jobs.conftest import flame as run_flame
 
 GRID = Path(__file__).parents[1] / "sweep" / "data" / "sweep_grid_80.csv"
 # The seven released FLAME-MoE models (Kang et al. 2025): published active/total names,
@@ -27,14 +26,10 @@ RELEASED = [
 
 
 @pytest.fixture
-def flame(capsys):
-    """``flame ARGS...`` in this process: its exit code, stdout and stderr."""
-    def run(*args):
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-    return run
+def flame():
+    """``flame ARGS...`` in this process (tests/jobs/conftest.py's runner): its exit code,
+    stdout and stderr."""
+    return lambda *args: run_flame(*args, check=False)
 
 
 def read_plan(sweep_dir):
