@@ -84,20 +84,10 @@ def study_config(cfg: Any) -> StudyConfig:
     return cfg if isinstance(cfg, StudyConfig) else StudyConfig.from_cfg(cfg)
 
 
-def upgrade(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """A sweep's config.yaml in the current format, or a ConfigError saying what to do."""
-    if sweep_config.check_format(data, where) == 1:  # pre-schema: only the trainer's key list
-        data = dict(data, trainer={k: v for k, v in (data.get("trainer") or {}).items()
-                                   if k != "operational_keys"})
-        data.pop("format_version", None)
-    return data
-
-
 def load_sweep_config(sweep_dir: Path) -> dict[str, Any] | None:
-    """``<sweep>/config.yaml`` as a plain dict in the current format; None when there is none,
-    one clear error when it cannot be read or was written by a newer flame."""
-    data = sweep_config.read_config(sweep_dir)
-    return None if data is None else upgrade(data, str(Path(sweep_dir) / "config.yaml"))
+    """``<sweep>/config.yaml`` as a plain dict in the current format (``sweep.config``'s one
+    reader, which upgrades format 1); None when there is none."""
+    return sweep_config.read_config(sweep_dir)
 
 
 def load_study(sweep_dir: Path) -> StudyConfig | None:
@@ -131,5 +121,5 @@ def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings, cfg: 
     sweep_config.write_plan(sweep_dir, the_plan, settings, config_yaml(cfg))
 
 
-__all__ = ["StudyConfig", "study_config", "upgrade", "load_sweep_config", "load_study",
+__all__ = ["StudyConfig", "study_config", "load_sweep_config", "load_study",
            "settings_from_cfg", "hash_context", "plan_from_cfg", "config_yaml", "write_plan"]

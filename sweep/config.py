@@ -31,9 +31,9 @@ CONFIG_FORMAT = 2
 
 
 def read_config(sweep_dir: Path) -> dict[str, Any] | None:
-    """``<sweep>/config.yaml`` as a plain dict, as written (format 1 is not upgraded here:
-    ``conf.study.load_sweep_config`` does that); None when there is none, one clear error
-    when it cannot be read or was written by a newer flame."""
+    """``<sweep>/config.yaml`` as a plain dict in the current format (every layer reads it
+    through here); None when there is none, one clear error when it cannot be read or was
+    written by a newer flame."""
     path = Path(sweep_dir) / CONFIG_YAML
     if not path.is_file():
         return None
@@ -43,7 +43,10 @@ def read_config(sweep_dir: Path) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: not readable YAML ({err}); re-run `flame plan`") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: not a config mapping; re-run `flame plan`")
-    check_format(loaded, str(path))
+    if check_format(loaded, str(path)) == 1:  # pre-schema: only the trainer's key list goes
+        loaded = dict(loaded, trainer={k: v for k, v in (loaded.get("trainer") or {}).items()
+                                       if k != "operational_keys"})
+        loaded.pop("format_version", None)
     return loaded
 
 
