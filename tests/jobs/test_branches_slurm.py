@@ -120,7 +120,7 @@ def test_preempted_trunk_holds_its_branches_then_all_three_complete(slurm_sweep)
 
 
 def test_failed_trunk_holds_its_branches_and_resubmit_gives_them_a_fresh_dependency(
-        slurm_sweep, capsys) -> None:
+        slurm_sweep) -> None:
     cfg = slurm_sweep(*ONE_TRUNK)
     sweep_dir = Path(cfg.sweep_dir)
     trunk, branches = rows_by_role(sweep_dir)
@@ -139,12 +139,12 @@ def test_failed_trunk_holds_its_branches_and_resubmit_gives_them_a_fresh_depende
     assert final.counts["failed"] == 1 and final.blocked == 2, final.summary()
     wait_until(lambda: all(dependency(j).endswith("(failed)") for j in old.values()),
                "dependency never satisfied")
-    code, status, _ = cli_run(capsys, "status", *cli)
+    code, status, _ = cli_run("status", *cli)
     assert code == 0 and (f"2 branches waiting for trunk {trunk.run_id}: failed; `flame resubmit "
             f"{trunk.run_id}` trains it again and resubmits them") in status, status
     assert "DependencyNeverSatisfied" not in status  # the wait line says it better
     (sweep_dir / "plan.csv").write_text(good)
-    code, out, _ = cli_run(capsys, "resubmit", trunk.run_id, *cli)
+    code, out, _ = cli_run("resubmit", trunk.run_id, *cli)
     assert code == 0 and "reset 1 runs to planned, and 2 branches of their trunks" in out
     new_trunk = ledger.read(sweep_dir, trunk.run_id).job_ids[-1]
     for b in branches:
