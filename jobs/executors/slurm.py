@@ -34,6 +34,11 @@ from sweep.records import RunRecord
 
 LAUNCHES_DIR = "launches"
 LOGS_DIR = "logs"
+JOB_FOLDER = "%A"
+"""submitit's folder under ``logs/``: one per array (``%A``, the array's job id; a plain job's
+own id), holding every task's pickles and logs (``<job>_<task>_0_log.err``). One folder per
+task (``%j``, as older sweeps have) cost a directory creation per run at submit, a tenth of a
+10,000-run launch. Old sweeps' per-task folders are still read (``task_file``)."""
 BACKEND = "slurm"
 
 
@@ -135,7 +140,7 @@ def slurm_executor(settings: SlurmSettings, folder: Path, name: str, hold: bool 
                    dependency: str | None = None) -> submitit.AutoExecutor:
     """An executor whose ``batch()`` submits one SLURM array named ``name``."""
     # submitit stops requeuing after this many timeouts; the ledger's cap must decide first
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
+    executor = submitit.AutoExecutor(folder=folder / JOB_FOLDER, cluster="slurm",
                                      slurm_max_num_timeout=settings.max_attempts + 1)
     executor.update_parameters(**slurm_parameters(settings, name, hold, dependency))
     return executor
@@ -163,7 +168,8 @@ def sbatch_text(settings: SlurmSettings, folder: Path, name: str, dependency: st
     """
     from submitit.slurm.slurm import _make_sbatch_string
 
-    inner = DryRunSlurmExecutor(folder=folder / "%j", max_num_timeout=settings.max_attempts + 1)
+    inner = DryRunSlurmExecutor(folder=folder / JOB_FOLDER,
+                                max_num_timeout=settings.max_attempts + 1)
     params = slurm_parameters(settings, name, hold=False, dependency=dependency)
     generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     inner.update_parameters(**inner._convert_parameters(generic),
@@ -316,8 +322,7 @@ def recover_manifests(sweep_dir: Path, warnings: list[str] | None = None) -> lis
             path.unlink()
             continue
         tasks = [str(t) for t in task_ids(JobId(BACKEND, job_id), len(manifest["run_ids"]))]
-        logs = jobs_dir(sweep_dir) / LOGS_DIR
-        if not all((logs / t / f"{t}_submitted.pkl").exists() for t in tasks):
+        if not all(task_file(sweep_dir, t, "submitted.pkl").exists() for t in tasks):
             client.scancel([job_id])  # killed inside submitit, before it stored the tasks
             path.unlink()
             continue
@@ -347,8 +352,17 @@ FORGOTTEN_AFTER_S = 600.0
 _RUNNING = client.QueueEntry(client.S_RUNNING, "None")
 
 
+def task_file(sweep_dir: Path, task: JobId | str, suffix: str) -> Path:
+    """submitit's file ``<task>_<suffix>`` of an array task (``12_3``) or plain job, in its
+    array's folder (``JOB_FOLDER``), or in an older sweep's per-task folder where that exists."""
+    logs, task = jobs_dir(sweep_dir) / LOGS_DIR, str(task)
+    path = logs / task.split("_")[0] / f"{task}_{suffix}"
+    old = logs / task / f"{task}_{suffix}"
+    return old if not path.exists() and old.exists() else path
+
+
 def _stderr_tail(sweep_dir: Path, job: JobId) -> str | None:
-    path = jobs_dir(sweep_dir) / LOGS_DIR / str(job) / f"{job}_0_log.err"
+    path = task_file(sweep_dir, job, "0_log.err")
     try:
         return ledger.tail(path.read_text(errors="replace"))
     except OSError:
