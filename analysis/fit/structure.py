@@ -221,7 +221,11 @@ def bootstrap_parametric_structured(fit: ParametricFit, n, d, structure: NoiseSt
                                     delta: float = HUBER_DELTA, chunk: int = 256
                                     ) -> np.ndarray:
     """Approach 3's thetas (n_boot, 5) refitted, warm-started at ``fit``, on resamples
-    ``log L(fit) + structure.draw()``: the law's fitted values plus shape and run effects."""
+    ``log L(fit) + structure.draw()``: the law's fitted values plus shape and run effects.
+
+    At most 200 iterations a resample (the run-resampling bootstrap allows 500): on FLAME's
+    law, whose beta (0.95) leaves a flat direction, 500 took twice the time and moved no
+    percentile of a by 1e-4 (the largest change of one resample's a: 0.003)."""
     log_n, log_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
     fitted, _ = _predict_log(np.array(fit.theta)[None], log_n, log_d)
     rng = np.random.default_rng(seed)
@@ -231,7 +235,7 @@ def bootstrap_parametric_structured(fit: ParametricFit, n, d, structure: NoiseSt
         size = min(chunk, n_boot - lo)
         log_loss = fitted + structure.draw(rng, size)
         start = np.repeat(np.array(fit.theta)[None], size, axis=0)
-        theta, _ = lm_irls(start, log_n, log_d, log_loss, None, delta, max_iter=500,
+        theta, _ = lm_irls(start, log_n, log_d, log_loss, None, delta, max_iter=200,
                            rtol=1e-11)
         out.append(theta)
     return np.concatenate(out)
