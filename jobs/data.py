@@ -46,6 +46,7 @@ from trainers.tokenize import (
     load_tokenizer,
     recorded_settings,
     settings_key,
+    tokenizer_file,
     write_shard,
 )
 
@@ -121,6 +122,9 @@ def plan_data(corpus: str | None, out: str | None, tokenizer: str | None,
     files = corpus_files(root)
     if not files or not files[0].name.endswith(SUFFIXES):
         raise ConfigError(f"--corpus={corpus}: no {', '.join(SUFFIXES)} files there")
+    local = tokenizer_file(str(tokenizer))
+    if local is not None:  # jobs may start in another directory
+        tokenizer = str(Path(str(tokenizer)).expanduser().resolve())
     tok, info = load_tokenizer(str(tokenizer), eod_token)
     del tok
     specs = tuple(_spec(root, file, target) for file in files)

@@ -126,15 +126,13 @@ def test_run_ids_follow_the_corpus_not_its_path(demo, tmp_path):
           f"--tokenizer={demo['tok']}", "cluster=local", "cluster.parallelism=1")
     changed = run_ids(tmp_path / "s3", tmp_path / "out2" / MANIFEST_JSON)
     assert len(changed) == len(before) and not set(changed) & set(before)
-    # a launch on a sweep planned on one corpus refuses another's manifest
-    cfg = compose([f"sweep_dir={tmp_path / 's3'}", "trainer=megatron",
-                   f"trainer.data_path={moved / MANIFEST_JSON}"])
-    stored = {**trainer_config(compose([
-        "trainer=megatron", f"trainer.data_path={tmp_path / 'out2' / MANIFEST_JSON}"]).trainer)
-        .__dict__}
-    with pytest.raises(Exception, match="fingerprint"):
-        trainer_config({**stored, "data_path": str(moved / MANIFEST_JSON)})
-    assert cfg is not None
+    # a launch may point at the moved corpus, not at another one (nor at one first named there)
+    launch = ("launch", "--dry-run", *MEGATRON, f"sweep_dir={tmp_path / 's3'}")
+    flame("plan", *launch[2:], f"trainer.data_path={tmp_path / 'out2' / MANIFEST_JSON}")
+    refused = flame(*launch, f"trainer.data_path={moved / MANIFEST_JSON}", check=False)
+    assert refused.returncode == 2 and "data_fingerprint=" in refused.stderr
+    moved2 = shutil.move(tmp_path / "out2", tmp_path / "out2_moved")
+    flame(*launch, f"trainer.data_path={moved2}")
 
 
 def test_a_stopped_shard_job_leaves_nothing_readable_and_a_rerun_finishes_it(demo, tmp_path,
@@ -225,3 +223,40 @@ def test_dtype_is_megatron_cores():
     for vocab in (800, 50277, 65499, 65500, 128256):
         assert tokenize._optimal_dtype(vocab) == DType.optimal_dtype(vocab)
     assert np.dtype(tokenize._optimal_dtype(50277)).name == "uint16"
+
+
+def test_slurm_gets_one_array_of_the_missing_shards_and_its_last_task_writes_the_manifest(
+        demo, tmp_path, monkeypatch):
+    """On a fake SLURM (tests/jobs/fake_slurm.py): the shard jobs are one array with no GPUs,
+    a rerun leaves queued shards to their jobs, a task stopped by its time limit asks to be
+    requeued, and the task that finishes the last shard writes the manifest."""
+    from submitit.core.utils import DelayedSubmission
+
+    from tests.jobs.fake_slurm import fake_slurm
+
+    out = tmp_path / "out"
+    argv = ("data", f"--corpus={demo['corpus']}", f"--out={out}", f"--tokenizer={demo['tok']}",
+            "cluster=slurm", "cluster.gpus_per_node=8", "cluster.cpus_per_task=4")
+    with fake_slurm(monkeypatch) as fake:
+        first = flame(*argv)
+        assert "submitted 3 shard jobs" in first.stdout and len(fake.jobs) == 1
+        sbatch = fake.jobs[0].sbatch
+        assert "--array=0-2" in sbatch and "--cpus-per-task=4" in sbatch
+        assert "gpu" not in sbatch and not fake.jobs[0].held
+        again = flame(*argv)  # all three still queued: nothing submitted twice
+        assert "every missing shard has a job queued" in again.stdout and len(fake.jobs) == 1
+        tasks = sorted((out / ".flame-data" / "logs").glob("*/*_submitted.pkl"))
+        assert len(tasks) == 3
+        task = DelayedSubmission.load(tasks[0])
+        assert isinstance(task.function.checkpoint(), DelayedSubmission)  # requeue on USR2
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        task.result()  # the first shard's job runs
+        assert not (out / MANIFEST_JSON).exists()
+        fake.queue.clear()  # the other two died unseen: a rerun submits just those
+        flame(*argv)
+        assert "--array=0-1" in fake.jobs[1].sbatch
+        for path in sorted((out / ".flame-data" / "logs").glob(f"{fake.jobs[1].job_id}_*/"
+                                                              "*_submitted.pkl")):
+            DelayedSubmission.load(path).result()
+    assert read_manifest(out / MANIFEST_JSON).fingerprint == \
+        read_manifest(demo["out"] / MANIFEST_JSON).fingerprint
