@@ -27,6 +27,7 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -276,10 +277,11 @@ def _encode_into(spec: ShardSpec, tok: Any, info: TokenizerInfo, text_field: str
 
     dtype = np.dtype(info.dtype)
     builder = IndexedDatasetBuilder(str(bin_path), dtype=dtype.type)
-    digest, documents, tokens = hashlib.sha256(), 0, 0
+    digest, counts = hashlib.sha256(), [0, 0]
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: ~15% faster
-    for batch in batches(texts(Path(spec.source), text_field)):
-        for encoding in encode(batch, add_special_tokens=False):
+
+    def add(encodings: list[Any]) -> None:
+        for encoding in encodings:
             ids = encoding.ids
             if not ids:
                 continue
@@ -288,7 +290,19 @@ def _encode_into(spec: ShardSpec, tok: Any, info: TokenizerInfo, text_field: str
             doc[-1] = info.eod
             digest.update(doc.tobytes())
             builder.add_document(doc, [doc.size])
-            documents += 1
-            tokens += doc.size
+            counts[0] += 1
+            counts[1] += doc.size
+
+    # The tokenizer releases the GIL: batch k+1 is encoded (on its own threads) while this
+    # thread parses the next text and writes batch k, so only encoding holds up the job.
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for batch in batches(texts(Path(spec.source), text_field)):
+            ahead = pool.submit(encode, batch, add_special_tokens=False)
+            if pending is not None:
+                add(pending.result())
+            pending = ahead
+        if pending is not None:
+            add(pending.result())
     builder.finalize(str(idx_path))
-    return documents, tokens, digest.hexdigest()
+    return counts[0], counts[1], digest.hexdigest()

@@ -31,7 +31,7 @@ EOD = "<|endoftext|>"
 MEGATRON = ("experiment=megatron_smoke", "trainer=megatron", "trainer.mock_data=false")
 
 
-def demo_texts(count: int = 45) -> list[str]:
+def demo_texts(count: int = 24) -> list[str]:
     """The first ``count`` documents of the demo's corpus (trainers/embedded/data.py)."""
     return [f.read_text(errors="replace") for f in stdlib_files()[:count]]
 
@@ -56,7 +56,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.train_from_iterator(docs, trainers.BpeTrainer(
-        vocab_size=800, special_tokens=[EOD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        vocab_size=500, special_tokens=[EOD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     (base / "tok").mkdir()
     tok.save(str(base / "tok" / "tokenizer.json"))
     out = base / "out"
@@ -220,7 +220,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(demo, tmp_path, case
 def test_dtype_is_megatron_cores():
     from megatron.core.datasets.indexed_dataset import DType
 
-    for vocab in (800, 50277, 65499, 65500, 128256):
+    for vocab in (500, 50277, 65499, 65500, 128256):
         assert tokenize._optimal_dtype(vocab) == DType.optimal_dtype(vocab)
     assert np.dtype(tokenize._optimal_dtype(50277)).name == "uint16"
 
