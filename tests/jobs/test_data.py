@@ -186,6 +186,12 @@ def _bad_line(corpus: Path) -> None:  # found only by the job, mid-shard
         handle.write("{not json\n")
 
 
+def _out_of_another_tokenizer(corpus: Path) -> None:
+    record = {"shard": {}, "settings": {"tokenizer_sha256": "another"}, "source_bytes": 1}
+    (corpus.parent / "out").mkdir()
+    (corpus.parent / "out" / "a_text_document.shard.json").write_text(json.dumps(record))
+
+
 @pytest.mark.parametrize("case, prepare, argv, says", [
     ("no corpus", None, ["--corpus={base}/nope"], "--corpus="),
     ("unreadable shard", _corrupt_parquet, [], "c.parquet: unreadable"),
@@ -193,6 +199,7 @@ def _bad_line(corpus: Path) -> None:  # found only by the job, mid-shard
     ("bad line", _bad_line, [], "b.jsonl:"),
     ("tokenizer does not load", None, ["--tokenizer={base}/corpus/a.jsonl"], "does not load"),
     ("output inside the corpus", None, ["--out={base}/corpus/tokens"], "inside the corpus"),
+    ("output of another tokenizer", _out_of_another_tokenizer, [], "another tokenizer"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(demo, tmp_path, case, prepare,
                                                            argv, says):
@@ -260,3 +267,37 @@ def test_slurm_gets_one_array_of_the_missing_shards_and_its_last_task_writes_the
             DelayedSubmission.load(path).result()
     assert read_manifest(out / MANIFEST_JSON).fingerprint == \
         read_manifest(demo["out"] / MANIFEST_JSON).fingerprint
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_on_the_local_slurm_a_requeued_shard_job_still_ends_in_the_same_manifest(
+        demo, tmp_path, slurm_cluster):
+    """The real local SLURM: the array runs, `scontrol requeue` of a running task starts its
+    shard again, and the last task writes the same manifest as the local run."""
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    flame("data", f"--corpus={demo['corpus']}", f"--out={out}", f"--tokenizer={demo['tok']}",
+          "cluster=slurm_local")
+    job = json.loads((out / ".flame-data" / "jobs.json").read_text())["a_text_document"]
+    try:
+        deadline = time.monotonic() + 120
+        while "RUNNING" not in subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"],
+                                              capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "the shard job never started"
+            time.sleep(0.2)
+        subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+        deadline = time.monotonic() + 300
+        while not (out / MANIFEST_JSON).exists():
+            assert time.monotonic() < deadline, "no manifest after the requeue"
+            time.sleep(1)
+    finally:
+        subprocess.run(["scancel", job.split("_")[0]], capture_output=True)
+    restarts = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"],
+                              capture_output=True, text=True).stdout.split()
+    assert "REQUEUED" in restarts, restarts  # it did start twice
+    assert read_manifest(out / MANIFEST_JSON).fingerprint == \
+        read_manifest(demo["out"] / MANIFEST_JSON).fingerprint
+    assert not list(out.rglob("*.partial-*"))
