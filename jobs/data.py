@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -152,11 +153,30 @@ def _spec(root: Path, file: Path, out: Path) -> ShardSpec:
     return ShardSpec(str(file), rel.as_posix(), str(out), prefix, file.stat().st_size)
 
 
+def save_plan(plan: DataPlan) -> str:
+    """``<out>/.flame-data/plan-<key>.json`` (once per distinct plan); returns the key. Jobs
+    read the plan from there: an array of N shards pickles N small tasks, not N plans."""
+    text = json.dumps(dataclasses.asdict(plan), sort_keys=True, indent=1) + "\n"
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = Path(plan.out) / STATE_DIR / f"plan-{key}.json"
+    if not path.is_file():
+        atomic_write_text(path, text)
+    return key
+
+
+def load_plan(out: str, key: str) -> DataPlan:
+    """The plan ``save_plan`` wrote under ``key``."""
+    data = json.loads((Path(out) / STATE_DIR / f"plan-{key}.json").read_text())
+    return DataPlan(**{**data, "info": TokenizerInfo(**data["info"]),
+                       "shards": tuple(ShardSpec(**s) for s in data["shards"])})
+
+
 class ShardTask(submitit.helpers.Checkpointable):
     """One shard as a job: tokenise it, then write the manifest if it was the last."""
 
-    def __init__(self, plan: DataPlan, index: int, threads: int | None = None) -> None:
-        self.plan = plan
+    def __init__(self, out: str, key: str, index: int, threads: int | None = None) -> None:
+        self.out = out
+        self.key = key
         self.index = index
         self.threads = threads
 
@@ -165,7 +185,7 @@ class ShardTask(submitit.helpers.Checkpointable):
         threads = self.threads or os.environ.get("SLURM_CPUS_PER_TASK")
         if threads:
             os.environ["RAYON_NUM_THREADS"] = str(threads)
-        plan = self.plan
+        plan = load_plan(self.out, self.key)
         tok, info = load_tokenizer(plan.tokenizer, plan.eod_token)
         if info.sha256 != plan.info.sha256:
             raise ConfigError(f"--tokenizer={plan.tokenizer}: changed since `flame data` "
@@ -185,12 +205,13 @@ def run_local(plan: DataPlan, todo: list[int], cluster: ClusterSettings) -> None
     fork)."""
     workers = min(cluster.parallelism or os.cpu_count() or 1, len(todo))
     threads = cluster.threads_per_job if workers > 1 else None
+    key = save_plan(plan)
     if workers <= 1:
         for k, index in enumerate(todo, 1):
-            _report(plan, ShardTask(plan, index)(), k, len(todo))
+            _report(plan, ShardTask(plan.out, key, index)(), k, len(todo))
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(ShardTask(plan, index, threads)) for index in todo]
+        futures = [pool.submit(ShardTask(plan.out, key, index, threads)) for index in todo]
         for k, future in enumerate(futures, 1):
             _report(plan, future.result(), k, len(todo))
 
@@ -221,8 +242,9 @@ def submit_slurm(plan: DataPlan, todo: list[int], cluster: ClusterSettings,
         return []
     executor = slurm_executor(settings, state / "logs", f"flame-data-{Path(plan.out).name}",
                               hold=False)
+    key = save_plan(plan)
     with executor.batch():
-        jobs = [executor.submit(ShardTask(plan, i)) for i in todo]
+        jobs = [executor.submit(ShardTask(plan.out, key, i)) for i in todo]
     recorded.update({plan.shards[i].prefix: str(job.job_id) for i, job in zip(todo, jobs)})
     atomic_write_text(state / JOBS_JSON, json.dumps(recorded, indent=1) + "\n")
     print(f"submitted {len(jobs)} shard jobs (SLURM array {jobs[0].job_id.split('_')[0]}, "

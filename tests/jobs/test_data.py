@@ -257,6 +257,7 @@ def test_slurm_gets_one_array_of_the_missing_shards_and_its_last_task_writes_the
         task = DelayedSubmission.load(tasks[0])
         assert isinstance(task.function.checkpoint(), DelayedSubmission)  # requeue on USR2
         monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        monkeypatch.setenv("RAYON_NUM_THREADS", "1")  # the task sets it: restored after
         task.result()  # the first shard's job runs
         assert not (out / MANIFEST_JSON).exists()
         fake.queue.clear()  # the other two died unseen: a rerun submits just those
