@@ -41,7 +41,7 @@ from trainers.corpus_manifest import Shard, TokenizerInfo
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 RECORD = ".shard.json"
-STATE_DIR = ".flame-data"  # locks, job logs and the request, inside the output
+STATE_DIR = ".flame-data"  # the plan, locks and job logs, inside the output
 BATCH_CHARS = 1 << 22  # text per encode_batch call: enough for every thread, bounded memory
 DEFAULT_EOD = "<|endoftext|>"  # GPT-2 / GPT-NeoX (pythia)'s end of text
 
