@@ -73,6 +73,8 @@ COMMANDS: dict[str, Command] = {
                        "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
+    "data": Command("jobs.data:data", "tokenise a jsonl/parquet corpus for Megatron -> "
+                    "shards + manifest.json", "jobs.data:data_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
                        "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
 }

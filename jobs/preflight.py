@@ -40,7 +40,9 @@ def explicit_trainer_keys(overrides: list[str] | None) -> set[str] | None:
     if overrides is None:
         return None
     keys = (o.lstrip("+~").split("=", 1)[0] for o in overrides)
-    return {k.split(".")[1] for k in keys if k.startswith("trainer.") and k.count(".") >= 1}
+    found = {k.split(".")[1] for k in keys if k.startswith("trainer.") and k.count(".") >= 1}
+    # a `flame data` manifest brings its corpus's fingerprint (a result key) with data_path
+    return found | {"data_fingerprint"} if "data_path" in found else found
 
 
 def trainer_overrides(config: Mapping[str, Any], cfg: DictConfig | Mapping[str, Any],

@@ -200,6 +200,10 @@ class MegatronConfig:
     optionally weighted: one string of words ("1.0 /data/a 1.0 /data/b") or a list (null =
     none: give it, or mock_data). Operational: the corpus itself is the recipe's (tokenizer_*
     and split are hashed); only its location differs between sites."""
+    data_fingerprint: str | None = result(None, since=2)
+    """The tokenised corpus's fingerprint, set from the `flame data` manifest that data_path
+    names (null: data_path names prefixes, unfingerprinted). Hashed into run_id: two corpora
+    never share a run id; the same corpus moved keeps them (trainers/corpus_manifest.py)."""
     mock_data: bool = result(False)
     """--mock-data for smoke tests (no corpus needed)."""
     split: str = result("90,5,5")
@@ -262,6 +266,21 @@ class MegatronConfig:
             self.data_path = self.data_path.split()
         elif self.data_path is not None:
             self.data_path = [str(w) for w in self.data_path]
+        self._resolve_manifest()
+
+    def _resolve_manifest(self) -> None:
+        """data_path naming a `flame data` manifest: its weighted shard list and fingerprint."""
+        from trainers.corpus_manifest import resolve
+
+        found = resolve(self.data_path)
+        if found is None:
+            return
+        words, fingerprint = found
+        if self.data_fingerprint not in (None, fingerprint):
+            raise ConfigError(f"trainer.data_path={self.data_path[0]}: a corpus with fingerprint "
+                              f"{fingerprint[:19]}, not the {self.data_fingerprint[:19]} these "
+                              "runs were planned on; re-plan (new run ids) or give that corpus")
+        self.data_path, self.data_fingerprint = words, fingerprint
 
     def validate(self) -> None:
         """What a launch needs (checked before anything is submitted)."""
