@@ -80,7 +80,7 @@ def test_signal_in_start_up_sigterm_and_scontrol_requeue_each_end_in_a_requeue_n
     requeue, never ``failed``; the fourth start completes with the uninterrupted run's loss,
     and collect reads it. The acceptance test of these paths on the real local SLURM."""
     monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0.05")  # 103 iterations, ~5 s
-    monkeypatch.setenv("FLAME_STANDIN_STARTUP_S", "2")  # the window before the handler
+    monkeypatch.setenv("FLAME_STANDIN_STARTUP_S", "3")  # the window before the handler
     sweep_dir = tmp_path / "sweep"
     cfg = compose([f"sweep_dir={sweep_dir}", "experiment=megatron_smoke", "cluster=slurm_local",
                    "cluster.max_attempts=5", *standin_overrides(tmp_path / "megatron")])
