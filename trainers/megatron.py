@@ -314,7 +314,16 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               "# torchrun and the ranks included, and USR2's default action kills them unsaved. "
               "Ignored",
               "# here (inherited across exec); flame's task forwards SIGTERM to the ranks instead.",
-              "trap '' USR2", "", "ARGS=("]
+              "trap '' USR2",
+              "# On SLURM's SIGTERM (preemption, scontrol requeue) torchrun stops the ranks and "
+              "SIGKILLs them",
+              "# after its shutdown timeout, 30 s by default, which can cut Megatron's checkpoint "
+              "short: let",
+              "# SLURM's own grace (KillWait, GraceTime) bound it (read by torch 2.13's torchrun, "
+              "launcher/api.py;",
+              "# a torch without the setting ignores it).",
+              "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-3600}",
+              "", "ARGS=("]
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]
