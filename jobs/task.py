@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -36,6 +37,7 @@ from jobs.executors.base import JobId
 from jobs.sweepdir import jobs_dir, plan_rows, read_config
 from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
 from sweep.planrow import PlanRow
+from trainers.signals import Preempted
 
 WORKERS_JSON = "local-workers.json"
 CLAIM_LOCK = "local.lock"
@@ -65,6 +67,11 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
     except UncompletedJobError as err:  # submitit would not requeue: time limit, attempts spent
         ledger.transition(sweep_dir, run_id, ledger.TIMEOUT, error_tail=str(err))
         raise
+    except Preempted as err:
+        if not os.environ.get("SLURM_JOB_ID"):  # not in a SLURM job: a rerun resumes
+            ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=str(err))
+            raise
+        requeue_after_signal(err)
     except Exception:
         ledger.transition(sweep_dir, run_id, ledger.FAILED,
                           error_tail=ledger.tail(traceback.format_exc()))
@@ -73,6 +80,27 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
                       json.dumps(summary, indent=1, default=str) + "\n")
     ledger.transition(sweep_dir, run_id, ledger.COMPLETED)
     return summary
+
+
+def requeue_after_signal(err: Preempted) -> None:
+    """A SLURM task's trainer stopped on a signal that no handler turned into a requeue
+    (SIGTERM: submitit's handler only logs it) and saved what it could. SLURM's SIGTERM to the
+    whole step comes with preemption, ``scontrol requeue`` and cancels, which end the job (it
+    is ``COMPLETING`` then: SLURM requeues it or not), and with ``scancel --signal=TERM``,
+    which leaves it ``RUNNING``. Running: requeue it as the time limit's USR2 does (submitit's
+    handler: ``RunTask.checkpoint``, ``scontrol requeue``, exit). Ending: exit and leave the run
+    ``running``; the next start resumes it, or reconcile records what SLURM did."""
+    from jobs.executors.slurm_client import SchedulerError, job_state
+
+    try:
+        state = job_state(_job_id())
+    except SchedulerError:
+        state = None
+    usr2 = signal.getsignal(signal.SIGUSR2)
+    if state == "RUNNING" and callable(usr2):
+        usr2(signal.SIGUSR2, None)  # requeues and exits (SystemExit) on the task with rank 0
+    raise SystemExit(f"flame: {err}; job {_job_id()} is {state or 'ending'}: the run stays "
+                     "running, its next start resumes")
 
 
 def _global_rank() -> int:

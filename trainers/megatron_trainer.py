@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from sweep.io import CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG
 from sweep.planrow import PlanRow
-from trainers import megatron
+from trainers import megatron, megatron_job
 from trainers.base import BaseTrainer, JobShape
 from trainers.logformat import parse_lines
 from trainers.megatron_readers import read_routing
@@ -76,7 +76,7 @@ class MegatronTrainer(BaseTrainer):
         warning = commit_warning(path, commit)
         if warning:
             print(f"flame: {warning}", file=sys.stderr, flush=True)
-        summary = megatron.train(row, cfg, run_dir, signals)
+        summary = megatron_job.train(row, cfg, run_dir, signals)
         return {**summary, "megatron_commit": commit,
                 **({"warnings": [warning]} if warning else {})}
 
@@ -87,7 +87,7 @@ class MegatronTrainer(BaseTrainer):
         check_branchable(recipe, trainer_cfg)
 
     def run_node(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
-        megatron.run_node(row, cfg, run_dir)
+        megatron_job.run_node(row, cfg, run_dir)
 
     def completed(self, run_dir: Path, train_iters: int) -> bool:
         """Megatron's own evidence: the final validation, the tracker, the last line."""
