@@ -28,7 +28,7 @@ from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
-STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run")
+STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "check")
 CONFIG_NAME = "config"
 GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit", "design")
 
@@ -73,6 +73,9 @@ COMMANDS: dict[str, Command] = {
                        "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
+    "check": Command("jobs.check:check", "one short job on one node: what would fail "
+                     "(imports, GPUs, data, tokenizer, checkpoints, signals)",
+                     "jobs.check:check_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
                        "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
 }
