@@ -7,9 +7,10 @@ Checks: the imports ``pretrain_gpt.py`` needs at start-up (torch, megatron.core,
 megatron.training, which imports six through its BERT tokenizer and pydantic through
 megatron.rl, core_v0.16.1 training.py:62-67; TransformerEngine for --transformer-impl
 transformer_engine, core_v0.16.1's range >=2.9,<2.12 from pyproject.toml's dev extra), the
-dataset helpers (Megatron runs ``make`` with pybind11 and a C++ compiler on rank 0 at every
-start, initialize.py:184-192), the GPUs, the corpus's .bin/.idx files, the data cache's and the
-checkpoint directory's write access (and its write rate), and the tokenizer as the job loads it.
+dataset helpers (rank 0 runs ``make`` at every start, initialize.py:187-192, whose Makefile
+runs python3 -m pybind11, python3-config and a C++ compiler from PATH), the GPUs, the corpus's
+.bin/.idx files, the data cache's and the checkpoint directory's write access (and its write
+rate), and the tokenizer as the job loads it.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ def helpers(megatron: str):
     cxx = os.environ.get("CXX", "g++")
     pybind = subprocess.run([sys.executable, "-m", "pybind11", "--includes"],
                             capture_output=True, text=True)
-    ok = pybind.returncode == 0 and shutil.which(cxx) is not None
+    config = shutil.which("python3-config")
+    ok = pybind.returncode == 0 and shutil.which(cxx) is not None and config is not None
     return ok or built == "built", (f"{built}; pybind11 {'yes' if pybind.returncode == 0 else 'no'}"
-                                    f", {cxx} {'yes' if shutil.which(cxx) else 'no'}")
+                                    f", {cxx} {'yes' if shutil.which(cxx) else 'no'}"
+                                    f", python3-config {config or 'no'}")
 
 
 def gpus(wanted: int):

@@ -304,6 +304,17 @@ def retain_flags(spec: PlanRow, m: MegatronConfig, every: int) -> list[tuple[str
     return [("--save-retain-interval", every * (spec.train_iters // every + 1))]
 
 
+def python_lines(m: MegatronConfig) -> list[str]:
+    """Megatron's interpreter first on PATH: rank 0 runs ``make`` for the dataset helpers at
+    every start (core_v0.16.1 initialize.py:187-192), whose Makefile calls ``python3 -m
+    pybind11`` and ``python3-config`` from PATH (megatron/core/datasets/Makefile:2,5), which
+    would otherwise be flame's own (the job's PATH starts with it)."""
+    if not m.python or "/" not in m.python:
+        return []
+    return ["# Megatron's interpreter first on PATH (its dataset helpers' Makefile runs python3).",
+            'export PATH="$(dirname "$PYTHON"):$PATH"', ""]
+
+
 def tokenizer_lines(m: MegatronConfig, run_dir: Path) -> list[str]:
     """launch.sh's Hugging Face environment: the sweep's hub cache, and offline once it holds
     the tokenizer (a launch pre-fetches it; compute nodes are often offline)."""
@@ -377,7 +388,7 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               "# torchrun and the ranks included, and USR2's default action kills them unsaved. "
               "Ignored",
               "# here (inherited across exec); flame's task forwards SIGTERM to the ranks instead.",
-              "trap '' USR2", "", *tokenizer_lines(m, run_dir), "ARGS=("]
+              "trap '' USR2", "", *python_lines(m), *tokenizer_lines(m, run_dir), "ARGS=("]
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]
