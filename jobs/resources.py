@@ -45,9 +45,11 @@ class JobResources:
 
     def lines(self, nodes: int, gpus: int) -> list[str]:
         """What a job of this shape asks for, per node, and where it comes from."""
-        return [f"job resources per node ({nodes} node{'s' if nodes != 1 else ''}, {gpus} "
-                f"GPUs each): {self.cpus_per_task} CPUs (--cpus-per-task, SRUN_CPUS_PER_TASK; "
-                f"{self.cpus_from}), memory {self.mem_text()} ({self.mem_from})"]
+        shape = (f"{nodes} node{'s' if nodes != 1 else ''}, {gpus} "
+                 f"GPU{'s' if gpus != 1 else ''} each")
+        return [f"job resources per node ({shape}): {self.cpus_per_task} CPUs (--cpus-per-task, "
+                f"SRUN_CPUS_PER_TASK; {self.cpus_from}), memory {self.mem_text()} "
+                f"({self.mem_from})"]
 
 
 def mem_option(mem_gb: float) -> str:

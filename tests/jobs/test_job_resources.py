@@ -140,3 +140,36 @@ def test_node_shape_keys_are_checked():
         _cluster(node_cpus=0)
     with pytest.raises(ConfigError, match="cluster.mem_gb=-1: must be >= 0 or null"):
         _cluster(mem_gb=-1)
+
+
+def _fake_python(path, body: str):
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_the_tokenizer_is_prefetched_with_megatrons_python_and_jobs_go_offline(tmp_path):
+    """`python -c <prefetch> <model> <cache>`: a stand-in interpreter that fills the hub
+    cache as snapshot_download does; then launch.sh's lines export HF_HUB_OFFLINE=1."""
+    import subprocess
+
+    from trainers.megatron import tokenizer_lines
+    from trainers.site import prefetch_tokenizer
+
+    sweep = tmp_path / "sweep"
+    fills = _fake_python(tmp_path / "python", 'mkdir -p "$4/models--$(echo $3 | sed s,/,--,)"')
+    m = MegatronConfig(data_path="/d", python=fills)
+    cache = sweep / "cache" / "huggingface"
+    assert "a launch pre-fetches it into" in prefetch_tokenizer(m, sweep, fetch=False)
+    assert not cache.exists()  # a dry run fetches nothing
+    assert prefetch_tokenizer(m, sweep, fetch=True) == (
+        f"tokenizer EleutherAI/pythia-12b: pre-fetched into {cache} (HF_HUB_OFFLINE=1 in jobs)")
+    assert (cache / "models--EleutherAI--pythia-12b").is_dir()
+    script = "\n".join(tokenizer_lines(m, sweep / "runs" / "abc")) + '\necho "$HF_HUB_OFFLINE"'
+    assert subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout == "1\n"
+    broken = _fake_python(tmp_path / "broken", 'echo "No module named huggingface_hub" >&2; exit 1')
+    note = prefetch_tokenizer(MegatronConfig(data_path="/d", python=broken), tmp_path / "s2",
+                              fetch=True)
+    assert "could not pre-fetch it" in note and "No module named huggingface_hub" in note
+    local = MegatronConfig(data_path="/d", python=broken, tokenizer_model=str(tmp_path))
+    assert prefetch_tokenizer(local, tmp_path / "s3", fetch=True) is None  # a local directory
