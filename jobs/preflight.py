@@ -98,8 +98,9 @@ def check_runs(rows: list[PlanRow], config: Mapping[str, Any], todo: list[str],
         notes += more
     if issubclass(executor_class(settings.executor), SlurmExecutor):
         settings, lead = with_signal_lead(settings, checkpoint_gb)
-        notes += [lead] if lead else []
-        notes += job_resources(settings).lines(settings.nodes, settings.gpus_per_node)
+        if dry_run:  # what a launch would ask for; a real launch submits it without a word
+            notes += [lead] if lead else []
+            notes += job_resources(settings).lines(settings.nodes, settings.gpus_per_node)
     return settings, notes
 
 

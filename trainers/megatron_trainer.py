@@ -131,6 +131,8 @@ class MegatronTrainer(BaseTrainer):
             notes.append(f"data cache (--data-cache-path, shared by the sweep's runs): {cache}")
         if note := prefetch_tokenizer(m, sweep_dir, fetch=not dry_run):
             notes.append(note)
+        if not dry_run:  # a real launch says only what went wrong (the dry run says the rest)
+            notes = [n for n in notes if "could not pre-fetch" in n]
         return notes, estimate.largest_gb if estimate else 0.0
 
     def launch_files(self, row: PlanRow, config: Mapping[str, Any], run_dir: Path) -> list[Path]:
