@@ -8,7 +8,8 @@ run), on one node and a short time limit, training one of the sweep's models (th
 as a sweep of one run under ``<sweep_dir>/check/`` through the same launch path as every run,
 with two additions:
 
-- the job first runs ``jobs/check_probe.py`` with ``trainer.python`` (a setup line): imports,
+- the job first runs ``jobs/check_probe.py`` with ``trainer.python`` (a setup line; with
+  ``cluster=local``, flame runs it on this machine before the run): imports,
   TransformerEngine, dataset helpers, GPUs, the corpus files, the data cache, the checkpoint
   directory's write rate, the tokenizer as the job loads it;
 - once the run has logged iteration ``--signal-at``, flame sends the job USR2 as SLURM does
@@ -208,6 +209,8 @@ def check(cfg: DictConfig, args: argparse.Namespace) -> int:
             print(f"  wrote {path}")
         return 0
     slurm = issubclass(executor_class(plan.cfg.cluster.executor), SlurmExecutor)
+    if not slurm:  # no sbatch setup lines there: the probe runs here, where the job runs
+        subprocess.run(["bash", "-c", plan.cfg.cluster.setup[-1]], check=False)
     print(f"flame check: job {', '.join(report.job_ids)} trains {plan.row.run_id} "
           f"({plan.row.member}) for {plan.row.train_iters} iterations on one node")
     state, signalled = follow(plan, args.signal_at if slurm else 0, args.wait_s)
