@@ -141,7 +141,8 @@ def probe_line(check_dir: Path, row: PlanRow, config: dict[str, Any], gpus: int,
     if m.tokenizer_model and not m.mock_data and m.tokenizer_type == "HuggingFaceTokenizer":
         words += ["--tokenizer", m.tokenizer_model,
                   "--hub-cache", megatron.tokenizer_cache_dir(m, rdir)]
-    return " ".join(shlex.quote(w) for w in words) + " || true"
+    out = shlex.quote(str(check_dir / PROBE_JSON))  # once: not again after the requeue
+    return f"[ -f {out} ] || " + " ".join(shlex.quote(w) for w in words) + " || true"
 
 
 def plan_check(sweep_dir: Path, cfg: DictConfig, args: argparse.Namespace) -> CheckPlan:
@@ -237,7 +238,7 @@ def follow(plan: CheckPlan, signal_at: int, wait_s: float) -> tuple[str, bool]:
             subprocess.run(["scancel", "--signal=USR2", record.job_ids[-1]], check=False,
                            capture_output=True)
             signalled = True
-        time.sleep(0.5)
+        time.sleep(1.0)
     return "timed out waiting", signalled
 
 

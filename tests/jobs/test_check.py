@@ -64,7 +64,7 @@ def test_the_check_job_is_the_sweeps_job_on_one_node(tmp_path):
 @pytest.mark.timeout(300)
 def test_check_on_the_local_slurm_trains_is_signalled_requeues_and_reports(
         slurm_cluster, tmp_path, monkeypatch):
-    """The one real-system test of `flame check` (about 2 min: SLURM's requeue)."""
+    """The one real-system test of `flame check` (about 65 s, mostly SLURM's requeue)."""
     monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0.3")
     args = (f"sweep_dir={tmp_path / 'sweep'}", "experiment=megatron_smoke", "cluster=slurm_local",
             *standin_overrides(tmp_path / "megatron"))
