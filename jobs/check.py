@@ -46,6 +46,7 @@ from sweep.io import TRAIN_LOG, atomic_write_text, run_dir
 from sweep.planrow import PlanRow
 from trainers.logformat import parse_lines
 from trainers.readers import lines
+from trainers.registry import trainer_for
 from trainers.site import disk_estimate
 
 CHECK_DIR = "check"
@@ -149,10 +150,10 @@ def plan_check(sweep_dir: Path, cfg: DictConfig, args: argparse.Namespace) -> Ch
     """Write ``<sweep_dir>/check/``'s plan.csv and config.yaml; the cfg that launches it."""
     sweep_dir = Path(sweep_dir).resolve()
     config = read_config(sweep_dir)
-    if (config.get("trainer") or {}).get("name") != "megatron":
-        raise ConfigError("flame check: the sweep's trainer is "
-                          f"{(config.get('trainer') or {}).get('name')!r}; it checks "
-                          "trainer=megatron sweeps (plan with trainer=megatron)")
+    if getattr(trainer_for(config.get("trainer") or {}), "site_notes", None) is None:
+        raise ConfigError(f"trainer.name={(config.get('trainer') or {}).get('name')!r}: the "
+                          "sweep's trainer runs no job to check (flame check checks "
+                          "trainer=megatron sweeps)")
     if args.iters < 2 or not 0 <= args.signal_at < args.iters:
         raise ConfigError(f"--iters {args.iters} --signal-at {args.signal_at}: give iters >= 2 "
                           "and 0 <= signal-at < iters")

@@ -55,7 +55,7 @@ def transformer_engine():
 
 def helpers(megatron: str):
     """The dataset helpers: built already, or buildable (pybind11 and a compiler)."""
-    folder = os.path.join(megatron, "megatron", "core", "datasets")
+    folder = os.path.join(megatron, "megatron/core/datasets")
     if any(f.startswith("helpers_cpp") for f in os.listdir(folder)):
         built = "built"
     else:

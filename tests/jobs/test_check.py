@@ -60,6 +60,16 @@ def test_the_check_job_is_the_sweeps_job_on_one_node(tmp_path):
         {k: v for k, v in real.items() if k not in PER_RUN}  # the recipe, data and caches
 
 
+def test_check_refuses_a_sweep_whose_trainer_runs_no_job_in_one_line(tmp_path):
+    args = (f"sweep_dir={tmp_path / 's'}", "experiment=demo", "trainer=simulated")
+    flame("plan", *args)
+    out = flame("check", *args, check=False)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "flame check: error: trainer.name='simulated': the sweep's trainer runs no job to check "
+        "(flame check checks trainer=megatron sweeps)"]
+    assert not (tmp_path / "s" / "check").exists()
+
+
 @pytest.mark.slurm
 @pytest.mark.timeout(300)
 def test_check_on_the_local_slurm_trains_is_signalled_requeues_and_reports(
