@@ -28,7 +28,7 @@ from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
-STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run")
+STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "check")
 CONFIG_NAME = "config"
 GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit", "design")
 
@@ -75,6 +75,9 @@ COMMANDS: dict[str, Command] = {
                    "jobs.study:run_arguments"),
     "data": Command("jobs.data:data", "tokenise a jsonl/parquet corpus for Megatron -> "
                     "shards + manifest.json", "jobs.data:data_arguments"),
+    "check": Command("jobs.check:check", "one short job on one node: what would fail "
+                     "(imports, GPUs, data, tokenizer, checkpoints, signals)",
+                     "jobs.check:check_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
                        "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
 }

@@ -70,13 +70,15 @@ def planner_settings(study: Any) -> PlannerSettings:
                                flops_formula=study["flops_formula"],
                                device_peak_flops=study["cluster"]["device_peak_flops"],
                                assumed_mfu=study["cluster"]["assumed_mfu"],
-                               warmup_fraction=study["training"]["warmup_fraction"])
+                               warmup_fraction=study["training"]["warmup_fraction"],
+                               decay_fraction=study["training"]["decay_fraction"])
     root = study.root
     return PlannerSettings(**vars(root.planner), accounting=root.accounting,
                            flops_formula=root.flops_formula,
                            device_peak_flops=study.cluster.device_peak_flops,
                            assumed_mfu=study.cluster.assumed_mfu,
-                           warmup_fraction=study.training.warmup_fraction)
+                           warmup_fraction=study.training.warmup_fraction,
+                           decay_fraction=study.training.decay_fraction)
 
 
 def hash_context(study: Any) -> dict[str, Any]:

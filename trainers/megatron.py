@@ -230,7 +230,10 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
           ("--save", ckpt_dir), ("--save-interval", save_interval(spec, m, every)), *load,
           ("--eval-interval", every), ("--eval-iters", m.eval_iters),
           ("--ckpt-format", "torch_dist"), ("--tensorboard-dir", run_dir / TENSORBOARD_DIR),
-          ("--exit-signal-handler", None)]
+          ("--exit-signal-handler", None),
+          # FLAME's fork defaulted to disabled (yuzc19 arguments.py:1594); core_v0.16.1 to
+          # validate_results (resilience_config.py:16), which may exit 16/17 on a NaN
+          ("--rerun-mode", "disabled"), *retain_flags(spec, m, every)]
     # flame-moe_step2.sh:15-17, configs/model/flame-moe.sh:38-39
     data: list[tuple[str, Any]] = [("--seq-length", a.seq_length)]
     if m.mock_data:
@@ -241,9 +244,8 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
                  ("--tokenizer-type", m.tokenizer_type)]
         if m.tokenizer_model:
             data.append(("--tokenizer-model", m.tokenizer_model))
+        data.append(("--data-cache-path", data_cache_dir(m, run_dir)))
     data.append(("--num-workers", 2))  # default (yuzc19 :2097)
-    if m.data_cache_path:
-        data.append(("--data-cache-path", m.data_cache_path))
     sections = [("model (configs/model/flame-moe.sh)", model),
                 ("mixture of experts", moe), ("parallelism (configs/train/flame-moe.sh)", parallel),
                 ("batch, optimiser, WSD schedule", optim),
@@ -252,6 +254,63 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
         words = [w for arg in m.extra_args for w in shlex.split(arg)]
         sections.append(("extra (trainer.extra_args)", [(w, None) for w in words]))
     return sections
+
+
+def sweep_cache(run_dir: Path) -> Path:
+    """``<sweep_dir>/cache``: caches the sweep's runs share (run_dir is runs/<run_id>)."""
+    return Path(run_dir).parent.parent / "cache"
+
+
+def data_cache_dir(m: MegatronConfig, run_dir: Path) -> str:
+    """--data-cache-path: trainer.data_cache_path, else one cache in the sweep. Without it
+    Megatron writes its sample indices under the corpus (<prefix>/cache/GPTDataset_indices,
+    core_v0.16.1 megatron/core/datasets/gpt_dataset.py:411-415),
+    which fails on a read-only corpus."""
+    return m.data_cache_path or str(sweep_cache(run_dir) / "megatron_data")
+
+
+def tokenizer_cache_dir(m: MegatronConfig, run_dir: Path) -> str:
+    """HF_HUB_CACHE of the job: trainer.tokenizer_cache, else one in the sweep."""
+    return m.tokenizer_cache or str(sweep_cache(run_dir) / "huggingface")
+
+
+def hub_folder(model: str) -> str:
+    """The hub cache's folder of a model id (huggingface_hub's ``models--org--name``)."""
+    return "models--" + model.replace("/", "--")
+
+
+def retain_flags(spec: PlanRow, m: MegatronConfig, every: int) -> list[tuple[str, Any]]:
+    """--save-retain-interval for trainer.retain_checkpoints=last: a multiple of the save
+    interval past the run's end (Megatron asserts the multiple, arguments.py:840-842), so each
+    save deletes the one before (checkpointing.py:751-760). Trunks keep all (their branches'
+    starting points)."""
+    if m.retain_checkpoints != "last" or spec.role == "trunk":
+        return []
+    return [("--save-retain-interval", every * (spec.train_iters // every + 1))]
+
+
+def python_lines(m: MegatronConfig) -> list[str]:
+    """Megatron's interpreter first on PATH: rank 0 runs ``make`` for the dataset helpers at
+    every start (core_v0.16.1 initialize.py:187-192), whose Makefile calls ``python3 -m
+    pybind11`` and ``python3-config`` from PATH (megatron/core/datasets/Makefile:2,5), which
+    would otherwise be flame's own (the job's PATH starts with it)."""
+    if not m.python or "/" not in m.python:
+        return []
+    return ["# Megatron's interpreter first on PATH (its dataset helpers' Makefile runs python3).",
+            'export PATH="$(dirname "$PYTHON"):$PATH"', ""]
+
+
+def tokenizer_lines(m: MegatronConfig, run_dir: Path) -> list[str]:
+    """launch.sh's Hugging Face environment: the sweep's hub cache, and offline once it holds
+    the tokenizer (a launch pre-fetches it; compute nodes are often offline)."""
+    if m.mock_data or not m.tokenizer_model or m.tokenizer_type != "HuggingFaceTokenizer":
+        return []
+    cache = tokenizer_cache_dir(m, run_dir)
+    return ["# The tokenizer from the hub cache the launch pre-fetched it into; offline once "
+            "it is there.",
+            f"export HF_HUB_CACHE={shlex.quote(cache)}",
+            f'if [[ -d "$HF_HUB_CACHE/{hub_folder(m.tokenizer_model)}" ]]; then '
+            "export HF_HUB_OFFLINE=1; fi", ""]
 
 
 def argv_of(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> list[str]:
@@ -303,7 +362,7 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
              "# configs/train/flame-moe.sh:4-11; elsewhere torchrun --standalone on this machine.",
              "set -euo pipefail", "",
              f"MEGATRON={shlex.quote(m.megatron_path)}",
-             f"PYTHON={shlex.quote(m.python)}",
+             f"PYTHON={shlex.quote(m.python or 'python')}",
              f"NODES={m.nodes}",
              f"GPUS_PER_NODE={m.gpus_per_node}",
              f"RDZV_PORT_BASE={m.master_port}",
@@ -323,7 +382,7 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               "launcher/api.py;",
               "# a torch without the setting ignores it).",
               "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-3600}",
-              "", "ARGS=("]
+              "", *python_lines(m), *tokenizer_lines(m, run_dir), "ARGS=("]
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]

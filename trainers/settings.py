@@ -218,8 +218,10 @@ class MegatronConfig:
     """More pretrain_gpt.py flags, appended last (each word shell-quoted)."""
     megatron_path: str = operational("${oc.env:MEGATRON_LM,/opt/Megatron-LM}")
     """The Megatron-LM checkout holding pretrain_gpt.py."""
-    python: str = operational("python")
-    """Interpreter with Megatron-LM's dependencies."""
+    python: str | None = operational(None)
+    """The interpreter of Megatron-LM's own environment (torch, TransformerEngine, ...), e.g.
+    /opt/megatron-env/bin/python; flame stays in its own. Required by a real launch (a bare
+    ``python`` would be flame's own, CPU-only, first on the job's PATH)."""
     evaluations_per_run: int = operational(10)
     """--eval-interval and --save-interval = train_iters // this (FLAME-MoE: about 10 for the
     released models, 1 for the sweep)."""
@@ -249,7 +251,18 @@ class MegatronConfig:
     distributed_timeout_minutes: int = operational(30)
     """--distributed-timeout-minutes (FLAME-MoE: 30)."""
     data_cache_path: str | None = operational(None)
-    """--data-cache-path (Megatron's sample-index cache)."""
+    """--data-cache-path (Megatron's sample-index cache; null = <sweep_dir>/cache/megatron_data,
+    one cache the sweep's runs share: without it Megatron writes into the corpus's directory,
+    which fails on a read-only corpus)."""
+    tokenizer_cache: str | None = operational(None)
+    """The Hugging Face hub cache (HF_HUB_CACHE) the job reads tokenizer_model from; a launch
+    pre-fetches the tokenizer into it with trainer.python, and the job runs with
+    HF_HUB_OFFLINE=1 once it holds it (compute nodes are often offline). null =
+    <sweep_dir>/cache/huggingface. A tokenizer_model that is a local directory needs none."""
+    retain_checkpoints: str = operational("all")
+    """all: keep every checkpoint Megatron saves (its default); last: keep only the newest
+    (--save-retain-interval beyond the run's end: each save deletes the one before,
+    core_v0.16.1 checkpointing.py:751-760). A trunk keeps all: its branches load them."""
     max_trunk_checkpoints: int = operational(20)
     """A trunk (planner.strategy=branches) saves at every multiple of the greatest common
     divisor of its branch steps (Megatron has one --save-interval, and keeps every checkpoint)
@@ -298,6 +311,9 @@ class MegatronConfig:
                     "max_trunk_checkpoints"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"trainer.{key}={getattr(self, key)}: must be >= 1")
+        if self.retain_checkpoints not in ("all", "last"):
+            raise ConfigError(f"trainer.retain_checkpoints={self.retain_checkpoints!r}: use all "
+                              "or last")
         if self.eval_interval is not None and self.eval_interval < 1:
             raise ConfigError(f"trainer.eval_interval={self.eval_interval}: must be >= 1 or "
                               "null (train_iters // trainer.evaluations_per_run)")

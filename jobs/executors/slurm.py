@@ -24,6 +24,7 @@ from jobs import ledger
 from jobs.branches import trunks_first, waits
 from jobs.executors import slurm_client as client
 from jobs.executors.base import Executor, JobId, Reconciled
+from jobs.resources import job_resources, mem_option
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir
 from jobs.task import RunTask
@@ -69,7 +70,7 @@ class SlurmSettings:
     request_gpus: bool = True
     """Ask for ``gpus_per_node`` GPUs (false on a CPU-only cluster)."""
     mem_gb: float | None = None
-    """Memory per node (None = the partition's default)."""
+    """Memory per node in GB (0 = all of it, --mem=0; None = the partition's default)."""
     signal_delay_s: int = 120
     """USR2 this many seconds before the time limit: checkpoint and requeue."""
     array_parallelism: int = 256
@@ -88,12 +89,15 @@ class SlurmSettings:
 
     @classmethod
     def from_cluster(cls, cluster: ClusterSettings) -> SlurmSettings:
-        """The SLURM keys of a validated ``cluster`` group."""
+        """The SLURM keys of a validated ``cluster`` group, CPUs and memory per task derived
+        from the node's shape where unset (``jobs.resources.job_resources``)."""
+        resources = job_resources(cluster)
         return cls(name=cluster.name, timeout_min=cluster.timeout_min,
                    max_attempts=cluster.max_attempts, use_local_cluster=cluster.use_local_cluster,
                    partition=cluster.partition, account=cluster.account, qos=cluster.qos,
-                   gpus_per_node=cluster.gpus_per_node, cpus_per_task=cluster.cpus_per_task,
-                   nodes=cluster.nodes, request_gpus=cluster.request_gpus, mem_gb=cluster.mem_gb,
+                   gpus_per_node=cluster.gpus_per_node, cpus_per_task=resources.cpus_per_task,
+                   nodes=cluster.nodes, request_gpus=cluster.request_gpus,
+                   mem_gb=resources.mem_gb,
                    signal_delay_s=cluster.signal_delay_s,
                    array_parallelism=cluster.array_parallelism,
                    max_array_size=cluster.max_array_size, setup=tuple(cluster.setup),
@@ -123,13 +127,15 @@ def slurm_parameters(settings: SlurmSettings, name: str, hold: bool = True,
         "cpus_per_task": settings.cpus_per_task,
         "slurm_signal_delay_s": settings.signal_delay_s,
         "slurm_array_parallelism": settings.array_parallelism,
-        "slurm_setup": list(settings.setup),
+        # srun does not inherit --cpus-per-task on SLURM 22.05-23.02 (jobs/resources.py)
+        "slurm_setup": [f"export SRUN_CPUS_PER_TASK={settings.cpus_per_task}",
+                        *settings.setup],
         "slurm_additional_parameters": extra,
     }
     if settings.gpus_per_node and settings.request_gpus:
         params["gpus_per_node"] = settings.gpus_per_node
-    if settings.mem_gb:
-        params["mem_gb"] = settings.mem_gb
+    if settings.mem_gb is not None:  # 0: all of each node's memory (--mem=0)
+        extra["mem"] = mem_option(settings.mem_gb)
     for key in ("partition", "account", "qos"):
         if getattr(settings, key):
             params[f"slurm_{key}"] = getattr(settings, key)

@@ -62,9 +62,11 @@ def test_dry_run_without_slurm_writes_seven_launch_scripts_and_the_sbatch_file(t
         assert check_argv(args) == [] and args[args.index("--data-path") + 1] == "/data/x"
         assert "srun" not in script.read_text()
     sbatch = (sweep / "jobs" / "dry-run" / "array-0.sbatch").read_text()
+    # 64 CPUs (8 a GPU), all the node's memory, the signal's lead for a 144 GB checkpoint
     for line in ("--nodes=4", "--ntasks-per-node=1", "--gpus-per-node=8", "--array=0-6%7",
-                 "--signal=USR2@120", "--exclusive"):
+                 "--signal=USR2@348", "--exclusive", "--cpus-per-task=64", "--mem=0"):
         assert f"#SBATCH {line}" in sbatch
+    assert "export SRUN_CPUS_PER_TASK=64\n" in sbatch
     assert json.loads((sweep / "jobs" / "dry-run" / "array-0.json").read_text())["run_ids"]
     assert not (sweep / "runs" / sweep.joinpath("plan.csv").read_text().split()[1][:12]
                 / "state.json").exists()  # nothing submitted, no ledger entry
@@ -96,8 +98,9 @@ def test_bad_input_exits_2_naming_the_key_before_anything_is_written(tmp_path, o
     empty.mkdir()
     overrides = tuple(o.replace("EMPTY", str(empty)) for o in overrides)
     before = _snapshot(sweep)
+    python = [] if dry_run else [f"trainer.python={sys.executable}"]
     out = _run_flame(env, "launch", *(["--dry-run"] if dry_run else []), *RELEASE,
-                     "cluster=slurm_h100", *overrides, f"sweep_dir={sweep}")
+                     "cluster=slurm_h100", *python, *overrides, f"sweep_dir={sweep}")
     assert out.returncode == 2, out.stdout + out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("flame launch: error")]
     assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
