@@ -1,4 +1,9 @@
-"""Bad inputs through the real CLI (`python -m jobs.cli`), one table (issue 11's acceptance).
+"""Bad inputs through the real CLI (``jobs.cli.main``), one table.
+
+Most cases call the CLI in this process (``tests.jobs.conftest.flame``: the same ``main``, its
+output captured, an uncaught exception a traceback on stderr and exit 1, as the interpreter
+gives); the cases in ``REAL_PROCESS`` run ``python -m jobs.cli`` as a process of its own, so
+that the table also holds for a real interpreter's start, exit code and streams.
 
 Each case prepares a sweep directory, runs one command on it and checks:
 - ``error`` cases: exit 2, exactly one line on stderr naming what is wrong and the fix, no
@@ -18,9 +23,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ import pytest
 from jobs import ledger
 from jobs.launch import launch_sweep
 from jobs.status import wait_until_terminal
-from tests.jobs.conftest import FLAME, REPO, make_sweep, plan_ids
+from tests.jobs.conftest import flame, make_sweep, plan_ids
 
 LOCAL = "cluster=local"
 
@@ -106,6 +109,9 @@ class Case:
 
 
 TRUNCATED = ("runs/", "state.json is unreadable", "delete it to reset run")
+REAL_PROCESS = frozenset({"status/truncated-state", "launch-slurm/no-sbatch",
+                          "plan/sweep-dir-unwritable", "launch/no-controller"})
+"""Cases run as a process of their own: a warning, an error, an environment without SLURM."""
 CASES = [
     # item 3: one unreadable state.json: the command goes on with the other runs, names it
     Case("status/truncated-state", one_state_json_truncated, ("status", LOCAL), TRUNCATED,
@@ -155,9 +161,9 @@ def test_bad_input(case: Case, tmp_path: Path, shared: Path) -> None:
     case.setup(sweep, shared)
     before = checksums(sweep)
     argv = [a.replace("{sweep}", str(sweep)) for a in case.argv]
-    env = {**os.environ, **(case.env(tmp_path) if case.env else {})}
-    out = subprocess.run([*FLAME, argv[0], f"sweep_dir={sweep}", *argv[1:]], cwd=REPO,
-                         capture_output=True, text=True, env=env, timeout=120)
+    out = flame(argv[0], f"sweep_dir={sweep}", *argv[1:], check=False,
+                env=case.env(tmp_path) if case.env else None,
+                subprocess_=case.id in REAL_PROCESS)
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr, out.stderr
     assert len(lines) == 1, out.stderr
@@ -233,10 +239,8 @@ def test_config_mistake(case: ConfigCase, tmp_path: Path) -> None:
     make_sweep(tmp_path / "s", LOCAL)
     before = checksums(tmp_path)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in case.argv]
-    env = {k: v for k, v in {**os.environ, **(case.env(tmp_path) if case.env else {})}.items()
-           if v is not None}
-    out = subprocess.run([*FLAME, *argv], cwd=tmp_path, capture_output=True, text=True,
-                         env=env, timeout=120)
+    out = flame(*argv, check=False, env=case.env(tmp_path) if case.env else None,
+                subprocess_=case.id in REAL_PROCESS, cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len(lines) == 1, out.stderr
