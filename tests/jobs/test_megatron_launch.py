@@ -15,25 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.conftest import REPO, flame
+from tests.jobs.conftest import flame
 from tests.trainers.conftest import standin_checkout
 from trainers.megatron_argspec import check_argv
 
 RELEASE = ("experiment=flame_release", "trainer=megatron")
 
 
-def _no_slurm_env(tmp_path: Path) -> dict[str, str]:
-    """PATH without sbatch/srun/scontrol and no SLURM_CONF: a laptop."""
+def _no_slurm_env(tmp_path: Path) -> dict[str, str | None]:
+    """PATH without sbatch/srun/scontrol and no SLURM_* variables: a laptop."""
     empty = tmp_path / "bin"
     empty.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    return {**env, "PATH": str(empty)}
+    return {**{k: None for k in os.environ if k.startswith("SLURM")}, "PATH": str(empty)}
 
 
-def _run_flame(env: dict[str, str], *argv: str):
-    import subprocess
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+def _run_flame(env: dict[str, str | None], *argv: str):
+    """The CLI in this process with ``env`` changed (``tests.jobs.conftest.flame``)."""
+    return flame(*argv, env=env, check=False)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -92,7 +90,7 @@ def test_bad_input_exits_2_naming_the_key_before_anything_is_written(tmp_path, o
     sweep = tmp_path / "sweep"
     # a real launch also needs the checkout to exist: the stand-in's (through MEGATRON_LM)
     env = _no_slurm_env(tmp_path) if dry_run else \
-        {**os.environ, "MEGATRON_LM": str(standin_checkout(tmp_path / "standin"))}
+        {"MEGATRON_LM": str(standin_checkout(tmp_path / "standin"))}
     assert _run_flame(env, "plan", *RELEASE, f"sweep_dir={sweep}").returncode == 0
     empty = tmp_path / "megatron"
     empty.mkdir()
@@ -160,7 +158,7 @@ def test_a_launch_that_does_not_repeat_the_plans_overrides_changes_nothing(tmp_p
     sweep = tmp_path / "sweep"
     plan = [f"sweep_dir={sweep}", "trainer=simulated", "trainer.noise=0.01",
             "budgets.flops=[3e10]", "cluster=local"]
-    env = dict(os.environ)
+    env: dict[str, str | None] = {}
     assert _run_flame(env, "plan", *plan).returncode == 0
     before = (sweep / "config.yaml").read_text()
     out = _run_flame(env, "launch", "--dry-run", f"sweep_dir={sweep}", "trainer=simulated",
