@@ -73,6 +73,8 @@ COMMANDS: dict[str, Command] = {
                        "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
+    "release": Command("jobs.release:release", "train the selection's picks; check the law's "
+                       "prediction -> <sweep_dir>/release/", "jobs.release:release_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
                        "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
 }
