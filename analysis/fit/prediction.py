@@ -103,6 +103,13 @@ def law_draws(sweep_dir: Path) -> LawDraws:
     if points.empty:
         raise ConfigError(f"{sweep_dir / RESULTS_CSV}: no usable runs; run `flame collect` "
                           "and `flame fit` first")
+    return draws_of(points, fit)
+
+
+def draws_of(points: pd.DataFrame, fit: FitResult) -> LawDraws:
+    """The bootstrap of ``fit`` drawn again from the points it fitted (columns budget, n,
+    tokens, loss: ``analysis.fit.points.used_points``)."""
+    settings = fit.fit_settings()
     notes: list[str] = []
     a2 = _approach2_draws(points, settings, fit, notes)
     a3, scatter3 = _approach3_draws(points, settings, fit, notes)
