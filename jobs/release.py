@@ -50,6 +50,7 @@ from sweep.family import Member, build_family
 from sweep.io import FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV, atomic_write_text
 from sweep.planner import Plan
 
+OTHERS_PREFIXES = ("acc_",)  # results.csv columns flame eval adds (docs/design.md)
 CHECKPOINTS = 10  # kept per release run: one at each tenth of training (FLAME-MoE's release)
 ARCH_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size",
              "moe_ffn_hidden_size", "num_experts", "moe_router_topk", "shared_expert_size",
@@ -285,6 +286,17 @@ def _note_refit(source: Path, target: Path, console: Console) -> None:
                       f"predictions ({PREDICTION_CSV}) are those of the fit that picked it")
 
 
+def _columns_others_added(target: Path) -> pd.DataFrame | None:
+    """run_id and the columns of the release's results.csv that neither collect nor the check
+    writes (another command's, such as accuracies), to keep across a new collect."""
+    path = target / RESULTS_CSV
+    if not path.is_file():
+        return None
+    results = pd.read_csv(path, dtype={"run_id": str})
+    theirs = [c for c in results.columns if c.startswith(OTHERS_PREFIXES)]
+    return results[["run_id", *theirs]] if theirs else None
+
+
 def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
                      console: Console, started: float) -> int:
     from analysis.collect import collect_sweep
@@ -305,7 +317,12 @@ def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
                       f"them with `flame status --watch sweep_dir={target}` and run this "
                       "command again to collect and check.")
         return 0
+    added = _columns_others_added(target)
     collect_sweep(target, cfg)
+    if added is not None:  # e.g. flame eval's acc_<task> columns: collect does not know them
+        results = pd.read_csv(target / RESULTS_CSV, dtype={"run_id": str})
+        atomic_write_text(target / RESULTS_CSV, results.merge(added, on="run_id", how="left")
+                          .to_csv(index=False))
     table = write_check(target)
     console.rule("prediction check")
     for line in check_lines(table):

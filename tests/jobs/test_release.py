@@ -93,10 +93,14 @@ def test_a_rerun_trains_nothing_that_finished(source, released):
     summary = release / "runs" / kept / "summary.json"
     before = summary.stat().st_mtime_ns, (release / PREDICTION_CSV).read_bytes()
     shutil.rmtree(release / "runs" / lost)  # as if killed before this run finished
+    results = pd.read_csv(release / "results.csv", dtype={"run_id": str})
+    results.assign(acc_demo=0.25).to_csv(release / "results.csv", index=False)  # flame eval's
     out = flame("release", f"sweep_dir={source}", *RELEASE)
     assert "launch: 1 runs submitted, 2 already done" in out.stdout
     assert (summary.stat().st_mtime_ns, (release / PREDICTION_CSV).read_bytes()) == before
     assert (release / "runs" / lost / "summary.json").is_file()
+    results = pd.read_csv(release / "results.csv", dtype={"run_id": str}).set_index("run_id")
+    assert results.loc[kept, "acc_demo"] == 0.25 and results["inside_approach3"].notna().all()
 
 
 def _one_line_nothing_written(out, sweep: Path, before: set[Path]) -> None:
