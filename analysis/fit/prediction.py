@@ -130,7 +130,11 @@ def _approach2_draws(points: pd.DataFrame, settings: FitSettings, fit: FitResult
     _check_reproduced("approach2", interval(s.get("exp_n"), settings) if s else None,
                       fit.approach2.a_ci, notes)
     used = [b for b in iso.budgets if b.used and b.coef is not None and b.loss_opt]
-    draws["curvature"] = np.array([float(np.median([b.coef[2] / b.loss_opt for b in used]))])
+    if not used:
+        notes.append("approach2: no parabola to take a curvature from (e.g. "
+                     "fit.approach2_estimator=porian): it predicts the frontier's loss")
+    curvature = float(np.median([b.coef[2] / b.loss_opt for b in used])) if used else 0.0
+    draws["curvature"] = np.array([curvature])
     median_loss = float(points["loss"].median())
     draws["scatter"] = np.array([pooled_residual_std(points, settings) / median_loss])
     return draws
