@@ -100,10 +100,11 @@ def release(cfg: DictConfig, args: argparse.Namespace) -> int:
     run_ids = [_run_of(the_plan, p) for p in picks]  # a pick the planner removed: an error
     fresh = previous != now or read_link(target) is None or \
         not (target / PREDICTION_CSV).is_file()
-    predicted = prediction_table(source, the_plan, picks, fit.input.n_column) if fresh else None
+    predicted = prediction_table(source, the_plan, picks, fit.input.n_column,
+                                 _registered(target)) if fresh else None
     # Everything is checked; now write: plan and config, the link, the registered prediction.
     write_plan(target, the_plan, settings, study)
-    if fresh:
+    if predicted is not None:
         link = ReleaseLink(str(source), file_sha256(source / FIT_JSON),
                            file_sha256(source / SELECTION_CSV),
                            str(fit.selection.get("approach", "")),
@@ -114,6 +115,12 @@ def release(cfg: DictConfig, args: argparse.Namespace) -> int:
     console.rule(f"flame release: {len(picks)} picks of {source.name} -> {target}")
     _note_refit(source, target, console)
     return _train_and_check(target, study, args, console, started)
+
+
+def _registered(target: Path) -> pd.DataFrame | None:
+    """The release's prediction.csv as registered so far (None before the first plan)."""
+    path = target / PREDICTION_CSV
+    return pd.read_csv(path, dtype={"run_id": str}) if path.is_file() else None
 
 
 def _source(source: Path) -> tuple[dict[str, Any], Any]:
@@ -260,21 +267,30 @@ def _run_of(the_plan: Plan, pick: Pick) -> str:
     return found[0]
 
 
-def prediction_table(source: Path, the_plan: Plan, picks: list[Pick],
-                     n_column: str) -> pd.DataFrame:
-    """prediction.csv: the law's prediction of each release run, before it trains."""
-    draws = law_draws(source)
+def prediction_table(source: Path, the_plan: Plan, picks: list[Pick], n_column: str,
+                     registered: pd.DataFrame | None = None) -> pd.DataFrame:
+    """prediction.csv: the law's prediction of each release run, before it trains. A run
+    already in ``registered`` (the previous prediction.csv of a re-planned release) keeps its
+    row: its prediction was made before it trained, by the fit whose sha256 the row names."""
+    kept = {} if registered is None else \
+        {str(r["run_id"]): r for r in registered.to_dict(orient="records")}
+    todo = [run for run in the_plan.runs if run.run_id not in kept]
+    draws = law_draws(source) if todo else None
+    fit_sha = file_sha256(source / FIT_JSON)
     how = {(p.budget, p.member): p.how for p in picks}
     rows = []
     for run in the_plan.runs:
+        if run.run_id in kept:
+            rows.append(kept[run.run_id])
+            continue
         n = float(member_n(run.member.arch, n_column))
         row = {"run_id": run.run_id, "budget": run.budget, "member": run.member.name,
                "n_column": n_column, "n": n, "tokens": run.tokens,
                "train_iters": run.train_iters,
                "how": how.get((run.budget, run.member.name), "selection")}
         row.update(prediction_columns(predict(draws, run.budget, n, run.tokens)))
-        row["confidence"] = draws.settings.confidence
-        row["notes"] = "; ".join(draws.notes)
+        row.update({"confidence": draws.settings.confidence, "fit_sha256": fit_sha,
+                    "notes": "; ".join(draws.notes)})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from analysis.fit.release_check import PREDICTION_CSV, RELEASE_JSON, file_sha256
-from jobs.release import tenths
+from conf.study import load_sweep_config, plan_from_cfg
+from jobs.release import choose_picks, prediction_table, release_study, tenths, with_checkpoints
 from tests.jobs.conftest import flame
 
 LAW = "trainer.law={E: 0.5, A: 19.74, B: 92.75, alpha: 0.34, beta: 0.348}"
@@ -101,6 +102,23 @@ def test_a_rerun_trains_nothing_that_finished(source, released):
     assert (release / "runs" / lost / "summary.json").is_file()
     results = pd.read_csv(release / "results.csv", dtype={"run_id": str}).set_index("run_id")
     assert results.loc[kept, "acc_demo"] == 0.25 and results["inside_approach3"].notna().all()
+
+
+def test_a_replanned_release_keeps_what_it_registered(source, released):
+    release = released["release"]
+    registered = pd.read_csv(release / PREDICTION_CSV, dtype={"run_id": str})
+    registered["predicted_approach3"] = 9.99  # as an earlier fit predicted, before training
+    config = load_sweep_config(source)
+    picks = choose_picks(source, config, [3e12], ["1e12:L2-h40"])
+    study = release_study(source, config, picks, config["cluster"], release)
+    the_plan = with_checkpoints(plan_from_cfg(study)[0])
+    table = prediction_table(source, the_plan, picks, "n_active_flame", registered)
+    kept = table["run_id"].isin(registered["run_id"])
+    assert kept.sum() == 1 and (table.loc[kept, "predicted_approach3"] == 9.99).all()
+    new = table[~kept].iloc[0]
+    assert new["member"] == "L2-h40" and new["how"] == "by hand"
+    assert new["predicted_approach3_low"] < new["predicted_approach3"] < 2.0
+    assert new["fit_sha256"] == file_sha256(source / "fit.json")
 
 
 def _one_line_nothing_written(out, sweep: Path, before: set[Path]) -> None:
