@@ -78,6 +78,8 @@ COMMANDS: dict[str, Command] = {
     "check": Command("jobs.check:check", "one short job on one node: what would fail "
                      "(imports, GPUs, data, tokenizer, checkpoints, signals)",
                      "jobs.check:check_arguments"),
+    "release": Command("jobs.release:release", "train the selection's picks; check the law's "
+                       "prediction -> <sweep_dir>/release/", "jobs.release:release_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
                        "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
 }

@@ -21,7 +21,9 @@ import jinja2
 from omegaconf import DictConfig
 
 from analysis.config import read_config
+from analysis.fit.release_check import read_link
 from analysis.fit.result import read_fit
+from analysis.report.answer import answer_sections, release_headline
 from analysis.report.extras import optional_sections
 from analysis.report.fit import fit_sections, selection_section
 from analysis.report.page import read_csv_file
@@ -79,9 +81,12 @@ def render_report(sweep_dir: Path) -> str:
     results = read_csv_file(sweep_dir / RESULTS_CSV)
     fit = read_fit(sweep_dir) if (sweep_dir / FIT_JSON).is_file() else None
     status = run_states(sweep_dir, plan)
-    sections = [study_section(config, plan),
+    link = read_link(sweep_dir)  # a release: its law is its source's, it has no fit of its own
+    # The answer first (picks, law, prediction check, downstream), then the evidence.
+    sections = [*answer_sections(sweep_dir, fit),
+                study_section(config, plan),
                 runs_section(sweep_dir, config, plan, results, status, fit),
-                *fit_sections(sweep_dir, fit),
+                *(fit_sections(sweep_dir, fit) if link is None else []),
                 selection_section(sweep_dir, fit),
                 *optional_sections(sweep_dir, results),
                 config_section(config, plan),
@@ -90,5 +95,6 @@ def render_report(sweep_dir: Path) -> str:
     sections = [s for s in sections if s is not None]
     return TEMPLATES.get_template("report.html.j2").render(
         title=f"flame study: {config.get('experiment_name', sweep_dir.name)}",
-        sweep_dir=str(sweep_dir), sections=sections, headline=headline(status, fit),
+        sweep_dir=str(sweep_dir), sections=sections,
+        headline=headline(status, fit) if link is None else release_headline(status, link),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
