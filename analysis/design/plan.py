@@ -45,7 +45,12 @@ def design_config(study: Any, design: Design) -> dict[str, Any]:
     data["budgets"]["flops"] = design.budgets
     # A searched design repeats every (budget, member) equally often: planner.seeds times.
     data["planner"]["seeds"] = 1 + max((r.replicate for r in design.runs), default=0)
+    data["planner"]["strategy"] = "branches" if design.branches else "independent"
     return data
+
+
+def _point(run) -> tuple:
+    return (round(run.budget), run.member.name, run.replicate)
 
 
 def write_design_plan(sweep_dir: Path, study: Any, design: Design) -> Path:
@@ -55,10 +60,14 @@ def write_design_plan(sweep_dir: Path, study: Any, design: Design) -> Path:
     imports the whole config's schema, which sits above it (conf)."""
     config = type(study).from_cfg(design_config(study, design))
     the_plan, settings = plan_study(config)
-    wanted = {r.run_id for r in design.runs}
+    # The config must reproduce the design's points exactly, or nothing is written (as
+    # branches: the same budget, member and seed; the run_ids are the branches' own).
+    wanted = {_point(r) for r in design.runs}
+    got = {_point(r) for r in the_plan.runs if r.role != "trunk"}
+    if got != wanted:
+        raise RuntimeError(f"the design's config plans {len(got)} points, not its "
+                           f"{len(wanted)}")
     got = {r.run_id for r in the_plan.runs}
-    if got != wanted:  # the config must reproduce the design exactly, or nothing is written
-        raise RuntimeError(f"the design's config plans {len(got)} runs, not its {len(wanted)}")
     plan_path = Path(sweep_dir) / PLAN_CSV
     if plan_path.is_file():
         previous = {row.run_id for row in read_plan(sweep_dir)}

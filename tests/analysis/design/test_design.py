@@ -148,5 +148,9 @@ def test_branch_designs_cost_the_same_points_as_trunks_and_cooldowns(tmp_path: P
     assert branch["flops"] == pytest.approx(sum(r.own_flops for r in planned.runs), rel=1e-12)
     assert branch["trunks"] == len(trunks) and branch["fraction_of_independent"] < 0.8
     assert chosen["branches"]["flops"] < chosen["flops"]
-    assert "as branches (+" in out and "precision assumed equal to independent runs" in out
+    # the plan as branches is simulated too, with the noise its trunks' branches share
+    as_branches = next(e for e in report["designs"] if e["trained_as"] == "branches")
+    assert as_branches["name"] == "demo_branches plan, as branches"
+    assert as_branches["flops"] == pytest.approx(branch["flops"], rel=1e-12)
+    assert f"+ {len(trunks)} trunks" in out and "design.branch_shared" in out
 
