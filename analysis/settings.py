@@ -14,6 +14,7 @@ N_COLUMN_RE = re.compile(r"^n_(active|total)_(exact|flame)(_nonemb)?$")
 N_COLUMNS = tuple(f"n_{kind}_{conv}{emb}" for kind in ("active", "total")
                   for conv in ("exact", "flame") for emb in ("", "_nonemb"))
 APPROACH2_BOOTSTRAPS = ("residual", "pairs")
+BOOTSTRAP_STRUCTURES = ("shapes", "iid")
 APPROACH2_ESTIMATORS = ("parabola", "porian")
 FLAGS = ("ok", "diverged", "nan", "incomplete", "missing", "unplanned")
 FLAME_BUDGETS = (1e18, 3e18, 6e18, 2e19, 3e19, 8e19, 2.4e20)
@@ -37,6 +38,10 @@ class FitSettings:
     approach2_bootstrap: str = "residual"
     """Approach 2's resampling: residual (the sizes are a design; resample pooled parabola
     residuals) or pairs (resample runs within each budget: conservative with few runs)."""
+    bootstrap_structure: str = "shapes"
+    """What the bootstraps treat as independent: shapes (each shape's misfit is shared by all
+    its budgets and seeds: shape and run effects are resampled, ``analysis.fit.structure``;
+    as iid where no shape has two runs) or iid (every run independent, as before)."""
     approach2_estimator: str = "parabola"
     """Approach 2's per-budget optimum: parabola (Hoffmann et al.: windowed parabola vertex) or
     porian (Porian et al. 2024: Akima interpolation, seed-noise bootstrap, weighted fit)."""
@@ -99,6 +104,9 @@ class FitSettings:
         if self.porian_seed_noise is not None and not self.porian_seed_noise >= 0:
             raise ConfigError(f"fit.porian_seed_noise={self.porian_seed_noise!r}: must be >= 0 "
                               "(a loss std), or null to estimate it from the parabolas")
+        if self.bootstrap_structure not in BOOTSTRAP_STRUCTURES:
+            raise ConfigError(f"fit.bootstrap_structure={self.bootstrap_structure!r}: choose "
+                              f"one of {', '.join(BOOTSTRAP_STRUCTURES)}")
         if self.approach2_bootstrap not in APPROACH2_BOOTSTRAPS:
             raise ConfigError(f"fit.approach2_bootstrap={self.approach2_bootstrap!r}: choose "
                               f"one of {', '.join(APPROACH2_BOOTSTRAPS)}")

@@ -196,7 +196,8 @@ def lm_irls(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: n
     - Newton: the Huber loss's own curvature (only points with |r| <= delta), which converges
       in a few steps once the set of such points has settled.
     Both are Levenberg-Marquardt damped by the IRLS diagonal. ``weights`` (k, n) are per-row
-    point multiplicities (bootstrap counts). Converged rows leave the working arrays.
+    point multiplicities (bootstrap counts); ``log_loss`` is one vector (n,) or one per row
+    (k, n) (resampled losses). Converged rows leave the working arrays.
     """
     theta = np.array(theta, float, copy=True)
     k = theta.shape[0]
@@ -240,6 +241,8 @@ def lm_irls(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: n
                 break
             ids, theta, pred, p, f, w, lam = (ids[keep], theta[keep], pred[keep], p[:, keep],
                                               f[keep], w[keep], lam[keep])
+            if log_loss.ndim == 2:
+                log_loss = log_loss[keep]
     return out_theta, out_f
 
 
