@@ -7,7 +7,7 @@ level. Nothing here changes what a run computes, so every field is operational (
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sweep.errors import ConfigError
@@ -43,6 +43,17 @@ class LawFields:
             raise ConfigError(f"design.law: {', '.join(bad)} missing or not > 0; give all "
                               "five: design.law={E:..,A:..,B:..,alpha:..,beta:..}")
         return Law(**vars(self))
+
+
+@dataclass
+class ShapeGrid:
+    """New shapes the search may add to the family: every hidden_size x num_layers pair not
+    already in it, built with the family's base and width ratios (empty: none)."""
+
+    hidden_size: list[int] = field(default_factory=list)
+    """Widths."""
+    num_layers: list[int] = field(default_factory=list)
+    """Depths."""
 
 
 @dataclass
@@ -89,6 +100,9 @@ class DesignConfig:
     """Fewest budgets a searched design uses."""
     members_per_budget: list[int] = operational(factory=lambda: [3, 4, 5, 6, 8, 10, 12, 16])
     """Family members per budget the search tries."""
+    new_shapes: ShapeGrid = operational(factory=ShapeGrid)
+    """Shapes beyond the family's that the search may train (under the law's misfit each new
+    shape is an independent look at the law, which seeds are not)."""
     spans: list[float] = operational(factory=lambda: [0.3, 0.5, 0.8, 1.2])
     """How far (decades of N) either side of the prior optimum the search places members."""
     seeds: list[int] | None = operational(None)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.design.branches import ASSUMPTION, BranchCoster, branch_cost, independent
+from analysis.design.plan import search_members
 from analysis.design.search import (
     SearchResult,
     branch_variant,
@@ -45,11 +46,12 @@ def design(study: Any, args: argparse.Namespace) -> int:
     sweep_dir = Path(str(study.root.sweep_dir))
     settings, fit = study.design, study.fit
     prior = load_prior(settings, fit)                       # bad input: exit 2, nothing written
-    members = build_family(study.family)
+    members = search_members(study.family, settings.new_shapes)
     own_plan, planner = plan_study(study)
     ctx = hash_context(study)
     own = Design(f"{study.root.experiment_name} plan", independent(own_plan.runs))
-    baseline = simulate(own, prior, settings, fit, members)
+    family = members[:len(build_family(study.family))]  # the plan's own, no new shapes
+    baseline = simulate(own, prior, settings, fit, family)
     baseline["branches"] = branch_cost(own, planner, ctx)
     coster = BranchCoster(planner, ctx) if settings.branches else None
     own_branched = branch_variant(own, coster)
@@ -66,7 +68,7 @@ def design(study: Any, args: argparse.Namespace) -> int:
                           "family members after the planner's constraints; add budgets")
     found = optimise(prior, pool, settings, fit, members, target, cap)
     found.best["branches"] = branch_cost(found.design, planner, ctx)
-    extra = [simulate(own_branched, prior, settings, fit, members)] if own_branched else []
+    extra = [simulate(own_branched, prior, settings, fit, family)] if own_branched else []
     written = None
     if explicit and settings.write_plan:
         from analysis.design.plan import write_design_plan
