@@ -52,6 +52,7 @@ import pandas as pd
 
 from analysis.fit.parametric import (
     HUBER_DELTA,
+    ONE_STEP_MIN_POINTS,
     ParametricFit,
     _jacobian,
     _logs,
@@ -153,13 +154,14 @@ def anova_components(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray
     u, s, _ = np.linalg.svd(jac, full_matrices=False)
     q = u[:, s > s.max() * 1e-10]                        # basis of the fit's column space
     k = np.zeros((counts.size, q.shape[1]))
-    np.add.at(k, shape, q)                               # Z'Q
-    zhz = k @ k.T                                        # Z'HZ
-    zmz = np.diag(counts) - zhz                          # Z'MZ
-    tr_pm = counts.size - float((np.diag(zhz) / counts).sum())
-    tr_m = n - q.shape[1]
-    t_u_total = float(np.trace(zmz))
-    t_u_between = float(((zmz ** 2) / counts[None, :]).sum())
+    np.add.at(k, shape, q)                               # Z'Q: Z'HZ = K K', never formed
+    diag = (k * k).sum(axis=1)                           # (Z'HZ)_gg
+    tr_pm = counts.size - float((diag / counts).sum())   # tr(P_Z M)
+    tr_m = n - q.shape[1]                                # tr(M)
+    t_u_total = n - float(diag.sum())                    # tr(Z'MZ)
+    # tr(Z'M P_Z M Z) = sum_gh (Z'MZ)_gh^2 / n_h with Z'MZ = D - KK', in O(S.p^2).
+    t_u_between = n - 2 * float(diag.sum()) + \
+        float(np.einsum("hi,ij,hj->h", k, k.T @ k, k) @ (1 / counts))
     sums = np.bincount(shape, residual)
     q_between = float((sums ** 2 / counts).sum())
     q_within = float((residual ** 2).sum()) - q_between
@@ -229,6 +231,8 @@ def bootstrap_parametric_structured(fit: ParametricFit, n, d, structure: NoiseSt
     log_n, log_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
     fitted, _ = _predict_log(np.array(fit.theta)[None], log_n, log_d)
     rng = np.random.default_rng(seed)
+    if log_n.size >= ONE_STEP_MIN_POINTS:
+        return _one_step(fit, log_n, log_d, structure, n_boot, rng, delta)
     chunk = min(chunk, row_chunks(n_boot, 5 * log_n.size)[0].stop)
     out = []
     for lo in range(0, n_boot, chunk):
@@ -239,3 +243,22 @@ def bootstrap_parametric_structured(fit: ParametricFit, n, d, structure: NoiseSt
                            rtol=1e-11)
         out.append(theta)
     return np.concatenate(out)
+
+
+def _one_step(fit: ParametricFit, log_n: np.ndarray, log_d: np.ndarray,
+              structure: NoiseStructure, n_boot: int, rng: np.random.Generator,
+              delta: float) -> np.ndarray:
+    """Thetas by one Newton step from ``fit`` on each resample (``one_step_bootstrap``'s
+    k-step bootstrap, for many points): at ``fit`` a resample's residuals are minus its
+    drawn effects, so its Huber gradient and curvature need no refit."""
+    theta = np.array(fit.theta)
+    _, p = _predict_log(theta[None], log_n, log_d)
+    jac = _jacobian(p, log_n, log_d)[0]                       # (5, n)
+    curv = (jac[:, None] * jac[None]).reshape(25, -1).T       # (n, 25)
+    out = np.empty((n_boot, 5))
+    for rows in row_chunks(n_boot, log_n.size):
+        effects = structure.draw(rng, rows.stop - rows.start)
+        hess = ((np.abs(effects) <= delta) @ curv).reshape(-1, 5, 5) + 1e-12 * np.eye(5)
+        grad = np.clip(-effects, -delta, delta) @ jac.T
+        out[rows] = theta - np.linalg.solve(hess, grad[..., None])[..., 0]
+    return out
