@@ -101,7 +101,7 @@ def plan_command(overrides: list[str], sweep_dir: Path, report: dict, explicit: 
     kept = [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(
         ("design.max_flops", "design.compute_fraction", "sweep_dir", "design.write_plan"))]
     if explicit and report.get("plan"):
-        return " ".join(["flame launch", *map(shlex.quote, kept), f"sweep_dir={sweep_dir}"])
+        return f"flame launch sweep_dir={sweep_dir}"  # the sweep's config.yaml is the design
     cap = report["max_flops"] if report["target_halfwidth"] is None else None
     key = f"design.max_flops={cap!r}" if cap is not None else \
         f"design.target_halfwidth={report['target_halfwidth']!r}"
