@@ -117,6 +117,8 @@ def main() -> None:
                         help="a design flame design wrote (repeatable)")
     parser.add_argument("--worlds", default="iid,misfit")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--skip-plan", action="store_true",
+                        help="measure only the --sweep designs (the plan is the compute base)")
     args, overrides = parser.parse_known_args()
     study = StudyConfig.from_cfg(compose([*(overrides or ["experiment=flame_sweep"]),
                                           "sweep_dir=unused"]))
@@ -141,7 +143,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for world in args.worlds.split(","):
         world_prior = dataclasses.replace(prior, noise=worlds[world].total, model=worlds[world])
-        for design, members in designs:
+        for design, members in designs[1:] if args.skip_plan else designs:
             row = measure(design, world_prior, study, args.studies, args.bootstrap, members)
             row["world"] = world
             results.append(row)
