@@ -20,7 +20,7 @@ LAW = "design.law={E:0.5003,A:19.7363,B:92.7538,alpha:0.3401,beta:0.348}"
 # A small search: few replications and candidates (the suite's time budget).
 SMALL = ("design.replications=40", "design.members_per_budget=[3,5]", "design.spans=[0.3,0.6]",
          "design.confirm=3", "design.min_budgets=4")
-FAST = (*SMALL, "design.seeds=[1,2]")
+FAST = (*SMALL, "design.seeds=[1,2]", "design.branches=false")
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
@@ -62,7 +62,7 @@ def test_target_writes_a_plan_that_launch_runs(tmp_path: Path, capsys) -> None:
     common = ["trainer=simulated", f"sweep_dir={sweep}"]
     # Two seeds per (budget, member) in every candidate: the plan carries the replicates.
     assert main(["design", *common, LAW, "design.noise=0.02", "design.target_halfwidth=0.3",
-                 *SMALL, "design.seeds=[2]"]) == 0
+                 *SMALL, "design.seeds=[2]", "design.branches=false"]) == 0
     out = capsys.readouterr().out
     assert "demo_grid plan" in out and "chosen" in out  # the default experiment's plan
     report = json.loads((sweep / "design.json").read_text())

@@ -148,3 +148,28 @@ def test_the_printed_command_plans_the_chosen_design(tmp_path: Path, capsys) -> 
     again = json.loads((Path(command[-1].split("=", 1)[1]) / "design.json").read_text())
     assert again["chosen"] == report["chosen"] and again["plan"]
     assert (Path(again["plan"])).is_file()
+
+
+def test_a_branch_design_is_written_as_a_branch_plan(tmp_path: Path) -> None:
+    """A searched design trained as branches becomes planner.strategy=branches: the plan has
+    one trunk per shape and its points as branches, and costs what the search said."""
+    from analysis.design.branches import BranchCoster
+    from analysis.design.plan import write_design_plan
+    from conf.study import load_sweep_config
+    from sweep.config import read_plan
+    study = study_config(compose(["sweep_dir=unused", *SMALL, "design.seeds=[1]"]))
+    prior = load_prior(study.design, study.fit)
+    runs = candidate_runs(study.budgets.flops, build_family(study.family),
+                          settings_from_cfg(study), hash_context(study))
+    coster = BranchCoster(settings_from_cfg(study), hash_context(study))
+    pool = candidates(prior, runs, study.design, study.fit.n_column, coster)
+    design = next(d for d in pool if d.branches)
+    independent_flops = sum(r.flops_per_token * r.tokens for r in design.runs)
+    assert design.flops < independent_flops  # kept only where branches are cheaper
+    write_design_plan(tmp_path, study, design)
+    rows = read_plan(tmp_path)
+    assert load_sweep_config(tmp_path)["planner"]["strategy"] == "branches"
+    points = [r for r in rows if r.role != "trunk"]
+    assert {(r.member, r.budget) for r in points} == {(r.member.name, r.budget)
+                                                      for r in design.runs}
+    assert sum(r.role == "trunk" for r in rows) == design.branch_cost["trunks"]
