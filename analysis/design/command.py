@@ -184,26 +184,33 @@ def design_table(report: dict) -> Table:
     table = Table(title=f"Designs simulated from {prior['source']} (a = {prior['a']:.3f}, "
                         f"{noise}; {report['designs'][0]['replications']} replications each)")
     for col in ("design", "runs", "shapes", "budgets", "FLOPs", "vs plan", "GPU-h",
-                "±a A2 (usable)", "±a A3", "bias A3", "P(member) min", "N_opt err @max"):
+                "±a A2 (usable)", "±a A3 (usable)", "bias A3", "P(member) min",
+                "N_opt err @max"):
         table.add_column(col, justify="left" if col == "design" else "right")
     for entry in report["designs"]:
         p = entry.get("p_member") or {}
         ext = entry["extrapolation"].get("approach3") or entry["extrapolation"]["approach2"]
         mark = " *" if entry["name"] == report["chosen"] else ""
-        usable = entry["usable"].get("approach2", 0.0)
-        a2 = f"{_num(entry['a_halfwidth'].get('approach2'))} ({_share(usable)})"
+        a2 = _with_usable(entry, "approach2")
         runs = str(entry["runs"])
         if entry.get("trained_as") == "branches":  # points + the trunks they branch from
             runs += f" + {(entry.get('branch_cost') or {}).get('trunks', '?')} trunks"
         table.add_row(entry["name"] + mark, runs,
                       str(entry.get("shapes", "")), _budgets(entry["budgets"]),
                       f"{entry['flops']:.3g}", f"{entry['flops'] / base:.0%}",
-                      f"{entry['gpu_hours']:.3g}", a2, _num(entry["a_halfwidth"].get(
-                          "approach3")),
+                      f"{entry['gpu_hours']:.3g}", a2, _with_usable(entry, "approach3"),
                       _num(entry["a_bias"].get("approach3"), "+.3f"),
                       _num(min(p.values()) if p else None, ".2f"),
                       f"x10^±{ext['n_opt_log10_halfwidth']:.2f}")
     return table
+
+
+def _with_usable(entry: dict, approach: str) -> str:
+    """A half-width with the share of simulated studies in which the approach was usable."""
+    usable = entry["usable"].get(approach)
+    if usable is None:
+        return "not simulated"
+    return f"{_num(entry['a_halfwidth'].get(approach))} ({_share(usable)})"
 
 
 def _budgets(budgets: list[float]) -> str:
