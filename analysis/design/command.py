@@ -140,7 +140,7 @@ def members_text(report: dict) -> str:
     """Per design: its budgets and the shapes at each (what "x k (k_top at the largest)" is)."""
     lines = ["Budgets and shapes (members) of each design:"]
     for entry in report["designs"]:
-        parts = [f"{b}: {len(names)} ({_span(names)})" for b, names in
+        parts = [f"{b}: {len(set(names))} ({_span(names)})" for b, names in
                  entry.get("members", {}).items()]
         seeds = entry.get("seeds", 1)
         lines.append(f"  {entry['name']}: " + "; ".join(parts)
