@@ -135,7 +135,8 @@ def test_branch_designs_cost_the_same_points_as_trunks_and_cooldowns(tmp_path: P
     design's; each design's branch cost is what `flame plan` plans for those points."""
     sweep = tmp_path / "d"
     assert main(["design", f"sweep_dir={sweep}", "experiment=demo_branches", *FAST,
-                 "design.replications=20", "design.confirm=1", "design.seeds=[1]"]) == 0
+                 "design.replications=20", "design.confirm=1", "design.seeds=[1]",
+                 "design.branches=true"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     report = json.loads((sweep / "design.json").read_text())
     own, chosen = report["designs"][0], report["designs"][1]

@@ -102,7 +102,6 @@ def test_seeds_do_not_average_the_misfit_away() -> None:
     assert slow[4:] != pytest.approx(slow[:4], rel=1e-3)
 
 
-@pytest.mark.slow
 def test_simulated_spread_matches_the_screen_under_misfit() -> None:
     """The screen (a linearised sandwich) and the simulation (refits of drawn studies) agree
     on the demo's plan under misfit (150 replications estimate a half-width to ~12%)."""
@@ -134,7 +133,6 @@ def test_output_names_budgets_usable_fractions_cautions_and_the_plan_command(
         not report["cautions"]
 
 
-@pytest.mark.slow
 def test_the_printed_command_plans_the_chosen_design(tmp_path: Path, capsys) -> None:
     """Without a target or cap nothing is written; the command it prints (the same search
     with the cap it used) chooses the same design and writes it as a plan."""
