@@ -153,5 +153,6 @@ def test_branch_designs_cost_the_same_points_as_trunks_and_cooldowns(tmp_path: P
     as_branches = next(e for e in report["designs"] if e["trained_as"] == "branches")
     assert as_branches["name"] == "demo_branches plan, as branches"
     assert as_branches["flops"] == pytest.approx(branch["flops"], rel=1e-12)
-    assert f"+ {len(trunks)} trunks" in out and "design.branch_shared" in out
+    assert as_branches["branch_cost"]["trunks"] == len(trunks)
+    assert "trunks" in out and "design.branch_shared" in out
 
