@@ -263,7 +263,7 @@ def test_slurm_gets_one_array_of_the_missing_shards_and_its_last_task_writes_the
         fake.queue.clear()  # the other two died unseen: a rerun submits just those
         flame(*argv)
         assert "--array=0-1" in fake.jobs[1].sbatch
-        for path in sorted((out / ".flame-data" / "logs").glob(f"{fake.jobs[1].job_id}_*/"
+        for path in sorted((out / ".flame-data" / "logs").glob(f"{fake.jobs[1].job_id}/"
                                                               "*_submitted.pkl")):
             DelayedSubmission.load(path).result()
     assert read_manifest(out / MANIFEST_JSON).fingerprint == \
