@@ -173,7 +173,12 @@ def _fit(csv_path: Path, sweep_dir: Path, seed: int) -> Path:
     return sweep_dir
 
 
-def test_compare_with_two_studies_of_one_name_keeps_both(tmp_path: Path) -> None:
+def test_compare_with_two_studies_of_one_name_keeps_both(tmp_path: Path, monkeypatch) -> None:
+    def quick(fig, out_dir, name):  # drawing is most of compare's time; test_compare draws
+        plt.close(fig)
+        for suffix in (".png", ".svg"):
+            (Path(out_dir) / f"{name}{suffix}").write_text(str(out_dir))
+    monkeypatch.setattr("analysis.figures.save_figure", quick)
     a = _fit(tmp_path / "a.csv", tmp_path / "moe", 0)
     b1 = _fit(tmp_path / "b1.csv", tmp_path / "x" / "study", 1)
     b2 = _fit(tmp_path / "b2.csv", tmp_path / "y" / "study", 2)
