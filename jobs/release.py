@@ -26,6 +26,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from analysis.csvsafe import write_csv
 from analysis.fit.prediction import law_draws, predict, prediction_columns
 from analysis.fit.release_check import (
     PREDICTION_CSV,
@@ -110,7 +111,7 @@ def release(cfg: DictConfig, args: argparse.Namespace) -> int:
                            str(fit.selection.get("approach", "")),
                            [{"budget": p.budget, "member": p.member, "how": p.how,
                              "run_id": rid} for p, rid in zip(picks, run_ids)])
-        atomic_write_text(target / PREDICTION_CSV, predicted.to_csv(index=False))
+        write_csv(target / PREDICTION_CSV, predicted)
         atomic_write_text(target / RELEASE_JSON, link.to_json())
     console.rule(f"flame release: {len(picks)} picks of {source.name} -> {target}")
     _note_refit(source, target, console)
@@ -337,8 +338,7 @@ def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
     collect_sweep(target, cfg)
     if added is not None:  # e.g. flame eval's acc_<task> columns: collect does not know them
         results = pd.read_csv(target / RESULTS_CSV, dtype={"run_id": str})
-        atomic_write_text(target / RESULTS_CSV, results.merge(added, on="run_id", how="left")
-                          .to_csv(index=False))
+        write_csv(target / RESULTS_CSV, results.merge(added, on="run_id", how="left"))
     table = write_check(target)
     console.rule("prediction check")
     for line in check_lines(table):

@@ -36,6 +36,7 @@ import pandas as pd
 
 from analysis.collect.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
 from analysis.config import read_config
+from analysis.csvsafe import write_csv
 from analysis.settings import FitSettings
 from analysis.sources import (
     PROVENANCE_COLUMNS,
@@ -49,7 +50,7 @@ from analysis.sources import (
 )
 from sweep.config import history_plans
 from sweep.errors import ConfigError
-from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
+from sweep.io import PLAN_CSV, RESULTS_CSV, run_dir
 from trainers.registry import trainer_for
 from trainers.settings import trainer_config
 
@@ -138,7 +139,7 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     provenance = [read_provenance(run_dir(sweep_dir, rid)) for rid in results["run_id"]]
     for col in PROVENANCE_COLUMNS:  # what each run's numbers came from (summary.json)
         results[col] = [p[col] for p in provenance]
-    atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
+    write_csv(sweep_dir / RESULTS_CSV, results)
     return results
 
 
@@ -154,7 +155,7 @@ def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
     for col in ROUTING_COLUMNS:
         results[col] = [c[col] for c in columns]
     if layers:
-        atomic_write_text(sweep_dir / ROUTING_CSV, pd.DataFrame(layers).to_csv(index=False))
+        write_csv(sweep_dir / ROUTING_CSV, pd.DataFrame(layers))
 
 
 def _megatron_shape(trainer: Any, peak: float | None) -> tuple[int | None, float | None]:

@@ -32,6 +32,8 @@ compare.png, compare.svg}``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 
+from analysis.csvsafe import write_csv
 from analysis.fit.driver import parametric_with_bootstrap
 from analysis.fit.isoflop import IsoflopFit, budget_groups
 from analysis.fit.parametric import ParametricFit, closed_form_optimum
@@ -266,8 +269,27 @@ def _crossover(a: Study, b: Study, budgets: np.ndarray) -> dict:
 
 
 def output_dir(a: Path, b: Path) -> Path:
-    """``<A>/compare/<basename of B>``."""
-    return Path(a) / COMPARE_DIR / Path(b).resolve().name
+    """``<A>/compare/<basename of B>``, or ``<basename of B>-<hash>`` (8 hex digits of B's
+    absolute path) when that folder holds the comparison with another study of the same name:
+    ``flame compare A x/study`` then ``flame compare A y/study`` keep both, and comparing
+    with the same B again replaces its own folder."""
+    b_dir = Path(b).resolve()
+    plain = Path(a) / COMPARE_DIR / b_dir.name
+    if not (plain / "compare.json").exists() or _compared_with(plain) == b_dir:
+        return plain
+    digest = hashlib.sha256(str(b_dir).encode("utf-8")).hexdigest()[:8]
+    return plain.with_name(f"{b_dir.name}-{digest}")
+
+
+def _compared_with(out: Path) -> Path | None:
+    """The B (absolute) whose comparison ``out/compare.json`` holds (a compare.json older
+    than its ``b_dir`` says B as it was typed: taken from here); None when it cannot say."""
+    try:
+        record = json.loads((out / "compare.json").read_text())
+        recorded = record.get("b_dir") or record.get("b")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(recorded).resolve() if isinstance(recorded, str) and recorded else None
 
 
 def write_comparison(a_path: Path, b_path: Path, bootstrap: int | None = None
@@ -278,10 +300,11 @@ def write_comparison(a_path: Path, b_path: Path, bootstrap: int | None = None
         raise ConfigError(f"--bootstrap={bootstrap}: must be >= 0 (0 = no interval)")
     a, b = load_study(a_path, "A", bootstrap), load_study(b_path, "B", bootstrap)
     result = compare(a, b)
+    result["b_dir"] = str(Path(b_path).resolve())  # which B owns the folder (output_dir)
     out = output_dir(a_path, b_path)
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(result["budgets"])
-    atomic_write_text(out / "compare.csv", table.to_csv(index=False))
+    write_csv(out / "compare.csv", table)
     from analysis.compare.plots import compare_figure  # matplotlib only here
     from analysis.figures import save_figure
     save_figure(compare_figure(a, b, result), out, "compare")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.collect.routing import routing_figure
 from analysis.config import read_config
+from analysis.csvsafe import write_csv
 from analysis.fit.degenerate import (
     FitWarning,
     approach2_interval_reason,
@@ -56,7 +57,7 @@ from analysis.fit.structure import (
 )
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
-from sweep.io import RESULTS_CSV, SELECTION_CSV, atomic_write_text
+from sweep.io import RESULTS_CSV, SELECTION_CSV
 
 MIN_PARAMETRIC_POINTS = 6  # five parameters need more points than that to mean anything
 
@@ -110,7 +111,7 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
     result = result.normalised()
     write_fit(sweep_dir, result)
     if selection["table"] is not None:
-        atomic_write_text(sweep_dir / SELECTION_CSV, selection["table"].to_csv(index=False))
+        write_csv(sweep_dir / SELECTION_CSV, selection["table"])
     return result
 
 

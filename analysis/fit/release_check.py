@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.csvsafe import write_csv
 from analysis.fit.prediction import APPROACHES, stored_prediction
 from analysis.fit.selection import member_n
 from sweep.errors import ConfigError
 from sweep.family import build_family
-from sweep.io import RESULTS_CSV, atomic_write_text
+from sweep.io import RESULTS_CSV
 
 RELEASE_DIR = "release"
 RELEASE_JSON = "release.json"
@@ -202,7 +203,7 @@ def write_check(release_dir: Path) -> pd.DataFrame:
         extra = [c for c in table.columns if c.startswith("predicted_") or c in CHECK_COLUMNS]
         results = results.drop(columns=[c for c in extra if c in results.columns])
         merged = results.merge(table[["run_id", *extra]], on="run_id", how="left")
-        atomic_write_text(release_dir / RESULTS_CSV, merged.to_csv(index=False))
+        write_csv(release_dir / RESULTS_CSV, merged)
     return table
 
 
