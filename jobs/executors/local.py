@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import submitit
+import submitit.local.local
 
 from jobs import ledger
 from jobs.branches import has_branches, waits
@@ -104,6 +106,39 @@ def _detached_stdio(log: Path) -> Iterator[None]:
         os.close(sinks[1])
 
 
+class _GroupedSubprocess:
+    """``subprocess`` as submitit's local module sees it, with ``Popen`` starting each worker
+    in a process group of its own (``_own_process_groups``)."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: object, **kwargs: object) -> subprocess.Popen:  # noqa: N802 (its name)
+        return subprocess.Popen(*args, process_group=0, **kwargs)  # type: ignore[call-overload]
+
+
+@contextmanager
+def _own_process_groups() -> Iterator[None]:
+    """Start submitit's worker controllers in their own process groups while workers start.
+
+    A terminal's Ctrl-C sends SIGINT to its whole foreground process group: workers in the
+    launcher's group died with a Ctrl-C of ``flame run`` (and their runs were recorded failed),
+    though they are meant to outlive it. submitit's ``start_controller`` has no parameter for
+    it (its ``Popen`` takes only the command and environment), so its module's ``subprocess``
+    is swapped for the duration of the ``submit`` calls. The worker's job id stays its
+    controller's pid, which now also names its group: ``os.killpg(pid, ...)`` reaches the
+    task too.
+    """
+    module = submitit.local.local
+    saved = module.subprocess
+    module.subprocess = _GroupedSubprocess()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        module.subprocess = saved
+
+
 def ensure_local_workers(sweep_dir: Path, settings: LocalSettings | ClusterSettings
                          ) -> list[JobId]:
     """Start workers up to ``parallelism`` if runs are queued; returns the new workers' ids."""
@@ -125,7 +160,8 @@ def ensure_local_workers(sweep_dir: Path, settings: LocalSettings | ClusterSetti
             # closing the launcher's terminal does not kill them either.
             previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
             try:
-                with _detached_stdio(jobs_dir(sweep_dir) / LOGS_DIR / WORKERS_LOG):
+                with (_detached_stdio(jobs_dir(sweep_dir) / LOGS_DIR / WORKERS_LOG),
+                      _own_process_groups()):
                     for _ in range(wanted):
                         job = executor.submit(LocalWorker(str(sweep_dir),
                                                           settings.threads_per_job))

@@ -4,19 +4,26 @@ command is one line, exit 130."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
-from jobs import ledger
+import pytest
+
+from jobs import cli, ledger
+from jobs.cli import compose
 from jobs.launch import launch_sweep
 from jobs.status import wait_until_terminal
 from jobs.task import STOPPED_REASON, pid_alive
-from tests.jobs.conftest import make_sweep, plan_ids
+from tests.jobs.conftest import FLAME, GRID_FAMILY, REPO, flame, make_sweep, plan_ids
 
 TWO_RUNS = ("budgets.flops=[3e11]", "family.grid={hidden_size:[48,64],num_layers:[2]}")
+GRID_FAMILY_TWO = (GRID_FAMILY[0], TWO_RUNS[1])
 
 
 def wait_state(sweep_dir: Path, run_id: str, state: str, limit: float = 60) -> ledger.RunRecord:
@@ -69,3 +76,64 @@ def test_sigterm_stops_a_worker_and_its_run_resumes(tmp_path: Path) -> None:
     assert final.counts["completed"] == 2, final.summary()
     summary = json.loads((tmp_path / "runs" / first / "summary.json").read_text())
     assert summary["resumed_from"] and summary["resumed_from"] > 0
+
+
+@pytest.mark.parametrize("command,target", [("status", "jobs.status.poll"),
+                                            ("collect", "analysis.commands.collect"),
+                                            ("run", "jobs.study.run")])
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         command: str, target: str) -> None:
+    """KeyboardInterrupt anywhere under a command: one line (what keeps running, how to go
+    on), exit 130, no traceback."""
+    module, _, name = target.rpartition(".")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(module), name, interrupted)
+    if command == "status":  # the command's own reference to poll
+        monkeypatch.setattr(importlib.import_module("jobs.commands"), "poll", interrupted)
+    if command in ("collect", "run"):  # the CLI resolves its targets by name
+        monkeypatch.setitem(cli.COMMANDS, command, dataclasses.replace(
+            cli.COMMANDS[command], target=f"{module}:{name}"))
+    out = flame(command, f"sweep_dir={tmp_path}", check=False)
+    assert out.returncode == 130, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert f"flame {command}: interrupted" in out.stderr
+    assert f"`flame status --watch sweep_dir={tmp_path}`" in out.stderr
+    if command != "status":
+        assert f"`flame {command} sweep_dir={tmp_path}` again resumes" in out.stderr
+
+
+def test_ctrl_c_of_flame_run_leaves_its_workers_training(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (SIGINT to the launcher's process group) ends `flame run` with one
+    line and exit 130; the local workers it started are in groups of their own and finish
+    the runs."""
+    cli_argv = [*FLAME, "run", f"sweep_dir={tmp_path}", "cluster=local",
+                "cluster.parallelism=1", "trainer=simulated", "trainer.seconds_per_run=1.5",
+                "planner.min_iters=1", *GRID_FAMILY_TWO, "budgets.flops=[3e11]"]
+    proc = subprocess.Popen(cli_argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        ids = wait_planned(tmp_path)
+        running_run(tmp_path, ids)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "flame run: interrupted" in err, err
+    cfg = compose([f"sweep_dir={tmp_path}", "cluster=local", "trainer=simulated"])
+    final = wait_until_terminal(tmp_path, cfg, poll_s=0.2, progress=False)
+    assert final.counts["completed"] == 2, final.summary()
+    assert all(len(ledger.read(tmp_path, r).job_ids) == 1 for r in ids)  # never restarted
+
+
+def wait_planned(sweep_dir: Path, limit: float = 60) -> list[str]:
+    deadline = time.monotonic() + limit
+    while not (sweep_dir / "plan.csv").exists():
+        assert time.monotonic() < deadline, "never planned"
+        time.sleep(0.05)
+    time.sleep(0.1)  # written atomically, but wait for the launch to record the runs
+    return plan_ids(sweep_dir)
