@@ -137,3 +137,33 @@ def wait_planned(sweep_dir: Path, limit: float = 60) -> list[str]:
         time.sleep(0.05)
     time.sleep(0.1)  # written atomically, but wait for the launch to record the runs
     return plan_ids(sweep_dir)
+
+
+def test_status_says_when_no_worker_serves_the_queue(tmp_path: Path) -> None:
+    """Every local worker SIGKILLed (each with its task) while runs are queued: the next
+    `flame status` says so and what restarts them; `status --watch` ends at once, exit 1."""
+    cfg = make_sweep(tmp_path, "cluster=local", "cluster.parallelism=1",
+                     "trainer.seconds_per_run=5", *TWO_RUNS)
+    ids = plan_ids(tmp_path)
+    launch_sweep(tmp_path, cfg)
+    running_run(tmp_path, ids)
+    served = flame("status", f"sweep_dir={tmp_path}")
+    assert "no local worker" not in served.stdout
+    registry = json.loads((tmp_path / "jobs" / "local-workers.json").read_text())
+    for pid in registry:
+        os.killpg(int(pid), signal.SIGKILL)  # its process group: the controller and its task
+    for pid in registry:
+        wait_dead(int(pid), limit=5)
+    out = flame("status", f"sweep_dir={tmp_path}")
+    said = " ".join(out.stdout.split())
+    assert "1 queued runs but no local worker is alive" in said, said
+    assert f"`flame launch sweep_dir={tmp_path}` starts workers again" in said, said
+    began = time.monotonic()
+    watch = flame("status", "--watch", f"sweep_dir={tmp_path}", check=False)
+    assert watch.returncode == 1, watch.stdout + watch.stderr
+    assert "no local worker is alive" in " ".join(watch.stdout.split())
+    assert time.monotonic() - began < 5
+    flame("launch", f"sweep_dir={tmp_path}")  # what the line says: a worker serves them again
+    assert "no local worker" not in flame("status", f"sweep_dir={tmp_path}").stdout
+    for pid in json.loads((tmp_path / "jobs" / "local-workers.json").read_text()):
+        os.killpg(int(pid), signal.SIGKILL)  # leave nothing running
