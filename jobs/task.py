@@ -316,8 +316,8 @@ class LocalWorker:
         """Replaces submitit's handler, which only logs SIGTERM ("Bypassing signal SIGTERM"), so
         the worker went on through the whole queue. While training the trainer defers the
         signal (``trainers.signals``) and calls this after its checkpoint."""
-        self.stopping = True
-        if self.training:
+        first, self.stopping = not self.stopping, True
+        if self.training and first:  # once: SIGTERM to the group comes twice (and forwarded)
             raise StopWorker()
 
     def __call__(self) -> list[str]:
