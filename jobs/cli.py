@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -287,6 +288,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `flame ... | head`
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (130: killed by SIGINT)
+        print(interrupted_line(list(sys.argv[1:] if argv is None else argv)), file=sys.stderr)
+        return 130
+
+
+# Commands after whose Ctrl-C submitted runs go on: local workers and SLURM jobs run apart.
+SWEEP_COMMANDS = ("launch", "status", "run", "collect", "resubmit", "cancel", "release")
+
+
+def interrupted_line(argv: list[str]) -> str:
+    """What a Ctrl-C left running and how to go on, e.g. for ``flame run experiment=demo``:
+    ``flame run: interrupted; runs already submitted keep running (local workers, SLURM jobs):
+    `flame status --watch experiment=demo` follows them, `flame run experiment=demo` again
+    resumes``."""
+    name = argv[0] if argv else ""
+    again = shlex.join(["flame", *argv])
+    if name not in SWEEP_COMMANDS:
+        return f"flame {name}: interrupted; `{again}` runs it again"
+    overrides, _ = split_argv(argv[1:])
+    watch = shlex.join(["flame", "status", "--watch", *overrides])
+    if name == "status":
+        return (f"flame status: interrupted; the runs keep running (local workers, SLURM "
+                f"jobs): `{watch}` follows them")
+    return (f"flame {name}: interrupted; runs already submitted keep running (local workers, "
+            f"SLURM jobs): `{watch}` follows them, `{again}` again resumes")
 
 
 def _main(argv: Sequence[str] | None) -> int:
