@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from omegaconf._utils import get_yaml_loader
 
+from sweep.arch import check_rope
 from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import CONFIG_YAML, HISTORY_DIR, PLAN_CSV, atomic_write_text
@@ -93,6 +94,8 @@ def plan_study(study: Any) -> tuple[Plan, PlannerSettings]:
     """The plan of a typed, validated config (a ConfigError before anything is written)."""
     settings = planner_settings(study)
     members = build_family(study.family)
+    for member in members:  # what every run's trainer would refuse, refused before planning
+        check_rope(member.arch, member.name)
     return plan(study.budgets.flops, members, settings, hash_context(study)), settings
 
 
