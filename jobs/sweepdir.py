@@ -55,6 +55,11 @@ def recorded_cluster(sweep_dir: Path) -> Any | None:
     path = jobs_dir(sweep_dir) / CLUSTER_YAML
     if not path.exists():
         return None
-    # A sweep's file is data: read as YAML, its strings escaped, so no resolver ever runs on it
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=get_yaml_loader())
+    return data_config(path.read_text(encoding="utf-8"))
+
+
+def data_config(text: str) -> Any:
+    """YAML text from a sweep (a file, or a config made from one) as a DictConfig whose
+    strings are data: escaped, so no interpolation or resolver ever runs on them."""
+    data = yaml.load(text, Loader=get_yaml_loader())
     return OmegaConf.create(literal(data if isinstance(data, dict) else {}))

@@ -12,7 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conf.study import load_study
-from jobs.sweepdir import CLUSTER_YAML, jobs_dir, recorded_cluster
+from jobs.sweepdir import CLUSTER_YAML, data_config, jobs_dir, recorded_cluster
 from sweep.config import read_config
 from sweep.schema import literal
 from tests.jobs.conftest import flame, make_sweep
@@ -51,6 +51,9 @@ def test_readers_keep_the_text(tmp_path: Path, probe: list[str]) -> None:
     assert study.cluster.name == f"local{PROBE}"
     cluster = OmegaConf.to_container(recorded_cluster(sweep), resolve=True)
     assert cluster["name"] == f"local{PROBE}"
+    made = data_config(load_study(sweep).to_yaml())  # a config made from it (flame release)
+    assert OmegaConf.to_container(made, resolve=True)["experiment_name"] == \
+        f"study {SECRET} {PROBE}"
     assert probe == []
 
 
