@@ -44,6 +44,7 @@ from jobs.sweepdir import plan_rows, read_config
 from sweep.errors import ConfigError
 from sweep.io import TRAIN_LOG, atomic_write_text, run_dir
 from sweep.planrow import PlanRow
+from sweep.schema import literal
 from trainers.logformat import parse_lines
 from trainers.readers import lines
 from trainers.registry import trainer_for
@@ -176,7 +177,7 @@ def plan_check(sweep_dir: Path, cfg: DictConfig, args: argparse.Namespace) -> Ch
     composed.cluster.signal_delay_s = lead
     composed.cluster.max_attempts = max(3, int(composed.cluster.get("max_attempts", 3)))
     composed.cluster.array_parallelism = 1
-    composed.trainer = OmegaConf.create(config["trainer"])
+    composed.trainer = OmegaConf.create(literal(config["trainer"]))  # the sweep's: data
     check_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(check_dir / "config.yaml", config_yaml(config))
     out = io.StringIO()

@@ -48,6 +48,7 @@ from sweep.records import (
     parse_record,
     read_record,
     record_path,
+    record_text,
     scan_records,
     write_record,
 )
@@ -177,12 +178,8 @@ def transition_many(sweep_dir: Path, moves: list[tuple[str, str, str | None]],
 
 def _read_locked(path: str) -> RunRecord | None:
     """The record at ``path`` (state.json), or None if there is none yet."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return None
-    return parse_record(Path(path), text)
+    text = record_text(path)
+    return None if text is None else parse_record(Path(path), text)
 
 
 def apply(rec: RunRecord, new: str, *, job_id: str | None = None,

@@ -43,7 +43,7 @@ from analysis.fit.selection import member_n
 from conf.study import StudyConfig, load_sweep_config, plan_from_cfg, study_config, write_plan
 from jobs.executors.registry import executor_for
 from jobs.settings import ClusterSettings
-from jobs.sweepdir import recorded_cluster
+from jobs.sweepdir import data_config, recorded_cluster
 from sweep.commands import check_sweep_dir, guard_replan
 from sweep.config import read_plan
 from sweep.errors import ConfigError
@@ -321,7 +321,7 @@ def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
     from jobs.status import poll, wait_until_terminal
     from jobs.study import write_report_or_say_why
 
-    cfg = OmegaConf.create(study.to_yaml())
+    cfg = data_config(study.to_yaml())  # the source's config: data
     executor = executor_for(ClusterSettings.from_cfg(cfg))
     report = launch_sweep(target, cfg, executor=executor)
     console.print(f"launch: {len(report.submitted)} runs submitted, "

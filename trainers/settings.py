@@ -75,6 +75,18 @@ class Recipe:
         if self.moe_router_dtype not in (None, "fp32", "fp64"):
             raise ConfigError(f"training.moe_router_dtype={self.moe_router_dtype!r}: use fp32, "
                               "fp64 or null")
+        # What the schedule (trainers.schedule.WSD) refuses in every run, refused at plan time
+        if not self.lr > 0:
+            raise ConfigError(f"training.lr={self.lr}: must be > 0 (the peak learning rate)")
+        if not 0.0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"training.min_lr={self.min_lr}: must be within [0, "
+                              f"training.lr={self.lr}]")
+        for name in ("warmup_fraction", "decay_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"training.{name}={getattr(self, name)}: must be within [0, 1]")
+        if self.warmup_fraction + self.decay_fraction > 1.0:
+            raise ConfigError("training.warmup_fraction + training.decay_fraction > 1: "
+                              "lower one of them")
         for name in ("aux_loss_coeff", "z_loss_coeff"):  # a negative one rewards imbalance
             if getattr(self, name) < 0:
                 raise ConfigError(f"training.{name}={getattr(self, name)}: must be >= 0 (0 "

@@ -31,7 +31,6 @@ from analysis.fit.degenerate import (
 from analysis.fit.extrapolation import extrapolation_check
 from analysis.fit.isoflop import IsoflopFit, budget_groups, interval
 from analysis.fit.parametric import (
-    ONE_STEP_MIN_POINTS,
     PARAM_NAMES,
     ParametricFit,
     bootstrap_parametric,
@@ -128,23 +127,28 @@ def parametric_with_bootstrap(used: pd.DataFrame, settings: FitSettings
         return None, None, f"only {len(used)} points; the law has 5 parameters", "", None
     n, d, loss = (used[c].to_numpy(float) for c in ("n", "tokens", "loss"))
     budgets, note = budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)
-    unidentified = parametric_unidentified(loss, np.unique(budgets).size)
+    unidentified = parametric_unidentified(loss, np.unique(budgets).size,
+                                           settings.flat_loss_rel_range)
     if unidentified:
         return None, None, unidentified, "", None
     fit = fit_parametric(n, d, loss, settings.huber_delta)
     noise = law_structure(fit, n, d, loss, shape_index(used), budgets)
-    no_interval = approach3_interval_reason(np.unique(budgets).size)
+    no_interval = approach3_interval_reason(np.unique(budgets).size,
+                                            settings.min_interval_budgets)
     if settings.bootstrap == 0 or no_interval:
         return fit, None, "", no_interval, noise
     if noise is not None and settings.bootstrap_structure == "shapes":
         thetas = bootstrap_parametric_structured(fit, n, d, noise, settings.bootstrap,
-                                                 settings.seed, settings.huber_delta)
+                                                 settings.seed, settings.huber_delta,
+                                                 one_step_min_points=settings
+                                                 .one_step_min_points)
         return fit, thetas, "", "", noise
     # Discrete budgets: resample runs within each budget (the design stays an isoFLOP grid);
     # continuous FLOPs (e.g. Chinchilla's points): resample all points, as Besiroglu et al.
     groups = None if note else np.unique(budgets, return_inverse=True)[1]
     thetas = bootstrap_parametric(fit, n, d, loss, groups, settings.bootstrap, settings.seed,
-                                  settings.huber_delta)
+                                  settings.huber_delta,
+                                  one_step_min_points=settings.one_step_min_points)
     return fit, thetas, "", "", noise
 
 
@@ -170,7 +174,8 @@ def approach2_result(iso: IsoflopFit, settings: FitSettings,
     out.a, out.k, out.b, out.k_d = iso.n_law.exponent, iso.n_law.k, iso.d_law.exponent, \
         iso.d_law.k
     out.loss_law = {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}
-    code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets))
+    code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets),
+                                                            settings.min_interval_budgets)
     if not s and not reason:
         return out
     k_ci = interval(s.get("ln_kn"), settings) if s else None
@@ -216,7 +221,7 @@ def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
                           bootstrap_method="" if thetas is None else
                           f"{noise.describe()}, refit per resample" if noise is not None else
                           "one Newton step per resample" if fit.n_points >=
-                          ONE_STEP_MIN_POINTS else "refit per resample",
+                          settings.one_step_min_points else "refit per resample",
                           huber_delta=settings.huber_delta,
                           theta=dict(zip(PARAM_NAMES, fit.theta)))
     if thetas is not None:

@@ -55,9 +55,9 @@ REASONS = {Reject.FEW_SIZES: "fewer than {min_points} distinct sizes in the wind
 # Approach 3 chunk: each chunk loops over the budgets in Python, and at 100,000 runs that
 # overhead halved the time (9 s -> 5 s) for 75 MB more.
 RESAMPLE_CHUNK_ELEMENTS = 1 << 22
-# A budget whose losses span less than this fraction of the loss is flat (Reject.FLAT): far
-# below any evaluation noise (~0.5% here), above float and 4-decimal CSV rounding (~3e-5).
-FLAT_LOSS_REL_RANGE = 1e-4
+# A budget whose losses span less than this fraction of the loss is flat (Reject.FLAT): the
+# default of fit.flat_loss_rel_range (its reason is in FitSettings).
+FLAT_LOSS_REL_RANGE = FitSettings.flat_loss_rel_range
 
 
 @dataclass(frozen=True)
@@ -233,12 +233,12 @@ def budget_groups(budget: np.ndarray, bucket_decades: float) -> tuple[np.ndarray
 
 
 def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: float,
-               min_points: int) -> Parabolas:
+               min_points: int, flat_rel: float = FLAT_LOSS_REL_RANGE) -> Parabolas:
     """Windowed weighted parabolas of y (n,) or (k, n) in x for each weight row (k, n)."""
     y = np.broadcast_to(y, weights.shape)
     present = weights > 0
     spread = np.where(present, y, -np.inf).max(axis=1) - np.where(present, y, np.inf).min(axis=1)
-    flat = spread <= FLAT_LOSS_REL_RANGE * np.abs(np.where(present, y, 0.0).max(axis=1))
+    flat = spread <= flat_rel * np.abs(np.where(present, y, 0.0).max(axis=1))
     ic = np.where(present, y, np.inf).argmin(axis=1)
     xc = x[ic]
     lo = np.where(present, x, np.inf).min(axis=1)
@@ -291,7 +291,7 @@ def fit_rows(groups: list[BudgetGroup], weights: list[np.ndarray], settings: Fit
     the data (one row), every bootstrap resample, or a design's simulated replications."""
     half = math.inf if settings.window_decades is None else settings.window_decades * math.log(10)
     losses = losses or [g.y for g in groups]
-    fits = [_parabolas(g.x, y, w, half, settings.min_points)
+    fits = [_parabolas(g.x, y, w, half, settings.min_points, settings.flat_loss_rel_range)
             for g, y, w in zip(groups, losses, weights)]
     valid = np.stack([f.code == Reject.OK for f in fits], axis=1)
     log_c = np.log(np.array([g.budget for g in groups]))
@@ -349,7 +349,7 @@ def _budget_fit(group: BudgetGroup, fit: Parabolas, settings: FitSettings) -> Bu
     code = Reject(int(fit.code[0]))
     reason = REASONS.get(code, "").format(min_points=settings.min_points,
                                           edge="smallest" if fit.edge_low[0] else "largest",
-                                          flat=FLAT_LOSS_REL_RANGE)
+                                          flat=settings.flat_loss_rel_range)
     ok = code == Reject.OK
     x_opt = float(fit.x_opt[0]) if ok else None
     no_parabola = code in (Reject.FEW_SIZES, Reject.FLAT)  # no parabola was fitted

@@ -38,7 +38,7 @@ CHUNK_ELEMENTS = 1 << 20
 # Measured on synthetic sweeps (0.5% noise, 5x the Huber delta) against refits, one-step
 # standard errors are 3% off at 9,600 points but 6-23% too wide at 2,500-4,000: the Huber
 # loss's curvature is a count of points inside the zone, so the step needs many points.
-ONE_STEP_MIN_POINTS = 10_000
+ONE_STEP_MIN_POINTS = 10_000  # the default of fit.one_step_min_points (analysis.settings)
 # VarPro start ranking: at most this many (candidate x point) Huber evaluations (0.4 s); all
 # 1,600 grid candidates up to 10,000 points, the best by least squares beyond.
 HUBER_RANK_EVALS = 1 << 24

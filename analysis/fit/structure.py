@@ -220,7 +220,8 @@ def law_structure(fit: ParametricFit, n, d, loss, shape: np.ndarray, budgets: np
 
 def bootstrap_parametric_structured(fit: ParametricFit, n, d, structure: NoiseStructure,
                                     n_boot: int = 1000, seed: int = 0,
-                                    delta: float = HUBER_DELTA, chunk: int = 256
+                                    delta: float = HUBER_DELTA, chunk: int = 256,
+                                    one_step_min_points: int = ONE_STEP_MIN_POINTS
                                     ) -> np.ndarray:
     """Approach 3's thetas (n_boot, 5) refitted, warm-started at ``fit``, on resamples
     ``log L(fit) + structure.draw()``: the law's fitted values plus shape and run effects.
@@ -231,7 +232,7 @@ def bootstrap_parametric_structured(fit: ParametricFit, n, d, structure: NoiseSt
     log_n, log_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
     fitted, _ = _predict_log(np.array(fit.theta)[None], log_n, log_d)
     rng = np.random.default_rng(seed)
-    if log_n.size >= ONE_STEP_MIN_POINTS:
+    if log_n.size >= one_step_min_points:
         return _one_step(fit, log_n, log_d, structure, n_boot, rng, delta)
     chunk = min(chunk, row_chunks(n_boot, 5 * log_n.size)[0].stop)
     out = []
