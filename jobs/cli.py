@@ -28,7 +28,7 @@ from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
-STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run")
+STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "eval")
 CONFIG_NAME = "config"
 GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit", "design")
 
@@ -73,6 +73,8 @@ COMMANDS: dict[str, Command] = {
                        "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
+    "eval": Command("jobs.eval:eval_command", "downstream accuracy of the sweep's checkpoints "
+                    "(lm-eval) and accuracy against loss", "jobs.eval:eval_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
                        "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
 }
