@@ -3,8 +3,9 @@
 Tasks are lm-evaluation-harness tasks, found by lm-eval's ``TaskManager``: flame's own (the
 YAML files under ``LOCAL_TASK_DIRS``: the demo's, built from held-out text of its corpus) by
 ``include_path`` and, for real models, lm-eval's standard ones by name (hellaswag, arc_easy,
-...). Indexing lm-eval's ~15k standard task files takes 10-20 s, so a name found among flame's
-own is never looked up there.
+...). Indexing lm-eval's ~15k standard task files takes 10-20 s (minutes on a busy machine), so
+a name found among flame's own is never looked up there, and the standard names are kept in a
+cache file per lm-eval version.
 
 A local task reads its data with ``dataset_path: json`` and a ``data_files`` path relative to
 its YAML's folder; HF ``datasets`` would resolve that against the working directory, so a job
@@ -15,6 +16,7 @@ passes lm-eval the task's config with the path made absolute (``task_specs``). J
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import yaml
 
 from sweep.errors import ConfigError
+from sweep.io import atomic_write_text
 from trainers.embedded.eval_tasks import TASKS_DIR
 
 LOCAL_TASK_DIRS = (TASKS_DIR,)
@@ -59,7 +62,28 @@ def task_manager(standard: bool = False) -> Any:
                        include_defaults=standard, verbosity="ERROR")
 
 
-def check_tasks(names: Sequence[str], manager: Any = None) -> None:
+def _cache_file() -> Path:
+    from importlib.metadata import version
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "flame" / "lm_eval" / f"tasks-{version('lm_eval')}.json"
+
+
+def standard_task_names() -> set[str]:
+    """Every task, group and tag name lm-eval's own index holds: indexed once per lm-eval
+    version (10-20 s) and kept in ~/.cache/flame/lm_eval/ (the index depends on nothing else)."""
+    path = _cache_file()
+    try:
+        return set(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass
+    names = sorted(task_manager(standard=True).all_tasks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(names))
+    return set(names)
+
+
+def check_tasks(names: Sequence[str]) -> None:
     """A ConfigError naming the first task lm-eval does not know (with a close match)."""
     if not names:
         raise ConfigError("--tasks: no task named; give lm-eval task names, e.g. "
@@ -68,8 +92,7 @@ def check_tasks(names: Sequence[str], manager: Any = None) -> None:
     missing = [n for n in names if n not in local]
     if not missing:
         return
-    manager = manager or task_manager(standard=True)
-    known = set(manager.all_tasks)
+    known = standard_task_names()
     for name in missing:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known | set(local)), n=1)

@@ -82,7 +82,8 @@ class EmbeddedLM(LM):
             for i in chunk:
                 context, continuation = pairs[i]
                 continuation = continuation[-self.window:]
-                whole = ([EOD] + context + continuation)[-(self.window + 1):]
+                # an empty context starts a document (EOD before it), as lm-eval's prefix token
+                whole = ((context or [EOD]) + continuation)[-(self.window + 1):]
                 inputs.append(whole[:-1])
                 spans.append((len(whole) - 1 - len(continuation), continuation))
             width = max(len(x) for x in inputs)
@@ -130,7 +131,7 @@ class EmbeddedLM(LM):
             context, kwargs = request.args
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            tokens = [EOD] + self._bytes(context)
+            tokens = self._bytes(context) or [EOD]
             made = bytearray()
             for _ in range(int(kwargs.get("max_gen_toks", self.max_gen_toks))):
                 logits, _ = self.model(torch.tensor([tokens[-self.window:]]))
