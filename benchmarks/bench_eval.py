@@ -81,7 +81,8 @@ def main() -> int:
         per = list(seconds.values())
         print(f"flame eval on {len(runs)} runs of {args.sweep}: {wall:.1f} s wall")
         print(f"  per checkpoint (lm-eval: load, tasks, scoring): median "
-              f"{statistics.median(per):.2f} s, min {min(per):.2f} s, max {max(per):.2f} s, sum {sum(per):.1f} s")
+              f"{statistics.median(per):.2f} s, min {min(per):.2f} s, max {max(per):.2f} s, "
+              f"sum {sum(per):.1f} s")
         print(f"  the rest (imports, checks, collect, sigmoid + bootstrap, figure): "
               f"{wall - sum(per):.1f} s")
         header = plan.get("run_id", "")
