@@ -120,3 +120,14 @@ def test_a_sweep_of_the_simulated_trainer_has_nothing_to_evaluate(tmp_path):
     out = flame("eval", f"sweep_dir={sweep}", check=False)
     assert out.returncode == 2 and "trainer=simulated" in out.stderr
     assert _written(sweep) == []
+
+
+@pytest.mark.slow  # ~1 min: two lm-eval jobs on the local SLURM
+@pytest.mark.slurm
+def test_on_slurm_each_checkpoint_is_a_task_of_one_array(tmp_path, slurm_cluster):
+    sweep = tmp_path / "sweep"
+    done = embedded_sweep(sweep, 2, "cluster=slurm_local")
+    out = flame("eval", f"sweep_dir={sweep}", "cluster=slurm_local", *QUICK, timeout=600)
+    assert "submitted 2 evaluation jobs" in out.stdout, out.stdout + out.stderr
+    assert all((eval_dir(sweep, r) / RESULTS_FILE).is_file() for r in done)
+    assert pd.read_csv(sweep / "results.csv")[f"acc_{COMPLETION}"].notna().sum() == 2
