@@ -220,6 +220,9 @@ def eval_command(cfg: DictConfig, args: argparse.Namespace) -> int:
         skipped += missed
         todo += [t for t in found if not finished(t, names)]
         jobs_of[sweep] = (read_config(sweep) or {}).get("trainer") or {}
+    if not total:
+        raise ConfigError(f"sweep_dir={sweep_dir}: no completed run to evaluate "
+                          f"({len(skipped)} not completed); train them first (`flame run`)")
     console.print(f"flame eval: {total} checkpoints of {len(sweeps)} sweep(s) on "
                   f"{', '.join(names)}: {total - len(todo)} already evaluated, {len(todo)} to "
                   f"evaluate" + (f"; {len(skipped)} runs not completed, skipped"

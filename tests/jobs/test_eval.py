@@ -131,3 +131,11 @@ def test_on_slurm_each_checkpoint_is_a_task_of_one_array(tmp_path, slurm_cluster
     assert "submitted 2 evaluation jobs" in out.stdout, out.stdout + out.stderr
     assert all((eval_dir(sweep, r) / RESULTS_FILE).is_file() for r in done)
     assert pd.read_csv(sweep / "results.csv")[f"acc_{COMPLETION}"].notna().sum() == 2
+
+
+def test_a_sweep_without_a_completed_run_is_one_line_exit_2_and_nothing_written(tmp_path):
+    sweep = tmp_path / "sweep"
+    embedded_sweep(sweep, completed=0)
+    out = flame("eval", f"sweep_dir={sweep}", check=False)
+    assert out.returncode == 2 and "no completed run" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and _written(sweep) == []
