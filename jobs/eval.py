@@ -157,15 +157,23 @@ def evaluate_embedded(target: EvalTarget, tasks: Sequence[str], limit: int | Non
     configure_torch_threads()
     import lm_eval
 
-    from trainers.embedded.lm_eval_adapter import EmbeddedLM
+    from trainers.embedded.lm_eval_adapter import MODEL_NAME, EmbeddedLM
 
     began = time.perf_counter()
     model = EmbeddedLM(target.sweep_dir, target.run_id, Path(target.checkpoint).name,
                        batch_size=batch_size)
-    out = lm_eval.simple_evaluate(model=model, tasks=task_specs(tasks),
-                                  task_manager=task_manager(), limit=limit, log_samples=False,
-                                  verbosity="ERROR")
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import get_task_dict
+
+    # lm-eval's evaluator proper (what simple_evaluate calls after its set-up): simple_evaluate
+    # also collects torch's environment report (11 subprocesses, a third of a demo checkpoint's
+    # time, measured) into every file; flame records its own provenance below instead.
+    out = evaluate(lm=model, task_dict=get_task_dict(task_specs(tasks), task_manager()),
+                   limit=limit, log_samples=False, verbosity="ERROR")
     document = {key: value for key, value in out.items() if key != "samples"}
+    document["config"] = {"model": MODEL_NAME, "model_args": {
+        "sweep_dir": target.sweep_dir, "run_id": target.run_id,
+        "checkpoint": Path(target.checkpoint).name}, "batch_size": batch_size, "limit": limit}
     document["flame"] = {"run_id": target.run_id, "checkpoint": target.label,
                          "iteration": model.loaded["iteration"], "trainer": target.trainer,
                          "lm_eval_version": lm_eval.__version__,
