@@ -163,12 +163,11 @@ def evaluate_embedded(target: EvalTarget, tasks: Sequence[str], limit: int | Non
     model = EmbeddedLM(target.sweep_dir, target.run_id, Path(target.checkpoint).name,
                        batch_size=batch_size)
     from lm_eval.evaluator import evaluate
-    from lm_eval.tasks import get_task_dict
 
     # lm-eval's evaluator proper (what simple_evaluate calls after its set-up): simple_evaluate
     # also collects torch's environment report (11 subprocesses, a third of a demo checkpoint's
     # time, measured) into every file; flame records its own provenance below instead.
-    out = evaluate(lm=model, task_dict=get_task_dict(task_specs(tasks), task_manager()),
+    out = evaluate(lm=model, task_dict=task_manager().load(task_specs(tasks)),
                    limit=limit, log_samples=False, verbosity="ERROR")
     document = {key: value for key, value in out.items() if key != "samples"}
     document["config"] = {"model": MODEL_NAME, "model_args": {

@@ -59,7 +59,7 @@ def task_manager(standard: bool = False) -> Any:
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=[str(p) for p in LOCAL_TASK_DIRS],
-                       include_defaults=standard, verbosity="ERROR")
+                       include_defaults=standard)
 
 
 def _cache_file() -> Path:
