@@ -267,8 +267,12 @@ def _on_slurm(cluster: ClusterSettings, sweep_dir: Path, specs: list[tuple],
               console: Console) -> None:
     """One submitit array of evaluation jobs; waits for it (a killed wait leaves the jobs
     running: their results count on the next ``flame eval``)."""
+    from dataclasses import replace
+
     from jobs.executors.slurm import SlurmSettings, slurm_executor
 
+    if any(spec[0].trainer == "megatron" for spec in specs):  # eval.sh: one GPU (FLAME's)
+        cluster = replace(cluster, nodes=1, gpus_per_node=1)
     settings = SlurmSettings.from_cluster(cluster)
     executor = slurm_executor(settings, sweep_dir / "jobs" / "eval", "flame-eval", hold=False)
     jobs = executor.map_array(run_one, *zip(*specs))
