@@ -7,7 +7,7 @@ level. Nothing here changes what a run computes, so every field is operational (
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sweep.errors import ConfigError
@@ -46,6 +46,17 @@ class LawFields:
 
 
 @dataclass
+class ShapeGrid:
+    """New shapes the search may add to the family: every hidden_size x num_layers pair not
+    already in it, built with the family's base and width ratios (empty: none)."""
+
+    hidden_size: list[int] = field(default_factory=list)
+    """Widths."""
+    num_layers: list[int] = field(default_factory=list)
+    """Depths."""
+
+
+@dataclass
 class DesignConfig:
     """The ``design`` group: prior, noise and search space of ``flame design``."""
 
@@ -55,8 +66,21 @@ class DesignConfig:
     law: LawFields = operational(factory=LawFields)
     """The prior law given directly ({E, A, B, alpha, beta}); used when ``prior`` is null."""
     noise: float | None = operational(None)
-    """Log-normal noise sigma of a final loss (null: estimated from the prior fit.json's Huber
-    objective per point)."""
+    """Total log-normal noise sigma of a final loss (null: estimated from the prior fit.json's
+    Huber objective per point): shape_sd and seed_sd together, sqrt(shape^2 + seed^2)."""
+    shape_sd: float | None = operational(None)
+    """SD of the law's misfit: a log-loss offset shared by every budget and seed of one shape
+    (null: the prior fit.json's variance_components, else the rest of ``noise`` beside a given
+    seed_sd, else 0: every run's error independent, the iid model)."""
+    seed_sd: float | None = operational(None)
+    """SD of a run's own (seed-to-seed) log-loss noise (null: the prior's variance_components,
+    else the rest of ``noise`` beside shape_sd)."""
+    branch_shared: float = operational(0.5)
+    """Share of a branch's seed variance its trunk's other branches share (their common
+    trajectory; not measured: 0 = independent, 1 = one draw per trunk)."""
+    branches: bool = operational(True)
+    """Also search every candidate trained as WSD cooldown branches (one trunk per shape and
+    seed, a cooldown per budget), costed by the planner and simulated with branch_shared."""
     replications: int = operational(400)
     """Simulated studies per design (more: smoother estimates, longer run)."""
     seed: int = operational(0)
@@ -76,12 +100,16 @@ class DesignConfig:
     """Fewest budgets a searched design uses."""
     members_per_budget: list[int] = operational(factory=lambda: [3, 4, 5, 6, 8, 10, 12, 16])
     """Family members per budget the search tries."""
+    new_shapes: ShapeGrid = operational(factory=ShapeGrid)
+    """Shapes beyond the family's that the search may train (under the law's misfit each new
+    shape is an independent look at the law, which seeds are not)."""
     spans: list[float] = operational(factory=lambda: [0.3, 0.5, 0.8, 1.2])
     """How far (decades of N) either side of the prior optimum the search places members."""
-    seeds: list[int] = operational(factory=lambda: [1, 2, 4, 8])
+    seeds: list[int] | None = operational(None)
     """Seeds per (budget, member) the search tries (the planner's replicates,
-    ``planner.seeds``): each is a run of its own, with independent noise; R seeds narrow a
-    design's half-width by about sqrt(R) at R times its compute."""
+    ``planner.seeds``), e.g. [1, 2, 4]; seeds average away seed noise, never the shape misfit
+    (null: [1, 2, 4, 8] when the noise's split into shape_sd and seed_sd is known, else [1]:
+    under the iid model a seed's gain is an upper bound)."""
     confirm: int = operational(12)
     """Most candidates the search simulates with full Approach 3 refits."""
     write_plan: bool = operational(True)
@@ -95,6 +123,9 @@ class DesignConfig:
     def __post_init__(self) -> None:
         checks = [("replications", self.replications >= 20),
                   ("noise", self.noise is None or self.noise > 0),
+                  ("shape_sd", self.shape_sd is None or self.shape_sd >= 0),
+                  ("seed_sd", self.seed_sd is None or self.seed_sd > 0),
+                  ("branch_shared", 0 <= self.branch_shared <= 1),
                   ("target_halfwidth", self.target_halfwidth is None or self.target_halfwidth > 0),
                   ("max_flops", self.max_flops is None or self.max_flops > 0),
                   ("compute_fraction", 0 < self.compute_fraction),
@@ -102,10 +133,13 @@ class DesignConfig:
                   ("members_per_budget", bool(self.members_per_budget)
                    and min(self.members_per_budget) >= 3),
                   ("spans", bool(self.spans) and min(self.spans) > 0),
-                  ("seeds", bool(self.seeds) and min(self.seeds) >= 1),
+                  ("seeds", self.seeds is None or (bool(self.seeds) and min(self.seeds) >= 1)),
                   ("confirm", self.confirm >= 1),
                   ("budgets", self.budgets is None or all(b > 0 for b in self.budgets))]
         hints = {"noise": "must be > 0 (a log-normal sigma, e.g. 0.018)",
+                 "shape_sd": "must be >= 0 (a log-loss SD, e.g. 0.013)",
+                 "seed_sd": "must be > 0 (a log-loss SD, e.g. 0.012)",
+                 "branch_shared": "must be within [0, 1] (a share of the seed variance)",
                  "replications": "must be >= 20", "min_budgets": "must be >= 3",
                  "members_per_budget": "each must be >= 3 (a parabola needs 3 sizes)",
                  "seeds": "each must be >= 1 (runs per budget and member), e.g. [1,2,4]"}

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from sweep.io import atomic_writer  # noqa: E402
+
 CMAP = plt.get_cmap("viridis")
 
 
@@ -28,10 +30,16 @@ class BudgetColours:
 
 
 def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
-    """``<out_dir>/<name>.png`` and ``.svg``; closes the figure; returns both paths."""
+    """``<out_dir>/<name>.png`` and ``.svg``, each written atomically (a kill or a full disk
+    leaves the old file or none, never a truncated one); closes the figure; returns both
+    paths."""
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_writer(paths[0]) as handle:
+            fig.savefig(handle, format="png", dpi=130, bbox_inches="tight")
+        with atomic_writer(paths[1]) as handle:
+            fig.savefig(handle, format="svg", bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return paths

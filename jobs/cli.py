@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
-STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "eval")
+STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "check", "eval")
 CONFIG_NAME = "config"
 GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit", "design")
 
@@ -75,6 +76,13 @@ COMMANDS: dict[str, Command] = {
                    "jobs.study:run_arguments"),
     "eval": Command("jobs.eval:eval_command", "downstream accuracy of the sweep's checkpoints "
                     "(lm-eval) and accuracy against loss", "jobs.eval:eval_arguments"),
+    "data": Command("jobs.data:data", "tokenise a jsonl/parquet corpus for Megatron -> "
+                    "shards + manifest.json", "jobs.data:data_arguments"),
+    "check": Command("jobs.check:check", "one short job on one node: what would fail "
+                     "(imports, GPUs, data, tokenizer, checkpoints, signals)",
+                     "jobs.check:check_arguments"),
+    "release": Command("jobs.release:release", "train the selection's picks; check the law's "
+                       "prediction -> <sweep_dir>/release/", "jobs.release:release_arguments"),
     "cluster": Command("jobs.cluster:cluster_command", "a local single-node SLURM: up|down|"
                        "status|env", "jobs.cluster:cluster_arguments", uses_config=False),
 }
@@ -282,6 +290,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `flame ... | head`
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (130: killed by SIGINT)
+        print(interrupted_line(list(sys.argv[1:] if argv is None else argv)), file=sys.stderr)
+        return 130
+
+
+# Commands after whose Ctrl-C submitted runs go on: local workers and SLURM jobs run apart.
+SWEEP_COMMANDS = ("launch", "status", "run", "collect", "resubmit", "cancel", "release")
+
+
+def interrupted_line(argv: list[str]) -> str:
+    """What a Ctrl-C left running and how to go on, e.g. for ``flame run experiment=demo``:
+    ``flame run: interrupted; runs already submitted keep running (local workers, SLURM jobs):
+    `flame status --watch experiment=demo` follows them, `flame run experiment=demo` again
+    resumes``."""
+    name = argv[0] if argv else ""
+    again = shlex.join(["flame", *argv])
+    if name not in SWEEP_COMMANDS:
+        return f"flame {name}: interrupted; `{again}` runs it again"
+    overrides, _ = split_argv(argv[1:])
+    watch = shlex.join(["flame", "status", "--watch", *overrides])
+    if name == "status":
+        return (f"flame status: interrupted; the runs keep running (local workers, SLURM "
+                f"jobs): `{watch}` follows them")
+    return (f"flame {name}: interrupted; runs already submitted keep running (local workers, "
+            f"SLURM jobs): `{watch}` follows them, `{again}` again resumes")
 
 
 def _main(argv: Sequence[str] | None) -> int:

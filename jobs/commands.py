@@ -97,7 +97,7 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
         line, started = PlainLine(), time.monotonic()
         while True:
             line.maybe_print(console, current, time.monotonic() - started)
-            if current.all_terminal or _nothing_to_wait_for(current):
+            if current.all_terminal or _nothing_to_wait_for(current) or current.stalled:
                 break
             time.sleep(settings.poll_s)
             current = poll(sweep_dir, executor=executor)
@@ -105,7 +105,8 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     elif watch:
         with Live(_watch_view(current, title, devices), console=console,
                   refresh_per_second=2) as live:
-            while not (current.all_terminal or _nothing_to_wait_for(current)):
+            while not (current.all_terminal or _nothing_to_wait_for(current)
+                       or current.stalled):
                 time.sleep(settings.poll_s)
                 current = poll(sweep_dir, executor=executor)
                 live.update(_watch_view(current, title, devices))
@@ -119,6 +120,8 @@ def status(cfg: DictConfig, args: argparse.Namespace) -> int:
     _warn(str(r.error) for r in current.runs if r.state == ledger.CORRUPT)
     for line in executor.notes(sweep_dir):  # e.g. arrays a killed launcher left held
         console.print(f"  {line}")
+    if watch and current.stalled:  # it would have waited forever: say so, and fail
+        return 1
     if getattr(args, "report", False):
         from jobs.study import write_report_or_say_why
         if (page := write_report_or_say_why(sweep_dir, console)) is None:

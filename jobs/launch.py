@@ -111,7 +111,7 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False,
     config, changes = trainer_overrides(read_config(sweep_dir), cfg, explicit)
     states, corrupt = ledger.scan(sweep_dir)
     todo, _ = select(rows, states, frozenset(corrupt))
-    shaped, notes = check_runs(rows, config, todo, cluster, dry_run)
+    shaped, notes = check_runs(rows, config, todo, cluster, dry_run, sweep_dir)
     if executor is None or shaped is not cluster:  # the job shape the trainer needs
         executor = executor_for(shaped)
     for line in [*notes, *(f"{c} (operational: applied at launch"

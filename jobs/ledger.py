@@ -45,8 +45,10 @@ from sweep.records import (
     CorruptRecord,
     RunRecord,
     now,
+    parse_record,
     read_record,
     record_path,
+    record_text,
     scan_records,
     write_record,
 )
@@ -149,27 +151,35 @@ def transition_many(sweep_dir: Path, moves: list[tuple[str, str, str | None]],
         with ExitStack() as stack:
             staged = []
             for run_id, new, job_id in part:
-                folder = run_dir(sweep_dir, run_id)
-                folder.mkdir(parents=True, exist_ok=True)
-                lock = stack.enter_context(open(folder / LOCK_FILE, "a"))
+                # plain string paths: at 10,000 runs pathlib's parsing alone cost ~1 s
+                folder = os.fspath(run_dir(sweep_dir, run_id))
+                os.makedirs(folder, exist_ok=True)
+                lock = stack.enter_context(open(os.path.join(folder, LOCK_FILE), "a"))
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 try:
-                    rec = read(sweep_dir, run_id) or new_record(run_id)
+                    rec = _read_locked(os.path.join(folder, STATE_JSON)) or new_record(run_id)
                 except CorruptLedger:  # never overwritten; its readers name it
                     continue
                 if not can_move(rec.state, new):
                     continue
                 apply(rec, new, job_id=job_id)
                 rec.updated_at = now()
-                tmp = folder / f".{STATE_JSON}.{os.getpid()}.tmp"
-                tmp.write_text(rec.text())
-                staged.append((run_id, tmp, folder / STATE_JSON))
+                tmp = os.path.join(folder, f".{STATE_JSON}.{os.getpid()}.tmp")
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    handle.write(rec.text())
+                staged.append((run_id, tmp, os.path.join(folder, STATE_JSON)))
             os.sync()  # the new contents are on disk before any rename exposes them
             for run_id, tmp, path in staged:
                 os.replace(tmp, path)
                 moved.append(run_id)
             os.sync()  # and the renames themselves
     return moved
+
+
+def _read_locked(path: str) -> RunRecord | None:
+    """The record at ``path`` (state.json), or None if there is none yet."""
+    text = record_text(path)
+    return None if text is None else parse_record(Path(path), text)
 
 
 def apply(rec: RunRecord, new: str, *, job_id: str | None = None,

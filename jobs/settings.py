@@ -53,15 +53,34 @@ class ClusterSettings:
     """slurm: ``--qos``."""
     gpus_per_node: int = 0
     """slurm: GPUs per node of a job."""
-    cpus_per_task: int = 1
-    """slurm: CPUs per task (one task per node); also the run's torch threads."""
+    cpus_per_task: int | None = None
+    """slurm: CPUs per task, i.e. per node (one task per node). null: a GPU job takes the
+    node's CPUs in proportion to its GPUs (``node_cpus``; unknown: ``cpus_per_gpu`` a GPU), a
+    CPU job 1 (jobs/resources.py)."""
     nodes: int = 1
     """slurm: nodes per job, one task each (trainer=megatron: trainer.nodes, see with_trainer)."""
     request_gpus: bool = True
     """slurm: ask for gpus_per_node GPUs (false on a CPU-only cluster such as `flame cluster
     up`'s, where trainer=megatron runs the CPU stand-in)."""
     mem_gb: float | None = None
-    """slurm: memory per node (null = the partition's default)."""
+    """slurm: memory per node in GB (0 = all of each node's memory, sbatch --mem=0). null: a
+    GPU job takes the node's memory in proportion to its GPUs (``node_mem_gb``; unknown and
+    the whole node: --mem=0), a CPU job the partition's default."""
+    node_cpus: int | None = None
+    """slurm: CPUs of one compute node (sinfo -o %c; null = unknown)."""
+    node_mem_gb: float | None = None
+    """slurm: memory of one compute node in GB that jobs may take (sinfo -o %m, in MB; null =
+    unknown)."""
+    node_gpus: int | None = None
+    """slurm: GPUs of one compute node (null = the job's GPUs per node: jobs take whole
+    nodes)."""
+    cpus_per_gpu: int = 8
+    """slurm: CPUs a GPU job asks for per GPU when ``node_cpus`` is unknown (8: one for the
+    rank, the rest for its DataLoader workers; any 8-GPU H100 node has >= 64)."""
+    checkpoint_write_gb_s: float = 1.0
+    """slurm: the rate (GB/s) at which one job writes a checkpoint to the file system holding
+    the sweep: the time-limit signal comes at least twice the largest checkpoint's write time
+    (plus SLURM's 60 s signal resolution) before the limit."""
     signal_delay_s: int = 120
     """slurm: USR2 this many seconds before the time limit -> checkpoint + requeue (>= 45:
     SLURM's signal timing has ~60 s resolution; more for large checkpoints)."""
@@ -77,10 +96,19 @@ class ClusterSettings:
 
     def __post_init__(self) -> None:
         kind = executor_class(self.executor)  # a ConfigError naming the choices if unknown
-        for key in ("max_attempts", "timeout_min", "threads_per_job", "cpus_per_task", "nodes",
-                    "array_parallelism", "max_array_size"):
+        for key in ("max_attempts", "timeout_min", "threads_per_job", "nodes",
+                    "array_parallelism", "max_array_size", "cpus_per_gpu"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"cluster.{key}={getattr(self, key)}: must be >= 1")
+        for key in ("cpus_per_task", "node_cpus", "node_gpus"):
+            if getattr(self, key) is not None and int(getattr(self, key)) < 1:
+                raise ConfigError(f"cluster.{key}={getattr(self, key)}: must be >= 1 or null")
+        for key in ("mem_gb", "node_mem_gb"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ConfigError(f"cluster.{key}={getattr(self, key)}: must be >= 0 or null")
+        if self.checkpoint_write_gb_s <= 0:
+            raise ConfigError(f"cluster.checkpoint_write_gb_s={self.checkpoint_write_gb_s}: "
+                              "must be > 0")
         if self.parallelism is not None and self.parallelism < 1:
             raise ConfigError(f"cluster.parallelism={self.parallelism}: must be >= 1 or null")
         if self.gpus_per_node < 0 or self.signal_delay_s < 0 or self.poll_s <= 0:

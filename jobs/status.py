@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -49,6 +49,9 @@ class SweepStatus:
     """In plan order."""
     counts: dict[str, int]
     """State -> number of runs (every state present, zeros included; ``corrupt`` too)."""
+    stalled: str | None = None
+    """Why the queued runs will not start without the user, and what starts them (the local
+    executor with every worker dead); None when they will."""
 
     @property
     def total(self) -> int:
@@ -118,7 +121,11 @@ def poll(sweep_dir: Path, cfg: DictConfig | None = None,
     except SchedulerError as err:
         log.warning("status from the ledger only; the scheduler did not answer: %s", err)
         scanned = ledger.scan(sweep_dir)  # it may have recorded some before it failed
-    return collect(sweep_dir, pending, scanned)
+    status = collect(sweep_dir, pending, scanned)
+    queued = sum(r.state == ledger.SUBMITTED and not r.blocked for r in status.runs)
+    running = [r.run_id for r in status.runs if r.state == ledger.RUNNING]
+    stalled = executor.stalled(sweep_dir, queued, running) if queued else None
+    return replace(status, stalled=stalled) if stalled else status
 
 
 def _hours(seconds: float) -> str:
@@ -160,7 +167,8 @@ def problems(status: SweepStatus, limit: int = 10) -> list[str]:
     lines = [f"  {r.run_id} {r.state} (job {r.job_id}): {r.error or ''}" for r in bad[:limit]]
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more (runs/<run_id>/state.json)")
-    return lines + wait_lines(status) + pending_lines(status)
+    stalled = [f"  {status.stalled}"] if status.stalled else []
+    return lines + wait_lines(status) + pending_lines(status) + stalled
 
 
 def wait_lines(status: SweepStatus, shown: int = 3) -> list[str]:

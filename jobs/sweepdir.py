@@ -6,13 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf._utils import get_yaml_loader
 
 from conf.study import load_sweep_config
 from sweep.config import read_plan
 from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML
 from sweep.planrow import PlanRow
+from sweep.schema import literal
 
 JOBS_DIR = "jobs"
 
@@ -50,4 +53,13 @@ def record_cluster(sweep_dir: Path, cluster: Any) -> None:
 def recorded_cluster(sweep_dir: Path) -> Any | None:
     """The cluster config of the sweep's last launch, or None if it was never launched."""
     path = jobs_dir(sweep_dir) / CLUSTER_YAML
-    return OmegaConf.load(path) if path.exists() else None
+    if not path.exists():
+        return None
+    return data_config(path.read_text(encoding="utf-8"))
+
+
+def data_config(text: str) -> Any:
+    """YAML text from a sweep (a file, or a config made from one) as a DictConfig whose
+    strings are data: escaped, so no interpolation or resolver ever runs on them."""
+    data = yaml.load(text, Loader=get_yaml_loader())
+    return OmegaConf.create(literal(data if isinstance(data, dict) else {}))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ from jobs.executors.base import JobId
 from jobs.sweepdir import jobs_dir, plan_rows, read_config
 from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
 from sweep.planrow import PlanRow
+from trainers.signals import Preempted
 
 WORKERS_JSON = "local-workers.json"
 CLAIM_LOCK = "local.lock"
@@ -65,6 +68,11 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
     except UncompletedJobError as err:  # submitit would not requeue: time limit, attempts spent
         ledger.transition(sweep_dir, run_id, ledger.TIMEOUT, error_tail=str(err))
         raise
+    except Preempted as err:
+        if not os.environ.get("SLURM_JOB_ID"):  # not in a SLURM job: a rerun resumes
+            ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=str(err))
+            raise
+        requeue_after_signal(err)
     except Exception:
         ledger.transition(sweep_dir, run_id, ledger.FAILED,
                           error_tail=ledger.tail(traceback.format_exc()))
@@ -73,6 +81,27 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
                       json.dumps(summary, indent=1, default=str) + "\n")
     ledger.transition(sweep_dir, run_id, ledger.COMPLETED)
     return summary
+
+
+def requeue_after_signal(err: Preempted) -> None:
+    """A SLURM task's trainer stopped on a signal that no handler turned into a requeue
+    (SIGTERM: submitit's handler only logs it) and saved what it could. SLURM's SIGTERM to the
+    whole step comes with preemption, ``scontrol requeue`` and cancels, which end the job (it
+    is ``COMPLETING`` then: SLURM requeues it or not), and with ``scancel --signal=TERM``,
+    which leaves it ``RUNNING``. Running: requeue it as the time limit's USR2 does (submitit's
+    handler: ``RunTask.checkpoint``, ``scontrol requeue``, exit). Ending: exit and leave the run
+    ``running``; the next start resumes it, or reconcile records what SLURM did."""
+    from jobs.executors.slurm_client import SchedulerError, job_state
+
+    try:
+        state = job_state(_job_id())
+    except SchedulerError:
+        state = None
+    usr2 = signal.getsignal(signal.SIGUSR2)
+    if state == "RUNNING" and callable(usr2):
+        usr2(signal.SIGUSR2, None)  # requeues and exits (SystemExit) on the task with rank 0
+    raise SystemExit(f"flame: {err}; job {_job_id()} is {state or 'ending'}: the run stays "
+                     "running, its next start resumes")
 
 
 def _global_rank() -> int:
@@ -261,30 +290,110 @@ def _trunk_alive(sweep_dir: Path, wait: Wait) -> bool:
     return wait.trunk_state == QUEUED or ledger.lock_holder(sweep_dir, wait.trunk) is not None
 
 
+class StopWorker(BaseException):
+    """SIGTERM reached a local worker while it trained a run (raised from its handler: at the
+    trainer's next step boundary, after the checkpoint, or at once outside the step loop). A
+    BaseException, as KeyboardInterrupt is: no trainer's ``except Exception`` swallows it."""
+
+
+STOPPED_REASON = ("its local worker stopped on SIGTERM after a checkpoint; the next worker "
+                  "(`flame launch`) resumes it")
+"""The run's ``pending_reason`` when a SIGTERM sent it back to the queue."""
+
+
 class LocalWorker:
-    """A local job that trains queued runs of one sweep until none is left."""
+    """A local job that trains queued runs of one sweep until none is left, or until SIGTERM:
+    then its run saves a checkpoint at the next step boundary and goes back to ``submitted``
+    (another worker, or the next ``flame launch``, resumes it) and the worker exits."""
 
     def __init__(self, sweep_dir: str, threads: int) -> None:
         self.sweep_dir = str(sweep_dir)
         self.threads = int(threads)
+        self.stopping = False
+        self.training = False
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        """Replaces submitit's handler, which only logs SIGTERM ("Bypassing signal SIGTERM"), so
+        the worker went on through the whole queue. While training the trainer defers the
+        signal (``trainers.signals``) and calls this after its checkpoint."""
+        first, self.stopping = not self.stopping, True
+        if self.training and first:  # once: SIGTERM to the group comes twice (and forwarded)
+            raise StopWorker()
 
     def __call__(self) -> list[str]:
         os.environ["FLAME_THREADS"] = str(self.threads)
         os.environ.pop("SLURM_CPUS_PER_TASK", None)  # a launcher inside an allocation
         sweep, job_id, done = Path(self.sweep_dir), str(JobId("local", _job_id())), []
-        while True:
-            with ExitStack() as held:  # the claimed run's training lock, until it is trained
-                with claim_lock(sweep) as registry:
-                    run_id = claim_next(sweep, job_id, registry, held)
-                if run_id is None:
-                    return done
-                if run_id == WAITING:  # only branches of a trunk still in training are left
-                    time.sleep(BRANCH_POLL_S)
-                    continue
-                try:
-                    train_one(sweep, run_id)
-                except UncompletedJobError:  # this worker hit its time limit: stop claiming
-                    return done
-                except Exception:  # recorded in the run's state.json; go on with the next run
-                    pass
-            done.append(run_id)
+        with _sigterm_seen(self._on_sigterm) as seen:
+            while not (self.stopping or seen()):
+                with ExitStack() as held:  # the claimed run's training lock, until trained
+                    with claim_lock(sweep) as registry:
+                        run_id = claim_next(sweep, job_id, registry, held)
+                    if run_id is None:
+                        return done
+                    if run_id == WAITING:  # only branches of a trunk still training are left
+                        time.sleep(BRANCH_POLL_S)
+                        continue
+                    if not self._train(sweep, run_id, job_id):
+                        break
+                done.append(run_id)
+        leave_registry(sweep, job_id)
+        return done
+
+    def _train(self, sweep: Path, run_id: str, job_id: str) -> bool:
+        """Train one claimed run; False when the worker must stop (SIGTERM, its time limit)."""
+        if self.stopping:  # SIGTERM while it claimed the run
+            ledger.requeued(sweep, run_id, job_id, STOPPED_REASON)
+            return False
+        self.training = True
+        try:
+            train_one(sweep, run_id)
+        except StopWorker:
+            ledger.requeued(sweep, run_id, job_id, STOPPED_REASON)
+            return False
+        except UncompletedJobError:  # this worker hit its time limit: stop claiming
+            return False
+        except Exception:  # recorded in the run's state.json; go on with the next run
+            pass
+        finally:
+            self.training = False
+        return True
+
+
+def leave_registry(sweep_dir: Path, job_id: str) -> None:
+    """Drop this worker from the sweep's registry (it exits with runs still queued)."""
+    with claim_lock(sweep_dir) as registry:
+        workers = read_workers(registry)
+        worker = JobId.parse(job_id)
+        if workers.pop(worker.job if worker is not None else job_id, None) is not None:
+            atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
+
+
+@contextmanager
+def _sigterm_seen(handler: Any) -> Iterator[Any]:
+    """Install ``handler`` for SIGTERM and yield a function telling whether a SIGTERM arrived
+    at all. A trainer defers SIGTERM while it trains and drops one still pending after its
+    last step (the run is complete), so the handler alone would miss it; the interpreter's
+    wakeup fd sees every signal, whichever handler runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.signal(signal.SIGTERM, handler)
+    old_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def seen() -> bool:
+        try:
+            return signal.SIGTERM in os.read(read, 512)
+        except BlockingIOError:
+            return False
+
+    try:
+        yield seen
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGTERM, previous)
+        os.close(read)
+        os.close(write)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from sweep.errors import ConfigError
@@ -72,11 +72,19 @@ class MoEArch:
         return self.hidden_size // self.num_attention_heads
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a scalar: no deep copy (``asdict``) needed, and a 10,000-run plan
+        # calls this twice a run
+        return {name: getattr(self, name) for name in _ARCH_FIELDS}
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def required_names(cls) -> list[str]:
+        """The fields without a default: a plan row or mapping must give each."""
+        return [f.name for f in fields(cls)
+                if f.default is MISSING and f.default_factory is MISSING]
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> MoEArch:
@@ -92,6 +100,9 @@ class MoEArch:
             else:
                 kwargs[f.name] = _as_int(f.name, value)
         return cls(**kwargs)
+
+
+_ARCH_FIELDS = tuple(f.name for f in fields(MoEArch))
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -111,6 +122,22 @@ def _as_int(name: str, value: Any) -> int:
 def _require_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name}={value!r}: must be a whole number > 0")
+
+
+def check_rope(arch: MoEArch, member: str) -> None:
+    """A ConfigError when the head dimension is odd: rotary position embeddings (RoPE, which
+    the embedded trainer and flame's Megatron recipe both use) rotate pairs of a head's
+    dimensions, so every run of such a member would fail. Checked at plan time, not when a
+    plan row is read (a simulated sweep planned before the check stays readable)."""
+    if arch.head_dim % 2:
+        even = [d for d in range(1, arch.hidden_size + 1)
+                if arch.hidden_size % d == 0 and (arch.hidden_size // d) % 2 == 0]
+        near = min(even, key=lambda d: abs(d - arch.num_attention_heads)) if even else None
+        hint = f"e.g. num_attention_heads={near}" if near else "or an even hidden_size"
+        raise ConfigError(
+            f"family member {member!r}: head dimension hidden_size/num_attention_heads = "
+            f"{arch.hidden_size}/{arch.num_attention_heads} = {arch.head_dim} is odd, and RoPE "
+            f"needs an even one; pick a head count that gives one ({hint})")
 
 
 def _nearest_divisor(n: int, near: int) -> int:

@@ -44,12 +44,37 @@ def plan(study: Any, args: argparse.Namespace | None = None) -> int:
         console.print(branch_summary(the_plan))
     for r in the_plan.removed:
         console.print(f"  removed {r.member} at C={r.budget:.3g}: {r.constraint} ({r.detail})")
+    if line := corpus_line(the_plan, study.trainer):
+        console.print(line)
     if previous is not None:
         now = {r.run_id for r in the_plan.runs}
         console.print(f"  vs. the previous plan: {len(now - previous)} new runs, "
                       f"{len(previous - now)} no longer planned")
     console.print(f"wrote {sweep_dir / PLAN_CSV}")
     return 0
+
+
+def corpus_line(the_plan: Plan, trainer: Any) -> str | None:
+    """How many tokens the corpus must hold: the largest run's, which it reads once without
+    repeating (past an epoch Megatron's GPTDataset repeats the data), over the train split's
+    share of the documents (the trainer's ``split``, e.g. Megatron's 90,5,5)."""
+    if not the_plan.runs:
+        return None
+    largest = max(the_plan.runs, key=lambda r: r.tokens)
+    split = getattr(trainer, "split", None) or getattr(getattr(trainer, "data", None), "split",
+                                                       None)
+    if getattr(trainer, "mock_data", False):
+        split = None
+    text = f"corpus: the largest run ({largest.run_id}) reads {largest.tokens / 1e9:.4g}B tokens"
+    try:
+        weights = [float(w) for w in str(split).split(",")] if split else []
+    except ValueError:
+        weights = []
+    if len(weights) == 3 and sum(weights) > 0:
+        share = weights[0] / sum(weights)
+        text += (f"; with the split {split} (train {share:.0%} of the documents) the corpus "
+                 f"must hold at least {largest.tokens / share / 1e9:.4g}B tokens")
+    return text + " to train it without repeating data"
 
 
 def guard_adaptive(sweep_dir: Path, previous: set[str], now: set[str]) -> None:

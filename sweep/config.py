@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf._utils import get_yaml_loader
 
+from sweep.arch import check_rope
 from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.io import CONFIG_YAML, HISTORY_DIR, PLAN_CSV, atomic_write_text
@@ -37,9 +39,10 @@ def read_config(sweep_dir: Path) -> dict[str, Any] | None:
     path = Path(sweep_dir) / CONFIG_YAML
     if not path.is_file():
         return None
-    try:
-        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as err:  # noqa: BLE001 - any YAML/interpolation error: one clear line
+    try:  # OmegaConf's YAML (its number rules) without OmegaConf: a sweep's files are data,
+        # and a `${oc.env:...}` in a config.yaml someone sent must stay text, never be resolved
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=get_yaml_loader())
+    except Exception as err:  # noqa: BLE001 - any YAML/decoding error: one clear line
         raise ConfigError(f"{path}: not readable YAML ({err}); re-run `flame plan`") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: not a config mapping; re-run `flame plan`")
@@ -70,13 +73,15 @@ def planner_settings(study: Any) -> PlannerSettings:
                                flops_formula=study["flops_formula"],
                                device_peak_flops=study["cluster"]["device_peak_flops"],
                                assumed_mfu=study["cluster"]["assumed_mfu"],
-                               warmup_fraction=study["training"]["warmup_fraction"])
+                               warmup_fraction=study["training"]["warmup_fraction"],
+                               decay_fraction=study["training"]["decay_fraction"])
     root = study.root
     return PlannerSettings(**vars(root.planner), accounting=root.accounting,
                            flops_formula=root.flops_formula,
                            device_peak_flops=study.cluster.device_peak_flops,
                            assumed_mfu=study.cluster.assumed_mfu,
-                           warmup_fraction=study.training.warmup_fraction)
+                           warmup_fraction=study.training.warmup_fraction,
+                           decay_fraction=study.training.decay_fraction)
 
 
 def hash_context(study: Any) -> dict[str, Any]:
@@ -89,6 +94,8 @@ def plan_study(study: Any) -> tuple[Plan, PlannerSettings]:
     """The plan of a typed, validated config (a ConfigError before anything is written)."""
     settings = planner_settings(study)
     members = build_family(study.family)
+    for member in members:  # what every run's trainer would refuse, refused before planning
+        check_rope(member.arch, member.name)
     return plan(study.budgets.flops, members, settings, hash_context(study)), settings
 
 

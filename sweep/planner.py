@@ -73,8 +73,10 @@ class PlannerConfig:
     strategy: str = result("independent", since=2)
     """independent (one run per budget and member) | branches (one constant-lr trunk per member,
     each run a WSD cooldown branched off it; sweep/branches.py)."""
-    cooldown_fraction: float = result(0.2, since=2)
-    """With branches: the fraction of a run's iterations (at its end) spent decaying, in (0, 1)."""
+    cooldown_fraction: float | None = result(None, since=2)
+    """With branches: the fraction of a run's iterations (at its end) spent decaying, in (0, 1);
+    null = the recipe's ``training.decay_fraction`` (FLAME-MoE's 0.1, the demo's 0.2), as its
+    independent runs decay."""
     branch_step_multiple: int = result(1, since=2)
     """With branches: branch steps are rounded down to a multiple of this (e.g. one Megatron
     --save-interval that hits them all)."""
@@ -96,8 +98,13 @@ class PlannerSettings(PlannerConfig):
     there: in (0, 1])."""
     warmup_fraction: float = 0.0
     """The recipe's ``training.warmup_fraction`` (with branches: the shared warmup's length)."""
+    decay_fraction: float = 0.2
+    """The recipe's ``training.decay_fraction``: a branch's cooldown unless
+    ``planner.cooldown_fraction`` is set."""
 
     def __post_init__(self) -> None:
+        if self.cooldown_fraction is None:
+            self.cooldown_fraction = self.decay_fraction
         if self.accounting not in CONVENTIONS:
             raise ConfigError(f"accounting={self.accounting!r}: use one of {CONVENTIONS}")
         if self.flops_formula not in FLOPS_FORMULAS:

@@ -118,10 +118,12 @@ class PlanRow:
     def from_csv(cls, row: Mapping[str, Any]) -> PlanRow:
         """From a csv.DictReader row; a missing or malformed field is a ConfigError."""
         missing = [k for k in ("run_id", "budget", "train_iters", "global_batch_size",
-                               "accounting", *N_KINDS) if row.get(k) in (None, "")]
-        if missing:
+                               "accounting", *N_KINDS, *MoEArch.required_names())
+                   if row.get(k) in (None, "")]
+        if missing:  # a column renamed or emptied by hand
             raise ConfigError(f"plan.csv: row {row.get('run_id', '?')!r} lacks {missing}; "
-                              "re-create the plan with `flame plan`")
+                              "restore the column's name and value, or re-create the plan "
+                              "with `flame plan`")
         mbs = row.get("micro_batch_size")
         if isinstance(mbs, float) and math.isnan(mbs):  # an empty cell read by pandas
             mbs = None

@@ -39,9 +39,10 @@ def now() -> str:
 class CorruptRecord(ConfigError):
     """A run's state.json exists but is not a record; the message names it and the fix."""
 
-    def __init__(self, path: Path, why: str) -> None:
+    def __init__(self, path: Path, why: str, culprit: Path | None = None) -> None:
         self.path, self.run_id = path, path.parent.name
-        super().__init__(f"{path} is unreadable ({why}); flame leaves it as it is: delete it to "
+        super().__init__(f"{culprit or path} is unreadable ({why}); flame leaves it as it is: "
+                         "delete it to "
                          f"reset run {self.run_id} to planned (`flame launch` then submits it; "
                          "its checkpoints are kept)")
 
@@ -128,13 +129,27 @@ def record_path(sweep_dir: str | os.PathLike, run_id: str) -> Path:
     return run_dir(sweep_dir, run_id) / STATE_JSON
 
 
+def record_text(path: str | os.PathLike) -> str | None:
+    """The text of a state.json, None if there is none; a ``CorruptRecord`` where a folder
+    stands for the file, or a file for the run's folder (moved or made by hand)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise CorruptRecord(path, "a folder, not a file") from None
+    except NotADirectoryError:
+        raise CorruptRecord(path, f"a file stands where run {path.parent.name}'s folder "
+                            "belongs", culprit=path.parent) from None
+
+
 def read_record(sweep_dir: str | os.PathLike, run_id: str) -> RunRecord | None:
     """The run's record, or None if it was never written (``CorruptRecord`` if unreadable)."""
     path = record_path(sweep_dir, run_id)
-    try:
-        return parse_record(path, path.read_text())
-    except FileNotFoundError:
-        return None
+    text = record_text(path)
+    return None if text is None else parse_record(path, text)
 
 
 def write_record(sweep_dir: str | os.PathLike, record: RunRecord) -> None:
@@ -151,11 +166,13 @@ def scan_records(sweep_dir: str | os.PathLike
     runs = Path(sweep_dir) / RUNS_DIR
     if runs.is_dir():
         for entry in os.scandir(runs):
+            if entry.name.startswith("."):  # no run id starts with a dot (sweep.io)
+                continue
             path = Path(entry.path) / STATE_JSON
             try:
-                out[entry.name] = parse_record(path, path.read_text())
-            except (FileNotFoundError, NotADirectoryError):
-                continue
+                text = record_text(path)
+                if text is not None:
+                    out[entry.name] = parse_record(path, text)
             except CorruptRecord as err:
                 corrupt[entry.name] = err
     return out, corrupt

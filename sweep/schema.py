@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import re
 import textwrap
 from collections.abc import Mapping
 from functools import cache
@@ -79,11 +80,30 @@ def _default(f: dataclasses.Field) -> Any:
 def to_typed(cls: type[T], values: Mapping[str, Any] | DictConfig | None, where: str) -> T:
     """``values`` checked against ``cls`` (unknown keys, types) and built into an instance
     (its ``__post_init__`` validates); any problem is a ConfigError naming ``where.key``."""
+    if values is not None and not isinstance(values, DictConfig):
+        values = literal(values)  # plain data (a file, a resolved config): no interpolation
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), values or {})
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ConfigError(explain(err, where)) from None
+
+
+def literal(data: Any) -> Any:
+    """Plain data made safe to hand to OmegaConf: every ``${`` in a string escaped, so that a
+    value read from a file (``${oc.env:SECRET}`` in a config.yaml someone sent) stays the
+    text it is and no resolver runs. Backslashes before a ``${`` are doubled first, as
+    OmegaConf's grammar reads them (``\\${`` is one backslash, then an interpolation)."""
+    if isinstance(data, str):
+        return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", data) if "${" in data else data
+    if isinstance(data, Mapping):
+        return {k: literal(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [literal(v) for v in data]
+    return data
+
+
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
 
 
 def explain(err: OmegaConfBaseException, where: str = "") -> str:

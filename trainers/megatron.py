@@ -10,22 +10,12 @@ user running it by hand) launch.sh runs ``torchrun --standalone`` on this machin
 
 Signals: SLURM signals every process of the step, not only submitit's task (observed on the
 local SLURM: ``scancel --signal=USR2`` killed torchrun with signal 12), so launch.sh ignores
-USR2 (``trap '' USR2``, inherited by torchrun and the ranks). The task's deferred
-SIGUSR2/SIGTERM is then forwarded as SIGTERM (Megatron's default
-``--exit-signal``) to the ranks only, i.e. the launcher's direct children. Not to torchrun
-itself: its elastic agent answers SIGTERM by killing the workers and SIGKILLs them after a
-grace period (torch/distributed/elastic/agent/server/api.py, ``_shutdown``), which could cut a
-checkpoint short; not to the ranks' DataLoader workers either, which would die and fail the
-rank. Megatron's ``--exit-signal-handler`` all-reduces the flag, so every rank saves at the
-next iteration boundary and exits 0 (core_v0.16.1 training.py:2322-2337); then the signal goes
-to submitit's handler (requeue) on the node with SLURM_PROCID 0.
-
-Completion (Megatron's own semantics): training lines appear only every ``--log-interval``
-iterations (training.py:2008), so a run is complete when the final validation (printed after
-training, training.py:1068-1092) is at ``train_iters`` or the checkpoint tracker
-(``latest_checkpointed_iteration.txt``, written last by rank 0, checkpointing.py:720-723) says
-``train_iters``. Exit 0 short of that after a forwarded signal: preempted (requeue); exit 0
-short of it without a signal: a failure; nonzero: a failure with the end of train.log.
+USR2 (``trap '' USR2``, inherited by torchrun and the ranks); the task forwards its deferred
+SIGUSR2/SIGTERM to the ranks as SIGTERM (Megatron's default ``--exit-signal``), whose
+``--exit-signal-handler`` saves at the next iteration and exits 0 (core_v0.16.1
+training.py:2322-2337). Running launch.sh in a job, one log per node, and deciding completed /
+preempted / failed from Megatron's own evidence (a signal never ends in ``failed``):
+``trainers.megatron_job``.
 
 Trunks and branches (``planner.strategy=branches``; docs/megatron_branches.md, with citations):
 a trunk warms up and holds the lr (``--lr-decay-style constant``) to its last branch step,
@@ -39,24 +29,19 @@ decays over its own iterations (``--lr-wsd-decay-iters``).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shlex
-import signal
-import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sweep.arch import MoEArch
 from sweep.errors import ConfigError
-from sweep.io import CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG, atomic_write_text
+from sweep.io import CHECKPOINTS_DIR, TENSORBOARD_DIR, atomic_write_text
 from sweep.planrow import PlanRow
-from trainers.logformat import ParsedLog, parse_lines
+from trainers.logformat import ParsedLog
 from trainers.settings import MegatronConfig, Recipe, trainer_config
-from trainers.signals import DeferredSignals, Preempted
+from trainers.signals import Preempted
 
 LAUNCH_SH = "launch.sh"
 TRACKER = "latest_checkpointed_iteration.txt"  # core_v0.16.1 checkpointing.py:277-281
@@ -245,7 +230,10 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
           ("--save", ckpt_dir), ("--save-interval", save_interval(spec, m, every)), *load,
           ("--eval-interval", every), ("--eval-iters", m.eval_iters),
           ("--ckpt-format", "torch_dist"), ("--tensorboard-dir", run_dir / TENSORBOARD_DIR),
-          ("--exit-signal-handler", None)]
+          ("--exit-signal-handler", None),
+          # FLAME's fork defaulted to disabled (yuzc19 arguments.py:1594); core_v0.16.1 to
+          # validate_results (resilience_config.py:16), which may exit 16/17 on a NaN
+          ("--rerun-mode", "disabled"), *retain_flags(spec, m, every)]
     # flame-moe_step2.sh:15-17, configs/model/flame-moe.sh:38-39
     data: list[tuple[str, Any]] = [("--seq-length", a.seq_length)]
     if m.mock_data:
@@ -256,9 +244,8 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
                  ("--tokenizer-type", m.tokenizer_type)]
         if m.tokenizer_model:
             data.append(("--tokenizer-model", m.tokenizer_model))
+        data.append(("--data-cache-path", data_cache_dir(m, run_dir)))
     data.append(("--num-workers", 2))  # default (yuzc19 :2097)
-    if m.data_cache_path:
-        data.append(("--data-cache-path", m.data_cache_path))
     sections = [("model (configs/model/flame-moe.sh)", model),
                 ("mixture of experts", moe), ("parallelism (configs/train/flame-moe.sh)", parallel),
                 ("batch, optimiser, WSD schedule", optim),
@@ -267,6 +254,63 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
         words = [w for arg in m.extra_args for w in shlex.split(arg)]
         sections.append(("extra (trainer.extra_args)", [(w, None) for w in words]))
     return sections
+
+
+def sweep_cache(run_dir: Path) -> Path:
+    """``<sweep_dir>/cache``: caches the sweep's runs share (run_dir is runs/<run_id>)."""
+    return Path(run_dir).parent.parent / "cache"
+
+
+def data_cache_dir(m: MegatronConfig, run_dir: Path) -> str:
+    """--data-cache-path: trainer.data_cache_path, else one cache in the sweep. Without it
+    Megatron writes its sample indices under the corpus (<prefix>/cache/GPTDataset_indices,
+    core_v0.16.1 megatron/core/datasets/gpt_dataset.py:411-415),
+    which fails on a read-only corpus."""
+    return m.data_cache_path or str(sweep_cache(run_dir) / "megatron_data")
+
+
+def tokenizer_cache_dir(m: MegatronConfig, run_dir: Path) -> str:
+    """HF_HUB_CACHE of the job: trainer.tokenizer_cache, else one in the sweep."""
+    return m.tokenizer_cache or str(sweep_cache(run_dir) / "huggingface")
+
+
+def hub_folder(model: str) -> str:
+    """The hub cache's folder of a model id (huggingface_hub's ``models--org--name``)."""
+    return "models--" + model.replace("/", "--")
+
+
+def retain_flags(spec: PlanRow, m: MegatronConfig, every: int) -> list[tuple[str, Any]]:
+    """--save-retain-interval for trainer.retain_checkpoints=last: a multiple of the save
+    interval past the run's end (Megatron asserts the multiple, arguments.py:840-842), so each
+    save deletes the one before (checkpointing.py:751-760). Trunks keep all (their branches'
+    starting points)."""
+    if m.retain_checkpoints != "last" or spec.role == "trunk":
+        return []
+    return [("--save-retain-interval", every * (spec.train_iters // every + 1))]
+
+
+def python_lines(m: MegatronConfig) -> list[str]:
+    """Megatron's interpreter first on PATH: rank 0 runs ``make`` for the dataset helpers at
+    every start (core_v0.16.1 initialize.py:187-192), whose Makefile calls ``python3 -m
+    pybind11`` and ``python3-config`` from PATH (megatron/core/datasets/Makefile:2,5), which
+    would otherwise be flame's own (the job's PATH starts with it)."""
+    if not m.python or "/" not in m.python:
+        return []
+    return ["# Megatron's interpreter first on PATH (its dataset helpers' Makefile runs python3).",
+            'export PATH="$(dirname "$PYTHON"):$PATH"', ""]
+
+
+def tokenizer_lines(m: MegatronConfig, run_dir: Path) -> list[str]:
+    """launch.sh's Hugging Face environment: the sweep's hub cache, and offline once it holds
+    the tokenizer (a launch pre-fetches it; compute nodes are often offline)."""
+    if m.mock_data or not m.tokenizer_model or m.tokenizer_type != "HuggingFaceTokenizer":
+        return []
+    cache = tokenizer_cache_dir(m, run_dir)
+    return ["# The tokenizer from the hub cache the launch pre-fetched it into; offline once "
+            "it is there.",
+            f"export HF_HUB_CACHE={shlex.quote(cache)}",
+            f'if [[ -d "$HF_HUB_CACHE/{hub_folder(m.tokenizer_model)}" ]]; then '
+            "export HF_HUB_OFFLINE=1; fi", ""]
 
 
 def argv_of(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> list[str]:
@@ -318,7 +362,7 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
              "# configs/train/flame-moe.sh:4-11; elsewhere torchrun --standalone on this machine.",
              "set -euo pipefail", "",
              f"MEGATRON={shlex.quote(m.megatron_path)}",
-             f"PYTHON={shlex.quote(m.python)}",
+             f"PYTHON={shlex.quote(m.python or 'python')}",
              f"NODES={m.nodes}",
              f"GPUS_PER_NODE={m.gpus_per_node}",
              f"RDZV_PORT_BASE={m.master_port}",
@@ -329,7 +373,16 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               "# torchrun and the ranks included, and USR2's default action kills them unsaved. "
               "Ignored",
               "# here (inherited across exec); flame's task forwards SIGTERM to the ranks instead.",
-              "trap '' USR2", "", "ARGS=("]
+              "trap '' USR2",
+              "# On SLURM's SIGTERM (preemption, scontrol requeue) torchrun stops the ranks and "
+              "SIGKILLs them",
+              "# after its shutdown timeout, 30 s by default, which can cut Megatron's checkpoint "
+              "short: let",
+              "# SLURM's own grace (KillWait, GraceTime) bound it (read by torch 2.13's torchrun, "
+              "launcher/api.py;",
+              "# a torch without the setting ignores it).",
+              "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-3600}",
+              "", *python_lines(m), *tokenizer_lines(m, run_dir), "ARGS=("]
     for title, flags in megatron_args(row, cfg, run_dir):
         lines.append(f"  # {title}")
         lines += [_fmt(flag, value) for flag, value in flags]
@@ -425,44 +478,6 @@ def metrics_from_log(parsed: ParsedLog, global_batch_size: int, seq_length: int)
     return sorted(out, key=lambda r: (r["iteration"], r["kind"] == "eval"))
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (the ranks torchrun started), from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _forward(launcher: int) -> None:
-    """SIGTERM (Megatron's --exit-signal) to the ranks; to the launcher if none started yet."""
-    for pid in _children(launcher) or [launcher]:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-
-def run_launcher(script: Path, run_dir: Path, signals: DeferredSignals) -> tuple[int, bool]:
-    """Run launch.sh, appending its output to train.log (every node appends to the same file:
-    Megatron prints on rank 0 and on the last rank, which is on the last node). Returns (exit
-    code, whether a signal was forwarded)."""
-    with open(run_dir / TRAIN_LOG, "ab") as log:
-        proc = subprocess.Popen(["bash", str(script)], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=run_dir, start_new_session=True)
-        forwarded = False
-        while proc.poll() is None:
-            if signals.pending is not None and not forwarded:
-                _forward(proc.pid)
-                forwarded = True
-            time.sleep(0.2)
-    return proc.returncode, forwarded
-
-
 def tracker_iteration(run_dir: Path) -> int:
     """The iteration of the newest complete checkpoint (Megatron's tracker file), or 0."""
     try:
@@ -479,64 +494,5 @@ def reached(parsed: ParsedLog, run_dir: Path) -> int:
     return max(finals + lines + [tracker_iteration(run_dir)])
 
 
-def _tail(run_dir: Path) -> str:
-    return (run_dir / TRAIN_LOG).read_text(errors="replace")[-2000:]
-
-
-def _stopped_at_a_save_step(spec: PlanRow, cfg: Mapping[str, Any], run_dir: Path) -> bool:
-    """Whether a segmented trunk's launch ended at one of its stops (then it goes on)."""
-    return tracker_iteration(run_dir) in trunk_stops(spec, megatron_config(cfg))
-
-
-def train(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
-          signals: DeferredSignals) -> dict[str, Any]:
-    """Run launch.sh (this node's launcher; the task with SLURM_PROCID 0), forward a deferred
-    signal to the ranks as SIGTERM, then decide from Megatron's own evidence: completed,
-    preempted (hand the signal on: submitit requeues) or failed."""
-    spec, run_dir = PlanRow.of(row), Path(run_dir)
-    script = write_launch(row, cfg, run_dir)
-    began = time.time()
-    code, forwarded = run_launcher(script, run_dir, signals)
-    while code == 0 and not forwarded and _stopped_at_a_save_step(spec, cfg, run_dir):
-        code, forwarded = run_launcher(script, run_dir, signals)  # the trunk's next segment
-    parsed = parse_lines(open(run_dir / TRAIN_LOG, errors="replace"))
-    records = metrics_from_log(parsed, spec.global_batch_size, spec.arch.seq_length)
-    atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in records))
-    if code != 0:
-        raise RuntimeError(f"Megatron-LM exited with {code}; end of {TRAIN_LOG}:\n"
-                           f"{_tail(run_dir)}")
-    done = reached(parsed, run_dir)
-    missing = [s for s in spec.save_steps if done >= spec.train_iters and not
-               (run_dir / CHECKPOINTS_DIR / f"iter_{s:07d}").is_dir()]
-    if missing:  # a trunk's branches need these; Megatron saved elsewhere (or they were removed)
-        raise RuntimeError(f"trunk {spec.run_id} completed without checkpoints at its branch "
-                           f"steps {missing} (checkpoints/iter_NNNNNNN); see {TRAIN_LOG}")
-    if done < spec.train_iters:
-        if forwarded:  # saved at an iteration boundary and exited 0: requeue from there
-            signum, saved = signals.pending or signal.SIGTERM, tracker_iteration(run_dir)
-            signals.deliver(saved)  # submitit's handler requeues and exits from here
-            raise Preempted(signum, saved)  # its SIGTERM "bypass" returned: stop, resumable
-        raise RuntimeError(f"Megatron-LM exited 0 at iteration {done} of {spec.train_iters} "
-                           f"without a signal (no final validation, checkpoint tracker at "
-                           f"{tracker_iteration(run_dir)}); see {TRAIN_LOG}")
-    final = [v for v in parsed.validation if v["final"]]
-    return {"trainer": "megatron", "final_val_loss": final[-1]["lm loss value"] if final
-            else None, "iterations": done, "tokens": spec.tokens,
-            "wall_s": time.time() - began}
-
-
-def run_node(row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
-    """Another node's task of a multi-node run (SLURM_PROCID > 0): run its launcher only,
-    forwarding signals to its ranks; no ledger, no metrics, no summary (node 0 writes them)."""
-    spec, run_dir = PlanRow.of(row), Path(run_dir)
-    script = write_launch(row, cfg, run_dir)  # identical bytes on every node, written atomically
-    with DeferredSignals() as signals:
-        code, forwarded = run_launcher(script, run_dir, signals)
-        while code == 0 and not forwarded and _stopped_at_a_save_step(spec, cfg, run_dir):
-            code, forwarded = run_launcher(script, run_dir, signals)
-    if code != 0:
-        raise RuntimeError(f"Megatron-LM (this node's launcher) exited with {code}")
-
-
 __all__ = ["render_launch", "write_launch", "megatron_args", "argv_of", "metrics_from_log",
-           "train", "run_node", "MegatronConfig", "Preempted"]
+           "MegatronConfig", "Preempted"]

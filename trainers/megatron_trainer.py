@@ -18,13 +18,14 @@ from typing import Any, ClassVar
 
 from sweep.io import CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG
 from sweep.planrow import PlanRow
-from trainers import megatron
+from trainers import megatron, megatron_job
 from trainers.base import BaseTrainer, JobShape
 from trainers.logformat import parse_lines
 from trainers.megatron_readers import read_routing
 from trainers.readers import Routing, Throughput, lines, read_throughput
 from trainers.settings import MegatronConfig, trainer_config
 from trainers.signals import DeferredSignals
+from trainers.site import check_python, disk_estimate, prefetch_tokenizer
 
 
 @cache
@@ -76,7 +77,7 @@ class MegatronTrainer(BaseTrainer):
         warning = commit_warning(path, commit)
         if warning:
             print(f"flame: {warning}", file=sys.stderr, flush=True)
-        summary = megatron.train(row, cfg, run_dir, signals)
+        summary = megatron_job.train(row, cfg, run_dir, signals)
         return {**summary, "megatron_commit": commit,
                 **({"warnings": [warning]} if warning else {})}
 
@@ -87,7 +88,7 @@ class MegatronTrainer(BaseTrainer):
         check_branchable(recipe, trainer_cfg)
 
     def run_node(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
-        megatron.run_node(row, cfg, run_dir)
+        megatron_job.run_node(row, cfg, run_dir)
 
     def completed(self, run_dir: Path, train_iters: int) -> bool:
         """Megatron's own evidence: the final validation, the tracker, the last line."""
@@ -102,9 +103,11 @@ class MegatronTrainer(BaseTrainer):
     def preflight(self, rows: list[PlanRow], config: Mapping[str, Any], todo: list[str],
                   dry_run: bool) -> list[str]:
         """Every run's flags rendered once (data path, checkout, expert parallelism, batch
-        divisibility), the checkout's pretrain_gpt.py and its commit."""
+        divisibility), the checkout's pretrain_gpt.py and its commit, and Megatron's
+        interpreter (``trainer.python``, required by a real launch)."""
         m = megatron.megatron_config(config)
-        notes = [note] if (note := m.check_checkout(required=not dry_run)) else []
+        notes = [note] if (note := check_python(m, required=not dry_run)) else []
+        notes += [note] if (note := m.check_checkout(required=not dry_run)) else []
         if Path(m.megatron_path).expanduser().is_dir():
             notes += [w] if (w := commit_warning(m.megatron_path,
                                                  checkout_commit(m.megatron_path))) else []
@@ -113,6 +116,24 @@ class MegatronTrainer(BaseTrainer):
             if row.run_id in wanted:
                 megatron.argv_of(row, config, Path("/nonexistent/run"))  # ConfigError if bad
         return notes
+
+    def site_notes(self, sweep_dir: Path, rows: list[PlanRow], config: Mapping[str, Any],
+                   todo: list[str], dry_run: bool) -> tuple[list[str], float]:
+        """What the site must hold for the runs of ``todo``: their checkpoint disk, the
+        tokenizer pre-fetched into the sweep's hub cache (a real launch fetches it), the data
+        cache; lines, and the largest checkpoint in GB (the time-limit signal's lead)."""
+        m = megatron.megatron_config(config)
+        notes, estimate = [], disk_estimate(rows, config, todo)
+        if estimate is not None:
+            notes += estimate.lines(m)
+        if not m.mock_data:
+            cache = megatron.data_cache_dir(m, Path(sweep_dir) / "runs" / "_")
+            notes.append(f"data cache (--data-cache-path, shared by the sweep's runs): {cache}")
+        if note := prefetch_tokenizer(m, sweep_dir, fetch=not dry_run):
+            notes.append(note)
+        if not dry_run:  # a real launch says only what went wrong (the dry run says the rest)
+            notes = [n for n in notes if "could not pre-fetch" in n]
+        return notes, estimate.largest_gb if estimate else 0.0
 
     def launch_files(self, row: PlanRow, config: Mapping[str, Any], run_dir: Path) -> list[Path]:
         """``runs/<run_id>/launch.sh``, readable and runnable by hand."""

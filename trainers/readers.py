@@ -18,6 +18,9 @@ from trainers.logformat import parse_lines
 
 TB_TRAIN_TAG = "lm loss"
 TB_VAL_TAG = "lm loss validation"
+TB_ARG_TAG = "{}/text_summary"  # an argument as Megatron writes it (initialize.py:430-436)
+LAUNCH_MARK = "[flame] launcher started"
+"""The line flame writes into a node's log before each launch of Megatron (a new process)."""
 
 
 @dataclass
@@ -98,7 +101,8 @@ STEP_MS = "elapsed time per iteration (ms)"  # training.py:2039-2041
 @dataclass
 class Throughput:
     """What Megatron's training lines say about speed: each line averages the iterations since
-    the previous line of the same process (``--log-interval``; 1 for a process's first)."""
+    the previous line of the same process (``--log-interval``), a process's first line only its
+    first iteration (see ``read_throughput``)."""
 
     iterations: int = 0
     """Iterations the lines cover."""
@@ -114,19 +118,49 @@ class Throughput:
 
 def read_throughput(run_dir: Path) -> Throughput:
     """Megatron's own ``elapsed time per iteration`` and ``throughput per GPU`` from train.log.
-    A line at or below the previous line's iteration starts a new process (a resume): it
-    covers one iteration, as Megatron's first line after a start does (training.py:2008)."""
-    out, previous = Throughput(), None
-    for rec in parse_lines(lines(run_dir / TRAIN_LOG)).train:
-        ms, it = rec.get(STEP_MS), rec["iteration"]
-        count = it - previous if previous is not None and it > previous else 1
-        previous = it
-        if ms is None:
+
+    core_v0.16.1 training.py: a process prints its first iteration (``is_first_iteration``,
+    :2008) without resetting anything (:1797 ``should_reset``; :2016 the interval timer, :2085
+    the iteration count), so its next line averages every iteration since the process started,
+    the first one included (:2017, :1874). So the first line of a process counts only when no
+    line follows it in that process; the next line covers the iterations from the first line's
+    on; every later line those since the line before. A process begins at flame's
+    ``LAUNCH_MARK`` line, and (logs without it) at a line not above the one before."""
+    out = Throughput()
+    for process in _processes(lines(run_dir / TRAIN_LOG)):
+        for rec, count in _covered(process):
+            ms = rec.get(STEP_MS)
+            if ms is None:
+                continue
+            seconds = ms / 1000.0 * count
+            out.iterations += count
+            out.step_seconds += seconds
+            out.tflop += (rec.get(THROUGHPUT) or 0.0) * seconds
+    return out
+
+
+def _processes(text: list[str]) -> list[list[dict]]:
+    """The training lines of each Megatron process in a log, in order."""
+    found: list[list[dict]] = [[]]
+    for line in text:
+        if line.startswith(LAUNCH_MARK):
+            found.append([])
             continue
-        seconds = ms / 1000.0 * count
-        out.iterations += count
-        out.step_seconds += seconds
-        out.tflop += (rec.get(THROUGHPUT) or 0.0) * seconds
+        for rec in parse_lines([line]).train:
+            if found[-1] and rec["iteration"] <= found[-1][-1]["iteration"]:
+                found.append([])
+            found[-1].append(rec)
+    return [process for process in found if process]
+
+
+def _covered(process: list[dict]) -> list[tuple[dict, int]]:
+    """(line, iterations it covers) for one process's lines (``read_throughput``)."""
+    if len(process) == 1:
+        return [(process[0], 1)]
+    out, previous = [], process[0]["iteration"] - 1
+    for rec in process[1:]:
+        out.append((rec, rec["iteration"] - previous))
+        previous = rec["iteration"]
     return out
 
 
@@ -135,6 +169,11 @@ def read_tensorboard(run_dir: Path, train_iters: int | None) -> Evidence | None:
 
     Read with tensorboard's own event reader; a damaged file yields what precedes the damage.
     Megatron marks no evaluation as final, so the one at ``train_iters`` counts as final.
+    Its final TEST evaluation is written under the same tag at the same step, right after the
+    final validation (core_v0.16.1 training.py:1094-1107 -> :3258-3259); each process writes
+    one event file, with its arguments as text (training.py:2511, initialize.py:430-436), so
+    ``do_valid``/``do_test`` there say which points of the file are the test set's
+    (``_validation_points``).
     """
     tb_dir = run_dir / TENSORBOARD_DIR
     if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
@@ -143,12 +182,16 @@ def read_tensorboard(run_dir: Path, train_iters: int | None) -> Evidence | None:
 
     ev = Evidence("tensorboard")
     for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
+        points: list[tuple[int, float]] = []
+        flags: dict[str, bool] = {}
         try:
             for event in event_file_loader.EventFileLoader(str(path)).Load():
                 for value in event.summary.value:
-                    _tb_value(ev, event.step, value, train_iters)
+                    _tb_value(ev, points, flags, event.step, value)
         except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
-            continue
+            pass
+        ev.evals += [(step, x, train_iters is not None and step >= train_iters)
+                     for step, x in _validation_points(points, flags)]
     ev.evals.sort(key=lambda e: e[0])
     ev.train_losses.sort(key=lambda t: t[0])
     return ev
@@ -162,14 +205,37 @@ def _tb_number(value) -> float | None:
     return None
 
 
-def _tb_value(ev: Evidence, step: int, value, train_iters: int | None) -> None:
+def _tb_value(ev: Evidence, points: list[tuple[int, float]], flags: dict[str, bool],
+              step: int, value) -> None:
+    for flag in ("do_valid", "do_test"):
+        if value.tag == TB_ARG_TAG.format(flag) and value.tensor.string_val:
+            flags[flag] = value.tensor.string_val[0].decode(errors="replace") == "True"
     number = _tb_number(value)
     if number is None:
         return
     if value.tag == TB_VAL_TAG:
-        ev.evals.append((int(step), number, train_iters is not None and step >= train_iters))
+        points.append((int(step), number))
     elif value.tag == TB_TRAIN_TAG:
         ev.train_losses.append((int(step), number))
+
+
+def _validation_points(points: list[tuple[int, float]],
+                       flags: dict[str, bool]) -> list[tuple[int, float]]:
+    """One event file's ``lm loss validation`` points less the test set's. Without a
+    validation set every point is a test one; with both, the process's final evaluations are
+    its last two points, at its last step (validation, then test: training.py:1068-1107), after
+    any evaluation in the loop at that step (:2914): the last of two or more points at the last
+    step is the test's. One point there is an evaluation in the loop (the process ended on a
+    signal or an exit condition, :3021-3030, before the final ones). Files without the
+    arguments (not Megatron's) keep every point."""
+    if flags.get("do_valid") is False:
+        return []
+    if not flags.get("do_test") or not points:
+        return points
+    last = points[-1][0]
+    at_last = [i for i, (step, _) in enumerate(points) if step == last]
+    return [p for i, p in enumerate(points) if i != at_last[-1]] if len(at_last) >= 2 \
+        else points
 
 
 # Megatron's MoE losses are read over the last quarter of the run's iterations (the embedded

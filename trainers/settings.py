@@ -75,6 +75,18 @@ class Recipe:
         if self.moe_router_dtype not in (None, "fp32", "fp64"):
             raise ConfigError(f"training.moe_router_dtype={self.moe_router_dtype!r}: use fp32, "
                               "fp64 or null")
+        # What the schedule (trainers.schedule.WSD) refuses in every run, refused at plan time
+        if not self.lr > 0:
+            raise ConfigError(f"training.lr={self.lr}: must be > 0 (the peak learning rate)")
+        if not 0.0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"training.min_lr={self.min_lr}: must be within [0, "
+                              f"training.lr={self.lr}]")
+        for name in ("warmup_fraction", "decay_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"training.{name}={getattr(self, name)}: must be within [0, 1]")
+        if self.warmup_fraction + self.decay_fraction > 1.0:
+            raise ConfigError("training.warmup_fraction + training.decay_fraction > 1: "
+                              "lower one of them")
         for name in ("aux_loss_coeff", "z_loss_coeff"):  # a negative one rewards imbalance
             if getattr(self, name) < 0:
                 raise ConfigError(f"training.{name}={getattr(self, name)}: must be >= 0 (0 "
@@ -200,6 +212,10 @@ class MegatronConfig:
     optionally weighted: one string of words ("1.0 /data/a 1.0 /data/b") or a list (null =
     none: give it, or mock_data). Operational: the corpus itself is the recipe's (tokenizer_*
     and split are hashed); only its location differs between sites."""
+    data_fingerprint: str | None = result(None, since=2)
+    """The tokenised corpus's fingerprint, set from the `flame data` manifest that data_path
+    names (null: data_path names prefixes, unfingerprinted). Hashed into run_id: two corpora
+    never share a run id; the same corpus moved keeps them (trainers/corpus_manifest.py)."""
     mock_data: bool = result(False)
     """--mock-data for smoke tests (no corpus needed)."""
     split: str = result("90,5,5")
@@ -214,8 +230,10 @@ class MegatronConfig:
     """More pretrain_gpt.py flags, appended last (each word shell-quoted)."""
     megatron_path: str = operational("${oc.env:MEGATRON_LM,/opt/Megatron-LM}")
     """The Megatron-LM checkout holding pretrain_gpt.py."""
-    python: str = operational("python")
-    """Interpreter with Megatron-LM's dependencies."""
+    python: str | None = operational(None)
+    """The interpreter of Megatron-LM's own environment (torch, TransformerEngine, ...), e.g.
+    /opt/megatron-env/bin/python; flame stays in its own. Required by a real launch (a bare
+    ``python`` would be flame's own, CPU-only, first on the job's PATH)."""
     evaluations_per_run: int = operational(10)
     """--eval-interval and --save-interval = train_iters // this (FLAME-MoE: about 10 for the
     released models, 1 for the sweep)."""
@@ -245,7 +263,18 @@ class MegatronConfig:
     distributed_timeout_minutes: int = operational(30)
     """--distributed-timeout-minutes (FLAME-MoE: 30)."""
     data_cache_path: str | None = operational(None)
-    """--data-cache-path (Megatron's sample-index cache)."""
+    """--data-cache-path (Megatron's sample-index cache; null = <sweep_dir>/cache/megatron_data,
+    one cache the sweep's runs share: without it Megatron writes into the corpus's directory,
+    which fails on a read-only corpus)."""
+    tokenizer_cache: str | None = operational(None)
+    """The Hugging Face hub cache (HF_HUB_CACHE) the job reads tokenizer_model from; a launch
+    pre-fetches the tokenizer into it with trainer.python, and the job runs with
+    HF_HUB_OFFLINE=1 once it holds it (compute nodes are often offline). null =
+    <sweep_dir>/cache/huggingface. A tokenizer_model that is a local directory needs none."""
+    retain_checkpoints: str = operational("all")
+    """all: keep every checkpoint Megatron saves (its default); last: keep only the newest
+    (--save-retain-interval beyond the run's end: each save deletes the one before,
+    core_v0.16.1 checkpointing.py:751-760). A trunk keeps all: its branches load them."""
     max_trunk_checkpoints: int = operational(20)
     """A trunk (planner.strategy=branches) saves at every multiple of the greatest common
     divisor of its branch steps (Megatron has one --save-interval, and keeps every checkpoint)
@@ -262,6 +291,21 @@ class MegatronConfig:
             self.data_path = self.data_path.split()
         elif self.data_path is not None:
             self.data_path = [str(w) for w in self.data_path]
+        self._resolve_manifest()
+
+    def _resolve_manifest(self) -> None:
+        """data_path naming a `flame data` manifest: its weighted shard list and fingerprint."""
+        from trainers.corpus_manifest import resolve
+
+        found = resolve(self.data_path)
+        if found is None:
+            return
+        words, fingerprint = found
+        if self.data_fingerprint not in (None, fingerprint):
+            raise ConfigError(f"trainer.data_path={self.data_path[0]}: a corpus with fingerprint "
+                              f"{fingerprint[:19]}, not the {self.data_fingerprint[:19]} these "
+                              "runs were planned on; re-plan (new run ids) or give that corpus")
+        self.data_path, self.data_fingerprint = words, fingerprint
 
     def validate(self) -> None:
         """What a launch needs (checked before anything is submitted)."""
@@ -279,6 +323,9 @@ class MegatronConfig:
                     "max_trunk_checkpoints"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"trainer.{key}={getattr(self, key)}: must be >= 1")
+        if self.retain_checkpoints not in ("all", "last"):
+            raise ConfigError(f"trainer.retain_checkpoints={self.retain_checkpoints!r}: use all "
+                              "or last")
         if self.eval_interval is not None and self.eval_interval < 1:
             raise ConfigError(f"trainer.eval_interval={self.eval_interval}: must be >= 1 or "
                               "null (train_iters // trainer.evaluations_per_run)")

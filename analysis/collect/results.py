@@ -36,6 +36,7 @@ import pandas as pd
 
 from analysis.collect.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
 from analysis.config import read_config
+from analysis.csvsafe import write_csv
 from analysis.downstream.results import accuracy_columns
 from analysis.settings import FitSettings
 from analysis.sources import (
@@ -50,7 +51,7 @@ from analysis.sources import (
 )
 from sweep.config import history_plans
 from sweep.errors import ConfigError
-from sweep.io import PLAN_CSV, RESULTS_CSV, atomic_write_text, run_dir
+from sweep.io import PLAN_CSV, RESULTS_CSV, run_dir
 from trainers.registry import trainer_for
 from trainers.settings import trainer_config
 
@@ -142,7 +143,7 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     accuracy = accuracy_columns(sweep_dir, [str(r) for r in results["run_id"]])  # flame eval
     for col in accuracy.columns:
         results[col] = accuracy[col].to_numpy()
-    atomic_write_text(sweep_dir / RESULTS_CSV, results.to_csv(index=False))
+    write_csv(sweep_dir / RESULTS_CSV, results)
     return results
 
 
@@ -158,7 +159,7 @@ def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
     for col in ROUTING_COLUMNS:
         results[col] = [c[col] for c in columns]
     if layers:
-        atomic_write_text(sweep_dir / ROUTING_CSV, pd.DataFrame(layers).to_csv(index=False))
+        write_csv(sweep_dir / ROUTING_CSV, pd.DataFrame(layers))
 
 
 def _megatron_shape(trainer: Any, peak: float | None) -> tuple[int | None, float | None]:

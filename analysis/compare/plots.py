@@ -18,13 +18,14 @@ def compare_figure(a, b, result: dict):
     span = np.geomspace(budgets.min() / 1.5, budgets.max() * 1.5, 200)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for study, colour, label in ((a, "C3", "A"), (b, "C0", "B")):
-        used = study.used_budgets()
-        law = study.iso.loss_law
+        used = [x for x in (study.iso.budgets if study.iso else ()) if x.used]
         axes[0].scatter([x.budget for x in used], [x.loss_opt for x in used], color=colour,
                         s=50, edgecolor="k", zorder=4)
-        axes[0].plot(span, law(span), color=colour,
-                     label=f"{label} = {study.name}: L_opt ∝ C^{law.exponent:.3f}")
-    axes[0].set_title("Loss frontiers (isoFLOP minima and Approach 2 laws)")
+        f = study.frontier()
+        axes[0].plot(span, study.frontier_loss(span), color=colour,
+                     label=f"{label} = {study.name}: L_opt = {f['E']:.3g} + "
+                           f"{f['K']:.3g}·C^-{f['gamma']:.3f}")
+    axes[0].set_title("Loss frontiers (isoFLOP minima and Approach 3 laws)")
     axes[0].set_ylabel("optimal validation loss (nats/token)")
     ax = axes[1]
     inside = ~table["extrapolated"].to_numpy(bool)

@@ -10,6 +10,7 @@ the design ran.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,29 @@ import yaml
 
 from analysis.config import family_config
 from analysis.design.simulate import Design
+from analysis.design_settings import ShapeGrid
 from sweep.config import plan_study, read_plan, write_plan
 from sweep.errors import ConfigError
-from sweep.family import build_family
+from sweep.family import FamilyConfig, GridConfig, Member, build_family
 from sweep.io import PLAN_CSV, run_dir
 from sweep.schema import plain
 
 
+def search_members(family: FamilyConfig, new: ShapeGrid) -> list[Member]:
+    """The family's members, then ``design.new_shapes`` not already among them (built with
+    the family's base and ratios, as a grid family's members are)."""
+    members = build_family(family)
+    if not (new.hidden_size and new.num_layers):
+        return members
+    grid = GridConfig(list(new.hidden_size), list(new.num_layers))
+    extra = build_family(dataclasses.replace(family, members=None, grid=grid))
+    known = {m.name for m in members}
+    return members + [m for m in extra if m.name not in known]
+
+
 def design_config(study: Any, design: Design) -> dict[str, Any]:
     """The study's config (a typed whole config, as the CLI passes it) as a mapping, with its
-    family and budgets replaced by the design's."""
+    family and budgets replaced by the design's (new shapes it trains added as members)."""
     data = yaml.safe_load(study.to_yaml())
     family = family_config(data)
     members = build_family(family)
@@ -40,12 +54,21 @@ def design_config(study: Any, design: Design) -> dict[str, Any]:
         runs_at.setdefault(run.member.name, []).append(run.budget)
     chosen = [dict(spec, name=m.name, budgets=sorted(runs_at[m.name]))
               for spec, m in zip(specs, members) if m.name in runs_at]
+    known = {m.name for m in members}
+    added = {r.member.name: r.member for r in design.runs if r.member.name not in known}
+    chosen += [{"name": name, "hidden_size": m.arch.hidden_size, "num_layers": m.arch.num_layers,
+                "budgets": sorted(runs_at[name])} for name, m in added.items()]  # new shapes
     data["family"]["members"] = chosen
     data["family"]["grid"] = {"hidden_size": [], "num_layers": []}
     data["budgets"]["flops"] = design.budgets
     # A searched design repeats every (budget, member) equally often: planner.seeds times.
     data["planner"]["seeds"] = 1 + max((r.replicate for r in design.runs), default=0)
+    data["planner"]["strategy"] = "branches" if design.branches else "independent"
     return data
+
+
+def _point(run) -> tuple:
+    return (round(run.budget), run.member.name, run.replicate)
 
 
 def write_design_plan(sweep_dir: Path, study: Any, design: Design) -> Path:
@@ -55,10 +78,14 @@ def write_design_plan(sweep_dir: Path, study: Any, design: Design) -> Path:
     imports the whole config's schema, which sits above it (conf)."""
     config = type(study).from_cfg(design_config(study, design))
     the_plan, settings = plan_study(config)
-    wanted = {r.run_id for r in design.runs}
+    # The config must reproduce the design's points exactly, or nothing is written (as
+    # branches: the same budget, member and seed; the run_ids are the branches' own).
+    wanted = {_point(r) for r in design.runs}
+    got = {_point(r) for r in the_plan.runs if r.role != "trunk"}
+    if got != wanted:
+        raise RuntimeError(f"the design's config plans {len(got)} points, not its "
+                           f"{len(wanted)}")
     got = {r.run_id for r in the_plan.runs}
-    if got != wanted:  # the config must reproduce the design exactly, or nothing is written
-        raise RuntimeError(f"the design's config plans {len(got)} runs, not its {len(wanted)}")
     plan_path = Path(sweep_dir) / PLAN_CSV
     if plan_path.is_file():
         previous = {row.run_id for row in read_plan(sweep_dir)}

@@ -1,9 +1,11 @@
 """Simulated studies: how precisely would a design measure the law, before any GPU runs?
 
 A design is a set of planned runs (budget x family member, with the planner's tokens and cost
-model). For a prior law and a log-normal noise level (the simulated trainer's model: final
-loss = L(N, D).exp(sigma.z)), ``simulate`` draws ``replications`` studies of the design at
-once and fits every one with the fitting code of ``flame fit``:
+model), trained as independent runs or as WSD cooldown branches. For a prior law and a noise
+model (``analysis.design.noise``: final loss = L(N, D).exp(error), the error a per-shape
+offset shared by all runs of a shape, plus seed noise, part of it common to the branches of
+one trunk), ``simulate`` draws ``replications`` studies of the design at once and fits every
+one with the fitting code of ``flame fit``:
 
 - Approach 2: ``analysis.fit.isoflop.fit_rows``, the vectorised parabolas and power laws that fit
   the data and every bootstrap resample, given the replications as loss rows;
@@ -19,6 +21,7 @@ half-width is half the 2.5-97.5 percentile range, the bias the median minus the 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,6 +31,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from analysis.design.noise import NoiseModel, draw_log_errors, prior_components, resolve
 from analysis.design_settings import DesignConfig
 from analysis.fit.isoflop import BudgetGroup, budget_groups, fit_rows
 from analysis.fit.parametric import closed_form_optimum, lm_irls, row_chunks
@@ -53,11 +57,18 @@ class PriorLaw:
     law: Law
     """True law of the simulated studies (N counted as fit.n_column counts it)."""
     noise: float
-    """Log-normal sigma of a run's final loss."""
+    """Total log-normal sigma of a run's final loss."""
     source: str
     """Where the law came from (a fit.json path, or design.law)."""
     noise_source: str
     """Where the noise level came from."""
+    model: NoiseModel | None = None
+    """The noise's split into shape misfit and seed noise (None: iid at ``noise``)."""
+
+    @property
+    def split(self) -> NoiseModel:
+        """The noise model simulated (iid at ``noise`` when none was given)."""
+        return self.model or NoiseModel(0.0, self.noise, 0.0, "iid")
 
 
 @dataclass(frozen=True)
@@ -70,15 +81,25 @@ class Design:
     """The planner's runs (budget, member, tokens, cost)."""
     params: dict = field(default_factory=dict)
     """How the search built it (budgets, members_per_budget, span); empty for a plan."""
+    branches: bool = False
+    """Trained as WSD cooldown branches (one trunk per member and seed) instead of
+    independent runs: the same points, another cost, seed noise partly shared per trunk."""
+    branch_cost: dict | None = None
+    """The planner's cost as branches (``analysis.design.branches.branch_cost``)."""
 
-    @property
+    @functools.cached_property
     def flops(self) -> float:
-        """Training FLOPs of all runs (flops_per_token x tokens, the planner's count)."""
+        """Training FLOPs of all runs (flops_per_token x tokens, the planner's count); as
+        branches, trunks' and cooldowns' FLOPs."""
+        if self.branches and self.branch_cost:
+            return float(self.branch_cost["flops"])
         return float(sum(r.flops_per_token * r.tokens for r in self.runs))
 
     @property
     def gpu_hours(self) -> float:
         """Accelerator-hours at the cluster's assumed MFU (the planner's cost model)."""
+        if self.branches and self.branch_cost:
+            return float(self.branch_cost["gpu_hours"])
         return float(sum(r.gpu_hours for r in self.runs))
 
     @property
@@ -114,16 +135,25 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
                               "another fit.json or design.law={E:..,A:..,B:..,alpha:..,beta:..}")
         law = a3.law()
         source = str(path)
+        components = prior_components(path)
         noise, noise_source = settings.noise, "design.noise"
-        if noise is None:
+        if noise is None and _both(settings):
+            noise, noise_source = math.hypot(settings.shape_sd, settings.seed_sd), \
+                "design.shape_sd and design.seed_sd"
+        elif noise is None and components is not None:
+            noise = math.hypot(components["shape_sd"], components["seed_sd"])
+            noise_source = "the prior fit.json's variance_components"
+        elif noise is None:
             noise = noise_from_huber(a3.objective, a3.n_points, fit.huber_delta)
             noise_source = "the prior fit's Huber objective per point"
     elif settings.law.given():
-        law, source = settings.law.law(), "design.law"
-        if settings.noise is None:
+        law, source, components = settings.law.law(), "design.law", None
+        if settings.noise is None and not _both(settings):
             raise ConfigError("design.noise: not set; with design.law give the noise level, "
-                              "e.g. design.noise=0.018")
-        noise, noise_source = settings.noise, "design.noise"
+                              "e.g. design.noise=0.018 (or design.shape_sd and design.seed_sd)")
+        noise, noise_source = (settings.noise, "design.noise") if settings.noise is not None \
+            else (math.hypot(settings.shape_sd, settings.seed_sd),
+                  "design.shape_sd and design.seed_sd")
     else:
         raise ConfigError("design.prior: no prior law; give design.prior=PATH/fit.json (e.g. "
                           "flame_moe_prior/fit.json, shipped) or design.law={E:..,A:..,B:..,"
@@ -131,7 +161,13 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
     bad = [k for k in LAW_KEYS if not getattr(law, k) > 0]
     if bad:
         raise ConfigError(f"design.law: {', '.join(bad)} must be > 0 (the law's parameters)")
-    return PriorLaw(law, float(noise), source, noise_source)
+    model = resolve(float(noise), settings.shape_sd, settings.seed_sd, settings.branch_shared,
+                    components)
+    return PriorLaw(law, model.total, source, noise_source, model)
+
+
+def _both(settings: DesignConfig) -> bool:
+    return settings.shape_sd is not None and settings.seed_sd is not None
 
 
 def noise_from_huber(objective, n_points, delta: float) -> float:
@@ -161,20 +197,37 @@ class Points:
     n: np.ndarray
     tokens: np.ndarray
     loss: np.ndarray
+    shape: np.ndarray
+    """Each run's shape (family member) index: runs of one shape share its misfit."""
+    trunk: np.ndarray
+    """Each run's trunk index (member, seed) when the design is branches, else -1."""
 
     @classmethod
     def of(cls, design: Design, law: Law, n_column: str) -> Points:
         budget = np.array([r.budget for r in design.runs], float)
         n = np.array([member_n(r.member.arch, n_column) for r in design.runs], float)
         tokens = np.array([r.tokens for r in design.runs], float)
-        return cls(budget, n, tokens, law.loss(n, tokens))
+        shape = _codes([r.member.name for r in design.runs])
+        trunk = _codes([(r.member.name, r.replicate) for r in design.runs]) \
+            if design.branches else np.full(len(design.runs), -1)
+        return cls(budget, n, tokens, law.loss(n, tokens), shape, trunk)
 
 
-def draw(points: Points, noise: float, replications: int, seed: int) -> np.ndarray:
-    """Simulated final losses (replications, runs): the law times exp(noise.z)."""
+def _codes(keys: list) -> np.ndarray:
+    """Index of each key among the distinct keys, in first-seen order."""
+    index: dict = {}
+    return np.array([index.setdefault(k, len(index)) for k in keys], int)
+
+
+def draw(points: Points, noise: NoiseModel | float, replications: int, seed: int
+         ) -> np.ndarray:
+    """Simulated final losses (replications, runs): the law times exp(error), the error drawn
+    from the noise model (a float: iid at that sigma)."""
+    if not isinstance(noise, NoiseModel):
+        noise = NoiseModel(0.0, float(noise), 0.0, "iid")
     rng = np.random.default_rng(seed)
-    return points.loss[None] * np.exp(noise * rng.standard_normal((replications,
-                                                                   points.loss.size)))
+    return points.loss[None] * np.exp(draw_log_errors(noise, points.shape, points.trunk,
+                                                      replications, rng))
 
 
 def fit_approach2(points: Points, losses: np.ndarray, fit: FitSettings) -> dict[str, np.ndarray]:
@@ -239,7 +292,7 @@ def simulate(design: Design, prior: PriorLaw, settings: DesignConfig, fit: FitSe
     """design.json's entry for ``design``: cost, and per approach the half-width, bias and
     usable fraction of a, selection's chance of the right member, extrapolation error."""
     points = Points.of(design, prior.law, fit.n_column)
-    losses = draw(points, prior.noise, settings.replications, settings.seed)
+    losses = draw(points, prior.split, settings.replications, settings.seed)
     law, targets = prior.law, np.array(sorted(fit.target_budgets), float)
     true_n, _, true_loss = (np.atleast_1d(v) for v in
                             closed_form_optimum(law.theta[None], targets))
@@ -249,6 +302,10 @@ def simulate(design: Design, prior: PriorLaw, settings: DesignConfig, fit: FitSe
     l2 = np.exp(a2["ln_kl"][:, None] + a2["c"][:, None] * np.log(targets)[None])
     result = {"name": design.name, "runs": len(design.runs), "budgets": design.budgets,
               "flops": design.flops, "gpu_hours": design.gpu_hours, "params": design.params,
+              "trained_as": "branches" if design.branches else "independent runs",
+              "branch_cost": design.branch_cost if design.branches else None,
+              "shapes": len({r.member.name for r in design.runs}),
+              "seeds": 1 + max((r.replicate for r in design.runs), default=0),
               "a_true": law.a, "replications": settings.replications,
               "a_halfwidth": {"approach2": halfwidth(a2["a"][ok2])},
               "a_bias": {"approach2": _bias(a2["a"][ok2], law.a)},

@@ -35,7 +35,7 @@ import pandas as pd
 
 from analysis.fit.isoflop import FLAT_LOSS_REL_RANGE
 
-MIN_INTERVAL_BUDGETS = 3
+MIN_INTERVAL_BUDGETS = 3  # defaults of fit.min_interval_budgets (analysis.settings)
 OFF_CENTRE_FRACTION = 0.2
 MIN_PARAMETRIC_BUDGETS = 2
 DUPLICATE_REASON = "duplicate: same budget, n, tokens and loss as an earlier row; counted once"
@@ -65,15 +65,17 @@ def duplicate_warnings(points: pd.DataFrame) -> list[FitWarning]:
                        "falsely narrow")]
 
 
-def flat_losses(loss: np.ndarray) -> bool:
-    """Whether losses span less than FLAT_LOSS_REL_RANGE of their largest value."""
-    return bool(np.ptp(loss) <= FLAT_LOSS_REL_RANGE * np.abs(loss).max())
+def flat_losses(loss: np.ndarray, rel_range: float = FLAT_LOSS_REL_RANGE) -> bool:
+    """Whether losses span less than ``rel_range`` (fit.flat_loss_rel_range) of their largest
+    value."""
+    return bool(np.ptp(loss) <= rel_range * np.abs(loss).max())
 
 
-def parametric_unidentified(loss: np.ndarray, n_budgets: int) -> str:
+def parametric_unidentified(loss: np.ndarray, n_budgets: int,
+                            rel_range: float = FLAT_LOSS_REL_RANGE) -> str:
     """Why the parametric law cannot be identified from these points ("" when it can)."""
-    if flat_losses(loss):
-        return (f"flat losses (range {np.ptp(loss):.3g}, below {FLAT_LOSS_REL_RANGE:.0e} of "
+    if flat_losses(loss, rel_range):
+        return (f"flat losses (range {np.ptp(loss):.3g}, below {rel_range:.0e} of "
                 "the loss): N and D explain nothing, so the law is not identified")
     if n_budgets < MIN_PARAMETRIC_BUDGETS:
         return (f"only {n_budgets} budget(s); within a budget D = C / 6N, so at least "
@@ -81,22 +83,24 @@ def parametric_unidentified(loss: np.ndarray, n_budgets: int) -> str:
     return ""
 
 
-def approach3_interval_reason(n_budgets: int) -> str:
-    """Why Approach 3's intervals are withheld for this many budgets ("" if they are not)."""
-    if n_budgets >= MIN_INTERVAL_BUDGETS:
+def approach3_interval_reason(n_budgets: int, least: int = MIN_INTERVAL_BUDGETS) -> str:
+    """Why Approach 3's intervals are withheld for this many budgets ("" if they are not);
+    ``least``: fit.min_interval_budgets."""
+    if n_budgets >= least:
         return ""
     return (f"fitted on only {n_budgets} budgets: how the optimum moves with C rests on them, "
             f"and every resample keeps the same {n_budgets}, so no interval is reported; at "
-            f"least {MIN_INTERVAL_BUDGETS} are needed")
+            f"least {least} are needed (fit.min_interval_budgets)")
 
 
-def approach2_interval_reason(n_used_budgets: int) -> str:
-    """Why Approach 2's interval is withheld for this many usable budgets ("" if it is not)."""
-    if n_used_budgets >= MIN_INTERVAL_BUDGETS:
+def approach2_interval_reason(n_used_budgets: int, least: int = MIN_INTERVAL_BUDGETS) -> str:
+    """Why Approach 2's interval is withheld for this many usable budgets ("" if it is not);
+    ``least``: fit.min_interval_budgets."""
+    if n_used_budgets >= least:
         return ""
     return (f"only {n_used_budgets} usable budgets: the power law passes exactly through "
             f"them (no residual degrees of freedom), so its exponent has no interval; at "
-            f"least {MIN_INTERVAL_BUDGETS} are needed")
+            f"least {least} are needed (fit.min_interval_budgets)")
 
 
 def zero_width(ci: list[float] | None) -> bool:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.collect.routing import routing_figure
 from analysis.config import read_config
+from analysis.csvsafe import write_csv
 from analysis.fit.degenerate import (
     FitWarning,
     approach2_interval_reason,
@@ -30,7 +31,6 @@ from analysis.fit.degenerate import (
 from analysis.fit.extrapolation import extrapolation_check
 from analysis.fit.isoflop import IsoflopFit, budget_groups, interval
 from analysis.fit.parametric import (
-    ONE_STEP_MIN_POINTS,
     PARAM_NAMES,
     ParametricFit,
     bootstrap_parametric,
@@ -48,9 +48,15 @@ from analysis.fit.result import (
     write_fit,
 )
 from analysis.fit.selection import family_from_config, select
+from analysis.fit.structure import (
+    NoiseStructure,
+    bootstrap_parametric_structured,
+    law_structure,
+    shape_index,
+)
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
-from sweep.io import RESULTS_CSV, SELECTION_CSV, atomic_write_text
+from sweep.io import RESULTS_CSV, SELECTION_CSV
 
 MIN_PARAMETRIC_POINTS = 6  # five parameters need more points than that to mean anything
 
@@ -73,20 +79,24 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
     config = (_plain(cfg) if cfg is not None else None) if bare else read_config(sweep_dir)
     if bare and config and not csv_family:  # the default experiment's family is not the CSV's
         config = {k: v for k, v in config.items() if k != "family"}
-    iso = fit_approach2(used, settings)  # the parabola, or Porian et al.'s estimator
-    param, thetas, param_reason, param_interval_reason = _parametric(used, settings)
+    # The law first: its residuals give the noise structure both bootstraps resample.
+    param, thetas, param_reason, param_interval_reason, noise = \
+        parametric_with_bootstrap(used, settings)
+    structured = noise if settings.bootstrap_structure == "shapes" else None
+    iso = fit_approach2(used, settings, structured)  # the parabola, or Porian et al.'s
     warnings = duplicate_warnings(points)
     result = FitResult(
         input=FitInput(results=str(path), kind="csv" if bare else "sweep",
                        n_column="n" if bare else settings.n_column),
         approach2=approach2_result(iso, settings, warnings),
         approach3=approach3_result(param, thetas, settings, param_reason, warnings,
-                                   param_interval_reason),
+                                   param_interval_reason, structured),
         extrapolation=extrapolation_check(used, settings),
         n_used=int(len(used)), n_excluded=int(len(points) - len(used)),
         excluded=_exclusions(points), branches=branch_summary(points),
         settings={k: (list(v) if isinstance(v, tuple) else v)
-                  for k, v in settings.__dict__.items()})
+                  for k, v in settings.__dict__.items()},
+        variance_components=noise.components.as_json() if noise is not None else None)
     law = result.approach3 if param is not None else result.approach2
     selection = _selection(iso, param, settings, config, bare, used["budget"].to_numpy(float),
                            law.interval_reason, warnings)
@@ -100,7 +110,7 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
     result = result.normalised()
     write_fit(sweep_dir, result)
     if selection["table"] is not None:
-        atomic_write_text(sweep_dir / SELECTION_CSV, selection["table"].to_csv(index=False))
+        write_csv(sweep_dir / SELECTION_CSV, selection["table"])
     return result
 
 
@@ -108,26 +118,38 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def _parametric(used: pd.DataFrame, settings: FitSettings
-                ) -> tuple[ParametricFit | None, np.ndarray | None, str, str]:
-    """The law, its bootstrap thetas, why it was not fitted, and why it has no interval."""
+def parametric_with_bootstrap(used: pd.DataFrame, settings: FitSettings
+                              ) -> tuple[ParametricFit | None, np.ndarray | None, str, str,
+                           NoiseStructure | None]:
+    """The law, its bootstrap thetas, why it was not fitted, why it has no interval, and
+    the noise structure its residuals show (None: no law, or no shape with two runs)."""
     if len(used) < MIN_PARAMETRIC_POINTS:
-        return None, None, f"only {len(used)} points; the law has 5 parameters", ""
+        return None, None, f"only {len(used)} points; the law has 5 parameters", "", None
     n, d, loss = (used[c].to_numpy(float) for c in ("n", "tokens", "loss"))
     budgets, note = budget_groups(used["budget"].to_numpy(float), settings.bucket_decades)
-    unidentified = parametric_unidentified(loss, np.unique(budgets).size)
+    unidentified = parametric_unidentified(loss, np.unique(budgets).size,
+                                           settings.flat_loss_rel_range)
     if unidentified:
-        return None, None, unidentified, ""
+        return None, None, unidentified, "", None
     fit = fit_parametric(n, d, loss, settings.huber_delta)
-    no_interval = approach3_interval_reason(np.unique(budgets).size)
+    noise = law_structure(fit, n, d, loss, shape_index(used), budgets)
+    no_interval = approach3_interval_reason(np.unique(budgets).size,
+                                            settings.min_interval_budgets)
     if settings.bootstrap == 0 or no_interval:
-        return fit, None, "", no_interval
+        return fit, None, "", no_interval, noise
+    if noise is not None and settings.bootstrap_structure == "shapes":
+        thetas = bootstrap_parametric_structured(fit, n, d, noise, settings.bootstrap,
+                                                 settings.seed, settings.huber_delta,
+                                                 one_step_min_points=settings
+                                                 .one_step_min_points)
+        return fit, thetas, "", "", noise
     # Discrete budgets: resample runs within each budget (the design stays an isoFLOP grid);
     # continuous FLOPs (e.g. Chinchilla's points): resample all points, as Besiroglu et al.
     groups = None if note else np.unique(budgets, return_inverse=True)[1]
     thetas = bootstrap_parametric(fit, n, d, loss, groups, settings.bootstrap, settings.seed,
-                                  settings.huber_delta)
-    return fit, thetas, "", ""
+                                  settings.huber_delta,
+                                  one_step_min_points=settings.one_step_min_points)
+    return fit, thetas, "", "", noise
 
 
 def approach2_result(iso: IsoflopFit, settings: FitSettings,
@@ -152,7 +174,8 @@ def approach2_result(iso: IsoflopFit, settings: FitSettings,
     out.a, out.k, out.b, out.k_d = iso.n_law.exponent, iso.n_law.k, iso.d_law.exponent, \
         iso.d_law.k
     out.loss_law = {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}
-    code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets))
+    code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets),
+                                                            settings.min_interval_budgets)
     if not s and not reason:
         return out
     k_ci = interval(s.get("ln_kn"), settings) if s else None
@@ -179,8 +202,8 @@ def parameter_samples(thetas: np.ndarray) -> dict[str, np.ndarray]:
 
 def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
                      settings: FitSettings, reason: str,
-                     warnings: list[FitWarning] | None = None, interval_reason: str = ""
-                     ) -> Approach3Result:
+                     warnings: list[FitWarning] | None = None, interval_reason: str = "",
+                     noise: NoiseStructure | None = None) -> Approach3Result:
     """fit.json's ``approach3`` entry: estimates, objective, percentile CIs and std errors.
 
     ``reason``: why there is no fit; ``interval_reason``: why there are no intervals. Both,
@@ -196,8 +219,9 @@ def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
     out = Approach3Result(**fit.as_dict(), interval_reason=interval_reason,
                           bootstrap=settings.bootstrap,
                           bootstrap_method="" if thetas is None else
+                          f"{noise.describe()}, refit per resample" if noise is not None else
                           "one Newton step per resample" if fit.n_points >=
-                          ONE_STEP_MIN_POINTS else "refit per resample",
+                          settings.one_step_min_points else "refit per resample",
                           huber_delta=settings.huber_delta,
                           theta=dict(zip(PARAM_NAMES, fit.theta)))
     if thetas is not None:

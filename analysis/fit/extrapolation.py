@@ -46,7 +46,8 @@ def extrapolation_check(points: pd.DataFrame, settings: FitSettings) -> dict:
         out["approach2"] = _errors(float(iso.n_law(held)), float(iso.loss_law(held)), truth)
     train_budgets, _ = budget_groups(train["budget"].to_numpy(float), settings.bucket_decades)
     unidentified = parametric_unidentified(train["loss"].to_numpy(float),
-                                           np.unique(train_budgets).size)
+                                           np.unique(train_budgets).size,
+                                           settings.flat_loss_rel_range)
     if unidentified:
         out["approach3"] = {"reason": unidentified}
     elif len(train) >= 6:

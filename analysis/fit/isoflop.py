@@ -22,12 +22,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from analysis.fit.parametric import resample_counts, row_chunks
 from analysis.settings import FitSettings
+
+if TYPE_CHECKING:
+    from analysis.fit.structure import NoiseStructure
 
 
 class Reject(IntEnum):
@@ -51,9 +55,9 @@ REASONS = {Reject.FEW_SIZES: "fewer than {min_points} distinct sizes in the wind
 # Approach 3 chunk: each chunk loops over the budgets in Python, and at 100,000 runs that
 # overhead halved the time (9 s -> 5 s) for 75 MB more.
 RESAMPLE_CHUNK_ELEMENTS = 1 << 22
-# A budget whose losses span less than this fraction of the loss is flat (Reject.FLAT): far
-# below any evaluation noise (~0.5% here), above float and 4-decimal CSV rounding (~3e-5).
-FLAT_LOSS_REL_RANGE = 1e-4
+# A budget whose losses span less than this fraction of the loss is flat (Reject.FLAT): the
+# default of fit.flat_loss_rel_range (its reason is in FitSettings).
+FLAT_LOSS_REL_RANGE = FitSettings.flat_loss_rel_range
 
 
 @dataclass(frozen=True)
@@ -229,12 +233,12 @@ def budget_groups(budget: np.ndarray, bucket_decades: float) -> tuple[np.ndarray
 
 
 def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: float,
-               min_points: int) -> Parabolas:
+               min_points: int, flat_rel: float = FLAT_LOSS_REL_RANGE) -> Parabolas:
     """Windowed weighted parabolas of y (n,) or (k, n) in x for each weight row (k, n)."""
     y = np.broadcast_to(y, weights.shape)
     present = weights > 0
     spread = np.where(present, y, -np.inf).max(axis=1) - np.where(present, y, np.inf).min(axis=1)
-    flat = spread <= FLAT_LOSS_REL_RANGE * np.abs(np.where(present, y, 0.0).max(axis=1))
+    flat = spread <= flat_rel * np.abs(np.where(present, y, 0.0).max(axis=1))
     ic = np.where(present, y, np.inf).argmin(axis=1)
     xc = x[ic]
     lo = np.where(present, x, np.inf).min(axis=1)
@@ -287,7 +291,7 @@ def fit_rows(groups: list[BudgetGroup], weights: list[np.ndarray], settings: Fit
     the data (one row), every bootstrap resample, or a design's simulated replications."""
     half = math.inf if settings.window_decades is None else settings.window_decades * math.log(10)
     losses = losses or [g.y for g in groups]
-    fits = [_parabolas(g.x, y, w, half, settings.min_points)
+    fits = [_parabolas(g.x, y, w, half, settings.min_points, settings.flat_loss_rel_range)
             for g, y, w in zip(groups, losses, weights)]
     valid = np.stack([f.code == Reject.OK for f in fits], axis=1)
     log_c = np.log(np.array([g.budget for g in groups]))
@@ -318,8 +322,11 @@ def pooled_residual_std(points: pd.DataFrame, settings: FitSettings) -> float:
     return float(model["pool"].std(ddof=1)) if model is not None else 0.0
 
 
-def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
-    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples."""
+def fit_isoflop(points: pd.DataFrame, settings: FitSettings,
+                noise: NoiseStructure | None = None) -> IsoflopFit:
+    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples;
+    ``noise`` (the runs' shape and run effects, in the points' order) makes the residual
+    bootstrap structured (``analysis.fit.structure``)."""
     groups, note = _groups(points, settings)
     if not groups:
         return IsoflopFit((), None, None, None, "no usable points", note)
@@ -331,7 +338,10 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
         return IsoflopFit(budget_fits, None, None, None, reason, note)
     laws = {k: PowerLaw(math.exp(v.intercept[0]), float(v.slope[0]))
             for k, v in full.laws.items()}
-    samples, kind = _bootstrap(groups, full.parabolas, settings)
+    if noise is not None and settings.approach2_bootstrap == "residual":
+        samples, kind = _bootstrap_structured(points, groups, full.parabolas, settings, noise)
+    else:
+        samples, kind = _bootstrap(groups, full.parabolas, settings)
     return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note, samples, kind)
 
 
@@ -339,7 +349,7 @@ def _budget_fit(group: BudgetGroup, fit: Parabolas, settings: FitSettings) -> Bu
     code = Reject(int(fit.code[0]))
     reason = REASONS.get(code, "").format(min_points=settings.min_points,
                                           edge="smallest" if fit.edge_low[0] else "largest",
-                                          flat=FLAT_LOSS_REL_RANGE)
+                                          flat=settings.flat_loss_rel_range)
     ok = code == Reject.OK
     x_opt = float(fit.x_opt[0]) if ok else None
     no_parabola = code in (Reject.FEW_SIZES, Reject.FLAT)  # no parabola was fitted
@@ -380,13 +390,46 @@ def _bootstrap(groups: list[BudgetGroup], fits: list[Parabolas], settings: FitSe
             weights = [np.ones_like(y) for y in losses]
         boot = fit_rows(groups, weights, settings, losses)
         parts.append((boot.ok, boot.laws))
+    return _samples(parts), "pairs" if residual is None else "residual"
+
+
+def _bootstrap_structured(points: pd.DataFrame, groups: list[BudgetGroup],
+                          fits: list[Parabolas], settings: FitSettings, noise: NoiseStructure
+                          ) -> tuple[dict[str, np.ndarray], str]:
+    """Bootstrap samples as ``_bootstrap``'s residual kind, but each resample's losses are the
+    fitted parabolas times exp(shape effect + run effect) (``NoiseStructure.draw``): runs of a
+    shape share its effect across budgets and seeds. Runs outside a window keep theirs."""
+    if settings.bootstrap == 0:
+        return {}, ""
+    budgets, _ = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
+    masks = [budgets == g.budget for g in groups]
+    centre = []
+    for g, f in zip(groups, fits):
+        win = f.inwin[0] & (f.code[0] == Reject.OK)
+        t = g.x - f.center
+        fitted = np.stack([np.ones_like(t), t, t * t], axis=1) @ f.coef[0]
+        centre.append((np.where(win, fitted, g.y), win))
+    rng = np.random.default_rng(settings.seed)
+    parts = []
+    width = sum(g.x.size for g in groups)
+    for rows in row_chunks(settings.bootstrap, width, RESAMPLE_CHUNK_ELEMENTS):
+        noisy = np.exp(noise.draw(rng, rows.stop - rows.start))
+        losses = [np.where(win, y0[None] * noisy[:, mask], y0[None])
+                  for (y0, win), mask in zip(centre, masks)]
+        boot = fit_rows(groups, [np.ones_like(y) for y in losses], settings, losses)
+        parts.append((boot.ok, boot.laws))
+    return _samples(parts), noise.describe()
+
+
+def _samples(parts: list) -> dict[str, np.ndarray]:
+    """The bootstrap's samples from its chunks' (ok, laws), usable rows only."""
     ok = np.concatenate([p[0] for p in parts])
     out = {"ok_fraction": np.array([ok.mean()])}
     for name in parts[0][1]:
         intercept = np.concatenate([p[1][name].intercept for p in parts])
         slope = np.concatenate([p[1][name].slope for p in parts])
         out[f"ln_k{name}"], out[f"exp_{name}"] = intercept[ok], slope[ok]
-    return out, "pairs" if residual is None else "residual"
+    return out
 
 
 def _residual_model(groups: list[BudgetGroup], fits: list[Parabolas]) -> dict | None:

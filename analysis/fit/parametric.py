@@ -38,7 +38,7 @@ CHUNK_ELEMENTS = 1 << 20
 # Measured on synthetic sweeps (0.5% noise, 5x the Huber delta) against refits, one-step
 # standard errors are 3% off at 9,600 points but 6-23% too wide at 2,500-4,000: the Huber
 # loss's curvature is a count of points inside the zone, so the step needs many points.
-ONE_STEP_MIN_POINTS = 10_000
+ONE_STEP_MIN_POINTS = 10_000  # the default of fit.one_step_min_points (analysis.settings)
 # VarPro start ranking: at most this many (candidate x point) Huber evaluations (0.4 s); all
 # 1,600 grid candidates up to 10,000 points, the best by least squares beyond.
 HUBER_RANK_EVALS = 1 << 24
@@ -196,7 +196,8 @@ def lm_irls(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: n
     - Newton: the Huber loss's own curvature (only points with |r| <= delta), which converges
       in a few steps once the set of such points has settled.
     Both are Levenberg-Marquardt damped by the IRLS diagonal. ``weights`` (k, n) are per-row
-    point multiplicities (bootstrap counts). Converged rows leave the working arrays.
+    point multiplicities (bootstrap counts); ``log_loss`` is one vector (n,) or one per row
+    (k, n) (resampled losses). Converged rows leave the working arrays.
     """
     theta = np.array(theta, float, copy=True)
     k = theta.shape[0]
@@ -240,6 +241,8 @@ def lm_irls(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: n
                 break
             ids, theta, pred, p, f, w, lam = (ids[keep], theta[keep], pred[keep], p[:, keep],
                                               f[keep], w[keep], lam[keep])
+            if log_loss.ndim == 2:
+                log_loss = log_loss[keep]
     return out_theta, out_f
 
 

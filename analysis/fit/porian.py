@@ -54,11 +54,13 @@ MIN_KEPT_FRACTION = 0.5   # a budget needs at least this fraction of resamples b
 DEFAULT_RESAMPLES = 200   # resamples when fit.bootstrap = 0 (the weights need them)
 
 
-def fit_approach2(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
-    """Approach 2 with the estimator ``fit.approach2_estimator`` names."""
+def fit_approach2(points: pd.DataFrame, settings: FitSettings, noise=None) -> IsoflopFit:
+    """Approach 2 with the estimator ``fit.approach2_estimator`` names; ``noise`` (a
+    ``NoiseStructure``) structures the parabola's residual bootstrap (Porian et al.'s
+    estimator draws its own seed noise and ignores it)."""
     if settings.approach2_estimator == "porian":
         return fit_porian(points, settings)
-    return fit_isoflop(points, settings)
+    return fit_isoflop(points, settings, noise)
 
 
 def fit_porian(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:

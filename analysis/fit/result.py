@@ -22,8 +22,9 @@ from sweep.errors import ConfigError
 from sweep.io import FIT_JSON, atomic_write_text
 from sweep.law import Law
 
-FIT_VERSION = 1
-"""fit.json's ``version``: bumped when a key changes meaning (0: the files before it)."""
+FIT_VERSION = 2
+"""fit.json's ``version``: bumped when a key changes meaning (0: the files before it; 2 added
+``variance_components``, and intervals that resample shapes where runs share one)."""
 LAW_KEYS = ("E", "A", "B", "alpha", "beta")
 
 
@@ -181,6 +182,9 @@ class FitResult:
     """What would make the fit falsely precise, and what was done about it."""
     figures: list[str] = field(default_factory=list)
     """Figures written, relative to the sweep directory."""
+    variance_components: dict[str, Any] | None = None
+    """Seed-to-seed and per-shape log-loss SDs (``analysis.fit.structure``: seed_sd,
+    shape_sd, n_shapes, n_replicated_points, method, run_sd); None without replicates."""
     version: int = FIT_VERSION
     """The file's format (``FIT_VERSION`` when written; 0 for files before the key)."""
 
@@ -207,7 +211,8 @@ class FitResult:
                 "n_used": self.n_used, "n_excluded": self.n_excluded,
                 "excluded": self.excluded, "branches": self.branches,
                 "settings": self.settings, "selection": self.selection,
-                "warnings": [w.as_dict() for w in self.warnings], "figures": self.figures}
+                "warnings": [w.as_dict() for w in self.warnings], "figures": self.figures,
+                "variance_components": self.variance_components}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = FIT_JSON) -> FitResult:
@@ -232,7 +237,8 @@ class FitResult:
                        selection=data.get("selection") or {},
                        warnings=[FitWarning(**_known(FitWarning, w))
                                  for w in data.get("warnings") or []],
-                       figures=list(data.get("figures") or []), version=version)
+                       figures=list(data.get("figures") or []),
+                       variance_components=data.get("variance_components"), version=version)
         except (KeyError, TypeError) as err:
             raise ConfigError(f"{source}: not a fit.json ({type(err).__name__}: {err}); "
                               "refit with `flame fit`") from None

@@ -63,7 +63,19 @@ def _approach3(fit: FitResult) -> list:
     out: list = [table]
     if a3.interval_reason:
         out.append(Text(f"  no interval: {a3.interval_reason}"))
+    out.extend(Text(f"  {line}") for line in noise_lines(fit))
     return out
+
+
+def noise_lines(fit: FitResult) -> list[str]:
+    """fit.json's variance components in words (none without replicates)."""
+    vc = fit.variance_components
+    if not vc:
+        return []
+    return [f"Noise: seed-to-seed SD {_g(vc.get('seed_sd'), 3)} of log loss "
+            f"({vc.get('n_replicated_points')} points with replicates); the law's misfit "
+            f"shared by a shape SD {_g(vc.get('shape_sd'), 3)} ({vc.get('n_shapes')} shapes); "
+            "the intervals resample both"]
 
 
 def _extrapolation(fit: FitResult) -> list:

@@ -41,11 +41,10 @@ def other_figures(sweep_dir: Path) -> Section | None:
     """SVGs of figures/ that no section above shows (a figure added by a newer stage)."""
     shown = {*FIT_FIGURES, "routing", "design"}
     extra = [p for p in sorted((sweep_dir / FIGURES_DIR).glob("*.svg")) if p.stem not in shown]
-    if not extra:
-        return None
-    return Section("other-figures", "Other figures", items=[
-        svg_figure(p, p.stem.replace("_", " "), f"{FIGURES_DIR}/{p.name}", f"fig-{p.stem}")
-        for p in extra])
+    figures = [svg_figure(p, p.stem.replace("_", " "), f"{FIGURES_DIR}/{p.name}",
+                          f"fig-{p.stem}") for p in extra]
+    figures = [f for f in figures if f is not None]  # None: not a whole SVG (said on stderr)
+    return Section("other-figures", "Other figures", items=figures) if figures else None
 
 
 def routing_section(sweep_dir: Path, results: pd.DataFrame | None) -> Section | None:

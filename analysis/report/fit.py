@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.fit.result import FitResult
-from analysis.fit.summary import branch_line
+from analysis.fit.summary import branch_line, noise_lines
 from analysis.report.page import Section, cell, figure, frame_table, read_csv_file
 from sweep.io import FIT_JSON, SELECTION_CSV
 
@@ -89,6 +89,7 @@ def approach3_section(sweep_dir: Path, fit: FitResult) -> Section:
         f"{a3.bootstrap_method or 'none'})", params, f"{FIT_JSON} approach3"))
     if a3.interval_reason:
         section.notes.append(f"no interval: {a3.interval_reason}")
+    section.notes.extend(noise_lines(fit))  # variance components (seed, shape misfit)
     if (f := figure(sweep_dir, "residuals", FIT_FIGURES["residuals"])) is not None:
         section.items.append(f)
     return section

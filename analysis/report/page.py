@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pandas as pd
 
@@ -134,10 +136,32 @@ def figure(sweep_dir: Path, name: str, caption: str, id: str | None = None) -> F
 
 
 def svg_figure(path: Path, caption: str, source: str, id: str) -> Figure | None:
+    """``path`` as a Figure; None when it is not there, or (with a warning line on stderr
+    naming it and the command that re-draws it) when it is not a whole SVG: a figure cut short
+    by a killed writer or a full disk is left out, never embedded as a broken image."""
     if not path.is_file():
         return None
-    uri = "data:image/svg+xml;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    data = path.read_bytes()
+    if (problem := svg_problem(data)) is not None:
+        redo = ("`flame compare` again" if source.startswith("compare/")
+                else f"`flame fit sweep_dir={path.parent.parent}`")
+        print(f"warning: {path} {problem}; left out of the report; re-draw it with {redo}",
+              file=sys.stderr)
+        return None
+    uri = "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
     return Figure(id, caption, uri, source)
+
+
+def svg_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a whole SVG document (None when it is): it must parse as XML to
+    its last tag (a truncated file does not) and its root must be ``<svg>``."""
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as err:
+        return f"is not a whole SVG (truncated or corrupt: {err})"
+    if not root.tag.endswith("svg"):
+        return f"is not an SVG (its root is <{root.tag}>)"
+    return None
 
 
 def read_csv_file(path: Path) -> pd.DataFrame | None:

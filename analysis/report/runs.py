@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis.fit.points import TRUNK_REASON, load_sweep_results
 from analysis.fit.result import FitResult
+from analysis.report.answer import headline_exponent
 from analysis.report.extras import COMPARE_DIR, DESIGN_JSON
 from analysis.report.page import MAX_RUN_ROWS, Section, Table, cut_note, frame_table, mapping_table
 from analysis.report.states import RunStates
@@ -31,9 +32,8 @@ def headline(status: RunStates, fit: FitResult | None) -> str:
     runs = f"{status.total} planned runs: {status.summary()}"
     if fit is None:
         return f"{runs}; not fitted yet"
-    a = fit.headline_a()
-    return (f"{runs}; {fit.n_used} runs fitted" +
-            (f", N_opt ∝ C^{a:.3f}" if isinstance(a, (int, float)) else ""))
+    law = headline_exponent(fit)
+    return f"{runs}; {fit.n_used} runs fitted" + (f", {law}" if law else "")
 
 
 def study_section(config: dict, plan: pd.DataFrame) -> Section:

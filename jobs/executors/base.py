@@ -119,6 +119,12 @@ class Executor(ABC):
         """While waiting, keep queued runs moving (restart workers that died)."""
         return None
 
+    def stalled(self, sweep_dir: Path, queued: int, running: list[str]) -> str | None:
+        """Why the ``queued`` runs (not counting branches whose trunk will not train) will
+        never start without the user, and what starts them; None if they will (``running``:
+        the runs now running)."""
+        return None
+
     def notes(self, sweep_dir: Path) -> list[str]:
         """Lines ``flame status`` adds about the executor's own state (arrays left held)."""
         return []

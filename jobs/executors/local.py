@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,13 +17,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import submitit
+import submitit.local.local
 
 from jobs import ledger
 from jobs.branches import has_branches, waits
 from jobs.executors.base import Executor, JobId, Reconciled
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, plan_rows
-from jobs.task import LocalWorker, claim_lock, live_workers, pid_alive
+from jobs.task import CLAIM_LOCK, LocalWorker, claim_lock, live_workers, pid_alive
 from sweep.io import atomic_write_text
 from sweep.planrow import PlanRow
 from sweep.records import RunRecord
@@ -64,9 +66,11 @@ def local_executor(settings: LocalSettings, folder: Path) -> submitit.AutoExecut
 
 def submit_local(sweep_dir: Path, settings: LocalSettings, todo: list[str]) -> list[JobId]:
     """Queue ``todo`` in the ledger and make sure enough local workers are alive to drain it."""
-    with claim_lock(sweep_dir):  # workers claim and exit under it: none is missed
+    # Workers claim and exit under the lock (none is missed), and status reads the registry
+    # under it: queued runs and the workers that serve them appear together.
+    with claim_lock(sweep_dir) as registry:
         ledger.transition_many(sweep_dir, [(rid, ledger.SUBMITTED, None) for rid in todo])
-    return ensure_local_workers(sweep_dir, settings)
+        return _start_workers(sweep_dir, settings, registry)
 
 
 @contextmanager
@@ -104,37 +108,90 @@ def _detached_stdio(log: Path) -> Iterator[None]:
         os.close(sinks[1])
 
 
+class _GroupedSubprocess:
+    """``subprocess`` as submitit's local module sees it, with ``Popen`` starting each worker
+    in a process group of its own (``_own_process_groups``)."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: object, **kwargs: object) -> subprocess.Popen:  # noqa: N802 (its name)
+        return subprocess.Popen(*args, process_group=0, **kwargs)  # type: ignore[call-overload]
+
+
+@contextmanager
+def _own_process_groups() -> Iterator[None]:
+    """Start submitit's worker controllers in their own process groups while workers start.
+
+    A terminal's Ctrl-C sends SIGINT to its whole foreground process group: workers in the
+    launcher's group died with a Ctrl-C of ``flame run`` (and their runs were recorded failed),
+    though they are meant to outlive it. submitit's ``start_controller`` has no parameter for
+    it (its ``Popen`` takes only the command and environment), so its module's ``subprocess``
+    is swapped for the duration of the ``submit`` calls. The worker's job id stays its
+    controller's pid, which now also names its group: ``os.killpg(pid, ...)`` reaches the
+    task too.
+    """
+    module = submitit.local.local
+    saved = module.subprocess
+    module.subprocess = _GroupedSubprocess()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        module.subprocess = saved
+
+
 def ensure_local_workers(sweep_dir: Path, settings: LocalSettings | ClusterSettings
                          ) -> list[JobId]:
     """Start workers up to ``parallelism`` if runs are queued; returns the new workers' ids."""
     if isinstance(settings, ClusterSettings):
         settings = LocalSettings.from_cluster(settings)
+    with claim_lock(sweep_dir) as registry:
+        return _start_workers(sweep_dir, settings, registry)
+
+
+def _start_workers(sweep_dir: Path, settings: LocalSettings, registry: Path) -> list[JobId]:
+    """``ensure_local_workers`` under the claim lock (``registry``: the workers' file)."""
     states = ledger.read_all(sweep_dir)
     queued = {rid for rid, rec in states.items() if rec.state == ledger.SUBMITTED}
     rows = plan_rows(sweep_dir) if queued else []
     if has_branches(rows):  # branches of a trunk that will not train start no worker
         dead = waits(sweep_dir, [r for r in rows if r.run_id in queued], states)
         queued -= {rid for rid, wait in dead.items() if not wait.live}
-    with claim_lock(sweep_dir) as registry:
-        workers = live_workers(registry)
-        wanted = min(settings.workers - len(workers), len(queued))
-        new = []
-        if wanted > 0:
-            executor = local_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR)
-            # Workers outlive the launcher; an ignored SIGHUP is inherited across exec, so
-            # closing the launcher's terminal does not kill them either.
-            previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            try:
-                with _detached_stdio(jobs_dir(sweep_dir) / LOGS_DIR / WORKERS_LOG):
-                    for _ in range(wanted):
-                        job = executor.submit(LocalWorker(str(sweep_dir),
-                                                          settings.threads_per_job))
-                        workers[str(job.job_id)] = ledger.now()
-                        new.append(JobId(BACKEND, str(job.job_id)))
-            finally:
-                signal.signal(signal.SIGHUP, previous)
-        atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
+    workers = live_workers(registry)
+    wanted = min(settings.workers - len(workers), len(queued))
+    new = []
+    if wanted > 0:
+        executor = local_executor(settings, jobs_dir(sweep_dir) / LOGS_DIR)
+        # Workers outlive the launcher; an ignored SIGHUP is inherited across exec, so
+        # closing the launcher's terminal does not kill them either.
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            with (_detached_stdio(jobs_dir(sweep_dir) / LOGS_DIR / WORKERS_LOG),
+                  _own_process_groups()):
+                for _ in range(wanted):
+                    job = executor.submit(LocalWorker(str(sweep_dir), settings.threads_per_job))
+                    workers[str(job.job_id)] = ledger.now()
+                    new.append(JobId(BACKEND, str(job.job_id)))
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+    atomic_write_text(registry, json.dumps(workers, indent=1) + "\n")
     return new
+
+
+def unserved(sweep_dir: Path, queued: int, running: list[str]) -> str | None:
+    """Why ``queued`` runs will never start, or None: no local worker is alive (all killed,
+    out of memory, the machine rebooted) and no run is being trained (a task whose controller
+    died alone still holds its run's training lock, and claims the next run after it)."""
+    if queued == 0 or any(ledger.lock_holder(sweep_dir, rid) for rid in running):
+        return None
+    if (jobs_dir(sweep_dir) / CLAIM_LOCK).exists():  # read-only otherwise: nothing to lock
+        with claim_lock(sweep_dir) as registry:  # a launch records runs and workers at once
+            if live_workers(registry):
+                return None
+    return (f"{queued} queued runs but no local worker is alive to train them (killed, out of "
+            f"memory, the machine rebooted?): `flame launch sweep_dir={sweep_dir}` starts "
+            "workers again")
 
 
 class LocalExecutor(Executor):
@@ -183,6 +240,9 @@ class LocalExecutor(Executor):
     def tend(self, sweep_dir: Path) -> None:
         """Restart workers that died with runs queued."""
         ensure_local_workers(sweep_dir, self.settings)
+
+    def stalled(self, sweep_dir: Path, queued: int, running: list[str]) -> str | None:
+        return unserved(sweep_dir, queued, running)
 
     def dry_run(self, sweep_dir: Path, rows: list[PlanRow], todo: list[str],
                 folder: Path) -> list[Path]:

@@ -24,6 +24,7 @@ from jobs import ledger
 from jobs.branches import trunks_first, waits
 from jobs.executors import slurm_client as client
 from jobs.executors.base import Executor, JobId, Reconciled
+from jobs.resources import job_resources, mem_option
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir
 from jobs.task import RunTask
@@ -34,6 +35,11 @@ from sweep.records import RunRecord
 
 LAUNCHES_DIR = "launches"
 LOGS_DIR = "logs"
+JOB_FOLDER = "%A"
+"""submitit's folder under ``logs/``: one per array (``%A``, the array's job id; a plain job's
+own id), holding every task's pickles and logs (``<job>_<task>_0_log.err``). One folder per
+task (``%j``, as older sweeps have) cost a directory creation per run at submit, a tenth of a
+10,000-run launch. Old sweeps' per-task folders are still read (``task_file``)."""
 BACKEND = "slurm"
 
 
@@ -64,7 +70,7 @@ class SlurmSettings:
     request_gpus: bool = True
     """Ask for ``gpus_per_node`` GPUs (false on a CPU-only cluster)."""
     mem_gb: float | None = None
-    """Memory per node (None = the partition's default)."""
+    """Memory per node in GB (0 = all of it, --mem=0; None = the partition's default)."""
     signal_delay_s: int = 120
     """USR2 this many seconds before the time limit: checkpoint and requeue."""
     array_parallelism: int = 256
@@ -83,12 +89,15 @@ class SlurmSettings:
 
     @classmethod
     def from_cluster(cls, cluster: ClusterSettings) -> SlurmSettings:
-        """The SLURM keys of a validated ``cluster`` group."""
+        """The SLURM keys of a validated ``cluster`` group, CPUs and memory per task derived
+        from the node's shape where unset (``jobs.resources.job_resources``)."""
+        resources = job_resources(cluster)
         return cls(name=cluster.name, timeout_min=cluster.timeout_min,
                    max_attempts=cluster.max_attempts, use_local_cluster=cluster.use_local_cluster,
                    partition=cluster.partition, account=cluster.account, qos=cluster.qos,
-                   gpus_per_node=cluster.gpus_per_node, cpus_per_task=cluster.cpus_per_task,
-                   nodes=cluster.nodes, request_gpus=cluster.request_gpus, mem_gb=cluster.mem_gb,
+                   gpus_per_node=cluster.gpus_per_node, cpus_per_task=resources.cpus_per_task,
+                   nodes=cluster.nodes, request_gpus=cluster.request_gpus,
+                   mem_gb=resources.mem_gb,
                    signal_delay_s=cluster.signal_delay_s,
                    array_parallelism=cluster.array_parallelism,
                    max_array_size=cluster.max_array_size, setup=tuple(cluster.setup),
@@ -118,13 +127,15 @@ def slurm_parameters(settings: SlurmSettings, name: str, hold: bool = True,
         "cpus_per_task": settings.cpus_per_task,
         "slurm_signal_delay_s": settings.signal_delay_s,
         "slurm_array_parallelism": settings.array_parallelism,
-        "slurm_setup": list(settings.setup),
+        # srun does not inherit --cpus-per-task on SLURM 22.05-23.02 (jobs/resources.py)
+        "slurm_setup": [f"export SRUN_CPUS_PER_TASK={settings.cpus_per_task}",
+                        *settings.setup],
         "slurm_additional_parameters": extra,
     }
     if settings.gpus_per_node and settings.request_gpus:
         params["gpus_per_node"] = settings.gpus_per_node
-    if settings.mem_gb:
-        params["mem_gb"] = settings.mem_gb
+    if settings.mem_gb is not None:  # 0: all of each node's memory (--mem=0)
+        extra["mem"] = mem_option(settings.mem_gb)
     for key in ("partition", "account", "qos"):
         if getattr(settings, key):
             params[f"slurm_{key}"] = getattr(settings, key)
@@ -135,7 +146,7 @@ def slurm_executor(settings: SlurmSettings, folder: Path, name: str, hold: bool 
                    dependency: str | None = None) -> submitit.AutoExecutor:
     """An executor whose ``batch()`` submits one SLURM array named ``name``."""
     # submitit stops requeuing after this many timeouts; the ledger's cap must decide first
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
+    executor = submitit.AutoExecutor(folder=folder / JOB_FOLDER, cluster="slurm",
                                      slurm_max_num_timeout=settings.max_attempts + 1)
     executor.update_parameters(**slurm_parameters(settings, name, hold, dependency))
     return executor
@@ -163,7 +174,8 @@ def sbatch_text(settings: SlurmSettings, folder: Path, name: str, dependency: st
     """
     from submitit.slurm.slurm import _make_sbatch_string
 
-    inner = DryRunSlurmExecutor(folder=folder / "%j", max_num_timeout=settings.max_attempts + 1)
+    inner = DryRunSlurmExecutor(folder=folder / JOB_FOLDER,
+                                max_num_timeout=settings.max_attempts + 1)
     params = slurm_parameters(settings, name, hold=False, dependency=dependency)
     generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     inner.update_parameters(**inner._convert_parameters(generic),
@@ -316,8 +328,7 @@ def recover_manifests(sweep_dir: Path, warnings: list[str] | None = None) -> lis
             path.unlink()
             continue
         tasks = [str(t) for t in task_ids(JobId(BACKEND, job_id), len(manifest["run_ids"]))]
-        logs = jobs_dir(sweep_dir) / LOGS_DIR
-        if not all((logs / t / f"{t}_submitted.pkl").exists() for t in tasks):
+        if not all(task_file(sweep_dir, t, "submitted.pkl").exists() for t in tasks):
             client.scancel([job_id])  # killed inside submitit, before it stored the tasks
             path.unlink()
             continue
@@ -347,8 +358,17 @@ FORGOTTEN_AFTER_S = 600.0
 _RUNNING = client.QueueEntry(client.S_RUNNING, "None")
 
 
+def task_file(sweep_dir: Path, task: JobId | str, suffix: str) -> Path:
+    """submitit's file ``<task>_<suffix>`` of an array task (``12_3``) or plain job, in its
+    array's folder (``JOB_FOLDER``), or in an older sweep's per-task folder where that exists."""
+    logs, task = jobs_dir(sweep_dir) / LOGS_DIR, str(task)
+    path = logs / task.split("_")[0] / f"{task}_{suffix}"
+    old = logs / task / f"{task}_{suffix}"
+    return old if not path.exists() and old.exists() else path
+
+
 def _stderr_tail(sweep_dir: Path, job: JobId) -> str | None:
-    path = jobs_dir(sweep_dir) / LOGS_DIR / str(job) / f"{job}_0_log.err"
+    path = task_file(sweep_dir, job, "0_log.err")
     try:
         return ledger.tail(path.read_text(errors="replace"))
     except OSError:

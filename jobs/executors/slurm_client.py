@@ -146,6 +146,13 @@ def queue_entries() -> dict[str, QueueEntry]:
     return out
 
 
+def job_state(job_id: str) -> str | None:
+    """squeue's state of one job or array task (``RUNNING``, ``COMPLETING``, ...); None when
+    slurmctld no longer holds it."""
+    found = _run(["squeue", "-h", "-j", job_id, "-o", "%T"]).split()
+    return found[0] if found else None
+
+
 def find_by_name(name: str) -> str | None:
     """The job id of the job named ``name`` (queued or finished), or None."""
     queued = _run(["squeue", "-h", "-r", "--name", name, "-o", "%F"]).split()

@@ -45,34 +45,41 @@ def plan_ids(sweep_dir: Path) -> list[str]:
         return [row["run_id"] for row in csv.DictReader(handle)]
 
 
-def flame(*argv: str, env: dict | None = None, check: bool = True,
-          timeout: float = 120, subprocess_: bool = False) -> subprocess.CompletedProcess:
+def flame(*argv: str, env: dict | None = None, check: bool = True, timeout: float = 120,
+          subprocess_: bool = False, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """The real `flame` CLI (``jobs.cli.main``), in this process: an interpreter's start and
     imports (about a second of CPU a call) add nothing to what these tests check, so only a
     test that needs a process of its own (to kill it, or to race another) asks for one with
-    ``subprocess_=True``. Either way: the exit code, stdout and stderr, from the repository."""
+    ``subprocess_=True``. Either way: the exit code, stdout and stderr, from ``cwd`` (the
+    repository); ``env`` is added to the environment (a None value removes the variable)."""
     if subprocess_:
-        out = subprocess.run([*FLAME, *argv], cwd=REPO, capture_output=True, text=True,
-                             env={**os.environ, **(env or {})}, timeout=timeout)
+        full = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+        out = subprocess.run([*FLAME, *argv], cwd=cwd, capture_output=True, text=True,
+                             env=full, timeout=timeout)
     else:
-        out = _in_process(list(argv), env or {})
+        out = _in_process(list(argv), env or {}, cwd)
     if check and out.returncode != 0:
         raise AssertionError(f"flame {' '.join(argv)} -> {out.returncode}\n{out.stdout}\n"
                              f"{out.stderr}")
     return out
 
 
-def _in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``jobs.cli.main(argv)`` with the environment ``env`` added, from the repository's
-    folder, its output captured; an uncaught exception exits 1 with its traceback on stderr, as
-    the interpreter would."""
+def _in_process(argv: list[str], env: dict[str, str | None],
+                cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``jobs.cli.main(argv)`` with the environment ``env`` added (None: removed), from
+    ``cwd``, its output captured; an uncaught exception exits 1 with its traceback on stderr,
+    as the interpreter would."""
     from jobs.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
-        with contextlib.chdir(REPO), contextlib.redirect_stdout(out), \
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
                 contextlib.redirect_stderr(err):
             try:
                 code = main(argv)

@@ -1,4 +1,9 @@
-"""Bad inputs through the real CLI (`python -m jobs.cli`), one table (issue 11's acceptance).
+"""Bad inputs through the real CLI (``jobs.cli.main``), one table.
+
+Most cases call the CLI in this process (``tests.jobs.conftest.flame``: the same ``main``, its
+output captured, an uncaught exception a traceback on stderr and exit 1, as the interpreter
+gives); the cases in ``REAL_PROCESS`` run ``python -m jobs.cli`` as a process of its own, so
+that the table also holds for a real interpreter's start, exit code and streams.
 
 Each case prepares a sweep directory, runs one command on it and checks:
 - ``error`` cases: exit 2, exactly one line on stderr naming what is wrong and the fix, no
@@ -18,9 +23,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ import pytest
 from jobs import ledger
 from jobs.launch import launch_sweep
 from jobs.status import wait_until_terminal
-from tests.jobs.conftest import FLAME, REPO, make_sweep, plan_ids
+from tests.jobs.conftest import flame, make_sweep, plan_ids
 
 LOCAL = "cluster=local"
 
@@ -83,6 +86,38 @@ def submitted_to_slurm(sweep: Path, shared: Path) -> None:
         ledger.transition(sweep, run_id, ledger.SUBMITTED, job_id=f"424242_{k}", strict=True)
 
 
+def plan_column_renamed(sweep: Path, shared: Path) -> None:
+    """plan.csv edited by hand: the hidden_size column renamed."""
+    planned(sweep, shared)
+    text = (sweep / "plan.csv").read_text()
+    header, rest = text.split("\n", 1)
+    (sweep / "plan.csv").write_text(header.replace(",hidden_size,", ",hidden,") + "\n" + rest)
+
+
+def fit_json(text: str) -> Callable[[Path, Path], None]:
+    """A planned sweep whose fit.json holds ``text`` (garbage, a JSON list)."""
+    def setup(sweep: Path, shared: Path) -> None:
+        planned(sweep, shared)
+        (sweep / "fit.json").write_text(text)
+    return setup
+
+
+def state_json_is_a_folder(sweep: Path, shared: Path) -> None:
+    """A finished sweep where a folder stands for the 4th run's state.json."""
+    completed(sweep, shared)
+    path = sweep / "runs" / plan_ids(sweep)[3] / "state.json"
+    path.unlink()
+    path.mkdir()
+
+
+def run_folder_is_a_file(sweep: Path, shared: Path) -> None:
+    """A finished sweep where a file stands for the 4th run's folder."""
+    completed(sweep, shared)
+    folder = sweep / "runs" / plan_ids(sweep)[3]
+    shutil.rmtree(folder)
+    folder.write_text("not a folder\n")
+
+
 def no_slurm_env(tmp: Path) -> dict[str, str]:
     """A PATH without sbatch/scancel (a laptop, a compute node without the client)."""
     empty = tmp / "empty-bin"
@@ -106,6 +141,9 @@ class Case:
 
 
 TRUNCATED = ("runs/", "state.json is unreadable", "delete it to reset run")
+REAL_PROCESS = frozenset({"status/truncated-state", "launch-slurm/no-sbatch",
+                          "plan/sweep-dir-unwritable", "launch/no-controller"})
+"""Cases run as a process of their own: a warning, an error, an environment without SLURM."""
 CASES = [
     # item 3: one unreadable state.json: the command goes on with the other runs, names it
     Case("status/truncated-state", one_state_json_truncated, ("status", LOCAL), TRUNCATED,
@@ -133,6 +171,22 @@ CASES = [
          ("`sbatch` is not on PATH", "flame cluster up"), env=no_slurm_env),
     Case("launch-slurm/no-sbatch", planned, ("launch", "cluster=slurm"),
          ("`sbatch` is not on PATH",), env=no_slurm_env),
+    # issue 26 item 12: ordinary mistakes in a sweep's files, one line each
+    Case("status/plan-column-renamed", plan_column_renamed, ("status", LOCAL),
+         ("plan.csv", "lacks ['hidden_size']", "restore the column", "flame plan")),
+    *[Case(f"{argv[0]}/fit-json-{name}", fit_json(text), argv, ("fit.json", why, "flame fit"))
+      for name, text, why in (("garbage", "{not json", "not a readable fit.json"),
+                              ("list", "[1, 2]", "not a fit.json"))
+      for argv in (("report",), ("compare", "{sweep}", "{sweep}"))],
+    Case("fit/no-target-budgets", planned, ("fit", "fit.target_budgets=[]"),
+         ("fit.target_budgets=[]", "e.g. fit.target_budgets=[1e21]")),
+    Case("fit/target-budget-overflows", planned, ("fit", "fit.target_budgets=[1e308]"),
+         ("fit.target_budgets=[1e+308]", "in (0, 1e+35]")),
+    *[Case(f"{'-'.join(argv)}/{setup.__name__}", setup, (*argv, LOCAL), ("/runs/", why,
+           "delete it to reset run"), "warn", out)
+      for setup, why in ((state_json_is_a_folder, "state.json is unreadable (a folder"),
+                         (run_folder_is_a_file, "is unreadable (a file stands where run"))
+      for argv, out in ((("status",), ("corrupt",)), (("launch",), ("skipped 1 corrupt",)))],
 ]
 
 
@@ -155,9 +209,9 @@ def test_bad_input(case: Case, tmp_path: Path, shared: Path) -> None:
     case.setup(sweep, shared)
     before = checksums(sweep)
     argv = [a.replace("{sweep}", str(sweep)) for a in case.argv]
-    env = {**os.environ, **(case.env(tmp_path) if case.env else {})}
-    out = subprocess.run([*FLAME, argv[0], f"sweep_dir={sweep}", *argv[1:]], cwd=REPO,
-                         capture_output=True, text=True, env=env, timeout=120)
+    out = flame(argv[0], f"sweep_dir={sweep}", *argv[1:], check=False,
+                env=case.env(tmp_path) if case.env else None,
+                subprocess_=case.id in REAL_PROCESS)
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr, out.stderr
     assert len(lines) == 1, out.stderr
@@ -223,6 +277,15 @@ CONFIG_CASES = [
     ConfigCase("run-no-wait/no-controller", ("run", "--no-wait", SIM, "sweep_dir={tmp}/s",
                                              "cluster=slurm_h100"),
                ("SLURM controller does not answer",), env=no_slurm_conf_env),
+    # issue 26 item 9: what the trainer would refuse in every run is refused at plan time
+    ConfigCase("plan/negative-lr", ("plan", SIM, "sweep_dir={tmp}/new", "training.lr=-1"),
+               ("training.lr=-1.0", "must be > 0")),
+    ConfigCase("plan/odd-head-dim", ("plan", SIM, "sweep_dir={tmp}/new",
+                                     "family.members=[{name:m12,hidden_size:12,"
+                                     "num_attention_heads:4},{hidden_size:16}]"),
+               ("member 'm12'", "12/4 = 3 is odd", "num_attention_heads=3")),
+    ConfigCase("fit/sweep-dir-unreadable", ("fit", "sweep_dir=/proc/x"),
+               ("results", "/proc/x/results.csv does not exist")),
     ConfigCase("fit/results-is-a-directory", ("fit", "results={tmp}/s", "sweep_dir={tmp}/fit"),
                ("results", "is a directory")),
 ]
@@ -233,10 +296,8 @@ def test_config_mistake(case: ConfigCase, tmp_path: Path) -> None:
     make_sweep(tmp_path / "s", LOCAL)
     before = checksums(tmp_path)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in case.argv]
-    env = {k: v for k, v in {**os.environ, **(case.env(tmp_path) if case.env else {})}.items()
-           if v is not None}
-    out = subprocess.run([*FLAME, *argv], cwd=tmp_path, capture_output=True, text=True,
-                         env=env, timeout=120)
+    out = flame(*argv, check=False, env=case.env(tmp_path) if case.env else None,
+                subprocess_=case.id in REAL_PROCESS, cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len(lines) == 1, out.stderr

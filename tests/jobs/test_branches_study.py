@@ -5,6 +5,7 @@ simulated trainer with ``seconds_per_run`` so that the kill lands mid-study."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -96,8 +97,11 @@ def test_study_killed_with_its_workers_holds_branches_until_resubmit(tmp_path: P
         if len(training) == 2 and completed(tmp_path, rows, "trunk"):
             break
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # its session: the launcher, the workers, their tasks
+    os.killpg(proc.pid, signal.SIGKILL)  # its group: the launcher
     proc.wait()
+    for pid in json.loads((tmp_path / "jobs" / "local-workers.json").read_text()):
+        with contextlib.suppress(ProcessLookupError):  # each worker's group: it and its task
+            os.killpg(int(pid), signal.SIGKILL)
     done = {rid: (tmp_path / "runs" / rid / "summary.json").stat().st_mtime_ns
             for rid, rec in records(tmp_path).items() if rec.state == "completed"}
     again = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -14,7 +14,7 @@ from jobs import ledger
 from jobs.commands import cancel
 from jobs.executors.base import JobId
 from jobs.executors.registry import executor_class, executor_for
-from jobs.executors.slurm import LAUNCHES_DIR, _write_manifest, unreleased_arrays
+from jobs.executors.slurm import LAUNCHES_DIR, _write_manifest, task_file, unreleased_arrays
 from jobs.launch import launch_sweep
 from jobs.settings import ClusterSettings
 from jobs.status import poll
@@ -58,12 +58,29 @@ def test_launch_submits_held_arrays_records_then_releases(tmp_path: Path, monkey
     assert all(job.held for job in slurm.jobs)
     releases = [c for c in slurm.calls if c[:2] == ["scontrol", "release"]]
     assert releases == [["scontrol", "release", j.job_id] for j in slurm.jobs]
+    # one submitit folder per array (not per task), and its sbatch logs there too
+    logs = jobs_dir(tmp_path) / "logs"
+    folders = sorted(p.name for p in logs.iterdir() if p.is_dir())
+    assert folders == sorted(j.job_id for j in slurm.jobs)
+    first = report.job_ids[0]
+    assert task_file(tmp_path, first, "submitted.pkl") == logs / first.split("_")[0] / (
+        f"{first}_submitted.pkl") and task_file(tmp_path, first, "submitted.pkl").is_file()
+    assert f"--output={logs}/%A/%A_%a_0_log.out" in slurm.jobs[0].sbatch
     records = ledger.read_all(tmp_path)
     assert [records[rid].job_ids for rid in plan_ids(tmp_path)[:2]] == [["4200_0"], ["4200_1"]]
     assert {rec.state for rec in records.values()} == {"submitted"}
     assert unreleased_arrays(tmp_path) == []
     with fake_slurm(monkeypatch) as slurm:  # a second launch submits nothing
         assert launch_sweep(tmp_path, cfg).submitted == () and slurm.jobs == []
+
+
+def test_task_files_of_older_sweeps_are_read_in_their_per_task_folders(tmp_path: Path) -> None:
+    old = jobs_dir(tmp_path) / "logs" / "12_3" / "12_3_0_log.err"
+    old.parent.mkdir(parents=True)
+    old.write_text("old layout\n")
+    assert task_file(tmp_path, "12_3", "0_log.err") == old
+    assert task_file(tmp_path, "12_4", "0_log.err") == jobs_dir(tmp_path) / "logs" / "12" / (
+        "12_4_0_log.err")
 
 
 def test_reconcile_maps_scheduler_ends_and_requeues(tmp_path: Path, monkeypatch) -> None:

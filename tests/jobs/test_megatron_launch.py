@@ -15,25 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.conftest import REPO, flame
+from tests.jobs.conftest import flame
 from tests.trainers.conftest import standin_checkout
 from trainers.megatron_argspec import check_argv
 
 RELEASE = ("experiment=flame_release", "trainer=megatron")
 
 
-def _no_slurm_env(tmp_path: Path) -> dict[str, str]:
-    """PATH without sbatch/srun/scontrol and no SLURM_CONF: a laptop."""
+def _no_slurm_env(tmp_path: Path) -> dict[str, str | None]:
+    """PATH without sbatch/srun/scontrol and no SLURM_* variables: a laptop."""
     empty = tmp_path / "bin"
     empty.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    return {**env, "PATH": str(empty)}
+    return {**{k: None for k in os.environ if k.startswith("SLURM")}, "PATH": str(empty)}
 
 
-def _run_flame(env: dict[str, str], *argv: str):
-    import subprocess
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+def _run_flame(env: dict[str, str | None], *argv: str):
+    """The CLI in this process with ``env`` changed (``tests.jobs.conftest.flame``)."""
+    return flame(*argv, env=env, check=False)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -62,9 +60,11 @@ def test_dry_run_without_slurm_writes_seven_launch_scripts_and_the_sbatch_file(t
         assert check_argv(args) == [] and args[args.index("--data-path") + 1] == "/data/x"
         assert "srun" not in script.read_text()
     sbatch = (sweep / "jobs" / "dry-run" / "array-0.sbatch").read_text()
+    # 64 CPUs (8 a GPU), all the node's memory, the signal's lead for a 144 GB checkpoint
     for line in ("--nodes=4", "--ntasks-per-node=1", "--gpus-per-node=8", "--array=0-6%7",
-                 "--signal=USR2@120", "--exclusive"):
+                 "--signal=USR2@348", "--exclusive", "--cpus-per-task=64", "--mem=0"):
         assert f"#SBATCH {line}" in sbatch
+    assert "export SRUN_CPUS_PER_TASK=64\n" in sbatch
     assert json.loads((sweep / "jobs" / "dry-run" / "array-0.json").read_text())["run_ids"]
     assert not (sweep / "runs" / sweep.joinpath("plan.csv").read_text().split()[1][:12]
                 / "state.json").exists()  # nothing submitted, no ledger entry
@@ -90,14 +90,15 @@ def test_bad_input_exits_2_naming_the_key_before_anything_is_written(tmp_path, o
     sweep = tmp_path / "sweep"
     # a real launch also needs the checkout to exist: the stand-in's (through MEGATRON_LM)
     env = _no_slurm_env(tmp_path) if dry_run else \
-        {**os.environ, "MEGATRON_LM": str(standin_checkout(tmp_path / "standin"))}
+        {"MEGATRON_LM": str(standin_checkout(tmp_path / "standin"))}
     assert _run_flame(env, "plan", *RELEASE, f"sweep_dir={sweep}").returncode == 0
     empty = tmp_path / "megatron"
     empty.mkdir()
     overrides = tuple(o.replace("EMPTY", str(empty)) for o in overrides)
     before = _snapshot(sweep)
+    python = [] if dry_run else [f"trainer.python={sys.executable}"]
     out = _run_flame(env, "launch", *(["--dry-run"] if dry_run else []), *RELEASE,
-                     "cluster=slurm_h100", *overrides, f"sweep_dir={sweep}")
+                     "cluster=slurm_h100", *python, *overrides, f"sweep_dir={sweep}")
     assert out.returncode == 2, out.stdout + out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("flame launch: error")]
     assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
@@ -157,7 +158,7 @@ def test_a_launch_that_does_not_repeat_the_plans_overrides_changes_nothing(tmp_p
     sweep = tmp_path / "sweep"
     plan = [f"sweep_dir={sweep}", "trainer=simulated", "trainer.noise=0.01",
             "budgets.flops=[3e10]", "cluster=local"]
-    env = dict(os.environ)
+    env: dict[str, str | None] = {}
     assert _run_flame(env, "plan", *plan).returncode == 0
     before = (sweep / "config.yaml").read_text()
     out = _run_flame(env, "launch", "--dry-run", f"sweep_dir={sweep}", "trainer=simulated",

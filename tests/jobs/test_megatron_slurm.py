@@ -1,12 +1,14 @@
 """trainer=megatron on the real local SLURM (`flame cluster up`) with the stand-in of Megatron-LM
 core_v0.16.1's pretrain_gpt.py under the real torchrun and c10d rendezvous: a run whose
-train_iters (103) is not a multiple of the log interval (5), preempted once mid-run, is
-requeued, resumes from its checkpoint, completes, and collect reads its final validation loss,
-the same as an uninterrupted run's."""
+train_iters (103) is not a multiple of the log interval (5), stopped by a signal in Megatron's
+start-up, a SIGTERM to the whole step and an ``scontrol requeue``, is requeued each time,
+resumes from its checkpoint, completes, and collect reads its final validation loss, the same
+as an uninterrupted run's; two nodes meet in one world, each writing its own log."""
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import time
@@ -19,11 +21,13 @@ from conf.study import plan_from_cfg, write_plan
 from jobs import ledger
 from jobs.cli import compose
 from jobs.launch import launch_sweep
-from jobs.status import poll, wait_until_terminal
+from jobs.status import wait_until_terminal
 from jobs.sweepdir import read_config
 from tests.jobs.conftest import flame
 from tests.trainers.conftest import STANDIN, standin_overrides
+from trainers.logformat import parse_lines
 from trainers.megatron import argv_of
+from trainers.readers import LAUNCH_MARK
 
 pytestmark = pytest.mark.slurm
 
@@ -37,45 +41,85 @@ def _uninterrupted_final_loss(row: dict, cfg: dict, tmp: Path) -> float:
     return float(line.split("lm loss value:")[1].split("|")[0])
 
 
-def _preempt_once_training(sweep_dir: Path, cfg) -> None:
-    """USR2 to the job's steps (as SLURM does before a time limit) once iteration 20 is logged."""
-    deadline = time.monotonic() + 60
+def _run_log(sweep_dir: Path) -> str:
+    log = next(sweep_dir.glob("runs/*/train.log"), None)
+    return log.read_text(errors="replace") if log is not None else ""
+
+
+def _starts(sweep_dir: Path) -> list[str]:
+    """The run's log, one text per start of launch.sh (flame's mark before each)."""
+    return _run_log(sweep_dir).split(LAUNCH_MARK)[1:]
+
+
+def _when(sweep_dir: Path, seen: set[str], ready, what: str, timeout_s: float = 90) -> str:
+    """Poll until ``ready(starts)``; the job id of the run's job then. Every ledger state seen
+    on the way goes into ``seen``."""
+    deadline = time.monotonic() + timeout_s
     while True:
-        assert time.monotonic() < deadline, "the job never reached iteration 20"
-        if poll(sweep_dir, cfg).counts["running"]:
-            log = next(sweep_dir.glob("runs/*/train.log"), None)
-            if log is not None and "iteration       20/" in log.read_text():
-                break
-        time.sleep(0.2)
-    (run_id, rec), = ledger.read_all(sweep_dir).items()
-    subprocess.run(["scancel", "--signal=USR2", rec.job_ids[-1]], check=True)
+        records = ledger.read_all(sweep_dir)
+        seen.update(rec.state for rec in records.values())
+        if records and ready(_starts(sweep_dir)):
+            (rec,) = records.values()
+            return rec.job_ids[-1]
+        assert time.monotonic() < deadline, f"never saw {what}:\n{_run_log(sweep_dir)[-3000:]}"
+        time.sleep(0.1)
 
 
-@pytest.mark.timeout(150)
-def test_preempted_megatron_run_requeues_resumes_completes_and_is_collected(
+def _training(start: str, lines: int) -> bool:
+    return len(parse_lines(start.splitlines()).train) >= lines
+
+
+@pytest.mark.timeout(300)
+def test_signal_in_start_up_sigterm_and_scontrol_requeue_each_end_in_a_requeue_never_failed(
         slurm_cluster, tmp_path, monkeypatch):
-    monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0.1")  # 103 iterations, ~10 s
+    """One run, four starts of one job, each ended by what a cluster does: (1) the time limit's
+    USR2 while Megatron starts up, before its handler exists (the ranks die of the forwarded
+    SIGTERM, torchrun exits 1); (2) SIGTERM to every process of the step mid-run
+    (``scancel --signal=TERM``, as preemption sends it: torchrun stops, the ranks save);
+    (3) ``scontrol requeue`` mid-run (SLURM's SIGTERM, then its own requeue). Each ends in a
+    requeue, never ``failed``; the fourth start completes with the uninterrupted run's loss,
+    and collect reads it. The acceptance test of these paths on the real local SLURM."""
+    monkeypatch.setenv("FLAME_STANDIN_STEP_S", "0.05")  # 103 iterations, ~5 s
+    monkeypatch.setenv("FLAME_STANDIN_STARTUP_S", "3")  # the window before the handler
     sweep_dir = tmp_path / "sweep"
     cfg = compose([f"sweep_dir={sweep_dir}", "experiment=megatron_smoke", "cluster=slurm_local",
-                   *standin_overrides(tmp_path / "megatron")])
+                   "cluster.max_attempts=5", *standin_overrides(tmp_path / "megatron")])
     write_plan(sweep_dir, *plan_from_cfg(cfg), cfg)
+    seen: set[str] = set()
     try:
         launch_sweep(sweep_dir, cfg)
-        _check_preempted_run(sweep_dir, cfg, tmp_path)
+        job = _when(sweep_dir, seen, lambda s: len(s) == 1 and "> building" in s[0],
+                    "the first start's tokenizer line")
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        job = _when(sweep_dir, seen, lambda s: len(s) == 2 and _training(s[1], 3),
+                    "the second start training")
+        subprocess.run(["scancel", "--signal=TERM", job], check=True)
+        job = _when(sweep_dir, seen, lambda s: len(s) == 3 and _training(s[2], 3),
+                    "the third start training")
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+        seen.update(rec.state for rec in ledger.read_all(sweep_dir).values())
+        _check_requeued_run(sweep_dir, cfg, tmp_path, final, seen)
     finally:
         flame("cancel", "--all", f"sweep_dir={sweep_dir}", "cluster=slurm_local", check=False)
 
 
-def _check_preempted_run(sweep_dir: Path, cfg, tmp_path: Path) -> None:
-    _preempt_once_training(sweep_dir, cfg)
-    final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
+def _check_requeued_run(sweep_dir: Path, cfg, tmp_path: Path, final, seen: set[str]) -> None:
     assert final.counts["completed"] == 1, final.summary()
+    assert "failed" not in seen and "timeout" not in seen, seen
     (run_id, rec), = ledger.read_all(sweep_dir).items()
-    assert rec.attempts == 2 and len(rec.job_ids) == 1  # requeued: one job, two starts
-    log = (sweep_dir / "runs" / run_id / "train.log").read_text()
-    assert "[exiting program after receiving SIGTERM.]" in log
-    assert "loading distributed checkpoint" in log
-    assert "validation loss at iteration 103 on validation set" in log
+    assert rec.attempts == 4 and len(rec.job_ids) == 1  # requeued: one job, four starts
+    starts = _starts(sweep_dir)
+    assert len(starts) == 4
+    # 1: killed in start-up (no handler yet): no training, no save
+    assert "> building" in starts[0] and not _training(starts[0], 1)
+    assert "exiting program" not in starts[0]
+    # 2 and 3: Megatron's handler saved and exited; 3 resumed from 2's checkpoint
+    for start in starts[1:3]:
+        assert "[exiting program after receiving SIGTERM.]" in start
+    assert "loading distributed checkpoint" in starts[2]
+    assert "loading distributed checkpoint" in starts[3]
+    assert "validation loss at iteration 103 on validation set" in starts[3]
     results = collect_sweep(sweep_dir, cfg)
     (row,) = results.to_dict(orient="records")
     assert row["flag"] == "ok" and row["iterations_done"] == 103
@@ -111,11 +155,15 @@ def test_two_nodes_rendezvous_by_c10d_into_one_world(slurm_cluster, tmp_path,
     summary = train_run(row, read_config(sweep_dir), sweep_dir / "runs" / run_id)
     assert node1.wait(timeout=60) == 0
     assert summary["iterations"] == 103 and summary["final_val_loss"] > 2.0
-    log = (sweep_dir / "runs" / run_id / "train.log").read_text()
-    # rank 0 (node 0) saves; the last rank (node 1) prints the training and validation lines
-    assert "successfully saved checkpoint from iteration     103" in log
+    run = sweep_dir / "runs" / run_id
+    log, node0 = (run / "train.log").read_text(), (run / "train.node0.log").read_text()
+    # one log per node: the last rank (node 1) prints the training and validation lines into
+    # train.log, the one flame parses; rank 0 (node 0) saves, into train.node0.log
     assert "validation loss at iteration 103 on validation set" in log
     assert "throughput per GPU" in log
+    assert "successfully saved checkpoint from iteration     103" in node0
+    assert "iteration        1/" not in node0 and "saved checkpoint" not in log
+    assert json.loads((run / "train.node1.exit").read_text())["code"] == 0
     # one world of 2 ranks, not two worlds of 1: each line once
     assert log.count("iteration        1/     103 |") == 1
-    assert log.count("successfully saved checkpoint from iteration     103") == 1
+    assert node0.count("successfully saved checkpoint from iteration     103") == 1

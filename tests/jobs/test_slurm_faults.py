@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs import ledger
-from jobs.executors.slurm import unreleased_arrays
+from jobs.executors.slurm import task_file, unreleased_arrays
 from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
 from tests.jobs.conftest import flame, plan_ids
@@ -64,7 +64,9 @@ def test_deleted_state_json_and_relaunch_never_trains_twice(slurm_sweep) -> None
     assert final.counts["completed"] == 1, final.summary()
     iterations = train_iterations(sweep_dir, run_id)
     assert iterations == sorted(set(iterations)), iterations  # one trainer: no interleaving
-    err = (sweep_dir / "jobs" / "logs" / second / f"{second}_0_log.err").read_text()
+    err_path = task_file(sweep_dir, second, "0_log.err")
+    assert err_path.parent.name == str(second).split("_")[0]  # one folder per array
+    err = err_path.read_text()
     assert f"run {run_id} is being trained by job {first}" in err
 
 

@@ -53,7 +53,7 @@ def test_plan_refuses_an_untyped_config(tmp_path: Path) -> None:
 
 def test_branches_are_checked_where_the_config_is_typed() -> None:
     with pytest.raises(ConfigError, match="min_lr=.* is not below training.lr"):
-        compose(["sweep_dir=unused", "experiment=demo_branches", "training.min_lr=1"])
+        compose(["sweep_dir=unused", "experiment=demo_branches", "training.min_lr=${training.lr}"])
 
 
 def test_replan_guard_reads_run_records(tmp_path: Path) -> None:

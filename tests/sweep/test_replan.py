@@ -6,10 +6,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.jobs.conftest import flame as run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = ("trainer=simulated", "budgets.flops=[3e10,1e11]", "cluster=local")
@@ -17,13 +18,8 @@ SIM = ("trainer=simulated", "budgets.flops=[3e10,1e11]")
 
 
 def flame(*argv: str) -> subprocess.CompletedProcess:
-    # Output through files, not pipes: detached local workers inherit the launcher's stdout.
-    where = Path(next(a for a in argv if a.startswith("sweep_dir=")).split("=", 1)[1]).parent
-    with open(where / "out.txt", "w+") as out, open(where / "err.txt", "w+") as err:
-        done = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=REPO, stdout=out,
-                              stderr=err, text=True, timeout=300)
-        out.seek(0), err.seek(0)
-        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), err.read())
+    """The CLI in this process (``tests.jobs.conftest.flame``), its exit code not checked."""
+    return run_cli(*argv, check=False)
 
 
 def digest(path: Path) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from sweep.errors import ConfigError
 from sweep.family import build_family
 from sweep.planner import PlannerConfig, plan
 from sweep.schema import operational, result
+from tests.jobs.conftest import flame as run_cli
 from trainers.settings import TRAINER_CONFIGS, EmbeddedConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,8 +29,8 @@ DATA = Path(__file__).parent / "data"
 
 
 def flame(*argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    """The CLI in this process (``tests.jobs.conftest.flame``), its exit code not checked."""
+    return run_cli(*argv, check=False, cwd=cwd)
 
 
 @pytest.mark.parametrize("override", ["cluster.bogus=1", "trainer.bogus=1", "fit.bogus=1",

@@ -29,8 +29,14 @@ What it reproduces:
   ``--tensorboard-log-interval``) and, with ``--moe-per-layer-logging``, one scalar per layer
   ``moe/<name>_layer_<i>`` (M:1031-1033, ``i`` 0-based over all layers), flushed after the
   training loop (T:3000-3003).
+- start-up (``start_up``): the arguments block, then the exit-signal handler installed only
+  after the tokenizer is built (G:96-114): a signal before that kills the rank.
+- TensorBoard besides the MoE losses: ``lm loss`` (T:1879, T:1902-1904), ``lm loss
+  validation`` for every evaluation, the final test evaluation's included under the same tag
+  and step (T:3258-3264 via T:1094-1107), and every argument as text (T:2511,
+  ``megatron/training/initialize.py``:430-436; ``do_valid``/``do_test`` among them).
 What it does not: the timers' "(min, max) time across ranks" blocks, memory reports, warnings,
-data loading (``--data-path`` is not opened), TensorBoard scalars other than the MoE losses,
+data loading (``--data-path`` is not opened), the other TensorBoard scalars,
 and Megatron's exact FLOP count (the throughput field has Megatron's format; its value comes
 from a 6·N·tokens estimate, see ``_flops``).
 
@@ -49,7 +55,9 @@ or ``--use-checkpoint-opt_param-scheduler`` (``S`` =
 ``megatron/core/optimizer_param_scheduler.py``, S:312-330), with Megatron's assertion message.
 
 Environment: ``FLAME_STANDIN_STEP_S`` seconds per iteration (default 0.001) so that a test can
-preempt a run mid-way; ``RANK``/``WORLD_SIZE`` (default 0/1, as torchrun or flame's srun line
+preempt a run mid-way; ``FLAME_STANDIN_STARTUP_S`` seconds of start-up before the exit-signal
+handler is installed (default 0; Megatron's take tens of seconds); ``RANK``/``WORLD_SIZE``
+(default 0/1, as torchrun or flame's srun line
 sets them): rank 0 prints what Megatron prints with print_rank_0 and writes the checkpoint files,
 the last rank prints the training and validation lines (print_rank_last), and the throughput is
 per GPU of WORLD_SIZE. Every rank computes the same numbers, so ranks never need to talk; they
@@ -130,7 +138,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
              "ckpt_step": int, "lr_warmup_init": float,
              "save": str, "load": str, "split": str, "ckpt_format": str, "lr_decay_style": str,
              "lr_wsd_decay_style": str,
-             "tensorboard_dir": str,
+             "tensorboard_dir": str, "tensorboard_log_interval": int, "tokenizer_type": str,
              "exit_signal": lambda name: signal.Signals[name]}
     for dest, kind in typed.items():
         p.add_argument(*spec[dest]["option_strings"], dest=dest, type=kind,
@@ -344,9 +352,16 @@ def training_line(args: argparse.Namespace, iteration: int, consumed: int, elaps
     return text
 
 
-def validation_lines(prefix: str, lm_loss: float) -> None:
+def validation_lines(prefix: str, lm_loss: float, writer: TensorBoard | None = None,
+                     iteration: int = 0, consumed: int = 0) -> None:
     """T:3253-3281: `` validation loss at {prefix} | lm loss value: ... | lm loss PPL: ... | ``
-    framed by dashes one longer than the line."""
+    framed by dashes one longer than the line; with a writer (T:3206-3209) the scalars
+    ``lm loss validation`` at the iteration and ``lm loss validation vs samples`` (T:3258-3264),
+    under the same tags whether the set is the validation or the TEST one (the final test
+    evaluation goes through the same function, T:1094-1107)."""
+    if writer is not None:
+        writer.add_scalar("lm loss validation", lm_loss, iteration)
+        writer.add_scalar("lm loss validation vs samples", lm_loss, consumed)
     text = f" validation loss at {prefix} | "
     text += f"lm loss value: {lm_loss:.6E} | lm loss PPL: {math.exp(min(20, lm_loss)):.6E} | "
     _say_last("-" * (len(text) + 1))
@@ -439,9 +454,31 @@ class TensorBoard:
         self.writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(
             value=[Summary.Value(tag=tag, simple_value=value)])))
 
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        """torch.utils.tensorboard's add_text: a string tensor under ``<tag>/text_summary``
+        with the text plugin's metadata (torch/utils/tensorboard/summary.py ``text``)."""
+        if self.dir is None:
+            return
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        if self.writer is None:
+            self.writer = EventFileWriter(self.dir, max_queue_size=1000)
+        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
+        tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode()],
+                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+        self.writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(
+            value=[Summary.Value(tag=f"{tag}/text_summary", metadata=meta, tensor=tensor)])))
+
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def track_moe_metrics(args: argparse.Namespace, writer: TensorBoard, iteration: int,
@@ -471,24 +508,57 @@ def splits(args: argparse.Namespace) -> tuple[bool, bool]:
     return evaluates and weights[1] > 0, evaluates and weights[2] > 0
 
 
+def start_up(args: argparse.Namespace) -> None:
+    """initialize_megatron up to the exit-signal handler (``I`` =
+    megatron/training/initialize.py): validate_args prints the arguments on rank 0 (A:1283,
+    A:1288-1299), then set_global_variables (I:96) builds the tokenizer (its first line,
+    megatron/training/tokenizer/tokenizer.py:24; from the model hub for FLAME's
+    HuggingFaceTokenizer), the TensorBoard writer and the timers, and only then installs the
+    handler (G:113-114 -> G:77-81 -> dist_signal_handler.py:60-70, a flag set by the signal).
+    ``FLAME_STANDIN_STARTUP_S`` seconds stand for that start-up (Megatron's imports, the
+    tokenizer's download: tens of seconds): a signal in it meets Python's default action
+    and kills the rank (SIGTERM; SIGUSR2 too, which launch.sh ignores), as it kills Megatron's."""
+    _say("------------------------ arguments ------------------------")
+    for dest in sorted(vars(args), key=str.lower):
+        _say(f"  {dest} {'.' * (48 - len(dest))} {getattr(args, dest)}")
+    _say("-------------------- end of arguments ---------------------")
+    _say(f"> building {args.tokenizer_type} tokenizer ...")
+    time.sleep(float(os.environ.get("FLAME_STANDIN_STARTUP_S", "0")))
+    if args.exit_signal_handler:  # only a flag is set (dist_signal_handler.py:65-66)
+        signal.signal(args.exit_signal, lambda signum, frame: RECEIVED.append(signum))
+
+
 def main(argv: list[str]) -> int:
     """pretrain_gpt.py's main: load, train (T:2417-3032), final save and evaluation
     (T:1030-1107)."""
     args = parse(argv)
-    if args.exit_signal_handler:  # megatron/training/dist_signal_handler.py: only a flag is set
-        signal.signal(args.exit_signal, lambda signum, frame: RECEIVED.append(signum))
+    start_up(args)
     st = load_checkpoint(args, {"iteration": 0, "consumed": 0,
                                 "w": 6.0 + random.Random(args.seed).random(), "v": 1.0,
                                 "m": 0.0, "rng": 0, "sched": scheduler(args)})
     do_valid, do_test = splits(args)
+    args.do_valid, args.do_test = do_valid, do_test  # T:3414-3415
+    writer = TensorBoard(args)  # G:103 -> G:170-183, before the handler
+    try:
+        return _pretrain(args, st, writer)
+    finally:
+        # Megatron's last explicit flush is T:3001-3003; the final evaluations' scalars reach
+        # the file through the writer's own thread. The stand-in closes it: they are there.
+        writer.close()
 
+
+def _pretrain(args: argparse.Namespace, st: dict, writer: TensorBoard) -> int:
+    """T:1026-1107: train, the final save, the final validation and test evaluations."""
+    do_valid, do_test = args.do_valid, args.do_test
     if not args.skip_train:  # T:1026-1061
         _say("training ...")
         if args.train_iters > 0:  # T:1030 (do_train: a training dataset exists)
-            stop = train(args, st)
+            stop = train(args, st, writer)
             if stop:
-                return 0  # T:3021-3030: sys.exit(exit_code); exit_code is 0 unless the rerun
-                # state machine set it (T:2576, T:1687-1689)
+                # T:3021-3030: sys.exit(exit_code) from inside train(): no final validation
+                # or test evaluation, even when the signal came at the last iteration; exit_code
+                # is 0 unless the rerun state machine set it (T:2576, T:1687-1689)
+                return 0
         else:
             st["iteration"] = 0  # T:1029
         print_datetime("after training is done")  # T:1045
@@ -499,18 +569,24 @@ def main(argv: list[str]) -> int:
     else:
         _say("skipping training (--skip-train is on) ...")  # T:1064
     iteration, loss = st["iteration"], st["w"] + st["v"]
+    final_writer = None if args.skip_train else writer  # write_to_tensorboard=not skip_train
     if do_valid:  # T:1068-1092
-        validation_lines(f"iteration {iteration} on validation set", 2.05 + loss)
+        validation_lines(f"iteration {iteration} on validation set", 2.05 + loss,
+                         final_writer, iteration, st["consumed"])
     if do_test:  # T:1094-1107
-        validation_lines(f"iteration {iteration} on test set", 2.07 + loss)
+        validation_lines(f"iteration {iteration} on test set", 2.07 + loss,
+                         final_writer, iteration, st["consumed"])
     return 0
 
 
-def train(args: argparse.Namespace, st: dict) -> bool:
+def train(args: argparse.Namespace, st: dict, writer: TensorBoard) -> bool:
     """T:2417-3032's loop on the run state ``st``; returns whether it exited on a condition."""
+    # T:2511 -> I:430-436: every argument as text at the loaded iteration (do_valid and
+    # do_test among them: set before train(), T:3414-3415)
+    for dest in vars(args):
+        writer.add_text(dest, str(getattr(args, dest)), st["iteration"])
     print_datetime("before the start of training step")  # T:2572
-    do_valid, _ = splits(args)
-    writer = TensorBoard(args)
+    do_valid = args.do_valid
     try:
         return _loop(args, st, writer, do_valid)
     finally:
@@ -534,6 +610,8 @@ def _loop(args: argparse.Namespace, st: dict, writer: TensorBoard, do_valid: boo
         count += 1
         for name, value in _losses(args, w, st["v"]).items():
             sums[name] = sums.get(name, 0.0) + value
+        if iteration % (args.tensorboard_log_interval or 1) == 0:  # T:1879, T:1902-1904
+            writer.add_scalar("lm loss", _losses(args, w, st["v"])["lm loss"], iteration)
         track_moe_metrics(args, writer, iteration, w)  # T:1974-1987, every iteration
         # T:2008: printed when iteration % log_interval == 0, and on the first iteration of this
         # process (is_first_iteration, T:2577/2909-2911) -- which, after a --load, is the first
@@ -548,7 +626,8 @@ def _loop(args: argparse.Namespace, st: dict, writer: TensorBoard, do_valid: boo
         # T:2914-2950: evaluation every eval_interval (None = never) when there is a
         # validation set.
         if args.eval_interval and iteration % args.eval_interval == 0 and do_valid:
-            validation_lines(f"iteration {iteration}", 2.05 + w + st["v"])
+            validation_lines(f"iteration {iteration}", 2.05 + w + st["v"], writer, iteration,
+                             consumed)
         if checkpoint_and_decide_exit(args, iteration, st, RECEIVED):
             return True
     return False

@@ -61,6 +61,7 @@ def _expected(flag: str, spec: PlanRow, run_dir: Path, release: bool) -> str | N
         "--lr-wsd-decay-iters": iters // 10, "--train-iters": iters,
         "--save": run_dir / "checkpoints", "--load": run_dir / "checkpoints",
         "--tensorboard-dir": run_dir / "tensorboard", "--data-path": DATA,
+        "--data-cache-path": run_dir.parent.parent / "cache" / "megatron_data",
         # sweep: train_iters (search.sh:118-119); release: train_iters // 10, deliberately
         # instead of their hand-set values (checked against them below)
         "--save-interval": iters // 10 if release else iters,

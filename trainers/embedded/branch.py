@@ -22,10 +22,11 @@ TRAINER = "embedded"
 
 
 def keep(ckpt_dir: Path, spec: PlanRow, state: dict[str, Any]) -> None:
-    """A trunk at one of its branch steps: write ``state`` to ``iter_<step>.pt`` (atomically,
-    and before latest.pt, so a trunk killed in between redoes the step and writes it again)."""
+    """A run at one of its ``save_steps`` (a trunk's branch steps; a release run's tenths):
+    write ``state`` to ``iter_<step>.pt`` (atomically, and before latest.pt, so a run killed in
+    between redoes the step and writes it again)."""
     step = int(state["iteration"])
-    if spec.role != "trunk" or step not in spec.save_steps:
+    if step not in spec.save_steps:
         return
     checkpoint.write(branch_checkpoint(ckpt_dir.parent, step, TRAINER), state)
 

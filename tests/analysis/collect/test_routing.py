@@ -168,6 +168,11 @@ def _expected(layer_losses) -> dict[str, list[float]]:
     return sums
 
 
+def _moe_tag(tag: str) -> bool:
+    """The MoE losses' scalars, not the stand-in's ``lm loss`` ones."""
+    return not tag.startswith("lm loss")
+
+
 def test_megatron_moe_losses_per_layer_from_tensorboard_then_train_log(tmp_path):
     rd = _standin_run(tmp_path, "--moe-per-layer-logging")
     want = _expected(standin.layer_moe_losses)
@@ -180,7 +185,7 @@ def test_megatron_moe_losses_per_layer_from_tensorboard_then_train_log(tmp_path)
         assert lay["z_loss"] == pytest.approx(want["z_loss"][lay["layer"]], rel=1e-6)
     assert got.aux_loss == pytest.approx(sum(want["load_balancing_loss"]) / 2, rel=1e-6)
     # cadence: every iteration, whatever --log-interval (moe_utils.py:1026-1033)
-    tags = _tb_scalars(rd, lambda tag: True)
+    tags = _tb_scalars(rd, _moe_tag)
     assert sorted(tags) == sorted(["load_balancing_loss", "z_loss"] + [
         f"moe/{name}_layer_{i}" for name in ("load_balancing_loss", "z_loss") for i in range(3)])
     assert all([step for step, _ in points] == list(range(1, 41)) for points in tags.values())
@@ -210,8 +215,8 @@ def test_megatron_without_per_layer_logging_writes_only_the_means(tmp_path):
 
 def test_megatron_with_a_zero_aux_coefficient_reports_no_load_balancing_loss(tmp_path):
     rd = _standin_run(tmp_path, "--moe-aux-loss-coeff", "0")  # the later flag wins
-    assert "load_balancing_loss" not in (rd / "train.log").read_text()  # 0 is not printed
-    assert set(_tb_scalars(rd, lambda tag: True)) == {"load_balancing_loss", "z_loss"}
+    assert "| load_balancing_loss" not in (rd / "train.log").read_text()  # 0 is not printed
+    assert set(_tb_scalars(rd, _moe_tag)) == {"load_balancing_loss", "z_loss"}
     got = read_routing(rd, "megatron")  # TensorBoard's zeros: not computed, not balanced
     assert math.isnan(got.aux_loss) and got.z_loss > 4.0
     assert health(got, FitSettings())["routing_status"] == "unknown"
@@ -222,8 +227,8 @@ def test_megatron_with_a_zero_z_coefficient_logs_nan_and_reads_no_z_loss(tmp_pat
     TensorBoard gets NaN every iteration, the log line drops it (NaN > 0 is False,
     training.py:2067-2069); flame reads it as not logged, and the router is not collapsed."""
     rd = _standin_run(tmp_path, "--moe-z-loss-coeff", "0", "--moe-per-layer-logging")
-    assert "z_loss" not in (rd / "train.log").read_text()
-    tags = _tb_scalars(rd, lambda tag: True)
+    assert "| z_loss" not in (rd / "train.log").read_text()  # the arguments block names it
+    tags = _tb_scalars(rd, _moe_tag)
     assert all(v == 0.0 for _, v in tags["moe/z_loss_layer_0"])  # the dense layer
     for tag in ("z_loss", "moe/z_loss_layer_1", "moe/z_loss_layer_2"):
         assert len(tags[tag]) == 40 and all(math.isnan(v) for _, v in tags[tag])
@@ -249,7 +254,7 @@ def test_megatron_seq_aux_loss_is_read_as_the_load_balancing_loss(tmp_path):
     rd = _standin_run(tmp_path, "--moe-router-load-balancing-type", "seq_aux_loss")
     log = (rd / "train.log").read_text()
     assert "| seq_load_balancing_loss: " in log and "| load_balancing_loss: " not in log
-    tags = _tb_scalars(rd, lambda tag: True)
+    tags = _tb_scalars(rd, _moe_tag)
     assert sorted(tags) == ["load_balancing_loss", "seq_load_balancing_loss", "z_loss"]
     assert all(v == 0.0 for _, v in tags["load_balancing_loss"])
     want = _window(tags["seq_load_balancing_loss"], 40)

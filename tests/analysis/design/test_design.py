@@ -20,7 +20,7 @@ LAW = "design.law={E:0.5003,A:19.7363,B:92.7538,alpha:0.3401,beta:0.348}"
 # A small search: few replications and candidates (the suite's time budget).
 SMALL = ("design.replications=40", "design.members_per_budget=[3,5]", "design.spans=[0.3,0.6]",
          "design.confirm=3", "design.min_budgets=4")
-FAST = (*SMALL, "design.seeds=[1,2]")
+FAST = (*SMALL, "design.seeds=[1,2]", "design.branches=false")
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
@@ -62,7 +62,7 @@ def test_target_writes_a_plan_that_launch_runs(tmp_path: Path, capsys) -> None:
     common = ["trainer=simulated", f"sweep_dir={sweep}"]
     # Two seeds per (budget, member) in every candidate: the plan carries the replicates.
     assert main(["design", *common, LAW, "design.noise=0.02", "design.target_halfwidth=0.3",
-                 *SMALL, "design.seeds=[2]"]) == 0
+                 *SMALL, "design.seeds=[2]", "design.branches=false"]) == 0
     out = capsys.readouterr().out
     assert "demo_grid plan" in out and "chosen" in out  # the default experiment's plan
     report = json.loads((sweep / "design.json").read_text())
@@ -135,7 +135,8 @@ def test_branch_designs_cost_the_same_points_as_trunks_and_cooldowns(tmp_path: P
     design's; each design's branch cost is what `flame plan` plans for those points."""
     sweep = tmp_path / "d"
     assert main(["design", f"sweep_dir={sweep}", "experiment=demo_branches", *FAST,
-                 "design.replications=20", "design.confirm=1", "design.seeds=[1]"]) == 0
+                 "design.replications=20", "design.confirm=1", "design.seeds=[1]",
+                 "design.branches=true"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     report = json.loads((sweep / "design.json").read_text())
     own, chosen = report["designs"][0], report["designs"][1]
@@ -148,5 +149,10 @@ def test_branch_designs_cost_the_same_points_as_trunks_and_cooldowns(tmp_path: P
     assert branch["flops"] == pytest.approx(sum(r.own_flops for r in planned.runs), rel=1e-12)
     assert branch["trunks"] == len(trunks) and branch["fraction_of_independent"] < 0.8
     assert chosen["branches"]["flops"] < chosen["flops"]
-    assert "as branches (+" in out and "precision assumed equal to independent runs" in out
+    # the plan as branches is simulated too, with the noise its trunks' branches share
+    as_branches = next(e for e in report["designs"] if e["trained_as"] == "branches")
+    assert as_branches["name"] == "demo_branches plan, as branches"
+    assert as_branches["flops"] == pytest.approx(branch["flops"], rel=1e-12)
+    assert as_branches["branch_cost"]["trunks"] == len(trunks)
+    assert "trunks" in out and "design.branch_shared" in out
 

@@ -37,6 +37,15 @@ def test_a_file_from_before_the_version_key_reads():
     assert fit.fit_settings().n_column == fit.settings["n_column"]
 
 
+def test_a_version_1_file_reads_without_variance_components(tmp_path):
+    data = {**json.loads(SHIPPED.read_text()), "version": 1}
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(data))
+    fit = read_fit(path)
+    assert fit.version == 1 and fit.variance_components is None
+    assert FIT_VERSION == 2 and "variance_components" in fit.to_json()
+
+
 def test_a_newer_or_broken_file_is_one_clear_error(tmp_path):
     data = json.loads(SHIPPED.read_text())
     newer = tmp_path / "newer.json"

@@ -308,4 +308,5 @@ def test_a_report_failure_keeps_the_studys_outcome(study, tmp_path):
         finish(sweep, compose([f"sweep_dir={sweep}", *STUDY, "fit.include_flags=[diverged]"]),
                console, 0.0)
     lines = [line for line in console.export_text().splitlines() if line.startswith("report")]
-    assert len(lines) == 1 and lines[0].startswith("report: not written: IsADirectoryError")
+    assert len(lines) == 1 and lines[0].startswith("report: not written: ConfigError")
+    assert "is a directory" in lines[0]
