@@ -23,7 +23,8 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # instead of pulling the CUDA wheels.
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' \
   2>/dev/null || "${pip[@]}" torch==2.13.0
-"${pip[@]}" -e ".${extras}"
+# The constraint keeps torch at the pinned build whatever a dependency (lm-eval) asks for.
+"${pip[@]}" -e ".${extras}" --constraint <(echo "torch==2.13.0")
 # Headless Chromium for tests/analysis/test_html_report.py (~20 s with apt's lists present).
 if [[ -n $extras ]] && ! command -v chromium >/dev/null; then
   as_root apt-get update -q

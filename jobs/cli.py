@@ -29,7 +29,7 @@ from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
-STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "check")
+STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "check", "eval")
 CONFIG_NAME = "config"
 GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit", "design")
 
@@ -74,6 +74,8 @@ COMMANDS: dict[str, Command] = {
                        "B", "analysis.commands:compare_arguments", uses_config=False),
     "run": Command("jobs.study:run", "the whole study: plan, launch, wait, collect, fit",
                    "jobs.study:run_arguments"),
+    "eval": Command("jobs.eval:eval_command", "downstream accuracy of the sweep's checkpoints "
+                    "(lm-eval) and accuracy against loss", "jobs.eval:eval_arguments"),
     "data": Command("jobs.data:data", "tokenise a jsonl/parquet corpus for Megatron -> "
                     "shards + manifest.json", "jobs.data:data_arguments"),
     "check": Command("jobs.check:check", "one short job on one node: what would fail "

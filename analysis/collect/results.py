@@ -37,6 +37,7 @@ import pandas as pd
 from analysis.collect.routing import ROUTING_COLUMNS, ROUTING_CSV, health, layer_rows
 from analysis.config import read_config
 from analysis.csvsafe import write_csv
+from analysis.downstream.results import accuracy_columns
 from analysis.settings import FitSettings
 from analysis.sources import (
     PROVENANCE_COLUMNS,
@@ -139,6 +140,9 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     provenance = [read_provenance(run_dir(sweep_dir, rid)) for rid in results["run_id"]]
     for col in PROVENANCE_COLUMNS:  # what each run's numbers came from (summary.json)
         results[col] = [p[col] for p in provenance]
+    accuracy = accuracy_columns(sweep_dir, [str(r) for r in results["run_id"]])  # flame eval
+    for col in accuracy.columns:
+        results[col] = accuracy[col].to_numpy()
     write_csv(sweep_dir / RESULTS_CSV, results)
     return results
 

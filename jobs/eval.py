@@ -1,0 +1,340 @@
+"""``flame eval``: downstream accuracy of a sweep's checkpoints with lm-evaluation-harness.
+
+Every completed run of the sweep (and of its release, ``<sweep>/release/``, when there is one)
+is evaluated at its final checkpoint, or at every checkpoint it kept (``--checkpoints all``:
+a release run's tenths, for training dynamics), on lm-eval tasks (``--tasks``; by default the
+demo's local task for the embedded trainer and FLAME-MoE's six for Megatron). One evaluation is
+one job on the sweep's executor (``cluster=local``: in this process, one after another;
+``cluster=slurm``: a submitit array), and writes lm-eval's results JSON into
+``runs/<id>/eval/<checkpoint>/`` (atomically for the embedded trainer; ``lm_eval
+--output_path`` for Megatron). An evaluation whose file holds every task is never run again,
+so a killed ``flame eval`` continues where it stopped. Then ``flame collect``'s
+``acc_<task>`` columns and ``downstream.json`` (``analysis.downstream``).
+
+Everything is checked before anything is written: the sweep, the task names (lm-eval's index),
+each checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from analysis.downstream.results import FINAL, RESULTS_FILE, eval_dir, label_for, read_scores
+from jobs.settings import ClusterSettings
+from sweep.config import read_config, read_plan
+from sweep.errors import ConfigError
+from sweep.io import CHECKPOINTS_DIR, atomic_write_text, run_dir
+from sweep.records import read_record
+from trainers.embedded.eval_tasks import COMPLETION
+from trainers.lm_eval_tasks import FLAME_FEWSHOT, check_tasks
+
+DEFAULT_TASKS = {"embedded": (COMPLETION,),
+                 "megatron": tuple(t for group in FLAME_FEWSHOT.values() for t in group)}
+KEPT = "iter_{step:07d}.pt"  # the embedded trainer's kept checkpoints (trainers/embedded/branch)
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """One checkpoint to evaluate."""
+
+    sweep_dir: str
+    """The sweep (or release) directory of the run."""
+    run_id: str
+    """The run."""
+    label: str
+    """``final`` or ``iter_<step:07d>``: its folder under ``runs/<id>/eval/``."""
+    checkpoint: str
+    """The checkpoint: a file (embedded) or Megatron's checkpoint directory."""
+    iteration: int | None
+    """The checkpoint's step (None: the run's last)."""
+    trainer: str
+    """The run's trainer."""
+
+    @property
+    def out(self) -> Path:
+        return eval_dir(Path(self.sweep_dir), self.run_id, self.label)
+
+
+def eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tasks", default=None,
+                        help="lm-eval task names, comma-separated (default: the trainer's)")
+    parser.add_argument("--checkpoints", choices=("final", "all"), default="final",
+                        help="each run's final checkpoint, or every checkpoint it kept")
+    parser.add_argument("--runs", default=None, help="only these run ids, comma-separated")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="score only the first N documents of each task (a quick look)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward")
+    parser.add_argument("--no-release", action="store_true",
+                        help="leave <sweep_dir>/release/ alone")
+    parser.add_argument("--n-boot", type=int, default=200,
+                        help="bootstrap resamples of the accuracy-vs-loss sigmoid")
+
+
+def sweeps_of(sweep_dir: Path, with_release: bool) -> list[Path]:
+    from analysis.downstream.summary import release_pair
+
+    _, release = release_pair(sweep_dir)
+    return [sweep_dir] + ([release] if release and release != sweep_dir and with_release
+                          else [])
+
+
+def trainer_of(sweep_dir: Path) -> str:
+    config = read_config(sweep_dir)
+    if config is None:
+        raise ConfigError(f"sweep_dir={sweep_dir}: no config.yaml; plan and train the sweep "
+                          "first (`flame run`)")
+    name = str((config.get("trainer") or {}).get("name", ""))
+    if name not in DEFAULT_TASKS:
+        raise ConfigError(f"trainer={name}: has no model to evaluate downstream; flame eval "
+                          "takes sweeps trained with trainer=embedded or trainer=megatron")
+    return name
+
+
+def targets(sweep_dir: Path, trainer: str, which: str, runs: set[str] | None
+            ) -> tuple[list[EvalTarget], list[str]]:
+    """(checkpoints to evaluate, runs skipped as not completed). A completed run without its
+    checkpoint is a ConfigError."""
+    rows = read_plan(sweep_dir)
+    found, skipped = [], []
+    for row in rows:
+        if runs and row.run_id not in runs:
+            continue
+        record = read_record(sweep_dir, row.run_id)
+        if record is None or record.state != "completed":
+            skipped.append(row.run_id)
+            continue
+        found += _checkpoints(sweep_dir, row.run_id, trainer, which)
+    return found, skipped
+
+
+def _checkpoints(sweep_dir: Path, run_id: str, trainer: str, which: str) -> list[EvalTarget]:
+    folder = run_dir(sweep_dir, run_id) / CHECKPOINTS_DIR
+    if trainer == "embedded":
+        final = folder / "latest.pt"
+        kept = sorted(folder.glob("iter_*.pt"))
+        make = [(f"{p.stem}", p, int(p.stem[5:])) for p in kept] if which == "all" else []
+        make.append((FINAL, final, None))
+    else:
+        from trainers.megatron_eval import tracked_iteration
+
+        final = folder
+        step = tracked_iteration(folder)
+        steps = sorted(int(p.name[5:]) for p in folder.glob("iter_*") if p.is_dir()) \
+            if which == "all" else []
+        make = [(label_for(s), folder, s) for s in steps if s != step]
+        make.append((FINAL, folder, step))
+    if not final.exists() or (trainer == "megatron" and make[-1][2] is None):
+        raise ConfigError(f"run {run_id}: completed but its checkpoint {final} is missing; "
+                          f"train it again (`flame resubmit`) or leave it out with --runs")
+    return [EvalTarget(str(sweep_dir), run_id, label, str(path), step, trainer)
+            for label, path, step in make]
+
+
+def finished(target: EvalTarget, tasks: Sequence[str]) -> bool:
+    """Whether the checkpoint's results already hold every task."""
+    return set(tasks) <= set(read_scores(target.out))
+
+
+# -- the work of one job ----------------------------------------------------------------------
+def evaluate_embedded(target: EvalTarget, tasks: Sequence[str], limit: int | None = None,
+                      batch_size: int = 64) -> str:
+    """Evaluate one embedded checkpoint with lm-eval's evaluator; write its results JSON."""
+    from trainers.lm_eval_tasks import offline_env, task_manager, task_specs
+    from trainers.threads import configure_torch_threads
+
+    offline_env()
+    configure_torch_threads()
+    import lm_eval
+
+    from trainers.embedded.lm_eval_adapter import MODEL_NAME, EmbeddedLM
+
+    began = time.perf_counter()
+    model = EmbeddedLM(target.sweep_dir, target.run_id, Path(target.checkpoint).name,
+                       batch_size=batch_size)
+    from lm_eval.evaluator import evaluate
+
+    # lm-eval's evaluator proper (what simple_evaluate calls after its set-up): simple_evaluate
+    # also collects torch's environment report (11 subprocesses, a third of a demo checkpoint's
+    # time, measured) into every file; flame records its own provenance below instead.
+    out = evaluate(lm=model, task_dict=task_manager().load(task_specs(tasks)),
+                   limit=limit, log_samples=False, verbosity="ERROR")
+    document = {key: value for key, value in out.items() if key != "samples"}
+    document["config"] = {"model": MODEL_NAME, "model_args": {
+        "sweep_dir": target.sweep_dir, "run_id": target.run_id,
+        "checkpoint": Path(target.checkpoint).name}, "batch_size": batch_size, "limit": limit}
+    document["flame"] = {"run_id": target.run_id, "checkpoint": target.label,
+                         "iteration": model.loaded["iteration"], "trainer": target.trainer,
+                         "lm_eval_version": lm_eval.__version__,
+                         "seconds": round(time.perf_counter() - began, 3)}
+    path = target.out / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(document, indent=1, default=str) + "\n")
+    return str(path)
+
+
+def evaluate_megatron(target: EvalTarget, tasks: Sequence[str], trainer_cfg: dict,
+                      limit: int | None = None) -> str:
+    """Run the rendered eval.sh of one Megatron checkpoint (lm-eval's megatron_lm backend)."""
+    from trainers.megatron_eval import write_eval_script
+
+    script = write_eval_script(target, tasks, trainer_cfg, limit)
+    subprocess.run(["bash", str(script)], check=True)
+    return str(script)
+
+
+def run_one(target: EvalTarget, tasks: Sequence[str], trainer_cfg: dict,
+            limit: int | None, batch_size: int) -> str:
+    """One job: the target's evaluation, by its trainer."""
+    if target.trainer == "embedded":
+        return evaluate_embedded(target, tasks, limit, batch_size)
+    return evaluate_megatron(target, tasks, trainer_cfg, limit)
+
+
+# -- the command ------------------------------------------------------------------------------
+def eval_command(cfg: DictConfig, args: argparse.Namespace) -> int:
+    """Evaluate the sweep's (and its release's) checkpoints, collect, fit accuracy to loss."""
+    console = Console(width=None if Console().is_terminal else 120)
+    sweep_dir = Path(str(cfg.sweep_dir))
+    if not (sweep_dir / "plan.csv").is_file():
+        raise ConfigError(f"sweep_dir={sweep_dir}: no plan.csv; run `flame run` first")
+    cluster = ClusterSettings.from_cfg(cfg)
+    runs = set(args.runs.split(",")) if args.runs else None
+    todo, total, skipped, jobs_of = [], 0, [], {}
+    sweeps = sweeps_of(sweep_dir, not args.no_release)
+    trainers = {s: trainer_of(s) for s in sweeps}
+    names = args.tasks.split(",") if args.tasks else list(DEFAULT_TASKS[trainers[sweep_dir]])
+    names = [n.strip() for n in names if n.strip()]
+    check_tasks(names)
+    if runs:
+        planned = {row.run_id for sweep in sweeps for row in read_plan(sweep)}
+        if runs - planned:
+            raise ConfigError(f"--runs: {sorted(runs - planned)[0]!r} is not a run of "
+                              f"{sweep_dir}/plan.csv (or its release's)")
+    for sweep in sweeps:
+        found, missed = targets(sweep, trainers[sweep], args.checkpoints, runs)
+        total += len(found)
+        skipped += missed
+        todo += [t for t in found if not finished(t, names)]
+        jobs_of[sweep] = (read_config(sweep) or {}).get("trainer") or {}
+    if not total:
+        raise ConfigError(f"sweep_dir={sweep_dir}: no completed run to evaluate "
+                          f"({len(skipped)} not completed); train them first (`flame run`)")
+    console.print(f"flame eval: {total} checkpoints of {len(sweeps)} sweep(s) on "
+                  f"{', '.join(names)}: {total - len(todo)} already evaluated, {len(todo)} to "
+                  f"evaluate" + (f"; {len(skipped)} runs not completed, skipped"
+                                 if skipped else ""))
+    began = time.perf_counter()
+    if todo:
+        _execute(cluster, sweep_dir, todo, names, jobs_of, args, console)
+    spent = time.perf_counter() - began
+    if todo:
+        console.print(f"evaluated {len(todo)} checkpoints in {spent:.1f} s "
+                      f"({spent / len(todo):.2f} s each)")
+    _collect_and_fit(sweeps, sweep_dir, args.n_boot, console)
+    return 0
+
+
+def _execute(cluster: ClusterSettings, sweep_dir: Path, todo: list[EvalTarget],
+             names: list[str], jobs_of: dict, args: argparse.Namespace,
+             console: Console) -> None:
+    specs = [(t, names, jobs_of[Path(t.sweep_dir)], args.limit, args.batch_size) for t in todo]
+    if cluster.executor == "slurm":
+        _on_slurm(cluster, sweep_dir, specs, console)
+        return
+    if cluster.executor != "local":
+        raise ConfigError(f"cluster.executor={cluster.executor}: flame eval runs on local or "
+                          "slurm")
+    for n, spec in enumerate(specs, 1):
+        target = spec[0]
+        run_one(*spec)
+        console.print(f"  [{n}/{len(specs)}] {target.run_id} {target.label}: "
+                      + ", ".join(f"{task} {score.acc:.3f}" for task, score in
+                                  sorted(read_scores(target.out).items())))
+
+
+def _on_slurm(cluster: ClusterSettings, sweep_dir: Path, specs: list[tuple],
+              console: Console) -> None:
+    """One submitit array of evaluation jobs; waits for it (a killed wait leaves the jobs
+    running: their results count on the next ``flame eval``)."""
+    from dataclasses import replace
+
+    from jobs.executors.slurm import SlurmSettings, slurm_executor
+
+    if any(spec[0].trainer == "megatron" for spec in specs):  # eval.sh: one GPU (FLAME's)
+        cluster = replace(cluster, nodes=1, gpus_per_node=1)
+    settings = SlurmSettings.from_cluster(cluster)
+    executor = slurm_executor(settings, sweep_dir / "jobs" / "eval", "flame-eval", hold=False)
+    jobs = executor.map_array(run_one, *zip(*specs))
+    console.print(f"submitted {len(jobs)} evaluation jobs (array {jobs[0].job_id.split('_')[0]})")
+    failures = []
+    for job, spec in zip(jobs, specs):
+        try:
+            job.result()
+        except Exception as err:  # noqa: BLE001 - one failed job is reported, the rest go on
+            failures.append(f"{spec[0].run_id} {spec[0].label}: {str(err).splitlines()[-1]}")
+    for line in failures:
+        console.print(f"  failed: {line}")
+
+
+def _collect_and_fit(sweeps: list[Path], sweep_dir: Path, n_boot: int,
+                     console: Console) -> None:
+    from analysis.collect import collect_sweep
+    from analysis.downstream.results import accuracy_tasks
+    from analysis.downstream.summary import DOWNSTREAM_JSON, write_downstream
+
+    for sweep in sweeps:
+        results = collect_sweep(sweep)
+        console.print(f"wrote {sweep / 'results.csv'} (acc_<task> columns: "
+                      f"{', '.join(accuracy_tasks(results)) or 'none yet'})")
+    document = write_downstream(sweep_dir, n_boot=n_boot)
+    console.print(_task_table(document["tasks"]))
+    if document["release"]:
+        console.print(_release_table(document["release"]))
+    console.print(f"wrote {sweep_dir / DOWNSTREAM_JSON}"
+                  + (f", {', '.join(document['figures'])}" if document["figures"] else ""))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _task_table(rows: list[dict]) -> Table:
+    table = Table(title="accuracy against loss (sigmoid in loss, Bhagia et al. 2024)",
+                  title_justify="left")
+    for col in ("task", "runs", "acc range", "Spearman (val loss)", "Spearman (law loss)",
+                "a", "k", "L0", "b", "rmse"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["task"], str(r["runs"]), f"{_fmt(r['acc_min'])}-{_fmt(r['acc_max'])}",
+                      _fmt(r["spearman_val_loss"], 2), _fmt(r["spearman_law_loss"], 2),
+                      _fmt(r["a"]), _fmt(r["k"], 2), _fmt(r["L0"]), _fmt(r["b"]),
+                      _fmt(r["rmse"]))
+    return table
+
+
+def _release_table(rows: list[dict]) -> Table:
+    table = Table(title="release: accuracy predicted from the sweep alone vs scored",
+                  title_justify="left")
+    for col in ("run_id", "task", "predicted loss", "achieved loss", "predicted acc [95%]",
+                "scored acc", "inside"):
+        table.add_column(col)
+    for r in rows:
+        interval = (f" [{_fmt(r.get('predicted_low'))}, {_fmt(r.get('predicted_high'))}]"
+                    if r.get("predicted_low") is not None else "")
+        table.add_row(r["run_id"], r["task"], _fmt(r["predicted_loss"]),
+                      _fmt(r["achieved_loss"]), _fmt(r.get("predicted_acc")) + interval,
+                      _fmt(r["scored_acc"]), "-" if r["inside"] is None else
+                      ("yes" if r["inside"] else "NO"))
+    return table
+
