@@ -317,18 +317,11 @@ def _columns_others_added(target: Path) -> pd.DataFrame | None:
 def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
                      console: Console, started: float) -> int:
     from analysis.collect import collect_sweep
-    from jobs.launch import launch_sweep
-    from jobs.status import poll, wait_until_terminal
-    from jobs.study import write_report_or_say_why
+    from jobs.study import launch_and_wait, write_report_or_say_why
 
     cfg = data_config(study.to_yaml())  # the source's config: data
     executor = executor_for(ClusterSettings.from_cfg(cfg))
-    report = launch_sweep(target, cfg, executor=executor)
-    console.print(f"launch: {len(report.submitted)} runs submitted, "
-                  f"{len(report.skipped)} already done or in flight")
-    wait = executor.cluster.wait and not getattr(args, "no_wait", False)
-    status = (wait_until_terminal(target, console=console, executor=executor) if wait
-              else poll(target, executor=executor))
+    status = launch_and_wait(target, cfg, executor, args, console)
     if not status.all_terminal:
         console.print(f"{status.summary()}\nthe release runs are queued or running; follow "
                       f"them with `flame status --watch sweep_dir={target}` and run this "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -23,6 +24,9 @@ from sweep.commands import plan_arguments
 from sweep.errors import ConfigError
 from sweep.io import FIGURES_DIR, FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV
 
+if TYPE_CHECKING:  # imported where used: status pulls the scheduler clients in
+    from jobs.status import SweepStatus
+
 
 def run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true",
@@ -31,10 +35,24 @@ def run_arguments(parser: argparse.ArgumentParser) -> None:
     plan_arguments(parser)
 
 
+def launch_and_wait(sweep_dir: Path, cfg: DictConfig, executor: Executor,
+                    args: argparse.Namespace, console: Console) -> SweepStatus:
+    """Submit what is not done or in flight, say how many, then wait for every run (unless
+    ``cluster.wait`` is false or ``--no-wait``) or poll once; returns the runs' status."""
+    from jobs.launch import launch_sweep
+    from jobs.status import poll, wait_until_terminal
+
+    report = launch_sweep(sweep_dir, cfg, executor=executor)
+    console.print(f"launch: {len(report.submitted)} runs submitted, "
+                  f"{len(report.skipped)} already done or in flight")
+    wait = executor.cluster.wait and not getattr(args, "no_wait", False)
+    return (wait_until_terminal(sweep_dir, console=console, executor=executor) if wait
+            else poll(sweep_dir, executor=executor))
+
+
 def run(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Run (or continue) the study of ``cfg`` in ``cfg.sweep_dir``."""
-    from jobs.launch import launch_sweep
-    from jobs.status import poll, wait_lines, wait_until_terminal
+    from jobs.status import wait_lines
 
     console = Console(width=None if Console().is_terminal else 120)
     sweep_dir = Path(cfg.sweep_dir)
@@ -48,12 +66,7 @@ def run(cfg: DictConfig, args: argparse.Namespace) -> int:
         return finish(sweep_dir, cfg, console, started) if state == DONE else \
             int(state == BLOCKED)
     plan_command(study_config(cfg), args)
-    report = launch_sweep(sweep_dir, cfg, executor=executor)
-    console.print(f"launch: {len(report.submitted)} runs submitted, "
-                  f"{len(report.skipped)} already done or in flight")
-    wait = executor.cluster.wait and not getattr(args, "no_wait", False)
-    status = (wait_until_terminal(sweep_dir, console=console, executor=executor) if wait
-              else poll(sweep_dir, executor=executor))
+    status = launch_and_wait(sweep_dir, cfg, executor, args, console)
     if not status.all_terminal:
         console.print(f"{status.summary()}\nruns are still queued or running on "
                       f"{cfg.cluster.name}; follow them with `flame status --watch "

@@ -18,7 +18,6 @@ and the next run of ``flame data`` writes that shard again, and only it.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import gzip
 import hashlib
@@ -28,7 +27,7 @@ import socket
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from sweep.errors import ConfigError
-from sweep.io import atomic_write_text
+from sweep.io import atomic_write_text, exclusive_lock
 from trainers.corpus_manifest import Shard, TokenizerInfo
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -223,17 +222,10 @@ def recorded_settings(spec: ShardSpec) -> dict[str, Any] | None:
         return None
 
 
-@contextmanager
-def shard_lock(spec: ShardSpec) -> Iterator[None]:
+def shard_lock(spec: ShardSpec) -> AbstractContextManager[None]:
     """One writer per shard (two jobs for one shard: the second waits, then finds it done)."""
-    path = Path(spec.out) / STATE_DIR / "locks" / (spec.prefix.replace("/", "__") + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(Path(spec.out) / STATE_DIR / "locks" /
+                          (spec.prefix.replace("/", "__") + ".lock"))
 
 
 def write_shard(spec: ShardSpec, tok: Any, info: TokenizerInfo, text_field: str) -> Shard:

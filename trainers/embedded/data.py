@@ -17,7 +17,6 @@ their own text or jsonl (a ``text`` field per line) files or globs.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import glob
 import hashlib
@@ -27,7 +26,6 @@ import shutil
 import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from sweep.errors import ConfigError
+from sweep.io import exclusive_lock
 from trainers.settings import DataConfig
 
 EOD = 0
@@ -183,17 +182,6 @@ class _ByteVocab:
     unique_identifiers = {"class": "flame.bytes", "vocab_size": VOCAB, "eod": EOD}
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    # GPTDataset writes its .npy sample indices non-atomically; two jobs building the same
-    # index at once must not read each other's half-written files.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_datasets(corpus: Corpus, cfg: DataConfig, seq_length: int, train_samples: int,
@@ -209,7 +197,9 @@ def build_datasets(corpus: Corpus, cfg: DataConfig, seq_length: int, train_sampl
         split=cfg.split, path_to_cache=str(Path(corpus.prefix).parent / "indices"),
         tokenizer=_ByteVocab(), reset_position_ids=False, reset_attention_mask=False,
         eod_mask_loss=False, create_attention_mask=False)
-    with _lock(Path(corpus.prefix).parent / "indices.lock"):
+    # GPTDataset writes its .npy sample indices non-atomically; two jobs building the same
+    # index at once must not read each other's half-written files.
+    with exclusive_lock(Path(corpus.prefix).parent / "indices.lock"):
         train, valid, _ = BlendedMegatronDatasetBuilder(
             GPTDataset, [train_samples, valid_samples, 0], lambda: True, config).build()
     if valid is None or len(valid) < valid_samples:
