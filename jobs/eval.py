@@ -18,8 +18,6 @@ each checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,18 +28,14 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from analysis.downstream.results import FINAL, RESULTS_FILE, eval_dir, label_for, read_scores
+from analysis.downstream.results import eval_dir, read_scores
 from jobs.settings import ClusterSettings
 from sweep.config import read_config, read_plan
 from sweep.errors import ConfigError
-from sweep.io import CHECKPOINTS_DIR, atomic_write_text, run_dir
+from sweep.io import run_dir
 from sweep.records import read_record
-from trainers.embedded.eval_tasks import COMPLETION
-from trainers.lm_eval_tasks import FLAME_FEWSHOT, check_tasks
-
-DEFAULT_TASKS = {"embedded": (COMPLETION,),
-                 "megatron": tuple(t for group in FLAME_FEWSHOT.values() for t in group)}
-KEPT = "iter_{step:07d}.pt"  # the embedded trainer's kept checkpoints (trainers/embedded/branch)
+from trainers.lm_eval_tasks import check_tasks
+from trainers.registry import trainer_for
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ def trainer_of(sweep_dir: Path) -> str:
         raise ConfigError(f"sweep_dir={sweep_dir}: no config.yaml; plan and train the sweep "
                           "first (`flame run`)")
     name = str((config.get("trainer") or {}).get("name", ""))
-    if name not in DEFAULT_TASKS:
+    if not trainer_for(name).eval_tasks:
         raise ConfigError(f"trainer={name}: has no model to evaluate downstream; flame eval "
                           "takes sweeps trained with trainer=embedded or trainer=megatron")
     return name
@@ -119,26 +113,10 @@ def targets(sweep_dir: Path, trainer: str, which: str, runs: set[str] | None
 
 
 def _checkpoints(sweep_dir: Path, run_id: str, trainer: str, which: str) -> list[EvalTarget]:
-    folder = run_dir(sweep_dir, run_id) / CHECKPOINTS_DIR
-    if trainer == "embedded":
-        final = folder / "latest.pt"
-        kept = sorted(folder.glob("iter_*.pt"))
-        make = [(f"{p.stem}", p, int(p.stem[5:])) for p in kept] if which == "all" else []
-        make.append((FINAL, final, None))
-    else:
-        from trainers.megatron_eval import tracked_iteration
-
-        final = folder
-        step = tracked_iteration(folder)
-        steps = sorted(int(p.name[5:]) for p in folder.glob("iter_*") if p.is_dir()) \
-            if which == "all" else []
-        make = [(label_for(s), folder, s) for s in steps if s != step]
-        make.append((FINAL, folder, step))
-    if not final.exists() or (trainer == "megatron" and make[-1][2] is None):
-        raise ConfigError(f"run {run_id}: completed but its checkpoint {final} is missing; "
-                          f"train it again (`flame resubmit`) or leave it out with --runs")
+    """The run's checkpoints to evaluate, as its trainer keeps them."""
+    made = trainer_for(trainer).eval_checkpoints(run_dir(sweep_dir, run_id), which == "all")
     return [EvalTarget(str(sweep_dir), run_id, label, str(path), step, trainer)
-            for label, path, step in make]
+            for label, path, step in made]
 
 
 def finished(target: EvalTarget, tasks: Sequence[str]) -> bool:
@@ -147,58 +125,10 @@ def finished(target: EvalTarget, tasks: Sequence[str]) -> bool:
 
 
 # -- the work of one job ----------------------------------------------------------------------
-def evaluate_embedded(target: EvalTarget, tasks: Sequence[str], limit: int | None = None,
-                      batch_size: int = 64) -> str:
-    """Evaluate one embedded checkpoint with lm-eval's evaluator; write its results JSON."""
-    from trainers.lm_eval_tasks import offline_env, task_manager, task_specs
-    from trainers.threads import configure_torch_threads
-
-    offline_env()
-    configure_torch_threads()
-    import lm_eval
-
-    from trainers.embedded.lm_eval_adapter import MODEL_NAME, EmbeddedLM
-
-    began = time.perf_counter()
-    model = EmbeddedLM(target.sweep_dir, target.run_id, Path(target.checkpoint).name,
-                       batch_size=batch_size)
-    from lm_eval.evaluator import evaluate
-
-    # lm-eval's evaluator proper (what simple_evaluate calls after its set-up): simple_evaluate
-    # also collects torch's environment report (11 subprocesses, a third of a demo checkpoint's
-    # time, measured) into every file; flame records its own provenance below instead.
-    out = evaluate(lm=model, task_dict=task_manager().load(task_specs(tasks)),
-                   limit=limit, log_samples=False, verbosity="ERROR")
-    document = {key: value for key, value in out.items() if key != "samples"}
-    document["config"] = {"model": MODEL_NAME, "model_args": {
-        "sweep_dir": target.sweep_dir, "run_id": target.run_id,
-        "checkpoint": Path(target.checkpoint).name}, "batch_size": batch_size, "limit": limit}
-    document["flame"] = {"run_id": target.run_id, "checkpoint": target.label,
-                         "iteration": model.loaded["iteration"], "trainer": target.trainer,
-                         "lm_eval_version": lm_eval.__version__,
-                         "seconds": round(time.perf_counter() - began, 3)}
-    path = target.out / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(document, indent=1, default=str) + "\n")
-    return str(path)
-
-
-def evaluate_megatron(target: EvalTarget, tasks: Sequence[str], trainer_cfg: dict,
-                      limit: int | None = None) -> str:
-    """Run the rendered eval.sh of one Megatron checkpoint (lm-eval's megatron_lm backend)."""
-    from trainers.megatron_eval import write_eval_script
-
-    script = write_eval_script(target, tasks, trainer_cfg, limit)
-    subprocess.run(["bash", str(script)], check=True)
-    return str(script)
-
-
 def run_one(target: EvalTarget, tasks: Sequence[str], trainer_cfg: dict,
             limit: int | None, batch_size: int) -> str:
-    """One job: the target's evaluation, by its trainer."""
-    if target.trainer == "embedded":
-        return evaluate_embedded(target, tasks, limit, batch_size)
-    return evaluate_megatron(target, tasks, trainer_cfg, limit)
+    """One job: the target's evaluation, by its trainer (``Trainer.evaluate``)."""
+    return trainer_for(target.trainer).evaluate(target, tasks, trainer_cfg, limit, batch_size)
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -213,7 +143,8 @@ def eval_command(cfg: DictConfig, args: argparse.Namespace) -> int:
     todo, total, skipped, jobs_of = [], 0, [], {}
     sweeps = sweeps_of(sweep_dir, not args.no_release)
     trainers = {s: trainer_of(s) for s in sweeps}
-    names = args.tasks.split(",") if args.tasks else list(DEFAULT_TASKS[trainers[sweep_dir]])
+    names = args.tasks.split(",") if args.tasks else \
+        list(trainer_for(trainers[sweep_dir]).eval_tasks)
     names = [n.strip() for n in names if n.strip()]
     check_tasks(names)
     if runs:
@@ -271,8 +202,9 @@ def _on_slurm(cluster: ClusterSettings, sweep_dir: Path, specs: list[tuple],
 
     from jobs.executors.slurm import SlurmSettings, slurm_executor
 
-    if any(spec[0].trainer == "megatron" for spec in specs):  # eval.sh: one GPU (FLAME's)
-        cluster = replace(cluster, nodes=1, gpus_per_node=1)
+    gpus = max(trainer_for(spec[0].trainer).eval_gpus for spec in specs)
+    if gpus:  # a job of one node with the GPUs the trainer's evaluation asks for
+        cluster = replace(cluster, nodes=1, gpus_per_node=gpus)
     settings = SlurmSettings.from_cluster(cluster)
     executor = slurm_executor(settings, sweep_dir / "jobs" / "eval", "flame-eval", hold=False)
     jobs = executor.map_array(run_one, *zip(*specs))

@@ -12,7 +12,7 @@ readers serve any trainer that does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -111,6 +111,15 @@ class Trainer(Protocol):
         """The trainer's own speed lines (None: it reports none)."""
         ...
 
+    def eval_checkpoints(self, run_dir: Path, every: bool) -> list[tuple[str, Path, int | None]]:
+        """The checkpoints ``flame eval`` scores, as (label, checkpoint, step)."""
+        ...
+
+    def evaluate(self, target: Any, tasks: Sequence[str], trainer_cfg: Mapping[str, Any],
+                 limit: int | None, batch_size: int) -> str:
+        """Score one checkpoint with lm-eval; write its results JSON."""
+        ...
+
 
 def check_decays(recipe: Any) -> None:
     """A ConfigError unless the recipe's decay lowers the learning rate: what lets a branch
@@ -132,6 +141,10 @@ class BaseTrainer:
     artefacts: ClassVar[tuple[str, ...]] = (TRAIN_LOG, METRICS_JSONL)
     branch_file: ClassVar[str | None] = None
     """A trunk's checkpoint at a branch step, under checkpoints/ (``{step}`` formatted)."""
+    eval_tasks: ClassVar[tuple[str, ...]] = ()
+    """The lm-eval tasks ``flame eval`` scores by default (empty: no model to evaluate)."""
+    eval_gpus: ClassVar[int] = 0
+    """GPUs one evaluation job asks for (a job of one node); 0: the cluster's shape."""
 
     def train(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
               signals: DeferredSignals) -> dict[str, Any]:
@@ -178,6 +191,17 @@ class BaseTrainer:
 
     def throughput(self, run_dir: Path) -> Throughput | None:
         return None
+
+    def eval_checkpoints(self, run_dir: Path, every: bool) -> list[tuple[str, Path, int | None]]:
+        """A completed run's checkpoints to evaluate, as (label, checkpoint, step): its last
+        (label ``final``), or every one it kept (``every``); a ConfigError if it is missing."""
+        raise ConfigError(f"trainer={self.name}: has no model to evaluate downstream")
+
+    def evaluate(self, target: Any, tasks: Sequence[str], trainer_cfg: Mapping[str, Any],
+                 limit: int | None, batch_size: int) -> str:
+        """Score one checkpoint (``target``: ``jobs.eval.EvalTarget``) on lm-eval ``tasks`` and
+        write its results JSON under ``target.out``; returns what it wrote."""
+        raise ConfigError(f"trainer={self.name}: has no model to evaluate downstream")
 
     def __repr__(self) -> str:
         return f"<trainer {self.name}>"

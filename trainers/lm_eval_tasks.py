@@ -36,6 +36,23 @@ FLAME_FEWSHOT = {0: ("openbookqa", "winogrande"),
 two of them zero-shot and four ten-shot."""
 
 
+FINAL = "final"
+"""The label (folder under ``runs/<id>/eval/``) of a run's last checkpoint."""
+RESULTS_FILE = "results.json"
+"""One checkpoint's lm-eval results (lm-eval's results JSON, with flame's provenance)."""
+
+
+def checkpoint_label(iteration: int | None) -> str:
+    """The folder of a checkpoint's evaluation: ``final`` or ``iter_<step:07d>``."""
+    return FINAL if iteration is None else f"iter_{int(iteration):07d}"
+
+
+def missing_checkpoint(run_dir: Path, checkpoint: Path) -> ConfigError:
+    """The error for a completed run whose checkpoint is gone."""
+    return ConfigError(f"run {Path(run_dir).name}: completed but its checkpoint {checkpoint} is "
+                       "missing; train it again (`flame resubmit`) or leave it out with --runs")
+
+
 def offline_env() -> None:
     """No network for datasets or models in this process (set before lm-eval is imported)."""
     for key, value in OFFLINE.items():

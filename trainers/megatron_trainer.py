@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from sweep.io import CHECKPOINTS_DIR, METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG
 from sweep.planrow import PlanRow
 from trainers import megatron, megatron_job
 from trainers.base import BaseTrainer, JobShape
+from trainers.lm_eval_tasks import FINAL, FLAME_FEWSHOT, checkpoint_label, missing_checkpoint
 from trainers.logformat import parse_lines
 from trainers.megatron_readers import read_routing
 from trainers.readers import Routing, Throughput, lines, read_throughput
@@ -69,6 +70,11 @@ class MegatronTrainer(BaseTrainer):
     artefacts: ClassVar[tuple[str, ...]] = (TRAIN_LOG, METRICS_JSONL, megatron.LAUNCH_SH,
                                             TENSORBOARD_DIR)
     branch_file: ClassVar[str | None] = "iter_{step:07d}"
+    eval_tasks: ClassVar[tuple[str, ...]] = tuple(t for group in FLAME_FEWSHOT.values()
+                                                  for t in group)
+    """FLAME-MoE's six tasks (scripts/evaluate.sh)."""
+    eval_gpus: ClassVar[int] = 1
+    """One GPU per evaluation job, as FLAME's evaluate.sh asks (--gres=gpu:1)."""
 
     def train(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path,
               signals: DeferredSignals) -> dict[str, Any]:
@@ -116,6 +122,29 @@ class MegatronTrainer(BaseTrainer):
             if row.run_id in wanted:
                 megatron.argv_of(row, config, Path("/nonexistent/run"))  # ConfigError if bad
         return notes
+
+    def eval_checkpoints(self, run_dir: Path, every: bool) -> list[tuple[str, Path, int | None]]:
+        """The checkpoint directory at the tracker's iteration (final), and with ``every`` each
+        ``iter_<step>`` it kept; lm-eval's megatron_lm backend loads it in place."""
+        from trainers.megatron_eval import tracked_iteration
+
+        folder = Path(run_dir) / CHECKPOINTS_DIR
+        step = tracked_iteration(folder)
+        if not folder.exists() or step is None:
+            raise missing_checkpoint(run_dir, folder)
+        steps = sorted(int(p.name[5:]) for p in folder.glob("iter_*") if p.is_dir()) \
+            if every else []
+        return [(checkpoint_label(k), folder, k) for k in steps if k != step] + \
+            [(FINAL, folder, step)]
+
+    def evaluate(self, target: Any, tasks: Sequence[str], trainer_cfg: Mapping[str, Any],
+                 limit: int | None, batch_size: int) -> str:
+        """Render and run ``eval.sh`` (lm-eval's megatron_lm backend, FLAME's evaluate.sh)."""
+        from trainers.megatron_eval import write_eval_script
+
+        script = write_eval_script(target, tasks, trainer_cfg, limit)
+        subprocess.run(["bash", str(script)], check=True)
+        return str(script)
 
     def site_notes(self, sweep_dir: Path, rows: list[PlanRow], config: Mapping[str, Any],
                    todo: list[str], dry_run: bool) -> tuple[list[str], float]:

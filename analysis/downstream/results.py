@@ -21,10 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.io import run_dir
+from trainers.lm_eval_tasks import FINAL
 
 EVAL_DIR = "eval"
-FINAL = "final"
-RESULTS_FILE = "results.json"
 ACC_PREFIX = "acc_"
 METRIC = "acc,none"
 STDERR = "acc_stderr,none"
@@ -41,11 +40,6 @@ class Score:
     """lm-eval's standard error of ``acc`` (NaN when it gives none)."""
     samples: int | None
     """Documents scored."""
-
-
-def label_for(iteration: int | None) -> str:
-    """The folder of a checkpoint: ``final`` or ``iter_<step:07d>``."""
-    return FINAL if iteration is None else f"iter_{int(iteration):07d}"
 
 
 def iteration_of(label: str) -> int | None:

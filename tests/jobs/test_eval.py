@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 
 import jobs.eval as flame_eval
-from analysis.downstream.results import RESULTS_FILE, eval_dir
+from analysis.downstream.results import eval_dir
 from sweep.io import CHECKPOINTS_DIR, run_dir
 from sweep.records import RunRecord, write_record
 from tests.jobs.conftest import flame
 from tests.trainers.eval_fixtures import embedded_sweep
 from trainers.embedded.eval_tasks import COMPLETION
+from trainers.embedded.trainer import EmbeddedTrainer
+from trainers.lm_eval_tasks import RESULTS_FILE
 
 QUICK = ("--limit", "4", "--n-boot", "5")
 
@@ -53,20 +55,20 @@ def test_a_crash_halfway_leaves_the_finished_evaluation_and_the_rerun_does_the_r
         tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     done = embedded_sweep(sweep, completed=2)
-    real, calls = flame_eval.evaluate_embedded, []
+    real, calls = EmbeddedTrainer.evaluate, []
 
-    def dies_second(target, *args, **kwargs):
+    def dies_second(self, target, *args, **kwargs):
         calls.append(target.run_id)
         if len(calls) == 2:
             raise KeyboardInterrupt  # killed while evaluating the second checkpoint
-        return real(target, *args, **kwargs)
+        return real(self, target, *args, **kwargs)
 
-    monkeypatch.setattr(flame_eval, "evaluate_embedded", dies_second)
+    monkeypatch.setattr(EmbeddedTrainer, "evaluate", dies_second)
     with pytest.raises(KeyboardInterrupt):
         flame_eval.eval_command(_cfg(sweep), _args())
     first = eval_dir(sweep, calls[0]) / RESULTS_FILE
     assert first.is_file() and not (eval_dir(sweep, calls[1]) / RESULTS_FILE).exists()
-    monkeypatch.setattr(flame_eval, "evaluate_embedded", real)
+    monkeypatch.setattr(EmbeddedTrainer, "evaluate", real)
     stamp = first.stat().st_mtime_ns
     out = flame("eval", f"sweep_dir={sweep}", *QUICK)
     assert "1 already evaluated, 1 to evaluate" in out.stdout

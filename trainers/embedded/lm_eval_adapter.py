@@ -14,9 +14,13 @@ The model is built from a run of a sweep: its plan row (architecture), the sweep
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lm_eval
 import torch
 import torch.nn.functional as F
 from lm_eval.api.model import LM
@@ -25,10 +29,11 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from sweep.config import read_config, read_plan
 from sweep.errors import ConfigError
-from sweep.io import CHECKPOINTS_DIR, run_dir
+from sweep.io import CHECKPOINTS_DIR, atomic_write_text, run_dir
 from trainers.embedded import checkpoint as ckpt
 from trainers.embedded.data import EOD
 from trainers.embedded.model import MoEDecoder
+from trainers.lm_eval_tasks import RESULTS_FILE
 from trainers.settings import Recipe
 
 MODEL_NAME = "flame_embedded"
@@ -149,3 +154,36 @@ class EmbeddedLM(LM):
             self.cache_hook.add_partial("generate_until", request.args, text)
             results.append(text)
         return results
+
+
+def evaluate_checkpoint(target: Any, tasks: Sequence[str], limit: int | None = None,
+                        batch_size: int = 64) -> str:
+    """Evaluate one embedded checkpoint (``jobs.eval.EvalTarget``) with lm-eval's evaluator;
+    write its results JSON under ``target.out``; returns its path."""
+    from lm_eval.evaluator import evaluate
+
+    from trainers.lm_eval_tasks import offline_env, task_manager, task_specs
+    from trainers.threads import configure_torch_threads
+
+    offline_env()
+    configure_torch_threads()
+    began = time.perf_counter()
+    model = EmbeddedLM(target.sweep_dir, target.run_id, Path(target.checkpoint).name,
+                       batch_size=batch_size)
+    # lm-eval's evaluator proper (what simple_evaluate calls after its set-up): simple_evaluate
+    # also collects torch's environment report (11 subprocesses, a third of a demo checkpoint's
+    # time, measured) into every file; flame records its own provenance below instead.
+    out = evaluate(lm=model, task_dict=task_manager().load(task_specs(tasks)),
+                   limit=limit, log_samples=False, verbosity="ERROR")
+    document = {key: value for key, value in out.items() if key != "samples"}
+    document["config"] = {"model": MODEL_NAME, "model_args": {
+        "sweep_dir": target.sweep_dir, "run_id": target.run_id,
+        "checkpoint": Path(target.checkpoint).name}, "batch_size": batch_size, "limit": limit}
+    document["flame"] = {"run_id": target.run_id, "checkpoint": target.label,
+                         "iteration": model.loaded["iteration"], "trainer": target.trainer,
+                         "lm_eval_version": lm_eval.__version__,
+                         "seconds": round(time.perf_counter() - began, 3)}
+    path = Path(target.out) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(document, indent=1, default=str) + "\n")
+    return str(path)
