@@ -478,12 +478,19 @@ def metrics_from_log(parsed: ParsedLog, global_batch_size: int, seq_length: int)
     return sorted(out, key=lambda r: (r["iteration"], r["kind"] == "eval"))
 
 
-def tracker_iteration(run_dir: Path) -> int:
-    """The iteration of the newest complete checkpoint (Megatron's tracker file), or 0."""
+def checkpointed_iteration(run_dir: Path) -> int | None:
+    """The iteration of the newest complete checkpoint (Megatron's tracker file, written once a
+    save is complete: core_v0.16.1 checkpointing.py:720-723), or None: no save yet, or
+    "release"."""
     try:
         return int((Path(run_dir) / CHECKPOINTS_DIR / TRACKER).read_text().strip())
     except (OSError, ValueError):
-        return 0
+        return None
+
+
+def tracker_iteration(run_dir: Path) -> int:
+    """``checkpointed_iteration``, 0 when there is none."""
+    return checkpointed_iteration(run_dir) or 0
 
 
 def reached(parsed: ParsedLog, run_dir: Path) -> int:

@@ -52,17 +52,6 @@ BATCH_SIZE = 16
 """lm-eval's --batch_size and Megatron's micro batch (FLAME: --batch_size 16)."""
 SEED = 42
 """FLAME's --seed."""
-TRACKER = "latest_checkpointed_iteration.txt"  # core_v0.16.1 checkpointing.py:277-281
-
-
-def tracked_iteration(checkpoints: Path) -> int | None:
-    """The newest complete checkpoint's iteration (Megatron's tracker file), or None."""
-    try:
-        return int((Path(checkpoints) / TRACKER).read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def fewshot_groups(tasks: Sequence[str]) -> dict[int, list[str]]:
     """Tasks by few-shot count: FLAME's for its six, zero-shot for any other."""
     shots = {task: k for k, group in FLAME_FEWSHOT.items() for task in group}

@@ -126,10 +126,8 @@ class MegatronTrainer(BaseTrainer):
     def eval_checkpoints(self, run_dir: Path, every: bool) -> list[tuple[str, Path, int | None]]:
         """The checkpoint directory at the tracker's iteration (final), and with ``every`` each
         ``iter_<step>`` it kept; lm-eval's megatron_lm backend loads it in place."""
-        from trainers.megatron_eval import tracked_iteration
-
         folder = Path(run_dir) / CHECKPOINTS_DIR
-        step = tracked_iteration(folder)
+        step = megatron.checkpointed_iteration(run_dir)
         if not folder.exists() or step is None:
             raise missing_checkpoint(run_dir, folder)
         steps = sorted(int(p.name[5:]) for p in folder.glob("iter_*") if p.is_dir()) \
@@ -171,13 +169,9 @@ class MegatronTrainer(BaseTrainer):
     def branch_ready(self, run_dir: Path, step: int) -> bool:
         """Megatron writes its tracker after a save is complete (core_v0.16.1
         checkpointing.py:720-723): the directory counts once the tracker has reached ``step``."""
-        path = self.branch_checkpoint(run_dir, step)
-        try:
-            reached = int((Path(run_dir) / CHECKPOINTS_DIR / megatron.TRACKER).read_text()
-                          .strip())
-        except (OSError, ValueError):  # no save yet, or "release"
-            return False
-        return path.is_dir() and reached >= step
+        reached = megatron.checkpointed_iteration(run_dir)
+        return reached is not None and reached >= step and \
+            self.branch_checkpoint(run_dir, step).is_dir()
 
     def routing(self, run_dir: Path) -> Routing | None:
         """Its MoE losses (TensorBoard per layer, else layer means; train.log)."""
