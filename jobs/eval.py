@@ -33,7 +33,7 @@ from jobs.settings import ClusterSettings
 from sweep.config import read_config, read_plan
 from sweep.errors import ConfigError
 from sweep.io import run_dir
-from sweep.records import read_record
+from sweep.records import COMPLETED, read_record
 from trainers.lm_eval_tasks import check_tasks
 from trainers.registry import trainer_for
 
@@ -105,7 +105,7 @@ def targets(sweep_dir: Path, trainer: str, which: str, runs: set[str] | None
         if runs and row.run_id not in runs:
             continue
         record = read_record(sweep_dir, row.run_id)
-        if record is None or record.state != "completed":
+        if record is None or record.state != COMPLETED:
             skipped.append(row.run_id)
             continue
         found += _checkpoints(sweep_dir, row.run_id, trainer, which)
