@@ -4,9 +4,19 @@ FLAME-MoE's flags, Megatron-LM core_v0.16.1) and, inside a job, runs it.
 Layout (FLAME-MoE's, configs/train/flame-moe.sh:4-11): a job of ``trainer.nodes`` nodes with
 one task per node (submitit starts it with srun); each node's task runs launch.sh, which
 execs **torchrun** with ``--nnodes $SLURM_NNODES --node_rank $SLURM_NODEID --nproc_per_node
-GPUS --rdzv-id $SLURM_JOB_ID --rdzv-backend c10d --rdzv-endpoint <first node>:<port>``. There
-is no srun inside launch.sh: the step already exists. Outside SLURM (``cluster=local``, or a
-user running it by hand) launch.sh runs ``torchrun --standalone`` on this machine.
+GPUS --rdzv-backend static --master_addr <first node> --master_port <port>``. There is no srun
+inside launch.sh: the step already exists. Outside SLURM (``cluster=local``, or a user running
+it by hand) launch.sh runs ``torchrun --standalone`` on this machine.
+
+Static rendezvous, not FLAME-MoE's c10d: c10d numbers the nodes by host name and torchrun's pid
+(torch 2.13 elastic/rendezvous/dynamic_rendezvous.py, ranks assigned over
+``sorted(state.participants)``, a ``_NodeDesc(addr, pid, local_id)``) and ignores
+``--node_rank`` (torch/distributed/run.py warns so), so which node holds the last rank, the one
+that prints Megatron's training and validation lines, is not known in advance (on one host it
+follows which torchrun started first). Static rendezvous (torchrun's default, and Megatron-LM's
+examples': ``--master_addr``/``--master_port``) makes node k's group rank SLURM_NODEID, so the
+last rank is on the last node, whose launcher writes ``train.log``. flame gives up nothing by
+it: it restarts a job by requeueing, never torchrun's elastic membership changes.
 
 Signals: SLURM signals every process of the step, not only submitit's task (observed on the
 local SLURM: ``scancel --signal=USR2`` killed torchrun with signal 12), so launch.sh ignores
@@ -358,8 +368,9 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
              f"FLOPs, {spec.train_iters} iterations x {spec.global_batch_size} x "
              f"{spec.arch.seq_length} tokens, {m.nodes} x {m.gpus_per_node} GPUs.",
              "# Written by trainers/megatron.py. One launcher per node: inside a SLURM job (one",
-             "# task per node) torchrun with c10d rendezvous on the first node, as FLAME-MoE's",
-             "# configs/train/flame-moe.sh:4-11; elsewhere torchrun --standalone on this machine.",
+             "# task per node) torchrun meeting on the first node (FLAME-MoE's layout,",
+             "# configs/train/flame-moe.sh:4-11, with static rendezvous in place of its c10d);",
+             "# elsewhere torchrun --standalone on this machine.",
              "set -euo pipefail", "",
              f"MEGATRON={shlex.quote(m.megatron_path)}",
              f"PYTHON={shlex.quote(m.python or 'python')}",
@@ -400,10 +411,12 @@ def render_launch(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
               "  # The port: a base plus the job id, so that two jobs sharing a node do not meet.",
               '  RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
               "  RDZV_PORT=$((RDZV_PORT_BASE + SLURM_JOB_ID % 1000))",
+              "  # Static rendezvous: ranks node by node in SLURM_NODEID order, so the last rank",
+              "  # (Megatron's training lines) is on the last node, which writes train.log.",
               '  LAUNCHER=(--nnodes "$SLURM_NNODES" --node_rank "$SLURM_NODEID" '
               '--nproc_per_node "$GPUS_PER_NODE"',
-              '            --rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d '
-              '--rdzv-endpoint "$RDZV_HOST:$RDZV_PORT")',
+              '            --rdzv-backend static '
+              '--master_addr "$RDZV_HOST" --master_port "$RDZV_PORT")',
               "else",
               '  LAUNCHER=(--standalone --nnodes 1 --nproc_per_node "$GPUS_PER_NODE")',
               "fi",

@@ -4,8 +4,9 @@ evidence. Line numbers are core_v0.16.1's (55ac708): ``T`` = megatron/training/t
 ``G`` = megatron/training/global_vars.py, ``U`` = megatron/training/utils.py.
 
 Logs, one per node: Megatron prints its training and validation lines on the LAST rank only
-(print_rank_last, U:425-431; T:2088, T:3279-3281), and torchrun numbers the ranks node by node,
-so they are on the last node; rank 0's lines (checkpoints, start-up, print_rank_0, U:394-401)
+(print_rank_last, U:425-431; T:2088, T:3279-3281), and torchrun's static rendezvous numbers
+the ranks node by node in SLURM_NODEID order (``--node_rank``; trainers.megatron says why not
+c10d), so they are on the last node; rank 0's lines (checkpoints, start-up, print_rank_0, U:394-401)
 are on node 0. The last node's launcher writes ``train.log`` (the one flame parses, as for one
 node and for every sweep before per-node logs); node k < last writes ``train.node<k>.log``.
 No two nodes append to one file. A node k > 0 writes ``train.node<k>.exit`` (its exit code

@@ -1,5 +1,5 @@
 """trainer=megatron on the real local SLURM (`flame cluster up`) with the stand-in of Megatron-LM
-core_v0.16.1's pretrain_gpt.py under the real torchrun and c10d rendezvous: a run whose
+core_v0.16.1's pretrain_gpt.py under the real torchrun and its rendezvous: a run whose
 train_iters (103) is not a multiple of the log interval (5), stopped by a signal in Megatron's
 start-up, a SIGTERM to the whole step and an ``scontrol requeue``, is requeued each time,
 resumes from its checkpoint, completes, and collect reads its final validation loss, the same
@@ -129,11 +129,12 @@ def _check_requeued_run(sweep_dir: Path, cfg, tmp_path: Path, final, seen: set[s
     assert row["gpu_hours_spent"] > 0
 
 
-def test_two_nodes_rendezvous_by_c10d_into_one_world(slurm_cluster, tmp_path,
+def test_two_nodes_rendezvous_into_one_world(slurm_cluster, tmp_path,
                                                               monkeypatch):
     """One run on 2 "nodes" x 1 rank, both on this machine, as SLURM starts them (one task per
     node: SLURM_NNODES=2, SLURM_NODEID 0 and 1): each task runs launch.sh, whose torchruns meet
-    by c10d rendezvous on the first node of SLURM_JOB_NODELIST; node 1's task only runs its
+    on the first node of SLURM_JOB_NODELIST, ranks in node order (static rendezvous: with c10d,
+    both on one host, the order followed which torchrun started first); node 1's task only runs its
     launcher (jobs.task.run_other_node) and exits 0; node 0's task ends with the summary. Uses the
     local cluster's scontrol (hostnames)."""
     sweep_dir = tmp_path / "sweep"
@@ -150,6 +151,12 @@ def test_two_nodes_rendezvous_by_c10d_into_one_world(slurm_cluster, tmp_path,
         env={**__import__("os").environ, **job, "SLURM_NODEID": "1", "SLURM_PROCID": "1"})
     for key, value in {**job, "SLURM_NODEID": "0", "SLURM_PROCID": "0"}.items():
         monkeypatch.setenv(key, value)
+    # node 1's launcher first, so that its torchrun has the smaller pid: the order in which
+    # c10d (ranks by host, then pid) would have made node 1 rank 0 and left train.log empty
+    started = sweep_dir / "runs" / run_id / "train.log"
+    deadline = time.monotonic() + 60
+    while not started.exists() and node1.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     from trainers.run import train_run
     row = next(csv.DictReader(open(sweep_dir / "plan.csv")))
     summary = train_run(row, read_config(sweep_dir), sweep_dir / "runs" / run_id)

@@ -60,9 +60,13 @@ handler is installed (default 0; Megatron's take tens of seconds); ``RANK``/``WO
 (default 0/1, as torchrun or flame's srun line
 sets them): rank 0 prints what Megatron prints with print_rank_0 and writes the checkpoint files,
 the last rank prints the training and validation lines (print_rank_last), and the throughput is
-per GPU of WORLD_SIZE. Every rank computes the same numbers, so ranks never need to talk; they
-are not synchronised either (Megatron's barriers are not mimicked), so with several ranks rank 0's
-lines and the last rank's can interleave out of order.
+per GPU of WORLD_SIZE. Every rank computes the same numbers, but with several ranks they form one
+torch.distributed world (gloo, from torchrun's environment, after the handler as
+initialize.py:96 then 163 -> 355) and meet where Megatron's ranks meet, so none runs ahead of the
+others: the tracker's iteration agreed by MAX (checkpointing.py:316), the signal flags gathered at
+every iteration (training.py:2324, dist_signal_handler.py:54-55: any rank's signal stops all),
+and barriers around a save (checkpointing.py:701, 798) for the gradient all-reduce that keeps
+Megatron's ranks in step. One rank alone never imports torch.
 
 To use it as a Megatron-LM checkout (flame's launch.sh runs ``$MEGATRON/pretrain_gpt.py``):
 make a directory whose ``pretrain_gpt.py`` is a symlink to this file.
@@ -89,6 +93,33 @@ _START = time.time()  # T:2370 measures --exit-duration-in-mins from the program
 TRACKER = "latest_checkpointed_iteration.txt"  # C:277-281
 STATE = "standin_state.json"  # our stand-in for the torch_dist files in iter_NNNNNNN/
 RECEIVED: list[int] = []  # signals caught by the --exit-signal-handler handler
+_WORLD: list = []  # torch.distributed, once joined (several ranks only)
+
+
+def join_world() -> None:
+    """I:163 -> I:355: init_process_group from torchrun's MASTER_ADDR/PORT, RANK, WORLD_SIZE;
+    it returns once every rank has joined."""
+    if WORLD_SIZE > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        _WORLD.append(dist)
+
+
+def agree(value: int) -> int:
+    """The largest of every rank's ``value`` (an all-reduce MAX); ``value`` on one rank."""
+    if not _WORLD:
+        return value
+    import torch
+
+    tensor = torch.tensor([value])
+    _WORLD[0].all_reduce(tensor, op=_WORLD[0].ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def barrier() -> None:
+    if _WORLD:
+        _WORLD[0].barrier()
 
 
 def _now() -> str:
@@ -279,14 +310,17 @@ def save_checkpoint(args: argparse.Namespace, iteration: int, state: dict) -> No
     """C:529-530 (announce), C:171 (iter_NNNNNNN), C:720-730 (tracker, then the success line)."""
     _say(f"[{_now()}] saving checkpoint at iteration {iteration:7d} to {args.save} "
          f"in {args.ckpt_format} format")
-    if RANK == 0:  # every rank saves its shard; rank 0 writes the tracker, last (C:702-723)
+    if RANK == 0:  # every rank saves its shard (ours: rank 0 the one file)
         folder = Path(args.save) / f"iter_{iteration:07d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STATE).write_text(json.dumps(dict(state, iteration=iteration)))
+    barrier()  # C:701: every rank's shard is written
+    if RANK == 0:  # then rank 0 writes the tracker (C:704-723)
         (Path(args.save) / TRACKER).write_text(str(iteration))
     tp, pp = args.tensor_model_parallel_size or 1, args.pipeline_model_parallel_size or 1
     _say(f"  [{_now()}] successfully saved checkpoint from iteration {int(iteration):7d} to "
          f"{args.save} [ t 1/{tp}, p 1/{pp} ]")
+    barrier()  # C:798
 
 
 def load_checkpoint(args: argparse.Namespace, fresh: dict) -> dict:
@@ -298,7 +332,7 @@ def load_checkpoint(args: argparse.Namespace, fresh: dict) -> dict:
     if not args.load:
         return fresh
     tracker = Path(args.load) / TRACKER
-    iteration = int(tracker.read_text().strip()) if tracker.is_file() else -1
+    iteration = agree(int(tracker.read_text().strip()) if tracker.is_file() else -1)  # C:316
     if args.ckpt_step:
         iteration = args.ckpt_step
     if iteration == -1:
@@ -533,6 +567,7 @@ def main(argv: list[str]) -> int:
     (T:1030-1107)."""
     args = parse(argv)
     start_up(args)
+    join_world()
     st = load_checkpoint(args, {"iteration": 0, "consumed": 0,
                                 "w": 6.0 + random.Random(args.seed).random(), "v": 1.0,
                                 "m": 0.0, "rng": 0, "sched": scheduler(args)})
@@ -636,7 +671,10 @@ def _loop(args: argparse.Namespace, st: dict, writer: TensorBoard, do_valid: boo
 def checkpoint_and_decide_exit(args: argparse.Namespace, iteration: int, state: dict,
                                received: list[int]) -> bool:
     """T:2305-2414, in its order: signal (save, exit), regular save, duration, interval."""
-    if args.exit_signal_handler and received:  # T:2322-2337
+    # every rank's flags (T:2324): one all-reduce an iteration, standing for the gradient
+    # all-reduce too, which keeps Megatron's ranks in step with or without the handler
+    signalled = agree(int(bool(received)))
+    if args.exit_signal_handler and signalled:  # T:2322-2337, any rank's signal
         if args.save:
             save_checkpoint(args, iteration, state)
         print_datetime("exiting program after receiving SIGTERM.")  # whatever the signal
