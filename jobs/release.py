@@ -41,6 +41,7 @@ from analysis.fit.release_check import (
 from analysis.fit.result import read_fit
 from analysis.fit.selection import member_n
 from conf.study import StudyConfig, load_sweep_config, plan_from_cfg, study_config, write_plan
+from jobs.eval import eval_arguments, eval_command, trainer_of
 from jobs.executors.registry import executor_for
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import data_config, recorded_cluster
@@ -50,6 +51,7 @@ from sweep.errors import ConfigError
 from sweep.family import Member, build_family
 from sweep.io import FIT_JSON, PLAN_CSV, RESULTS_CSV, SELECTION_CSV, atomic_write_text
 from sweep.planner import Plan
+from sweep.schema import literal
 
 OTHERS_PREFIXES = ("acc_",)  # results.csv columns flame eval adds (docs/design.md)
 CHECKPOINTS = 10  # kept per release run: one at each tenth of training (FLAME-MoE's release)
@@ -81,6 +83,9 @@ def release_arguments(parser: argparse.ArgumentParser) -> None:
                         help="submit and return; run the command again to collect and check")
     parser.add_argument("--replan", action="store_true",
                         help="replace a launched release's plan with other picks")
+    parser.add_argument("--eval", action="store_true",
+                        help="then evaluate the sweep and the release downstream (`flame "
+                             "eval` with its defaults): the loop closed in one command")
 
 
 def release(cfg: DictConfig, args: argparse.Namespace) -> int:
@@ -90,6 +95,8 @@ def release(cfg: DictConfig, args: argparse.Namespace) -> int:
     source = check_sweep_dir(cfg.get("sweep_dir")).resolve()
     config, fit = _source(source)
     picks = choose_picks(source, config, list(args.target), list(args.member))
+    if getattr(args, "eval", False):
+        trainer_of(source)  # a trainer without a model to score: refused before anything runs
     target = source / RELEASE_DIR
     study = release_study(source, config, picks, _cluster(cfg, args, source, config), target)
     the_plan, settings = plan_from_cfg(study)
@@ -342,7 +349,21 @@ def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
         if (page := write_report_or_say_why(sweep, console)) is not None:
             console.print(f"  {page}")
     console.print(f"release finished in {time.monotonic() - started:.0f} s")
+    if getattr(args, "eval", False):
+        return _evaluate(source, study, console, started)
     return 0
+
+
+def _evaluate(source: Path, study: StudyConfig, console: Console, started: float) -> int:
+    """``flame eval`` of the source sweep and its release, with eval's defaults."""
+    parser = argparse.ArgumentParser()
+    eval_arguments(parser)
+    cfg = data_config(study.to_yaml())  # the release's cluster: evaluations run where it ran
+    cfg.sweep_dir = literal(str(source))
+    console.rule("downstream (flame eval)")
+    code = eval_command(cfg, parser.parse_args([]))
+    console.print(f"release and evaluation finished in {time.monotonic() - started:.0f} s")
+    return code
 
 
 __all__ = ["release", "release_arguments", "choose_picks", "release_study", "tenths",

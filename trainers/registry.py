@@ -10,11 +10,11 @@ same plugin by importing it too; ``register`` adds a trainer in this process onl
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sweep.errors import ConfigError
+from sweep.plugins import load
 from trainers.base import Trainer
 
 BUILTINS: dict[str, str] = {
@@ -62,21 +62,9 @@ def trainer_for(spec: Any) -> Trainer:
             raise ConfigError(f"trainer.name={name!r}: no such trainer; use one of "
                               f"{', '.join(BUILTINS)} (e.g. trainer=simulated) or a plugin's "
                               "package.module:attr")
-        register(_load(name, target), name)
+        register(load("trainer.name", name, target, "a trainer as package.module:attr"),
+                 name)
     return _REGISTERED[name]
-
-
-def _load(name: str, target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"trainer.name={name!r}: cannot import {module_name} ({err}); is it "
-                          "on this process's PYTHONPATH?") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"trainer.name={name!r}: {module_name} has no {attr}") from None
 
 
 def builtin_names() -> tuple[str, ...]:

@@ -2,16 +2,17 @@
 
 ``cluster.executor`` names one. A name with a colon is imported (``tests.jobs.toys:Inline``), so
 an executor defined outside flame needs no change here, and a job in another process finds it
-the same way. Modules are imported by name (``importlib``), not by import statements: this module
-is read when the ``cluster`` group is validated (``jobs.settings``), before any executor loads.
+the same way. Modules are imported by name (``sweep.plugins.load``), not by import
+statements: this module is read when the ``cluster`` group is validated (``jobs.settings``),
+before any executor loads.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from sweep.errors import ConfigError
+from sweep.plugins import load
 
 BUILTIN = {"local": "jobs.executors.local:LocalExecutor",
            "slurm": "jobs.executors.slurm:SlurmExecutor"}
@@ -37,12 +38,8 @@ def executor_class(name: str) -> Any:
     if target is None:
         raise ConfigError(f"cluster.executor={name!r}: use one of {names()} (e.g. cluster=local "
                           "or cluster=slurm), or a plugin as package.module:ClassName")
-    module, _, attr = target.partition(":")
-    try:
-        found = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"cluster.executor={name!r}: cannot import it ({err}); name a class "
-                          "as package.module:ClassName importable from here") from None
+    found = load("cluster.executor", name, target, "a class as package.module:ClassName")
+    attr = target.partition(":")[2]
     _PREFIXES.setdefault(name, getattr(found, "job_prefix", f"{attr.lower()}-"))
     _LOADED[name] = found
     return found

@@ -154,6 +154,17 @@ def test_a_selection_without_a_member_is_refused(source, tmp_path):
         _one_line_nothing_written(out, sweep, before)
 
 
+def test_eval_of_a_trainer_without_a_model_is_refused_before_anything_runs(source, tmp_path):
+    sweep = tmp_path / "simulated"
+    sweep.mkdir()
+    for name in ("config.yaml", "plan.csv", "results.csv", "fit.json", "selection.csv"):
+        (sweep / name).write_bytes((source / name).read_bytes())
+    before = set(sweep.rglob("*"))
+    out = flame("release", f"sweep_dir={sweep}", "--target", "3e12", "--eval", check=False)
+    _one_line_nothing_written(out, sweep, before)
+    assert "trainer=simulated" in out.stderr and "flame eval" in out.stderr
+
+
 def test_tenths_land_on_megatrons_save_interval():
     # Megatron saves at multiples of train_iters // 10 (and at the end): every kept step is one.
     for iters in (10, 57, 524, 2874):
