@@ -231,6 +231,10 @@ def _collect_and_fit(sweeps: list[Path], sweep_dir: Path, n_boot: int,
                       f"{', '.join(accuracy_tasks(results)) or 'none yet'})")
     document = write_downstream(sweep_dir, n_boot=n_boot)
     console.print(_task_table(document["tasks"]))
+    for row in document["tasks"]:
+        if row.get("reason"):
+            console.print(f"  {row['task']}: sigmoid {row['reason']}", markup=False,
+                          highlight=False)
     if document["release"]:
         console.print(_release_table(document["release"]))
     console.print(f"wrote {sweep_dir / DOWNSTREAM_JSON}"

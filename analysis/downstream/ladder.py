@@ -73,11 +73,31 @@ class SigmoidFit:
         return float(low), float(high)
 
 
+NAMES = ("a", "k", "L0", "b")
+MEANING = {"a": "the rise from floor to ceiling", "k": "the steepness",
+           "L0": "the midpoint loss", "b": "the floor"}
+
+
+def _bounds(loss: np.ndarray) -> tuple[list[float], list[float]]:
+    """curve_fit's box: accuracies in [0, 1], the midpoint within five loss ranges."""
+    spread = max(float(np.ptp(loss)), 1e-3)
+    return ([0.0, 1e-6, float(loss.min()) - 5 * spread, 0.0],
+            [1.0, 1e3, float(loss.max()) + 5 * spread, 1.0])
+
+
+def at_bounds(params: np.ndarray, loss: np.ndarray) -> list[str]:
+    """The parameters the fit left on their box's edge: the runs did not fix them (e.g. a
+    loss range that never reaches where accuracy saturates), so the curve beyond the runs'
+    losses is the box's, not the data's."""
+    lower, upper = _bounds(loss)
+    return [name for name, v, lo, hi in zip(NAMES, params, lower, upper)
+            if min(abs(v - lo), abs(hi - v)) <= 1e-6 * max(1.0, abs(hi - lo))]
+
+
 def _fit_once(loss: np.ndarray, acc: np.ndarray, chance: float) -> np.ndarray | None:
     spread = max(float(np.ptp(loss)), 1e-3)
     p0 = [max(float(acc.max()) - chance, 0.05), 4.0 / spread, float(np.median(loss)), chance]
-    lower = [0.0, 1e-6, float(loss.min()) - 5 * spread, 0.0]
-    upper = [1.0, 1e3, float(loss.max()) + 5 * spread, 1.0]
+    lower, upper = _bounds(loss)
     p0 = list(np.clip(p0, np.add(lower, 1e-9), np.subtract(upper, 1e-9)))
     try:
         with warnings.catch_warnings():
@@ -115,10 +135,15 @@ def fit_sigmoid(loss: np.ndarray, acc: np.ndarray, chance: float = 0.0, n_boot: 
         if found is not None:
             draws.append(found)
     boot = np.array(draws) if draws else np.empty((0, 4))
-    reason = "" if len(draws) >= 0.8 * n_boot else \
-        f"only {len(draws)} of {n_boot} bootstrap refits converged"
-    return SigmoidFit(dict(zip(("a", "k", "L0", "b"), map(float, params))), len(loss), rmse,
-                      boot, samples, reason)
+    notes = [] if len(draws) >= 0.8 * n_boot else \
+        [f"only {len(draws)} of {n_boot} bootstrap refits converged"]
+    edge = at_bounds(params, loss)
+    if edge:
+        notes.append("at the edge of its range: " + ", ".join(
+            f"{name} ({MEANING[name]}) = {params[NAMES.index(name)]:.4g}" for name in edge)
+            + "; the runs' losses do not fix it, so the curve past them is a guess")
+    return SigmoidFit(dict(zip(NAMES, map(float, params))), len(loss), rmse, boot, samples,
+                      "; ".join(notes))
 
 
 def spearman(loss: np.ndarray, acc: np.ndarray) -> float:

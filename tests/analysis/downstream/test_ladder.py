@@ -40,6 +40,14 @@ def test_the_sigmoid_recovers_the_curve_and_its_interval_covers_new_scores():
     assert inside >= 17  # a 95% interval for scores: most new scores fall inside
 
 
+def test_a_loss_range_short_of_the_ceiling_says_the_curve_past_it_is_a_guess():
+    # accuracy falling in a straight line over the runs: no floor or ceiling in sight
+    loss = np.linspace(1.9, 2.3, 12)
+    fit = fit_sigmoid(loss, np.linspace(0.34, 0.26, 12), n_boot=10)  # a straight line
+    assert fit.params is not None and "at the edge of its range" in fit.reason
+    assert "a guess" in fit.reason
+
+
 def test_too_few_runs_give_no_curve_and_say_why():
     fit = fit_sigmoid(np.array([1.5, 1.6, 1.7]), np.array([0.5, 0.45, 0.4]))
     assert fit.params is None and "needs 5" in fit.reason
