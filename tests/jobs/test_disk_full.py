@@ -10,11 +10,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
 
 from jobs import ledger
 from jobs.status import wait_until_terminal
@@ -24,6 +26,19 @@ from tests.jobs.conftest import flame, make_sweep, plan_ids
 
 DISK_SIZE = "4m"
 INODES = 2000  # so a full disk refuses new files too, not only new bytes
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DictConfig]:
+    """One plan (15 runs of the simulated trainer) the tests copy: planning costs a second."""
+    sweep = tmp_path_factory.mktemp("planned") / "s"
+    return sweep, make_sweep(sweep)
+
+
+@pytest.fixture
+def sweep(disk: Path, planned: tuple[Path, DictConfig]) -> Path:
+    """The plan, copied onto the small disk."""
+    return Path(shutil.copytree(planned[0], disk / "s"))
 
 
 @pytest.fixture
@@ -103,9 +118,7 @@ def launched(sweep: Path) -> list[str]:
 
 
 def test_read_only_commands_work_on_a_full_disk_and_write_nothing(
-        disk: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sweep = disk / "s"
-    make_sweep(sweep)
+        disk: Path, sweep: Path, caplog: pytest.LogCaptureFixture) -> None:
     ids = launched(sweep)
     ledger.transition(sweep, ids[0], ledger.RUNNING, job_id=f"local-{dead_pid()}")
     ledger.transition(sweep, ids[1], ledger.RUNNING, job_id="local-1")
@@ -123,9 +136,8 @@ def test_read_only_commands_work_on_a_full_disk_and_write_nothing(
     assert tree(sweep) == before
 
 
-def test_a_refused_write_names_its_file_in_one_line_and_leaves_no_part(disk: Path) -> None:
-    sweep = disk / "s"
-    make_sweep(sweep)
+def test_a_refused_write_names_its_file_in_one_line_and_leaves_no_part(disk: Path,
+                                                                      sweep: Path) -> None:
     ids = launched(sweep)
     ledger.transition(sweep, ids[0], ledger.RUNNING, job_id="local-1")
     ledger.transition(sweep, ids[0], ledger.COMPLETED)
@@ -141,9 +153,8 @@ def test_a_refused_write_names_its_file_in_one_line_and_leaves_no_part(disk: Pat
         assert tree(sweep) == before, argv  # no partial file, no temp file left
 
 
-def test_a_run_whose_disk_fills_while_training_says_disk_full(disk: Path) -> None:
-    sweep = disk / "s"
-    cfg = make_sweep(sweep)
+def test_a_run_whose_disk_fills_while_training_says_disk_full(
+        disk: Path, sweep: Path, planned: tuple[Path, DictConfig]) -> None:
     ids = launched(sweep)
     ledger.ensure_reserve(sweep)  # what every worker sets aside as it starts
     fill(disk, leave=3 * 4096, inodes=False)  # room to claim a run and start it, not to train it
@@ -159,7 +170,7 @@ def test_a_run_whose_disk_fills_while_training_says_disk_full(disk: Path) -> Non
     shown = flame("status", f"sweep_dir={sweep}").stdout
     assert f"{failed[0]} failed" in shown and "disk full" in shown
     with pytest.raises(DiskFull):  # `flame run`'s wait: no new worker to fail the same way
-        wait_until_terminal(sweep, cfg, poll_s=0.1, progress=False)
+        wait_until_terminal(sweep, planned[1], poll_s=0.1, progress=False)
 
     free(disk)  # space again: the failed run resumes, the queue drains
     assert ledger.reset(sweep, failed[0], frozenset({ledger.FAILED}))
@@ -168,9 +179,8 @@ def test_a_run_whose_disk_fills_while_training_says_disk_full(disk: Path) -> Non
     assert {r.state for r in ledger.read_all(sweep).values()} == {ledger.COMPLETED}
 
 
-def test_status_records_a_worker_dead_on_a_full_disk_as_a_full_disk(disk: Path) -> None:
-    sweep = disk / "s"
-    make_sweep(sweep)
+def test_status_records_a_worker_dead_on_a_full_disk_as_a_full_disk(disk: Path,
+                                                                    sweep: Path) -> None:
     ids = launched(sweep)
     ledger.transition(sweep, ids[0], ledger.RUNNING, job_id=f"local-{dead_pid()}")
     ledger.ensure_reserve(sweep)
