@@ -115,15 +115,15 @@ def _size(count: int) -> str:
 @contextmanager
 def naming(path: str | os.PathLike) -> Iterator[None]:
     """A write to ``path`` inside the block that fails for want of space raises ``DiskFull``
-    naming ``path`` (a bare ENOSPC from ``handle.write`` names no file). A ``DiskFull`` from
-    a nested write keeps its own file."""
+    naming ``path`` (a bare ENOSPC from ``handle.write`` names no file; torch.save turns it
+    into a RuntimeError of its own). A ``DiskFull`` from a nested write keeps its own file."""
     try:
         yield
     except DiskFull:
         raise
-    except OSError as err:
-        if err.errno in DISK_FULL_ERRNOS:
-            raise DiskFull(path, err) from None
+    except Exception as err:
+        if (cause := disk_full_cause(err)) is not None:
+            raise DiskFull(path, cause) from None
         raise
 
 

@@ -202,3 +202,17 @@ def test_an_atomic_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(
     assert str(refused.value).startswith(f"{path}: disk full (")
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in disk.iterdir()) == ["filler", "state.json"]
+
+
+def test_a_checkpoint_torch_cannot_write_names_its_file(disk: Path) -> None:
+    """torch.save turns the disk's ENOSPC into a RuntimeError of its own ("unexpected pos"):
+    still a DiskFull naming the checkpoint, so the run's error says disk full."""
+    import torch
+
+    from sweep.io import atomic_writer
+
+    path = disk / "latest.pt"
+    fill(disk, leave=64 << 10, inodes=False)
+    with pytest.raises(DiskFull) as refused, atomic_writer(path) as handle:
+        torch.save({"w": torch.zeros(1 << 16)}, handle)  # 256 KiB
+    assert refused.value.filename == str(path) and not path.exists()
