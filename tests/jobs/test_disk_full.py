@@ -26,6 +26,7 @@ from tests.jobs.conftest import flame, make_sweep, plan_ids
 
 DISK_SIZE = "4m"
 INODES = 2000  # so a full disk refuses new files too, not only new bytes
+PAGE = os.sysconf("SC_PAGE_SIZE")  # tmpfs's unit of space
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +47,12 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     """A fresh tmpfs of ``DISK_SIZE``, unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill needs root")
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs to fill needs root and mount(8)")
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},nr_inodes={INODES}",
                            "tmpfs", str(mount)], capture_output=True, text=True)
     if made.returncode != 0:
-        pytest.skip(f"this machine cannot mount a tmpfs: {made.stderr.strip()}")
+        pytest.skip(f"this machine cannot mount a tmpfs: {' '.join(made.stderr.split())}")
     try:
         yield mount
     finally:
@@ -66,7 +67,7 @@ def fill(mount: Path, leave: int = 0, inodes: bool = True) -> None:
     filler.mkdir(exist_ok=True)
     fd = os.open(filler / "bytes", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        for block in (1 << 16, 1 << 12):  # 64 KiB, then pages
+        for block in (1 << 16, PAGE):  # 64 KiB, then pages
             try:
                 while os.write(fd, b"\0" * block):
                     pass
@@ -81,7 +82,7 @@ def fill(mount: Path, leave: int = 0, inodes: bool = True) -> None:
             for i in range(INODES + 1):
                 (filler / str(i)).touch()
         assert refused.value.errno == errno.ENOSPC
-    assert os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize <= leave + 4096
+    assert os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize <= leave + PAGE
 
 
 def free(mount: Path) -> None:
@@ -157,7 +158,7 @@ def test_a_run_whose_disk_fills_while_training_says_disk_full(
         disk: Path, sweep: Path, planned: tuple[Path, DictConfig]) -> None:
     ids = launched(sweep)
     ledger.ensure_reserve(sweep)  # what every worker sets aside as it starts
-    fill(disk, leave=3 * 4096, inodes=False)  # room to claim a run and start it, not to train it
+    fill(disk, leave=3 * PAGE, inodes=False)  # room to claim a run and start it, not to train it
 
     assert LocalWorker(str(sweep), 1)() == []  # it trained nothing, and stopped
     records = ledger.read_all(sweep)
