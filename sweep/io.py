@@ -9,7 +9,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -212,7 +212,8 @@ def spend_reserve(path: str | os.PathLike, write: Callable[[], T],
             raise
     folder = os.open(path.parent, os.O_RDONLY)
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
+        with suppress(OSError):  # NFS locks no folder: then the processes race for it
+            fcntl.flock(folder, fcntl.LOCK_EX)
         while True:
             try:
                 return write()
