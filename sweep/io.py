@@ -220,11 +220,12 @@ def spend_reserve(path: str | os.PathLike, write: Callable[[], T],
             except DiskFull:
                 if not path.is_file():  # spent: the DiskFull stands
                     raise
-                left = path.stat().st_size
-                if left == 0 or os.statvfs(path.parent).f_favail == 0:
-                    path.unlink()  # its inode too: the last of it
-                else:
-                    os.truncate(path, max(0, left - chunk))
+                with suppress(FileNotFoundError):  # another process took the last of it
+                    left = path.stat().st_size
+                    if left == 0 or os.statvfs(path.parent).f_favail == 0:
+                        path.unlink()  # its inode too: the last of it
+                    else:
+                        os.truncate(path, max(0, left - chunk))
     finally:
         os.close(folder)
 
