@@ -25,6 +25,7 @@ from conf.schema import register
 from conf.study import StudyConfig, study_config
 from jobs.cli_help import close_match, config_help, keep_experiment, with_suggestion
 from sweep.errors import ConfigError
+from sweep.io import DiskFull, disk_full_cause, free_space
 from sweep.schema import explain
 
 CONFIG_MODULE = "conf"
@@ -336,6 +337,7 @@ def _main(argv: Sequence[str] | None) -> int:
     overrides, rest = split_argv(argv)
     args = parser.parse_args(rest)
     args.overrides = overrides  # what the user named (launch applies only those trainer keys)
+    cfg = None
     try:
         cfg, study = compose_typed(overrides) if command.uses_config else (None, None)
         if name in STICKY_CLUSTER and not any(o.lstrip("+~").startswith("cluster")
@@ -354,6 +356,25 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as err:
         print(f"flame {name}: error: {error_line(str(err), name, overrides)}", file=sys.stderr)
         return 2
+    except Exception as err:  # a full disk: one line naming the file, not a traceback
+        if (cause := disk_full_cause(err)) is None:
+            raise
+        where = cfg.get("sweep_dir") if cfg is not None else None
+        print(f"flame {name}: error: {disk_full_line(cause, where)}", file=sys.stderr)
+        return 1
+
+
+def disk_full_line(cause: OSError, sweep_dir: str | None = None) -> str:
+    """A write refused for want of space, as the user reads it: the file (else the sweep it
+    was under), "disk full", the space left there and the fix (what was written before stays
+    whole: every state file is replaced atomically)."""
+    if cause.filename is None:
+        where = f" under {sweep_dir}" if sweep_dir else ""
+        free = f"; {free_space(sweep_dir)}" if sweep_dir else ""
+        return (f"a write{where} failed: disk full ({cause.strerror}{free}); free space "
+                "there, then run the command again")
+    full = cause if isinstance(cause, DiskFull) else DiskFull(cause.filename, cause)
+    return f"{full}; free space there, then run the command again"
 
 
 def error_line(message: str, name: str, overrides: Sequence[str]) -> str:

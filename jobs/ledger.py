@@ -13,12 +13,18 @@ queue (a node failure requeued it), see ``requeued``. Training itself is guarded
 lock, ``train.lock`` (``training_lock``): whatever happens to state.json, no run is trained by
 two processes at once.
 
+A full disk must not hide how a run ended: each worker keeps a ballast file,
+``<sweep>/jobs/disk.reserve`` (``ensure_reserve``), and a write that records an end (a terminal
+state, a run sent back to the queue) gives part of it back when the disk refuses the write
+(``sweep.io.spend_reserve``), so the run's error says "disk full", not that its worker vanished.
+
 The entry itself, ``RunRecord``, its state names and its file's text are ``sweep.records``'s
 (readers that only look use it directly); this module adds the locks and the moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -28,7 +34,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
-from sweep.io import STATE_JSON, run_dir
+from sweep.io import STATE_JSON, naming, reserve_space, run_dir, spend_reserve
 from sweep.records import (
     ACTIVE,
     CANCELLED,
@@ -62,6 +68,12 @@ TRAIN_LOCK = "train.lock"
 LEDGER_VERSION = RECORD_VERSION
 _RANK = {PLANNED: 0, SUBMITTED: 1, RUNNING: 2, **{s: 3 for s in TERMINAL}}
 ERROR_TAIL_LINES = 30
+
+RESERVE_FILE = "jobs/disk.reserve"
+"""The sweep's ballast file (relative to the sweep directory): space set aside while the disk
+has some, given back to record how runs ended once it has none."""
+RESERVE_BYTES = 1 << 20
+"""Its size: a record is under 4 KiB, so 1 MiB records a few hundred ends."""
 
 CorruptLedger = CorruptRecord
 """A run's state.json exists but is not a ledger entry (``sweep.records.CorruptRecord``)."""
@@ -103,20 +115,37 @@ def read_all(sweep_dir: Path) -> dict[str, RunRecord]:
     return scan(sweep_dir)[0]
 
 
+def reserve_path(sweep_dir: Path) -> Path:
+    """Where the sweep's ballast file is (``RESERVE_FILE``)."""
+    return Path(sweep_dir) / RESERVE_FILE
+
+
+def ensure_reserve(sweep_dir: Path) -> None:
+    """Set ``RESERVE_BYTES`` aside for recording ends, if the disk has them (each worker or
+    task calls it as it starts; one given back after a full disk is made again here)."""
+    reserve_space(reserve_path(sweep_dir), RESERVE_BYTES)
+
+
 @contextmanager
-def locked(sweep_dir: Path, run_id: str) -> Iterator[RunRecord]:
+def locked(sweep_dir: Path, run_id: str, reserve: bool = False) -> Iterator[RunRecord]:
     """Hold the run's lock; yield its entry (a new ``planned`` one if none) and write it back
-    atomically on exit if it changed."""
+    atomically on exit if it changed. ``reserve``: on a full disk, the write may spend the
+    sweep's ballast (``ensure_reserve``): for writes that record how a run ended."""
     folder = run_dir(sweep_dir, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as lock:
+    with naming(folder / LOCK_FILE):  # a full disk refuses even an empty new file
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / LOCK_FILE, "a")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         record = read(sweep_dir, run_id) or new_record(run_id)
         before = json.dumps(record.to_json(), sort_keys=True)
         yield record
         if json.dumps(record.to_json(), sort_keys=True) != before:
             record.updated_at = now()
-            write_record(sweep_dir, record)
+            if reserve:
+                spend_reserve(reserve_path(sweep_dir), lambda: write_record(sweep_dir, record))
+            else:
+                write_record(sweep_dir, record)
 
 
 def can_move(old: str, new: str) -> bool:
@@ -130,7 +159,7 @@ def transition(sweep_dir: Path, run_id: str, new: str, *, job_id: str | None = N
                error_tail: str | None = None, strict: bool = False) -> RunRecord | None:
     """Move the run to ``new`` (recording ``job_id`` and timestamps); returns the new entry,
     or None if the move is not allowed (``strict``: raise ``TransitionError``)."""
-    with locked(sweep_dir, run_id) as rec:
+    with locked(sweep_dir, run_id, reserve=new in TERMINAL) as rec:
         if not can_move(rec.state, new):
             if strict:
                 raise TransitionError(f"run {run_id}: {rec.state} -> {new} is not allowed")
@@ -149,7 +178,8 @@ def transition_many(sweep_dir: Path, moves: list[tuple[str, str, str | None]],
     for start in range(0, len(moves), chunk):
         part = moves[start:start + chunk]
         with ExitStack() as stack:
-            staged = []
+            staged: list[tuple[str, str, str]] = []
+            stack.callback(_drop_staged, staged)  # a failed write (full disk) leaves no temp
             for run_id, new, job_id in part:
                 # plain string paths: at 10,000 runs pathlib's parsing alone cost ~1 s
                 folder = os.fspath(run_dir(sweep_dir, run_id))
@@ -165,15 +195,23 @@ def transition_many(sweep_dir: Path, moves: list[tuple[str, str, str | None]],
                 apply(rec, new, job_id=job_id)
                 rec.updated_at = now()
                 tmp = os.path.join(folder, f".{STATE_JSON}.{os.getpid()}.tmp")
-                with open(tmp, "w", encoding="utf-8") as handle:
-                    handle.write(rec.text())
                 staged.append((run_id, tmp, os.path.join(folder, STATE_JSON)))
+                with naming(staged[-1][2]), open(tmp, "w", encoding="utf-8") as handle:
+                    handle.write(rec.text())
             os.sync()  # the new contents are on disk before any rename exposes them
             for run_id, tmp, path in staged:
                 os.replace(tmp, path)
                 moved.append(run_id)
+            staged.clear()
             os.sync()  # and the renames themselves
     return moved
+
+
+def _drop_staged(staged: list[tuple[str, str, str]]) -> None:
+    """Remove the temp files of ``transition_many`` a failure left unrenamed."""
+    for _, tmp, _ in staged:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _read_locked(path: str) -> RunRecord | None:
@@ -229,7 +267,7 @@ def requeued(sweep_dir: Path, run_id: str, job_id: str, reason: str,
     next start is one more attempt of the same submission). ``attempts``: the count the caller
     saw before asking the scheduler; a run started since then is left alone. Returns whether
     it changed."""
-    with locked(sweep_dir, run_id) as rec:
+    with locked(sweep_dir, run_id, reserve=True) as rec:
         if rec.state != RUNNING or rec.last_job_id != job_id:
             return False
         if attempts is not None and rec.attempts != attempts:
@@ -266,8 +304,10 @@ def training_lock(sweep_dir: Path, run_id: str, holder: str,
     its job id in the file, for ``lock_holder``. flock dies with its process, so a killed
     trainer never leaves a stale lock on a local disk."""
     folder = run_dir(sweep_dir, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / TRAIN_LOCK, "a+") as handle:
+    with naming(folder / TRAIN_LOCK):
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / TRAIN_LOCK, "a+")
+    with handle:
         deadline = time.monotonic() + same_job_wait_s
         while True:
             try:

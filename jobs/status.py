@@ -4,7 +4,9 @@ and one ``squeue`` call per poll for the whole sweep), a table by state, and the
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from jobs.reconcile import reconcile
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import plan_rows
 from sweep.errors import ConfigError
+from sweep.io import DiskFull, disk_is_full, free_space
 from sweep.runstate import SHOWN_STATES, RunState, count_states, state_of
 
 log = logging.getLogger(__name__)
@@ -121,10 +124,17 @@ def poll(sweep_dir: Path, cfg: DictConfig | None = None,
     except SchedulerError as err:
         log.warning("status from the ledger only; the scheduler did not answer: %s", err)
         scanned = ledger.scan(sweep_dir)  # it may have recorded some before it failed
+    except DiskFull as err:  # status reads; what it would have recorded waits for space
+        log.warning("status from the ledger only; what the scheduler says of its jobs could "
+                    "not be recorded: %s", err)
+        scanned = ledger.scan(sweep_dir)
     status = collect(sweep_dir, pending, scanned)
     queued = sum(r.state == ledger.SUBMITTED and not r.blocked for r in status.runs)
     running = [r.run_id for r in status.runs if r.state == ledger.RUNNING]
     stalled = executor.stalled(sweep_dir, queued, running) if queued else None
+    if stalled and disk_is_full(sweep_dir):  # why the workers stopped: say it first
+        stalled = (f"the disk is full ({free_space(sweep_dir)}): free space there first; "
+                   f"then: {stalled}")
     return replace(status, stalled=stalled) if stalled else status
 
 
@@ -257,6 +267,8 @@ def wait_until_terminal(sweep_dir: Path, cfg: DictConfig | None = None,
                     status.counts[s] for s in ledger.ACTIVE):
                 raise ConfigError(f"{status.counts[ledger.PLANNED]} runs of {sweep_dir} were "
                                   "never launched; run `flame launch` first")
+            if status.stalled and disk_is_full(sweep_dir):  # new workers would fail too
+                raise DiskFull(sweep_dir, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
             executor.tend(sweep_dir)  # e.g. restart local workers that died with runs queued
             time.sleep(period)
 

@@ -36,7 +36,17 @@ from jobs.branches import (
 )
 from jobs.executors.base import JobId
 from jobs.sweepdir import jobs_dir, plan_rows, read_config
-from sweep.io import SUMMARY_JSON, atomic_write_text, run_dir
+from sweep.io import (
+    SUMMARY_JSON,
+    DiskFull,
+    atomic_write_text,
+    disk_full_cause,
+    disk_is_full,
+    free_space,
+    naming,
+    run_dir,
+    spend_reserve,
+)
 from sweep.planrow import PlanRow
 from trainers.signals import Preempted
 
@@ -73,14 +83,37 @@ def train_one(sweep_dir: Path, run_id: str) -> dict[str, Any] | None:
             ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=str(err))
             raise
         requeue_after_signal(err)
-    except Exception:
+    except Exception as err:
         ledger.transition(sweep_dir, run_id, ledger.FAILED,
-                          error_tail=ledger.tail(traceback.format_exc()))
+                          error_tail=failure_tail(err, run_dir(sweep_dir, run_id)))
         raise
-    atomic_write_text(run_dir(sweep_dir, run_id) / SUMMARY_JSON,
-                      json.dumps(summary, indent=1, default=str) + "\n")
+    path = run_dir(sweep_dir, run_id) / SUMMARY_JSON
+    text = json.dumps(summary, indent=1, default=str) + "\n"
+    try:  # the outcome of a whole run: worth the sweep's ballast on a full disk
+        spend_reserve(ledger.reserve_path(sweep_dir), lambda: atomic_write_text(path, text))
+    except DiskFull as err:
+        ledger.transition(sweep_dir, run_id, ledger.FAILED, error_tail=(
+            f"trained to the end, but {err}; free space, then `flame resubmit --failed` "
+            "finishes it from its last checkpoint"))
+        raise
     ledger.transition(sweep_dir, run_id, ledger.COMPLETED)
     return summary
+
+
+def failure_tail(err: BaseException, folder: Path) -> str:
+    """What state.json keeps of a run's error (called while handling it): the traceback's
+    last lines, and when the disk was full a last line that says so (the line ``flame
+    status`` shows), naming the file where the error did."""
+    text = ledger.tail(traceback.format_exc())
+    cause = disk_full_cause(err)
+    if cause is not None:
+        where = cause.filename or f"a file under {folder}"
+        return (f"{text}\ndisk full: {where} could not be written ({free_space(folder)}); free "
+                "space, then `flame resubmit --failed` resumes it from its last checkpoint")
+    if disk_is_full(folder):  # a writer that hides ENOSPC (torch.save: "file write failed")
+        return (f"{text}\ndisk full ({free_space(folder)}), the likely cause: free space, "
+                "then `flame resubmit --failed` resumes it from its last checkpoint")
+    return text
 
 
 def requeue_after_signal(err: Preempted) -> None:
@@ -135,6 +168,7 @@ class RunTask(submitit.helpers.Checkpointable):
         sweep, job_id = Path(self.sweep_dir), _job_id()
         if _global_rank() != 0:  # a multi-node run's other nodes: their launcher, nothing else
             return run_other_node(sweep, self.run_id)
+        ledger.ensure_reserve(sweep)  # so a full disk cannot hide how the run ends
         # The training lock before the ledger: a second job for the same run (its state.json
         # was deleted and the run launched again) must not train it alongside the first.
         with ledger.training_lock(sweep, self.run_id, job_id) as mine:
@@ -194,8 +228,10 @@ def defer_to_holder(sweep_dir: Path, run_id: str, job_id: str) -> None:
 def claim_lock(sweep_dir: Path) -> Iterator[Path]:
     """The sweep's local-worker lock: claims, worker exits and worker starts are serialised."""
     folder = jobs_dir(sweep_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / CLAIM_LOCK, "a") as handle:
+    with naming(folder / CLAIM_LOCK):  # a full disk refuses even an empty new file
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / CLAIM_LOCK, "a")
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield folder / WORKERS_JSON
 
@@ -256,7 +292,12 @@ def claim_next(sweep_dir: Path, job_id: str, registry: Path, held: ExitStack) ->
             guard.close()
             defer_to_holder(sweep_dir, run_id, job_id)
             continue
-        if ledger.transition(sweep_dir, run_id, ledger.RUNNING, job_id=job_id):
+        try:
+            moved = ledger.transition(sweep_dir, run_id, ledger.RUNNING, job_id=job_id)
+        except BaseException:  # a full disk: the run stays queued, its lock is let go
+            guard.close()
+            raise
+        if moved:
             held.callback(guard.close)
             return run_id
         guard.close()
@@ -324,11 +365,15 @@ class LocalWorker:
         os.environ["FLAME_THREADS"] = str(self.threads)
         os.environ.pop("SLURM_CPUS_PER_TASK", None)  # a launcher inside an allocation
         sweep, job_id, done = Path(self.sweep_dir), str(JobId("local", _job_id())), []
+        ledger.ensure_reserve(sweep)  # so a full disk cannot hide how its runs end
         with _sigterm_seen(self._on_sigterm) as seen:
             while not (self.stopping or seen()):
                 with ExitStack() as held:  # the claimed run's training lock, until trained
-                    with claim_lock(sweep) as registry:
-                        run_id = claim_next(sweep, job_id, registry, held)
+                    try:
+                        with claim_lock(sweep) as registry:
+                            run_id = claim_next(sweep, job_id, registry, held)
+                    except DiskFull:  # nothing can be claimed: the queue waits for space
+                        break
                     if run_id is None:
                         return done
                     if run_id == WAITING:  # only branches of a trunk still training are left
@@ -337,7 +382,10 @@ class LocalWorker:
                     if not self._train(sweep, run_id, job_id):
                         break
                 done.append(run_id)
-        leave_registry(sweep, job_id)
+        try:
+            leave_registry(sweep, job_id)
+        except DiskFull:  # the registry keeps a dead pid: live_workers skips it
+            pass
         return done
 
     def _train(self, sweep: Path, run_id: str, job_id: str) -> bool:
@@ -353,8 +401,9 @@ class LocalWorker:
             return False
         except UncompletedJobError:  # this worker hit its time limit: stop claiming
             return False
-        except Exception:  # recorded in the run's state.json; go on with the next run
-            pass
+        except Exception as err:  # recorded in the run's state.json; go on with the next run
+            if disk_full_cause(err) is not None or disk_is_full(sweep):
+                return False  # unless the disk is full: the next runs would fail as this one
         finally:
             self.training = False
         return True

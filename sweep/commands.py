@@ -13,7 +13,7 @@ from rich.table import Table
 
 from sweep.config import plan_study, read_plan, write_plan
 from sweep.errors import ConfigError
-from sweep.io import ADAPTIVE_DIR, PLAN_CSV, run_dir
+from sweep.io import ADAPTIVE_DIR, DISK_FULL_ERRNOS, PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
 from sweep.records import ACTIVE, scan_records
 
@@ -99,6 +99,8 @@ def check_sweep_dir(value: object) -> Path:
     try:  # os.access says yes to root everywhere; only a real try tells (/proc, read-only)
         os.rmdir(tempfile.mkdtemp(prefix=".flame-write-test-", dir=existing))
     except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:  # the right folder, full: the write that needs the
+            return path                    # space says so, naming its file (sweep.io.DiskFull)
         raise ConfigError(f"sweep_dir={path}: cannot create files in {existing} "
                           f"({err.strerror}); choose a directory you can write to") from None
     return path

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweep.io import METRICS_JSONL, TRAIN_LOG
+from sweep.io import METRICS_JSONL, TRAIN_LOG, naming
 from trainers.logformat import train_line, validation_lines
 
 
@@ -94,7 +94,7 @@ class RunLog:
         self._append(self.metrics_path, json.dumps(record), echo=False)
 
     def _append(self, path: Path, text: str, echo: bool = True) -> None:
-        with open(path, "a", encoding="utf-8") as handle:
+        with naming(path), open(path, "a", encoding="utf-8") as handle:  # ENOSPC names it
             handle.write(text + "\n")
         if echo and self.echo:
             print(text, flush=True)

@@ -14,6 +14,7 @@ or keys those files have.
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,15 +51,21 @@ TEMPLATES = jinja2.Environment(
 def report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None,
                         help=f"where to write the page (default <sweep_dir>/{REPORT_HTML}); "
-                        "never a file of the sweep's own (only <sweep_dir>/NAME.html there)")
+                        "never a file of the sweep's own (only <sweep_dir>/NAME.html there); "
+                        "'-': to stdout, writing nothing (a full or read-only disk)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing --output file that is not a flame report")
 
 
 def report_command(cfg: DictConfig, args: argparse.Namespace) -> int:
     """``flame report``: write the page; print its path."""
-    sweep_dir = check_sweep_dir(cfg.get("sweep_dir"))
     output = getattr(args, "output", None)
+    if output == "-":  # reads the sweep, writes no file (a full or read-only disk)
+        sweep_dir = Path(str(cfg.get("sweep_dir")))
+        require_plan(sweep_dir)
+        sys.stdout.write(render_report(sweep_dir))
+        return 0
+    sweep_dir = check_sweep_dir(cfg.get("sweep_dir"))
     path = write_report(sweep_dir, Path(output) if output else None,
                         force=bool(getattr(args, "force", False)))
     print(f"wrote {path}")
@@ -70,13 +77,18 @@ def write_report(sweep_dir: Path, output: Path | None = None, force: bool = Fals
     written atomically); return its path. ``force``: replace an existing ``output`` that is not
     a flame report (a sweep's own file is refused even then)."""
     sweep_dir = Path(sweep_dir)
-    if not (sweep_dir / PLAN_CSV).is_file():
-        raise ConfigError(f"sweep_dir={sweep_dir}: no {PLAN_CSV}, so there is no study to "
-                          f"report; run `flame plan sweep_dir={sweep_dir}` first")
+    require_plan(sweep_dir)
     path = output or sweep_dir / REPORT_HTML
     check_output(sweep_dir, path, force)
     atomic_write_text(path, render_report(sweep_dir))
     return path
+
+
+def require_plan(sweep_dir: Path) -> None:
+    """A ConfigError unless ``sweep_dir`` has a plan (a study to report)."""
+    if not (Path(sweep_dir) / PLAN_CSV).is_file():
+        raise ConfigError(f"sweep_dir={sweep_dir}: no {PLAN_CSV}, so there is no study to "
+                          f"report; run `flame plan sweep_dir={sweep_dir}` first")
 
 
 def check_output(sweep_dir: Path, path: Path, force: bool = False) -> None:

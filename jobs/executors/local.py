@@ -25,7 +25,7 @@ from jobs.executors.base import Executor, JobId, Reconciled
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, plan_rows
 from jobs.task import CLAIM_LOCK, LocalWorker, claim_lock, live_workers, pid_alive
-from sweep.io import atomic_write_text
+from sweep.io import atomic_write_text, disk_is_full, free_space
 from sweep.planrow import PlanRow
 from sweep.records import RunRecord
 
@@ -194,6 +194,16 @@ def unserved(sweep_dir: Path, queued: int, running: list[str]) -> str | None:
             "workers again")
 
 
+def worker_died(sweep_dir: Path, job: JobId) -> str:
+    """The error of a run whose worker exited mid-run without recording why: a full disk
+    (the worker could not write even that) when the disk is full now, else a kill."""
+    if disk_is_full(sweep_dir):
+        return (f"local worker {job.job} exited while training this run, on a full disk "
+                f"({free_space(sweep_dir)}): free space, then `flame resubmit --failed` "
+                "resumes it from its last checkpoint")
+    return f"local worker {job.job} exited while training this run (killed?)"
+
+
 class LocalExecutor(Executor):
     """Runs on this machine: ``parallelism`` worker processes drain the ledger's queue."""
 
@@ -220,8 +230,7 @@ class LocalExecutor(Executor):
             if (active[run_id].state == ledger.RUNNING and not pid_alive(job.pid())
                     and ledger.lock_holder(sweep_dir, run_id) is None):
                 if ledger.transition(sweep_dir, run_id, ledger.FAILED,
-                                     error_tail=f"local worker {job.job} exited while "
-                                                "training this run (killed?)"):
+                                     error_tail=worker_died(sweep_dir, job)):
                     changed += 1
         return Reconciled(changed)
 
