@@ -82,11 +82,12 @@ def test_attempt_cap_marks_timeout_then_resubmit_resumes(slurm_sweep) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_time_limit_requeues_and_resumes_embedded(slurm_sweep, tmp_path) -> None:
-    """A real SLURM time limit (1 min, USR2 45 s before: it lands 15-30 s into each attempt) on
-    a real run of the embedded trainer (~1,150 iterations, 25-90 s on one thread): requeued,
-    resumed, and it ends with the same final loss as in one go."""
+    """A real SLURM time limit (2 min, USR2 90 s before: it lands 30-45 s into each attempt;
+    launch refuses a lead under SLURM's 60 s signal resolution, jobs.resources.signal_lead_s)
+    on a real run of the embedded trainer (~1,150 iterations, 25-90 s on one thread):
+    requeued, resumed, and it ends with the same final loss as in one go."""
     cfg = slurm_sweep("budgets.flops=[1.5e12]", "family.grid={hidden_size:[64],num_layers:[2]}",
-                      "cluster.timeout_min=1", "cluster.signal_delay_s=45",
+                      "cluster.timeout_min=2", "cluster.signal_delay_s=90",
                       "cluster.max_attempts=30", trainer="embedded")
     sweep_dir = Path(cfg.sweep_dir)
     launch_sweep(sweep_dir, cfg)
