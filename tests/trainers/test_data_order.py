@@ -72,16 +72,23 @@ def test_the_pieces_read_what_megatron_core_reads(corpus, tmp_path):
 
 def _samples(corpus: str, count: int, weighted: bool) -> list[np.ndarray]:
     """The first training samples megatron-core builds for a run asking ``count`` samples: a
-    weighted ``--data-path 1.0 <prefix>`` as Megatron builds it (surplus 0.005), or the prefix
-    alone as the embedded trainer does (trainers/embedded/data.py)."""
+    weighted ``--data-path 1.0 <prefix>`` as Megatron builds it (surplus 0.005), or the
+    embedded trainer's own datasets (trainers/embedded/data.py: the prefix alone)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import (
         BlendedMegatronDatasetBuilder,
     )
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
+    from trainers.embedded.data import Corpus, build_datasets
+    from trainers.settings import DataConfig
+
+    if not weighted:
+        train, _ = build_datasets(Corpus(corpus, 300, 0, "test"),
+                                  DataConfig(split="90,10,0", seed=1234), SEQ, count, 8)
+        return [train[i]["tokens"].numpy() for i in range(100)]
     config = GPTDatasetConfig(
-        random_seed=1234, sequence_length=SEQ, blend=([corpus], [1.0] if weighted else None),
-        split="90,10,0", path_to_cache=str(Path(corpus).parent / f"cache-{weighted}"),
+        random_seed=1234, sequence_length=SEQ, blend=([corpus], [1.0]),
+        split="90,10,0", path_to_cache=str(Path(corpus).parent / "cache"),
         tokenizer=SimpleNamespace(vocab_size=1000, eod=0, unique_identifiers={"t": 1}),
         reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False,
         create_attention_mask=False, mid_level_dataset_surplus=0.005)
@@ -176,3 +183,14 @@ def test_an_unreadable_corpus_is_a_note_at_plan_and_refused_at_a_real_launch(tmp
         "or plan with planner.strategy=independent")
     with pytest.raises(ConfigError, match="/nowhere/corpus.idx is not readable here"):
         check_branches(rows, config["trainer"], required=True)
+
+
+def test_demo_branches_fits_in_one_epoch_and_its_former_h8_branch_did_not(tmp_path):
+    """The embedded trainer on the default corpus (8.1M tokens in the train split): h8 at 3e11
+    (9.5M tokens) was in demo_branches until this check; its trunk stops in the first epoch."""
+    flame("plan", "experiment=demo_branches", f"sweep_dir={tmp_path / 'ok'}")
+    out = flame("plan", "experiment=demo_branches", "family.members.1.budgets=[3e10,1e11,3e11]",
+                f"sweep_dir={tmp_path / 'no'}", check=False)
+    assert out.returncode == 2 and "(L2-h8 at 3e+11 FLOPs, 9,484,289 tokens) reads 2 epochs " \
+        "(the last shuffled apart) of the train split of python stdlib" in out.stderr
+    assert not (tmp_path / "no").exists()
