@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,16 +171,15 @@ def indexed_lengths(prefix: str) -> np.ndarray:
     try:
         with open(path, "rb") as stream:
             head = stream.read(34)
-        if len(head) < 34 or head[:9] != INDEX_HEADER or \
-                struct.unpack("<Q", head[9:17])[0] != 1:
-            raise Unreadable(f"{path} is not a megatron-core index (version 1)")
-        count = struct.unpack("<Q", head[18:26])[0]
-        lengths = np.fromfile(path, dtype=np.int32, count=count, offset=34)
+        size = path.stat().st_size
     except OSError as err:
         raise Unreadable(f"{path} is not readable here ({err.strerror})") from None
-    if len(lengths) != count:
-        raise Unreadable(f"{path} is cut short ({len(lengths)} of {count} lengths)")
-    return lengths
+    if len(head) < 34 or head[:9] != INDEX_HEADER or struct.unpack("<Q", head[9:17])[0] != 1:
+        raise Unreadable(f"{path} is not a megatron-core index (version 1)")
+    count = struct.unpack("<Q", head[18:26])[0]
+    if size < 34 + 4 * count:
+        raise Unreadable(f"{path} is cut short ({size} bytes for {count} lengths)")
+    return np.memmap(path, dtype=np.int32, mode="r", offset=34, shape=(count,))
 
 
 MOCK_DOCUMENTS, MOCK_MAX_LENGTH, MOCK_SEED = 100000, 4096, 0
@@ -207,9 +207,19 @@ def blend(words: Sequence[str]) -> tuple[list[str], list[float] | None]:
     return [w.strip() for w in words], None
 
 
+DATA_FLAGS = ("--data-path", "--split", "--mock-data", "--mid-level-dataset-surplus",
+              "--train-samples", "--data-args-path", "--per-split-data-args-path",
+              "--train-data-path", "--per-dataset-sequences-path")
+"""pretrain_gpt.py flags that change which samples a run reads, beside flame's own."""
+
+
 def megatron_order(m: Any) -> SampleOrder | None:
     """trainer=megatron's order (``MegatronConfig``): mock data, or the weighted (or not)
-    ``--data-path``; None without either (no corpus to check yet)."""
+    ``--data-path``; None without either (no corpus to check yet). A data flag in
+    ``trainer.extra_args`` is ``Unreadable``: the order is then not flame's to know."""
+    extra = {w.split("=", 1)[0] for arg in m.extra_args for w in shlex.split(arg)}
+    if found := sorted(extra.intersection(DATA_FLAGS)):
+        raise Unreadable(f"trainer.extra_args sets {', '.join(found)}")
     if m.mock_data:
         return SampleOrder((train_split("mock data", mock_lengths(), MOCK_SPLIT, None),))
     if not m.data_path:

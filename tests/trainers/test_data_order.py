@@ -194,3 +194,13 @@ def test_demo_branches_fits_in_one_epoch_and_its_former_h8_branch_did_not(tmp_pa
     assert out.returncode == 2 and "(L2-h8 at 3e+11 FLOPs, 9,484,289 tokens) reads 2 epochs " \
         "(the last shuffled apart) of the train split of python stdlib" in out.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_a_data_flag_in_extra_args_leaves_the_order_unknown():
+    from trainers.data_order import megatron_order
+    from trainers.settings import MegatronConfig
+
+    for extra in (["--split=1,0,0"], ["--mid-level-dataset-surplus 0.1"]):
+        with pytest.raises(Unreadable, match=f"trainer.extra_args sets {extra[0][:7]}"):
+            megatron_order(MegatronConfig(mock_data=True, extra_args=extra))
+    assert megatron_order(MegatronConfig(mock_data=True, extra_args=["--log-interval 1"]))
