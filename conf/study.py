@@ -52,6 +52,17 @@ class StudyConfig:
         if self.root.planner.strategy == "branches":
             trainer_for(self.trainer).check_branchable(self.training, self.trainer)
 
+    def check_plan(self, the_plan: Plan, settings: PlannerSettings) -> list[str]:
+        """Checks of a plan across groups, before it is written: each WSD branch reads the data
+        its run trained straight through would (``trainers.data_order``; a ConfigError when
+        not). Notes for what cannot be checked on this machine."""
+        if self.root.planner.strategy != "branches":
+            return []
+        from trainers.data_order import check_branches
+
+        rows = [run.to_row(settings) for run in the_plan.runs]
+        return check_branches(rows, self.trainer, required=False)
+
     @classmethod
     def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> StudyConfig:
         """From a composed config or a sweep's config.yaml; a problem is a ConfigError."""

@@ -21,6 +21,7 @@ from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML, atomic_write_text
 from sweep.planrow import PlanRow
 from sweep.schema import changes_result
+from trainers.data_order import check_branches
 from trainers.registry import trainer_for
 from trainers.settings import trainer_config
 
@@ -93,6 +94,7 @@ def check_runs(rows: list[PlanRow], config: Mapping[str, Any], todo: list[str],
     settings = settings.with_trainer(config.get("trainer") or {})
     trainer = trainer_for(config.get("trainer") or {})
     notes = trainer.preflight(rows, config, todo, dry_run)
+    notes += check_branches(rows, config.get("trainer") or {}, required=not dry_run)
     site = getattr(trainer, "site_notes", None)
     checkpoint_gb = 0.0
     if site is not None and sweep_dir is not None:

@@ -9,8 +9,9 @@ cooldown matches a cosine run). Pure arithmetic: the planner builds the rows fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sweep.errors import ConfigError
 
@@ -69,3 +70,23 @@ def layout(branch_iters: Sequence[int], cooldown_fraction: float, multiple: int,
                 f"shortest branch, {min(branch_iters)}); lower planner.cooldown_fraction, "
                 "training.warmup_fraction or planner.branch_step_multiple")
     return TrunkLayout(max(steps), warmup, steps)
+
+
+def unlike_trunks(rows: Sequence[Any], key: Callable[[Any], Hashable]) -> list[tuple[Any, Any]]:
+    """(branch, trunk) for each branch of ``rows`` (plan rows: ``run_id``, ``role``,
+    ``parent``) whose ``key`` differs from its trunk's, in plan order. A branch's first
+    iterations are its trunk's, so anything the run's result depends on that the two runs
+    settle each by itself (``key``: e.g. the order in which a data loader serves samples,
+    which may depend on the run's length) must come out the same for both."""
+    trunks = {row.run_id: row for row in rows if row.role == "trunk"}
+    keys: dict[str, Hashable] = {}
+    out = []
+    for row in rows:
+        trunk = trunks.get(row.parent) if row.role == "branch" else None
+        if trunk is None:
+            continue
+        if trunk.run_id not in keys:
+            keys[trunk.run_id] = key(trunk)
+        if key(row) != keys[trunk.run_id]:
+            out.append((row, trunk))
+    return out

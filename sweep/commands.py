@@ -32,6 +32,7 @@ def plan(study: Any, args: argparse.Namespace | None = None) -> int:
         raise TypeError("plan takes the typed config: conf.study.study_config(cfg)")
     sweep_dir = check_sweep_dir(study.root.sweep_dir)
     the_plan, settings = plan_study(study)  # raises ConfigError before anything is written
+    notes = study.check_plan(the_plan, settings)  # e.g. branches past one epoch: refused
     previous = _previous_ids(sweep_dir)
     if previous is not None:
         guard_adaptive(sweep_dir, previous, {r.run_id for r in the_plan.runs})
@@ -46,6 +47,8 @@ def plan(study: Any, args: argparse.Namespace | None = None) -> int:
         console.print(f"  removed {r.member} at C={r.budget:.3g}: {r.constraint} ({r.detail})")
     if line := corpus_line(the_plan, study.trainer):
         console.print(line)
+    for note in notes:
+        console.print(f"  note: {note}")
     if previous is not None:
         now = {r.run_id for r in the_plan.runs}
         console.print(f"  vs. the previous plan: {len(now - previous)} new runs, "

@@ -98,6 +98,12 @@ class Trainer(Protocol):
         """Whether that checkpoint is complete (a branch at ``step`` may start)."""
         ...
 
+    def sample_order(self, trainer_cfg: Any) -> Any:
+        """How its runs order their training samples (``trainers.data_order.SampleOrder``),
+        which a branch plan checks (a branch must read its straight-through run's data); None
+        when it reads no corpus. ``data_order.Unreadable`` when the corpus is not readable."""
+        ...
+
     def evidence_readers(self, run_dir: Path, train_iters: int | None,
                          seq_length: int | None) -> list[Reader]:
         """The sources of a run's losses, in collect's order of precedence."""
@@ -179,6 +185,9 @@ class BaseTrainer:
     def branch_ready(self, run_dir: Path, step: int) -> bool:
         # a file that appears whole, by rename (sweep.io.atomic_writer)
         return self.branch_checkpoint(run_dir, step).is_file()
+
+    def sample_order(self, trainer_cfg: Any) -> Any:
+        return None
 
     def evidence_readers(self, run_dir: Path, train_iters: int | None,
                          seq_length: int | None) -> list[Reader]:

@@ -217,6 +217,8 @@ def megatron_args(row: PlanRow | Mapping[str, Any], cfg: Mapping[str, Any],
             ("--moe-token-dispatcher-type", "alltoall")]  # configs/train/flame-moe.sh:19
     if m.moe_grouped_gemm:
         moe.append(("--moe-grouped-gemm", None))
+    if m.moe_per_layer_logging:  # TensorBoard scalars per layer (moe_utils.py:1030-1033)
+        moe.append(("--moe-per-layer-logging", None))
     # configs/train/flame-moe.sh:14-21
     parallel = [("--tensor-model-parallel-size", 1), ("--pipeline-model-parallel-size", 1),
                 ("--expert-model-parallel-size", m.expert_model_parallel_size)]

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 from sweep.io import TRAIN_LOG
-from trainers.logformat import MOE_AUX_LOSSES, MOE_LAYER_TAG_RE, MOE_LOSSES, parse_lines
-from trainers.readers import Routing, lines, tb_scalars, window
+from trainers.logformat import MOE_AUX_LOSSES, MOE_LAYER_TAG_RE, MOE_LOSSES
+from trainers.readers import Routing, run_files, tb_scalars, window
 
 
 def read_routing(run_dir: Path) -> Routing | None:
@@ -20,7 +20,7 @@ def read_routing(run_dir: Path) -> Routing | None:
 
 
 def routing_log(run_dir: Path) -> Routing | None:
-    train = parse_lines(lines(run_dir / TRAIN_LOG)).train
+    train = run_files(run_dir).log.train
     series = {name: [(r["iteration"], r[name]) for r in train if name in r] for name in MOE_LOSSES}
     if not any(series.values()):
         return None

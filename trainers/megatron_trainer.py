@@ -93,6 +93,12 @@ class MegatronTrainer(BaseTrainer):
 
         check_branchable(recipe, trainer_cfg)
 
+    def sample_order(self, trainer_cfg: Any) -> Any:
+        """megatron-core's GPTDatasets over --data-path (or mock data) with --split."""
+        from trainers.data_order import megatron_order
+
+        return megatron_order(trainer_config(trainer_cfg))
+
     def run_node(self, row: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: Path) -> None:
         megatron_job.run_node(row, cfg, run_dir)
 

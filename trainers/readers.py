@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from sweep.io import METRICS_JSONL, TENSORBOARD_DIR, TRAIN_LOG
-from trainers.logformat import parse_lines
+from trainers.logformat import MOE_LAYER_TAG_RE, MOE_LOSSES, ParsedLog, parse_lines
 
 TB_TRAIN_TAG = "lm loss"
 TB_VAL_TAG = "lm loss validation"
@@ -55,15 +59,113 @@ def lines(path: Path) -> list[str]:
         return []
 
 
+@dataclass
+class EventFile:
+    """One TensorBoard event file: the scalars flame reads (``RunFiles.tensorboard``)."""
+
+    scalars: list[tuple[int, str, float]] = field(default_factory=list)
+    """(step, tag, value) in file order: the loss tags and the MoE losses."""
+    flags: dict[str, bool] = field(default_factory=dict)
+    """``do_valid`` / ``do_test`` as the process's arguments say (Megatron's text summaries)."""
+
+
+class RunFiles:
+    """One run's artefacts, each file read and parsed at most once in this object's life:
+    ``flame collect`` reads a run's losses, routing and speed from one (``reading``), where
+    each reader alone would parse metrics.jsonl, train.log or the event files again."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    @cached_property
+    def metrics(self) -> list[dict]:
+        """metrics.jsonl's complete JSON objects, in order (a truncated or foreign line is
+        skipped)."""
+        records = []
+        for line in lines(self.run_dir / METRICS_JSONL):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+        return records
+
+    @cached_property
+    def launches(self) -> list[ParsedLog]:
+        """train.log parsed, one ParsedLog per launch of Megatron (split at ``LAUNCH_MARK``)."""
+        parts: list[list[str]] = [[]]
+        for line in lines(self.run_dir / TRAIN_LOG):
+            if line.startswith(LAUNCH_MARK):
+                parts.append([])
+            else:
+                parts[-1].append(line)
+        return [parse_lines(part) for part in parts]
+
+    @cached_property
+    def log(self) -> ParsedLog:
+        """train.log parsed (its launches together)."""
+        out = ParsedLog()
+        for part in self.launches:
+            out.train += part.train
+            out.validation += part.validation
+            out.test += part.test
+        return out
+
+    @cached_property
+    def tensorboard(self) -> list[EventFile]:
+        """Every event file under tensorboard/, read once with tensorboard's own reader: the
+        tags flame reads (a damaged record ends its file, never the read)."""
+        tb_dir = self.run_dir / TENSORBOARD_DIR
+        paths = sorted(tb_dir.rglob("events.out.tfevents.*")) if tb_dir.is_dir() else []
+        if not paths:
+            return []
+        from tensorboard.backend.event_processing import event_file_loader
+
+        out = []
+        for path in paths:
+            found = EventFile()
+            try:
+                for event in event_file_loader.EventFileLoader(str(path)).Load():
+                    for value in event.summary.value:
+                        _tb_value(found, int(event.step), value)
+            except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
+                pass
+            out.append(found)
+        return out
+
+
+_READING: ContextVar[RunFiles | None] = ContextVar("flame_run_files", default=None)
+
+
+@contextmanager
+def reading(run_dir: Path) -> Iterator[RunFiles]:
+    """Within it, every reader of ``run_dir`` (loss evidence, routing, throughput, through
+    whichever trainer) shares one ``RunFiles``: each of the run's files is parsed once."""
+    files = RunFiles(run_dir)
+    token = _READING.set(files)
+    try:
+        yield files
+    finally:
+        _READING.reset(token)
+
+
+def run_files(run_dir: Path) -> RunFiles:
+    """The ``RunFiles`` of ``run_dir`` being read (``reading``), else a fresh one."""
+    current = _READING.get()
+    if current is not None and current.run_dir == Path(run_dir):
+        return current
+    return RunFiles(run_dir)
+
+
 def read_metrics(run_dir: Path) -> Evidence | None:
     """metrics.jsonl, skipping lines that are not complete JSON objects."""
-    path = run_dir / METRICS_JSONL
+    path = Path(run_dir) / METRICS_JSONL
     if not path.is_file():
         return None
     ev = Evidence(METRICS_JSONL)
-    for line in lines(path):
+    for rec in run_files(run_dir).metrics:
         try:
-            rec = json.loads(line)
             it = int(rec["iteration"])
             if rec.get("kind") == "eval":
                 ev.evals.append((it, float(rec["val_loss"]), bool(rec.get("final", False))))
@@ -79,10 +181,10 @@ def read_metrics(run_dir: Path) -> Evidence | None:
 
 def read_train_log(run_dir: Path, seq_length: int | None) -> Evidence | None:
     """train.log through the shared Megatron parser (trainers.logformat)."""
-    path = run_dir / TRAIN_LOG
+    path = Path(run_dir) / TRAIN_LOG
     if not path.is_file():
         return None
-    parsed = parse_lines(lines(path))
+    parsed = run_files(run_dir).log
     ev = Evidence(TRAIN_LOG)
     ev.evals = [(r["iteration"], r["lm loss value"], r["final"]) for r in parsed.validation]
     ev.train_losses = [(r["iteration"], r["lm loss"]) for r in parsed.train if "lm loss" in r]
@@ -127,7 +229,7 @@ def read_throughput(run_dir: Path) -> Throughput:
     on; every later line those since the line before. A process begins at flame's
     ``LAUNCH_MARK`` line, and (logs without it) at a line not above the one before."""
     out = Throughput()
-    for process in _processes(lines(run_dir / TRAIN_LOG)):
+    for process in _processes(run_files(run_dir).launches):
         for rec, count in _covered(process):
             ms = rec.get(STEP_MS)
             if ms is None:
@@ -139,14 +241,13 @@ def read_throughput(run_dir: Path) -> Throughput:
     return out
 
 
-def _processes(text: list[str]) -> list[list[dict]]:
-    """The training lines of each Megatron process in a log, in order."""
-    found: list[list[dict]] = [[]]
-    for line in text:
-        if line.startswith(LAUNCH_MARK):
-            found.append([])
-            continue
-        for rec in parse_lines([line]).train:
+def _processes(launches: list[ParsedLog]) -> list[list[dict]]:
+    """The training lines of each Megatron process in a log, in order: each launch's, split
+    where an iteration is not above the one before (a restart without flame's mark)."""
+    found: list[list[dict]] = []
+    for launch in launches:
+        found.append([])
+        for rec in launch.train:
             if found[-1] and rec["iteration"] <= found[-1][-1]["iteration"]:
                 found.append([])
             found[-1].append(rec)
@@ -175,23 +276,15 @@ def read_tensorboard(run_dir: Path, train_iters: int | None) -> Evidence | None:
     ``do_valid``/``do_test`` there say which points of the file are the test set's
     (``_validation_points``).
     """
-    tb_dir = run_dir / TENSORBOARD_DIR
-    if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
+    files = run_files(run_dir).tensorboard
+    if not files:
         return None
-    from tensorboard.backend.event_processing import event_file_loader
-
     ev = Evidence("tensorboard")
-    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
-        points: list[tuple[int, float]] = []
-        flags: dict[str, bool] = {}
-        try:
-            for event in event_file_loader.EventFileLoader(str(path)).Load():
-                for value in event.summary.value:
-                    _tb_value(ev, points, flags, event.step, value)
-        except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
-            pass
+    for found in files:
+        points = [(step, x) for step, tag, x in found.scalars if tag == TB_VAL_TAG]
+        ev.train_losses += [(step, x) for step, tag, x in found.scalars if tag == TB_TRAIN_TAG]
         ev.evals += [(step, x, train_iters is not None and step >= train_iters)
-                     for step, x in _validation_points(points, flags)]
+                     for step, x in _validation_points(points, found.flags)]
     ev.evals.sort(key=lambda e: e[0])
     ev.train_losses.sort(key=lambda t: t[0])
     return ev
@@ -205,18 +298,19 @@ def _tb_number(value) -> float | None:
     return None
 
 
-def _tb_value(ev: Evidence, points: list[tuple[int, float]], flags: dict[str, bool],
-              step: int, value) -> None:
+def read_tag(tag: str) -> bool:
+    """The TensorBoard tags flame reads: the losses and Megatron's MoE losses (means, and per
+    layer with --moe-per-layer-logging)."""
+    return tag in (TB_TRAIN_TAG, TB_VAL_TAG) or tag in MOE_LOSSES or \
+        MOE_LAYER_TAG_RE.match(tag) is not None
+
+
+def _tb_value(found: EventFile, step: int, value) -> None:
     for flag in ("do_valid", "do_test"):
         if value.tag == TB_ARG_TAG.format(flag) and value.tensor.string_val:
-            flags[flag] = value.tensor.string_val[0].decode(errors="replace") == "True"
-    number = _tb_number(value)
-    if number is None:
-        return
-    if value.tag == TB_VAL_TAG:
-        points.append((int(step), number))
-    elif value.tag == TB_TRAIN_TAG:
-        ev.train_losses.append((int(step), number))
+            found.flags[flag] = value.tensor.string_val[0].decode(errors="replace") == "True"
+    if read_tag(value.tag) and (number := _tb_number(value)) is not None:
+        found.scalars.append((step, value.tag, number))
 
 
 def _validation_points(points: list[tuple[int, float]],
@@ -267,12 +361,11 @@ def read_routing_record(run_dir: Path) -> Routing | None:
     """The last routing record of metrics.jsonl (``RunLog.routing``: per MoE layer over the
     steps since the previous evaluation); None without one."""
     found = None
-    for line in lines(run_dir / METRICS_JSONL):
+    for rec in run_files(run_dir).metrics:
         try:
-            rec = json.loads(line)
             if rec.get("kind") == "routing" and rec["layers"]:
                 found = rec
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError):
             continue
     if found is None:
         return None
@@ -283,23 +376,15 @@ def read_routing_record(run_dir: Path) -> Routing | None:
                    mean(layer.get("z_loss") for layer in layers))
 
 
-def tb_scalars(run_dir: Path, wanted) -> dict[str, list[tuple[int, float]]]:
-    """Scalars whose tag ``wanted`` accepts, from every event file (damage ends a file)."""
-    tb_dir = run_dir / TENSORBOARD_DIR
-    if not tb_dir.is_dir() or not any(tb_dir.rglob("events.out.tfevents.*")):
-        return {}
-    from tensorboard.backend.event_processing import event_file_loader
-
+def tb_scalars(run_dir: Path,
+               wanted: Callable[[str], object]) -> dict[str, list[tuple[int, float]]]:
+    """Scalars whose tag ``wanted`` accepts, of the tags flame reads (``read_tag``), from
+    every event file (damage ends a file)."""
     out: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
-        try:
-            for event in event_file_loader.EventFileLoader(str(path)).Load():
-                for value in event.summary.value:
-                    number = _tb_number(value)
-                    if number is not None and wanted(value.tag):
-                        out.setdefault(value.tag, []).append((int(event.step), number))
-        except Exception:  # noqa: BLE001 - a corrupt record ends this file, never the collect
-            continue
+    for found in run_files(run_dir).tensorboard:
+        for step, tag, number in found.scalars:
+            if wanted(tag):
+                out.setdefault(tag, []).append((step, number))
     return out
 
 

@@ -254,6 +254,9 @@ class MegatronConfig:
     """--micro-batch-size when the family member gives none."""
     moe_grouped_gemm: bool = operational(False)
     """--moe-grouped-gemm (FLAME-MoE: off; same math, faster experts kernel)."""
+    moe_per_layer_logging: bool = operational(False)
+    """--moe-per-layer-logging: Megatron also writes each MoE layer's router losses to
+    TensorBoard (routing.csv per layer; FLAME-MoE: off). Logging only: never in the run_id."""
     use_distributed_optimizer: bool = operational(True)
     """--use-distributed-optimizer."""
     overlap_grad_reduce: bool = operational(True)

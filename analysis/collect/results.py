@@ -5,7 +5,9 @@ train.log (Megatron's text, 7 significant digits), TensorBoard events (Megatron'
 ``--tensorboard-dir``). The first source holding a final evaluation wins and later ones are
 not read (a completed sweep reads one file per run); otherwise the source that got furthest
 (highest evaluated iteration) wins, ties going to the earlier one. NaNs in any read source
-count. Flags, first match wins:
+count. A run's losses, routing and speed come from one read of its files: each of
+metrics.jsonl, train.log and its event files is parsed at most once per run
+(``trainers.readers.reading``). Flags, first match wins:
 
 - ``missing``: no run directory, or no validation loss in any source;
 - ``nan``: a NaN/inf validation or training loss;
@@ -42,6 +44,7 @@ from analysis.settings import FitSettings
 from analysis.sources import (
     PROVENANCE_COLUMNS,
     Evidence,
+    Routing,
     evidence_readers,
     finite,
     read_provenance,
@@ -52,6 +55,7 @@ from analysis.sources import (
 from sweep.config import history_plans
 from sweep.errors import ConfigError
 from sweep.io import PLAN_CSV, RESULTS_CSV, run_dir
+from trainers.readers import reading
 from trainers.registry import trainer_for
 from trainers.settings import trainer_config
 
@@ -127,16 +131,15 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     gpus, peak = _megatron_shape(trainer, ((config or {}).get("cluster") or {})
                                  .get("device_peak_flops"))
     # plan rows as plain mappings (a plan.csv of any age: columns it lacks read as absent)
-    rows = [_with_cost(collect_run(run_dir(sweep_dir, row.get("run_id")), row, rise),
-                       run_dir(sweep_dir, row.get("run_id")), gpus, peak)
-            for row in plan.to_dict(orient="records")]
-    rows += [_unplanned(collect_run(run_dir(sweep_dir, row.get("run_id")), row, rise), source)
-             for row, source in earlier]
+    reads = [read_run(sweep_dir, row, rise, trainer, (gpus, peak))
+             for row in plan.to_dict(orient="records")]
+    reads += [read_run(sweep_dir, row, rise, trainer, unplanned=source)
+              for row, source in earlier]
     results = pd.concat([plan, pd.DataFrame([row for row, _ in earlier], columns=plan.columns)],
                         ignore_index=True) if earlier else plan.copy()
     for col in RESULT_COLUMNS:
-        results[col] = [getattr(r, col) for r in rows]
-    _add_routing(sweep_dir, results, settings, trainer)
+        results[col] = [getattr(r, col) for r, _ in reads]
+    _add_routing(sweep_dir, results, settings, [routing for _, routing in reads])
     provenance = [read_provenance(run_dir(sweep_dir, rid)) for rid in results["run_id"]]
     for col in PROVENANCE_COLUMNS:  # what each run's numbers came from (summary.json)
         results[col] = [p[col] for p in provenance]
@@ -147,13 +150,26 @@ def collect_sweep(sweep_dir: Path, cfg: Any = None) -> pd.DataFrame:
     return results
 
 
+def read_run(sweep_dir: Path, row: dict, rise: float, trainer: Any,
+             cost: tuple[int | None, float | None] = (None, None),
+             unplanned: str | None = None) -> tuple[RunResult, Routing | None]:
+    """One run's result (with its cost: GPUs per run and peak FLOP/s; or flagged unplanned,
+    ``unplanned`` naming the plan it came from) and its routing as its trainer reports it
+    (``trainer``: its config; None without config.yaml, nothing is read). Each of the run's
+    files is parsed once for all of it (``trainers.readers.reading``)."""
+    path = run_dir(sweep_dir, row.get("run_id"))
+    with reading(path):
+        result = collect_run(path, row, rise)
+        result = _unplanned(result, unplanned) if unplanned else _with_cost(result, path, *cost)
+        return result, read_routing(path, trainer)
+
+
 def _add_routing(sweep_dir: Path, results: pd.DataFrame, settings: FitSettings,
-                 trainer: Any) -> None:
-    """The ``routing_*`` columns of every row; routing.csv when any run reports routing."""
-    # the trainer's config; None without config.yaml: nothing is read
+                 routings: list[Routing | None]) -> None:
+    """The ``routing_*`` columns of every row (``routings``: each row's run's, in order);
+    routing.csv when any run reports routing."""
     columns, layers = [], []
-    for run_id in results["run_id"]:
-        routing = read_routing(run_dir(sweep_dir, run_id), trainer)
+    for run_id, routing in zip(results["run_id"], routings):
         columns.append(health(routing, settings))
         layers += layer_rows(run_id, routing)
     for col in ROUTING_COLUMNS:

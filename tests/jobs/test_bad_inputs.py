@@ -288,6 +288,13 @@ CONFIG_CASES = [
                ("results", "/proc/x/results.csv does not exist")),
     ConfigCase("fit/results-is-a-directory", ("fit", "results={tmp}/s", "sweep_dir={tmp}/fit"),
                ("results", "is a directory")),
+    # issue 26 item 16: a branch whose data runs into another epoch than its trunk's
+    ConfigCase("plan/branch-past-one-epoch", (
+        "plan", "experiment=megatron_smoke", "planner.strategy=branches", "sweep_dir={tmp}/new",
+        "budgets.flops=[1.25e15,2e16]", "family.members=[{num_layers:4,hidden_size:256,"
+        "micro_batch_size:4,budgets:[1.25e15,2e16]}]"),
+        ("planner.strategy=branches: branch", "reads 1 epoch of the train split of mock data",
+         "2 epochs", "planner.strategy=independent")),
 ]
 
 

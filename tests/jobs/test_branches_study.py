@@ -1,6 +1,6 @@
 """`flame run experiment=demo_branches` (issue 14's acceptance): SIGKILLed halfway, run again;
 completed trunks and branches are not trained again, and every branch started from its
-trunk's checkpoint. The demo's family and budgets as branches (11 trunks, 34 branches), on the
+trunk's checkpoint. The demo's family and budgets as branches (11 trunks, 33 branches), on the
 simulated trainer with ``seconds_per_run`` so that the kill lands mid-study."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def completed(sweep_dir: Path, rows: dict[str, dict], role: str) -> list[str]:
             if rec.state == "completed" and rows[rid]["role"] == role]
 
 
-@pytest.mark.slow  # ~40 s: two `flame run`s of 45 simulated runs, collect and fit
+@pytest.mark.slow  # ~40 s: two `flame run`s of 44 simulated runs, collect and fit
 def test_sigkilled_demo_branches_continues_without_retraining(tmp_path: Path) -> None:
     cli = [*FLAME, "run", f"sweep_dir={tmp_path}", *STUDY]
     proc = subprocess.Popen(cli, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -62,7 +62,7 @@ def test_sigkilled_demo_branches_continues_without_retraining(tmp_path: Path) ->
     again = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     final = records(tmp_path)
-    assert len(final) == len(rows) == 45
+    assert len(final) == len(rows) == 44
     assert {rec.state for rec in final.values()} == {"completed"}
     for rid in done:  # trained once: same summary, one attempt, one job
         assert (tmp_path / "runs" / rid / "summary.json").stat().st_mtime_ns == before[rid]
@@ -78,7 +78,7 @@ def test_sigkilled_demo_branches_continues_without_retraining(tmp_path: Path) ->
     assert (tmp_path / "fit.json").exists()
 
 
-@pytest.mark.slow  # ~60 s: three `flame run`-sized steps of 45 simulated runs
+@pytest.mark.slow  # ~60 s: three `flame run`-sized steps of 44 simulated runs
 def test_study_killed_with_its_workers_holds_branches_until_resubmit(tmp_path: Path) -> None:
     """The launcher and its local workers SIGKILLed at once (the machine's OOM killer, a
     session killed): the trunks they were training are marked failed by the rerun, their
@@ -125,7 +125,7 @@ def test_study_killed_with_its_workers_holds_branches_until_resubmit(tmp_path: P
     final = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     recs = records(tmp_path)
-    assert {rec.state for rec in recs.values()} == {"completed"} and len(recs) == 45
+    assert {rec.state for rec in recs.values()} == {"completed"} and len(recs) == 44
     for rid, mtime in done.items():  # finished before the kill: never trained again
         assert (tmp_path / "runs" / rid / "summary.json").stat().st_mtime_ns == mtime
         assert recs[rid].attempts == 1

@@ -11,7 +11,7 @@ from trainers.base import BaseTrainer
 from trainers.embedded.eval_tasks import COMPLETION
 from trainers.lm_eval_tasks import FINAL, missing_checkpoint
 from trainers.readers import Routing, read_routing_record
-from trainers.settings import EmbeddedConfig
+from trainers.settings import EmbeddedConfig, trainer_config
 from trainers.signals import DeferredSignals
 
 
@@ -30,6 +30,12 @@ class EmbeddedTrainer(BaseTrainer):
         from trainers.embedded.train import train
 
         return train(row, cfg, run_dir, signals)
+
+    def sample_order(self, trainer_cfg: Any) -> Any:
+        """megatron-core's GPTDataset over its corpus (trainer.data), as Megatron's."""
+        from trainers.data_order import embedded_order
+
+        return embedded_order(trainer_config(trainer_cfg))
 
     def routing(self, run_dir: Path) -> Routing | None:
         """Its per-layer tally (metrics.jsonl ``kind: routing`` at each evaluation)."""
