@@ -111,25 +111,14 @@ def launch_settings(sweep_dir: Path, cfg: DictConfig | Mapping[str, Any],
     (``flame run`` has just planned it): then its trainer and cluster count as named."""
     stored = read_config(sweep_dir)
     recorded = recorded_cluster(Path(sweep_dir))
-    if overrides is None:
-        keys, groups, env = set(), {"trainer": "", "cluster": ""}, {}
-        base_cluster, touched = plain(cfg["cluster"]), {"trainer", "cluster"}
-    else:
-        keys, groups = named(overrides)
-        env = {k: v for k, v in env_keys(cfg).items() if not any(under(k, n) for n in keys)}
-        base_cluster = plain(recorded) if recorded is not None else stored.get("cluster") or {}
-        if groups.get("cluster") == base_cluster.get("name"):
-            del groups["cluster"]  # the sweep's own cluster: its settings stay, keys apply
-        touched = {*keys, *env, *(("trainer" if g == "trainer_layout" else g) for g in groups
-                                  if g not in IDENTITY_GROUPS)}
+    touched, groups, env, base_cluster = named_at_launch(stored, recorded, cfg, overrides)
     check_identity(groups, stored, cfg)
+    refuse_not_launch(touched)
     planned, wanted = StudyConfig.from_cfg(stored), StudyConfig.from_cfg(cfg).to_data()
     old = {**planned.to_data(), "cluster": base_cluster}
-    touched |= {DERIVED[k] for k in list(touched) if k in DERIVED}
-    refuse_not_launch(touched)
     changes, cluster_changes = [], []
-    config, cluster = dict(stored), dict(base_cluster)
-    config["trainer"] = dict(stored.get("trainer") or {})
+    config = {**stored, "trainer": dict(stored.get("trainer") or {})}
+    holder = {"cluster": dict(base_cluster)}
     before, after = flat(old), flat(wanted)
     for key in changed_keys(old, wanted, tuple(touched)):
         if key in ("sweep_dir", "format_version"):
@@ -145,17 +134,34 @@ def launch_settings(sweep_dir: Path, cfg: DictConfig | Mapping[str, Any],
             raise ConfigError(f"{key}={after.get(key)!r}: not a launch setting (flame launch "
                               f"takes the sweep's {CONFIG_YAML}; the plan has {before.get(key)!r}"
                               "); give it to the command that reads it, or drop it")
-        elif "cluster" not in groups:
-            holder = {"cluster": cluster}
+        elif "cluster" not in groups:  # a key of the sweep's cluster
             _set(holder, key, after.get(key))
-            cluster = holder["cluster"]
             cluster_changes.append(change)
+    cluster = holder["cluster"]
     if "cluster" in groups:  # another cluster: its file, with the keys named
         cluster = wanted["cluster"]
         if cluster.get("name") != base_cluster.get("name"):
             cluster_changes = [Change("cluster", base_cluster.get("name"), cluster.get("name"))]
-    notes = cluster_note(overrides, groups, keys, recorded, base_cluster, cfg)
+    notes = cluster_note(overrides, groups, recorded, base_cluster, cfg)
     return LaunchSettings(config, cluster, tuple(changes), tuple(cluster_changes), notes)
+
+
+def named_at_launch(stored: Mapping[str, Any], recorded: Any, cfg: Any,
+                    overrides: Sequence[str] | None
+                    ) -> tuple[set[str], dict[str, str], dict[str, str], dict[str, Any]]:
+    """What a launch names: the keys to compare (dotted prefixes), the groups it selects, the
+    keys the environment gives (with their variable), and the cluster it starts from (the
+    recorded one, else config.yaml's; ``cfg``'s when ``overrides`` is None)."""
+    if overrides is None:
+        return {"trainer", "cluster"}, {"trainer": "", "cluster": ""}, {}, plain(cfg["cluster"])
+    keys, groups = named(overrides)
+    env = {k: v for k, v in env_keys(cfg).items() if not any(under(k, n) for n in keys)}
+    base = plain(recorded) if recorded is not None else dict(stored.get("cluster") or {})
+    if groups.get("cluster") == base.get("name"):
+        del groups["cluster"]  # the sweep's own cluster: its settings stay, keys apply
+    touched = {*keys, *env, *(("trainer" if g == "trainer_layout" else g) for g in groups
+                              if g not in IDENTITY_GROUPS)}
+    return touched | {DERIVED[k] for k in touched if k in DERIVED}, groups, env, base
 
 
 def check_identity(groups: dict[str, str], stored: Mapping[str, Any],
@@ -194,8 +200,8 @@ def result_refusal(key: str, old: Any, new: Any, source: str) -> str:
             "sweep_dir), or drop the override")
 
 
-def cluster_note(overrides: Sequence[str] | None, groups: dict[str, str], keys: set[str],
-                 recorded: Any, base: Mapping[str, Any], cfg: Any) -> tuple[str, ...]:
+def cluster_note(overrides: Sequence[str] | None, groups: dict[str, str], recorded: Any,
+                 base: Mapping[str, Any], cfg: Any) -> tuple[str, ...]:
     """Which cluster a launch naming none goes to, when it is not the default one (the CLI
     says so itself for a sweep launched before)."""
     if overrides is None or "cluster" in groups or recorded is not None:
@@ -245,4 +251,4 @@ def with_sweep_trainer(overrides: Sequence[str], compose: Callable[[Sequence[str
 
 
 __all__ = ["Change", "LaunchSettings", "named", "env_keys", "launch_settings",
-           "check_identity", "with_sweep_trainer"]
+           "named_at_launch", "check_identity", "with_sweep_trainer"]
