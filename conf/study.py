@@ -74,6 +74,10 @@ class StudyConfig:
 
     def to_yaml(self) -> str:
         """The snapshot written to a sweep's config.yaml (current format)."""
+        return OmegaConf.to_yaml(OmegaConf.create(self.to_data()))
+
+    def to_data(self) -> dict[str, Any]:
+        """config.yaml's content as plain data (what ``to_yaml`` writes)."""
         data = plain(self.root)
         data["format_version"] = CONFIG_FORMAT
         data.pop("design", None)  # how to design a study is not part of the study
@@ -83,7 +87,7 @@ class StudyConfig:
         family["base"] = _set_only(family["base"])
         if family.get("members") is not None:
             family["members"] = [_set_only(m) for m in family["members"]]
-        return OmegaConf.to_yaml(OmegaConf.create(data))
+        return data
 
 
 def _set_only(fields_: dict[str, Any]) -> dict[str, Any]:

@@ -203,7 +203,7 @@ def check(cfg: DictConfig, args: argparse.Namespace) -> int:
     plan = plan_check(sweep_dir, cfg, args)
     reset(plan.sweep_dir, plan.row.run_id)
     dry_run = bool(getattr(args, "dry_run", False))
-    report = launch_sweep(plan.sweep_dir, plan.cfg, dry_run=dry_run, explicit=set(),
+    report = launch_sweep(plan.sweep_dir, plan.cfg, dry_run=dry_run, overrides=[],
                           executor=executor_for(ClusterSettings.from_cfg(plan.cfg)))
     if dry_run:
         print(f"flame check (dry run): would submit 1 job training {plan.row.run_id} "

@@ -31,6 +31,8 @@ from sweep.schema import explain
 CONFIG_MODULE = "conf"
 # Commands that act on a launched sweep default to the cluster it was launched on.
 STICKY_CLUSTER = ("launch", "status", "cancel", "resubmit", "run", "check", "eval")
+# Commands that launch a planned sweep: its own trainer is composed when none is named.
+SWEEP_TRAINER = ("launch", "resubmit")
 CONFIG_NAME = "config"
 GROUPS = ("experiment", "family", "budgets", "training", "trainer", "cluster", "fit", "design")
 
@@ -339,7 +341,11 @@ def _main(argv: Sequence[str] | None) -> int:
     args.overrides = overrides  # what the user named (launch applies only those trainer keys)
     cfg = None
     try:
-        cfg, study = compose_typed(overrides) if command.uses_config else (None, None)
+        composing = overrides
+        if name in SWEEP_TRAINER:  # trainer.* keys are the sweep's trainer's (jobs.overrides)
+            from jobs.overrides import with_sweep_trainer
+            composing = with_sweep_trainer(overrides, compose, group_options("trainer"))
+        cfg, study = compose_typed(composing) if command.uses_config else (None, None)
         if name in STICKY_CLUSTER and not any(o.lstrip("+~").startswith("cluster")
                                               for o in overrides):
             if _use_recorded_cluster(cfg) and command.typed:

@@ -19,7 +19,7 @@ from jobs.branches import WITH_TRUNK, branches_of, resubmit_set, waits
 from jobs.executors.base import Executor, JobId
 from jobs.executors.registry import executor_for
 from jobs.launch import launch_sweep, launcher_lock
-from jobs.preflight import explicit_trainer_keys
+from jobs.overrides import LaunchSettings, launch_settings
 from jobs.settings import ClusterSettings
 from jobs.status import PlainLine, SweepStatus, poll, problems, status_table
 from jobs.sweepdir import plan_rows
@@ -41,19 +41,21 @@ def command_executor(cfg: DictConfig) -> Executor:
     return executor_for(ClusterSettings.from_cfg(cfg))
 
 
-def launch(cfg: DictConfig, args: argparse.Namespace,
-           executor: Executor | None = None) -> int:
-    """Submit the plan's runs that are not queued, running or finished; return at once."""
+def launch(cfg: DictConfig, args: argparse.Namespace, executor: Executor | None = None,
+           settings: LaunchSettings | None = None) -> int:
+    """Submit the plan's runs that are not queued, running or finished; return at once. The
+    settings are the sweep's config.yaml's, with what the command line names applied or
+    refused (``jobs.overrides``); the executor is built for the launch's cluster."""
     sweep_dir = Path(cfg.sweep_dir)
     report = launch_sweep(sweep_dir, cfg, dry_run=bool(getattr(args, "dry_run", False)),
-                          explicit=explicit_trainer_keys(getattr(args, "overrides", None)),
-                          executor=executor or command_executor(cfg))
+                          overrides=list(getattr(args, "overrides", None) or []),
+                          executor=executor, settings=settings)
     console = _console()
     _warn(report.warnings)
     if report.recovered:
         console.print(f"recovered {len(report.recovered)} runs a killed launcher had submitted")
     verb = "would submit" if report.dry_run else "submitted"
-    console.print(f"{verb} {len(report.submitted)} runs ({cfg.cluster.name}), skipped "
+    console.print(f"{verb} {len(report.submitted)} runs ({report.cluster}), skipped "
                   f"{len(report.skipped)}")
     skipped: dict[str, int] = {}
     for state in report.skipped.values():
@@ -249,7 +251,8 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
     plan = resubmit_set(sweep_dir, rows, records, ids, named=not args.failed)
     for line in plan.notes:
         print(f"flame: {line}", file=sys.stderr)
-    executor = command_executor(cfg)
+    settings = launch_settings(sweep_dir, cfg, list(getattr(args, "overrides", None) or []))
+    executor = executor_for(ClusterSettings.from_cfg({"cluster": settings.cluster}))
     if plan.along:
         executor.check()
     with launcher_lock(sweep_dir):  # no launcher may see a half-reset sweep
@@ -262,7 +265,7 @@ def resubmit(cfg: DictConfig, args: argparse.Namespace) -> int:
         return 0
     print(f"reset {len(reset)} runs to planned"
           + (f", and {len(along)} branches of their trunks" if along else ""))
-    return launch(cfg, argparse.Namespace(dry_run=False), executor)
+    return launch(cfg, argparse.Namespace(dry_run=False), executor, settings)
 
 
 ALONG = frozenset({ledger.SUBMITTED, ledger.FAILED, ledger.CANCELLED})

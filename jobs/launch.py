@@ -13,23 +13,25 @@ import fcntl
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from jobs import ledger
 from jobs.branches import Wait, has_branches, waits
 from jobs.executors.base import Executor
 from jobs.executors.registry import executor_for
-from jobs.preflight import check_runs, trainer_overrides, write_trainer
+from jobs.overrides import LaunchSettings, launch_settings
+from jobs.preflight import check_runs, write_trainer
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, plan_rows, read_config, record_cluster
 from sweep.errors import ConfigError
 from sweep.io import run_dir
 from sweep.planrow import PlanRow
+from sweep.schema import literal
 from trainers.registry import trainer_for
 
 LAUNCH_LOCK = "launch.lock"
@@ -59,6 +61,8 @@ class LaunchReport:
     warnings: tuple[str, ...] = ()
     """One line each: unreadable state.json files (left alone, named with the fix), arrays
     still held after a failed release (the next launch retries)."""
+    cluster: str = ""
+    """The name of the cluster the runs went (or would go) to."""
 
 
 @contextmanager
@@ -98,27 +102,33 @@ def select(rows: list[PlanRow], states: dict[str, ledger.RunRecord],
 
 
 def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False,
-                 explicit: set[str] | None = None,
-                 executor: Executor | None = None) -> LaunchReport:
-    """Submit the missing runs of ``sweep_dir``'s plan with ``cfg.cluster``; non-blocking.
-    ``explicit``: the trainer keys the command line named (None: compare them all).
-    ``executor``: the command's, built from ``cfg.cluster`` at its entry (None: built here)."""
-    cluster = executor.cluster if executor is not None else ClusterSettings.from_cfg(cfg)
+                 overrides: Sequence[str] | None = None, executor: Executor | None = None,
+                 settings: LaunchSettings | None = None) -> LaunchReport:
+    """Submit the missing runs of ``sweep_dir``'s plan; non-blocking. The settings come from
+    its config.yaml by the one rule of ``jobs.overrides``: ``overrides``, the command line's
+    (None: ``cfg`` is the whole config to launch with, e.g. just planned by ``flame run``);
+    ``settings``: those already worked out (``launch_settings``). ``executor``: the command's,
+    built at its entry (None: built here for the launch's cluster)."""
     sweep_dir = Path(sweep_dir).resolve()
     rows = plan_rows(sweep_dir)
     # The jobs need config.yaml: fail here, not in every job. Then, before anything is written:
-    # trainer keys overridden at launch (applied or refused) and every run's flags and shape.
-    config, changes = trainer_overrides(read_config(sweep_dir), cfg, explicit)
+    # settings named at launch (applied or refused) and every run's flags and shape.
+    settings = settings or launch_settings(sweep_dir, cfg, overrides)
+    config, changes = settings.config, settings.changes
+    cluster = executor.cluster if executor is not None else \
+        ClusterSettings.from_cfg({"cluster": settings.cluster})
     states, corrupt = ledger.scan(sweep_dir)
     todo, _ = select(rows, states, frozenset(corrupt))
     shaped, notes = check_runs(rows, config, todo, cluster, dry_run, sweep_dir)
     if executor is None or shaped is not cluster:  # the job shape the trainer needs
         executor = executor_for(shaped)
-    for line in [*notes, *(f"{c} (operational: applied at launch"
-                           f"{'' if dry_run else ', config.yaml updated'})" for c in changes)]:
-        print(line, file=sys.stderr)
     if not dry_run:
         executor.check()
+    applied = "operational: applied at launch"  # said once nothing more can refuse the launch
+    for line in [*settings.notes, *notes,
+                 *(f"{c} ({applied}{'' if dry_run else ', config.yaml updated'})"
+                   for c in changes), *(f"{c} ({applied})" for c in settings.cluster_changes)]:
+        print(line, file=sys.stderr)
     with launcher_lock(sweep_dir):
         recovered: list[str] = []
         warnings: list[str] = []
@@ -134,13 +144,13 @@ def launch_sweep(sweep_dir: Path, cfg: DictConfig, dry_run: bool = False,
             files = write_launch_scripts(sweep_dir, rows, todo, config)
             files += write_dry_run(sweep_dir, executor, rows, todo)
             return LaunchReport(tuple(todo), skipped, (), (), True, tuple(files),
-                                tuple(warnings))
+                                tuple(warnings), cluster.name)
         if changes:
             write_trainer(sweep_dir, config)
-        record_cluster(sweep_dir, cfg.cluster)
+        record_cluster(sweep_dir, OmegaConf.create(literal(settings.cluster)))
         job_ids = executor.submit(sweep_dir, rows, todo)
         return LaunchReport(tuple(todo), skipped, tuple(str(j) for j in job_ids),
-                            tuple(recovered), warnings=tuple(warnings))
+                            tuple(recovered), warnings=tuple(warnings), cluster=cluster.name)
 
 
 def hold_dead_branches(sweep_dir: Path, rows: list[PlanRow], todo: list[str],

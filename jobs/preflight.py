@@ -1,7 +1,7 @@
-"""What ``flame launch`` checks and settles before it writes anything into the sweep directory
-(no lock file, ledger entry, manifest or launch.sh): trainer keys the user overrode at launch,
-and, for trainer=megatron, every run's command line and job shape. A problem is a ConfigError
-naming the key and the fix (the CLI prints it as one line and exits 2)."""
+"""What ``flame launch`` checks before it writes anything into the sweep directory (no lock
+file, ledger entry, manifest or launch.sh), once the settings named at launch are settled
+(``jobs.overrides``): for trainer=megatron, every run's command line and job shape. A problem
+is a ConfigError naming the key and the fix (the CLI prints it as one line and exits 2)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 from conf.study import config_yaml
 from jobs.executors.registry import executor_class
@@ -20,63 +18,8 @@ from jobs.settings import ClusterSettings
 from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML, atomic_write_text
 from sweep.planrow import PlanRow
-from sweep.schema import changes_result
 from trainers.data_order import check_branches
 from trainers.registry import trainer_for
-from trainers.settings import trainer_config
-
-
-@dataclasses.dataclass(frozen=True)
-class Change:
-    """One trainer key whose launch value differs from config.yaml's."""
-
-    key: str
-    old: Any
-    new: Any
-
-    def __str__(self) -> str:
-        return f"trainer.{self.key}: {self.old!r} -> {self.new!r}"
-
-
-def explicit_trainer_keys(overrides: list[str] | None) -> set[str] | None:
-    """The trainer fields a command line names (``trainer.data_path=...``, ``+trainer.x=1``,
-    ``trainer.data.split=...`` -> ``data``); None when there is no command line."""
-    if overrides is None:
-        return None
-    keys = (o.lstrip("+~").split("=", 1)[0] for o in overrides)
-    found = {k.split(".")[1] for k in keys if k.startswith("trainer.") and k.count(".") >= 1}
-    # a `flame data` manifest brings its corpus's fingerprint (a result key) with data_path
-    return found | {"data_fingerprint"} if "data_path" in found else found
-
-
-def trainer_overrides(config: Mapping[str, Any], cfg: DictConfig | Mapping[str, Any],
-                      explicit: set[str] | None = None) -> tuple[dict[str, Any], list[Change]]:
-    """config.yaml's config with the operational trainer keys of the launch's composed config
-    applied, and what changed. Compared only when both name the same trainer (a launch that
-    composes the default trainer says nothing about the planned one), and, with ``explicit``
-    (the keys the user's command line names), only on those keys: a launch that does not repeat
-    the plan's overrides changes nothing. A differing result key would change the runs' results
-    under the same run_ids: refused."""
-    composed = cfg.get("trainer") if cfg is not None else None
-    if isinstance(composed, DictConfig):
-        composed = OmegaConf.to_container(composed, resolve=True)
-    stored = config.get("trainer") or {}
-    if not composed or composed.get("name") != stored.get("name"):
-        return dict(config), []
-    old, new = trainer_config(stored), trainer_config(composed)
-    changes, updated = [], dict(stored)
-    for f in dataclasses.fields(old):
-        before, after = getattr(old, f.name), getattr(new, f.name)
-        if before == after or (explicit is not None and f.name not in explicit):
-            continue
-        if changes_result(f):
-            raise ConfigError(f"trainer.{f.name}={after!r} differs from the plan's {before!r} "
-                              f"({CONFIG_YAML}) and would change the runs' results; re-plan "
-                              f"with `flame plan ... trainer.{f.name}=... --replan` (or drop "
-                              "the override)")
-        changes.append(Change(f.name, before, after))
-        updated[f.name] = composed[f.name]
-    return {**config, "trainer": updated}, changes
 
 
 def write_trainer(sweep_dir: Path, config: Mapping[str, Any]) -> None:

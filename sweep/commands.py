@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+from omegaconf._utils import get_yaml_loader
 from rich.console import Console
 from rich.table import Table
 
-from sweep.config import plan_study, read_plan, write_plan
+from sweep.config import change_line, plan_study, read_config, read_plan, write_plan
 from sweep.errors import ConfigError
 from sweep.io import ADAPTIVE_DIR, DISK_FULL_ERRNOS, PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
@@ -37,7 +40,7 @@ def plan(study: Any, args: argparse.Namespace | None = None) -> int:
     if previous is not None:
         guard_adaptive(sweep_dir, previous, {r.run_id for r in the_plan.runs})
         guard_replan(sweep_dir, previous, {r.run_id for r in the_plan.runs},
-                     bool(getattr(args, "replan", False)))
+                     bool(getattr(args, "replan", False)), lambda: replan_changes(sweep_dir, study))
     write_plan(sweep_dir, the_plan, settings, study.to_yaml())
     console = Console(width=None if Console().is_terminal else 150)
     console.print(plan_table(the_plan, settings, study.root.experiment_name))
@@ -109,9 +112,22 @@ def check_sweep_dir(value: object) -> Path:
     return path
 
 
-def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: bool) -> None:
+def replan_changes(sweep_dir: Path, study: Any) -> str:
+    """The keys by which ``study`` (typed) differs from the sweep's config.yaml, results first
+    (``sweep.config.change_line``); "" when config.yaml is unreadable."""
+    try:
+        old = read_config(sweep_dir)
+    except ConfigError:
+        return ""
+    new = yaml.load(study.to_yaml(), Loader=get_yaml_loader())
+    return change_line(old, new, study) if old is not None else ""
+
+
+def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: bool,
+                 changes: Callable[[], str] = str) -> None:
     """A launched sweep's plan changes only on purpose (``--replan``), and never under runs in
-    flight: their results would belong to no plan."""
+    flight: their results would belong to no plan. ``changes``: the changed keys, named in
+    the refusal."""
     if previous == now:
         return
     launched = {rid for rid in previous if run_dir(sweep_dir, rid).is_dir()}
@@ -122,6 +138,8 @@ def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: boo
                        if rid in states and states[rid].state in ACTIVE)
     change = f"{len(now - previous)} new runs, {len(previous - now)} no longer planned"
     if not replan:
+        keys = changes()
+        change += f"; changed: {keys}" if keys else ""
         raise ConfigError(f"sweep_dir={sweep_dir} was launched ({len(launched)} runs started) and "
                           f"this config changes its plan ({change}); pass --replan to replace "
                           "the plan (the old plan and config are kept under history/, completed "

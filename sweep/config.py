@@ -10,6 +10,7 @@ object with the typed groups as attributes (``root``, ``family``, ``budgets``, `
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from sweep.family import build_family
 from sweep.io import CONFIG_YAML, HISTORY_DIR, PLAN_CSV, atomic_write_text
 from sweep.planner import Plan, PlannerConfig, PlannerSettings, plan
 from sweep.planrow import PlanRow
-from sweep.schema import result_values, to_typed
+from sweep.schema import changes_result, result_values, to_typed
 
 # The format of a sweep's config.yaml. 1: flame before the typed schema (no format_version,
 # trainer.operational_keys). 2: typed groups, format_version recorded.
@@ -145,10 +146,86 @@ def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings,
     atomic_write_text(old_plan, text)
 
 
+PLAN_INPUTS = ("family", "budgets", "training", "trainer", "planner", "accounting",
+               "flops_formula")
+"""The config's keys that decide which runs a plan holds and what each computes; within them
+each field's schema mark (``sweep.schema.result``/``operational``) decides. Every other key
+(the cluster, the fit, paths) only says where and how runs go or are read."""
+
+
+def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as dotted keys and leaf values (lists are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def under(key: str, prefix: str) -> bool:
+    """``key`` is ``prefix``, lies inside it, or holds it (a list leaf holding ``a.0.b``)."""
+    return key == prefix or key.startswith(f"{prefix}.") or prefix.startswith(f"{key}.")
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any],
+                 within: tuple[str, ...] | None = None) -> list[str]:
+    """The dotted keys whose values differ between two configs (plain mappings, as config.yaml
+    holds them), in ``new``'s order; ``within``: only keys under these prefixes."""
+    before, after = flat(old), flat(new)
+    keys = [*after, *(k for k in before if k not in after)]
+    return [k for k in keys if before.get(k) != after.get(k)
+            and (within is None or any(under(k, p) for p in within))]
+
+
+def changes_results(study: Any, key: str) -> bool:
+    """Whether the dotted config ``key`` decides a plan's runs or their results, by the schema
+    of a typed config ``study`` (the typed groups as attributes, ``root`` the top level): a
+    key outside ``PLAN_INPUTS`` never does; inside, the first field marked operational on the
+    way down says no, and a key the schema does not know counts as a result (the safe side)."""
+    head, *rest = key.split(".")
+    if head not in PLAN_INPUTS:
+        return False
+    node = study.root.planner if head == "planner" else getattr(study, head, None)
+    for part in rest:
+        if not dataclasses.is_dataclass(node):
+            return True  # inside a list or mapping field: the field was a result field
+        found = {f.name: f for f in dataclasses.fields(node)}.get(part)
+        if found is None:
+            return True
+        if not changes_result(found):
+            return False
+        node = getattr(node, part)
+    return True
+
+
+def change_line(old: Mapping[str, Any], new: Mapping[str, Any], study: Any,
+                most: int = 4) -> str:
+    """The keys that change a plan between two configs (``study``: ``new`` typed), e.g.
+    ``training.lr: 0.001 -> 0.002, trainer.name: 'simulated' -> 'embedded'``; the other
+    changed keys when no result key changed; "" when none did."""
+    keys = [k for k in changed_keys(old, new) if k not in ("sweep_dir", "format_version")]
+    shown = [k for k in keys if changes_results(study, k)] or keys
+    if "trainer.name" in shown:  # another trainer: its other keys follow from it
+        shown = [k for k in shown if k == "trainer.name" or not under(k, "trainer")]
+    before, after = flat(old), flat(new)
+    text = ", ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}"
+                     for k in shown[:most])
+    return text + (f" and {len(shown) - most} more" if len(shown) > most else "")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def history_plans(sweep_dir: Path) -> list[Path]:
     """plan.csv files of earlier plans of this sweep, newest first."""
     return sorted((Path(sweep_dir) / HISTORY_DIR).glob(f"*/{PLAN_CSV}"), reverse=True)
 
 
 __all__ = ["CONFIG_FORMAT", "read_config", "check_format", "planner_settings", "hash_context",
-           "plan_study", "plan_csv_text", "read_plan", "write_plan", "history_plans"]
+           "plan_study", "plan_csv_text", "read_plan", "write_plan", "history_plans",
+           "PLAN_INPUTS", "flat", "under", "changed_keys", "changes_results", "change_line"]

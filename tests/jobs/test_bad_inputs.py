@@ -33,7 +33,7 @@ import pytest
 from jobs import ledger
 from jobs.launch import launch_sweep
 from jobs.status import wait_until_terminal
-from tests.jobs.conftest import flame, make_sweep, plan_ids
+from tests.jobs.conftest import BUDGETS_15, GRID_FAMILY, flame, make_sweep, plan_ids
 
 LOCAL = "cluster=local"
 
@@ -187,6 +187,26 @@ CASES = [
       for setup, why in ((state_json_is_a_folder, "state.json is unreadable (a folder"),
                          (run_folder_is_a_file, "is unreadable (a file stands where run"))
       for argv, out in ((("status",), ("corrupt",)), (("launch",), ("skipped 1 corrupt",)))],
+    # issue 26 item 7: launch takes every setting from config.yaml; what changes results is
+    # refused naming the key, checked against the sweep's own trainer; so is a re-plan
+    Case("launch/other-trainer", planned, ("launch", "trainer=embedded"),
+         ("trainer=embedded", "planned with trainer=simulated", "plan a new sweep_dir")),
+    Case("launch-dry-run/result-key", planned, ("launch", "--dry-run", "training.lr=0.01"),
+         ("training.lr=0.01 differs from the plan's 0.003", "would change the runs' results",
+          "--replan")),
+    Case("launch-dry-run/sweep-trainer-key", planned, ("launch", "--dry-run",
+                                                       "trainer.noise=0.1"),
+         ("trainer.noise=0.1 differs from the plan's 0.005", "--replan")),
+    Case("launch/other-experiment", planned, ("launch", "experiment=demo"),
+         ("experiment=demo", "planned as experiment demo_grid", "drop experiment=")),
+    Case("launch/not-a-launch-key", planned, ("launch", "fit.bootstrap=10"),
+         ("fit.bootstrap=10", "not a launch setting")),
+    *[Case(f"plan/replan-names-{name}", completed,
+           ("plan", f"trainer={trainer}", "planner.min_iters=1", *GRID_FAMILY, BUDGETS_15,
+            LOCAL, *more), ("pass --replan", f"changed: {changed}"))
+      for name, trainer, more, changed in (
+          ("lr", "simulated", ("training.lr=0.01",), "training.lr: 0.003 -> 0.01"),
+          ("trainer", "embedded", (), "trainer.name: 'simulated' -> 'embedded'"))],
 ]
 
 
