@@ -355,13 +355,19 @@ def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
 
 
 def _evaluate(source: Path, study: StudyConfig, console: Console, started: float) -> int:
-    """``flame eval`` of the source sweep and its release, with eval's defaults."""
+    """``flame eval`` of the source sweep and its release, with eval's defaults; then both
+    reports again, with the downstream section."""
+    from jobs.study import write_report_or_say_why
+
     parser = argparse.ArgumentParser()
     eval_arguments(parser)
     cfg = data_config(study.to_yaml())  # the release's cluster: evaluations run where it ran
     cfg.sweep_dir = literal(str(source))
     console.rule("downstream (flame eval)")
     code = eval_command(cfg, parser.parse_args([]))
+    for sweep in (source / RELEASE_DIR, source):  # the reports again, now with downstream
+        if (page := write_report_or_say_why(sweep, console)) is not None:
+            console.print(f"  {page}")
     console.print(f"release and evaluation finished in {time.monotonic() - started:.0f} s")
     return code
 

@@ -191,6 +191,10 @@ def downstream_section(sweep_dir: Path, release: Path | None) -> Section | None:
         document = read_json_file(where / DOWNSTREAM_JSON)
         if document is not None:
             rows = records_of(document)
+            for row in rows:  # a sentence reads as a note, not as a table cell
+                if row.get("reason"):
+                    section.notes.append(f"{row.get('task', '')}: sigmoid {row['reason']}")
+            rows = [{k: v for k, v in row.items() if k != "reason"} for row in rows]
             summary = {k: v for k, v in document.items() if not isinstance(v, (list, dict))} \
                 if isinstance(document, dict) else {}
             if summary:
