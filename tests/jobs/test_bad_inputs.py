@@ -187,6 +187,9 @@ CASES = [
       for setup, why in ((state_json_is_a_folder, "state.json is unreadable (a folder"),
                          (run_folder_is_a_file, "is unreadable (a file stands where run"))
       for argv, out in ((("status",), ("corrupt",)), (("launch",), ("skipped 1 corrupt",)))],
+    # item 10: the threshold that flags picks far from the optimum
+    Case("fit/pick-distance-not-positive", planned, ("fit", "fit.max_pick_distance_decades=0"),
+         ("fit.max_pick_distance_decades=0", "flame fit --help")),
 ]
 
 
