@@ -83,6 +83,11 @@ class FitSettings:
     """Selection: a target budget more than this many decades of compute outside the fitted
     budgets is flagged as an extrapolation (FLAME-MoE's own largest target is 0.9 decades past
     its sweep; farther out the law's assumed form, not the data, decides the answer)."""
+    max_pick_distance_decades: float = 0.3
+    """Selection: a pick whose N is more than this many decades from the law's N_opt is
+    flagged (far_from_optimum): the optimum lies outside the family's sizes (or in a gap
+    between them). 0.3 (a factor of 2) never flags a family whose sizes step by at most 4x
+    while the optimum lies among them."""
     figures: bool = True
     """Draw figures/ (false: fit.json and selection.csv only, for quick refits; drawing is
     most of a small fit's time)."""
@@ -138,6 +143,7 @@ class FitSettings:
                   ("routing_max_load", self.routing_max_load > 1),
                   ("routing_max_aux_loss", self.routing_max_aux_loss > 1),
                   ("max_extrapolation_decades", self.max_extrapolation_decades > 0),
+                  ("max_pick_distance_decades", self.max_pick_distance_decades > 0),
                   ("window_decades", self.window_decades is None or self.window_decades > 0)]
         if not self.target_budgets or not all(0 < b <= MAX_TARGET_BUDGET
                                               for b in self.target_budgets):

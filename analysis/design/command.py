@@ -86,6 +86,9 @@ def design(study: Any, args: argparse.Namespace) -> int:
     figures = design_figure(sweep_dir, report["designs"], screened, found.best["name"],
                             target, settings.approach, cap)
     console = Console(width=None if Console().is_terminal else 160)
+    for w in prior.warnings:  # as `flame fit` prints them, before the numbers they qualify
+        console.print(f"warning [{w.code}]: design.prior: {w.message}", highlight=False,
+                      markup=False)
     console.print(design_table(report))
     console.print(members_text(report), highlight=False)
     console.print(_summary(report, baseline, found), highlight=False)
@@ -113,6 +116,12 @@ def cautions(report: dict, best: dict, baseline: dict) -> list[str]:
     """What a user must know before acting on the chosen design."""
     out = []
     noise = report["prior"]
+    if noise.get("warnings"):
+        out.append(f"the prior law is degenerate ({len(noise['warnings'])} warning(s): "
+                   f"{', '.join(w['code'] for w in noise['warnings'])}): every simulated study "
+                   "draws from it as the truth, so the half-widths say how precisely a design "
+                   "would measure that law, not how well the law is known; fit the prior on "
+                   "more budgets, or give design.law")
     if noise["shape_sd"] == 0:
         out.append("the noise is simulated as independent per run (iid): the law's misfit, "
                    "shared by every run of a shape, is not in it, so half-widths here are lower "
@@ -163,7 +172,8 @@ def _report(prior: PriorLaw, settings, baseline: dict, found: SearchResult,
                       "beta": law.beta, "a": law.a, "noise": prior.noise,
                       "shape_sd": noise.shape_sd, "seed_sd": noise.seed_sd,
                       "branch_shared": noise.branch_shared, "split_source": noise.source,
-                      "source": prior.source, "noise_source": prior.noise_source},
+                      "source": prior.source, "noise_source": prior.noise_source,
+                      "warnings": [w.as_dict() for w in prior.warnings]},
             "approach": settings.approach, "target_halfwidth": target,
             "cap_from": "design.max_flops" if settings.max_flops is not None else
             None if cap is None else f"design.compute_fraction={settings.compute_fraction:g} "
@@ -182,7 +192,9 @@ def design_table(report: dict) -> Table:
     noise = (f"misfit {prior['shape_sd']:.3g} per shape + seed {prior['seed_sd']:.3g}"
              if prior.get("shape_sd") else f"iid noise {prior['noise']:.3g}")
     table = Table(title=f"Designs simulated from {prior['source']} (a = {prior['a']:.3f}, "
-                        f"{noise}; {report['designs'][0]['replications']} replications each)")
+                        f"{noise}; {report['designs'][0]['replications']} replications each)"
+                        + ("; the prior is degenerate: see its warnings" if prior.get("warnings")
+                           else ""))
     for col in ("design", "runs", "shapes", "budgets", "FLOPs", "vs plan", "GPU-h",
                 "±a A2 (usable)", "±a A3 (usable)", "bias A3", "P(member) min",
                 "N_opt err @max"):

@@ -32,7 +32,9 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from analysis.design.noise import NoiseModel, draw_log_errors, prior_components, resolve
+from analysis.design.prior_checks import prior_warnings
 from analysis.design_settings import DesignConfig
+from analysis.fit.degenerate import FitWarning
 from analysis.fit.isoflop import BudgetGroup, budget_groups, fit_rows
 from analysis.fit.parametric import closed_form_optimum, lm_irls, row_chunks
 from analysis.fit.result import read_fit
@@ -64,6 +66,9 @@ class PriorLaw:
     """Where the noise level came from."""
     model: NoiseModel | None = None
     """The noise's split into shape misfit and seed noise (None: iid at ``noise``)."""
+    warnings: tuple[FitWarning, ...] = ()
+    """What makes the prior's law itself falsely precise (``prior_checks``): a fit of its
+    data gives the same warnings."""
 
     @property
     def split(self) -> NoiseModel:
@@ -124,7 +129,8 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
     if settings.prior:
         path = resolve_path(settings.prior)
         try:
-            a3 = read_fit(path).approach3
+            prior_fit = read_fit(path)
+            a3 = prior_fit.approach3
         except ConfigError as err:
             raise ConfigError(f"design.prior={settings.prior}: {err}; give a `flame fit` "
                               "output") from None
@@ -134,6 +140,7 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
                               f"{', '.join(missing)} (no Approach 3 law was fitted); give "
                               "another fit.json or design.law={E:..,A:..,B:..,alpha:..,beta:..}")
         law = a3.law()
+        warnings = tuple(prior_warnings(prior_fit))
         source = str(path)
         components = prior_components(path)
         noise, noise_source = settings.noise, "design.noise"
@@ -147,7 +154,7 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
             noise = noise_from_huber(a3.objective, a3.n_points, fit.huber_delta)
             noise_source = "the prior fit's Huber objective per point"
     elif settings.law.given():
-        law, source, components = settings.law.law(), "design.law", None
+        law, source, components, warnings = settings.law.law(), "design.law", None, ()
         if settings.noise is None and not _both(settings):
             raise ConfigError("design.noise: not set; with design.law give the noise level, "
                               "e.g. design.noise=0.018 (or design.shape_sd and design.seed_sd)")
@@ -163,7 +170,7 @@ def load_prior(settings: DesignConfig, fit: FitSettings) -> PriorLaw:
         raise ConfigError(f"design.law: {', '.join(bad)} must be > 0 (the law's parameters)")
     model = resolve(float(noise), settings.shape_sd, settings.seed_sd, settings.branch_shared,
                     components)
-    return PriorLaw(law, model.total, source, noise_source, model)
+    return PriorLaw(law, model.total, source, noise_source, model, warnings)
 
 
 def _both(settings: DesignConfig) -> bool:

@@ -14,6 +14,11 @@ that go into fit.json's ``warnings`` and the printed summary (issue 11, item 6):
   fitted but reports no interval: how the optimum moves with C rests on two budgets, which
   every resample keeps, so the resamples cannot show that uncertainty;
 - an interval of zero width is not reported: the resamples did not vary;
+- Approach 3's E at zero (``E_ZERO_FRACTION`` of the loss) is named: the fit ran to its
+  boundary (typically on two budgets), so the irreducible loss was not identified;
+- a budget whose lowest loss is at its smallest or largest size is not bracketed (named, with
+  the side to add members on), and a pick more than ``fit.max_pick_distance_decades`` from
+  the law's N_opt is flagged: the optimum is outside the family's sizes;
 - a selection more than ``fit.max_extrapolation_decades`` of compute outside the fitted budgets
   is flagged in selection.csv and the summary as an extrapolation;
 - a budget whose parabola vertex lies in the outer ``OFF_CENTRE_FRACTION`` of its window (in
@@ -37,6 +42,9 @@ from analysis.fit.isoflop import FLAT_LOSS_REL_RANGE
 
 MIN_INTERVAL_BUDGETS = 3  # defaults of fit.min_interval_budgets (analysis.settings)
 OFF_CENTRE_FRACTION = 0.2
+# Approach 3's E below this fraction of the smallest loss fitted is at zero, its boundary (a
+# law whose E is identified has it at a sizeable share of the loss: 0.785 of ~1.15 in the demo).
+E_ZERO_FRACTION = 1e-3
 MIN_PARAMETRIC_BUDGETS = 2
 DUPLICATE_REASON = "duplicate: same budget, n, tokens and loss as an earlier row; counted once"
 
@@ -46,7 +54,8 @@ class FitWarning:
     """One finding about the data or a fit that limits what the numbers mean."""
 
     code: str
-    """Short identifier: duplicates, few_budgets, flat_losses, zero_width, extrapolation."""
+    """Short identifier: duplicates, few_budgets, flat_losses, zero_width, extrapolation,
+    off_centre, not_bracketed, e_at_zero, far_from_optimum."""
     message: str
     """What was found, why it matters and what the fit did about it."""
 
@@ -103,6 +112,18 @@ def approach2_interval_reason(n_used_budgets: int, least: int = MIN_INTERVAL_BUD
             f"least {least} are needed (fit.min_interval_budgets)")
 
 
+def e_at_zero_warnings(e: float, smallest_loss: float) -> list[FitWarning]:
+    """A warning when Approach 3's E is at zero (below E_ZERO_FRACTION of ``smallest_loss``):
+    the fit ran to the boundary, so the data did not identify the irreducible loss."""
+    if not (e < E_ZERO_FRACTION * smallest_loss):
+        return []
+    return [FitWarning("e_at_zero", f"Approach 3: E = {e:.3g}, below {E_ZERO_FRACTION:.1%} of "
+                       f"the smallest loss ({smallest_loss:.4g}): the fit put the irreducible "
+                       "loss at zero, its boundary, so the data did not identify it; the law's "
+                       "loss then falls as a power of C with no floor, and what it predicts "
+                       "beyond the data rests on that")]
+
+
 def zero_width(ci: list[float] | None) -> bool:
     """Whether an interval has (relative) zero width: its resamples did not vary."""
     return ci is not None and abs(ci[1] - ci[0]) <= 1e-12 * max(abs(ci[0]), abs(ci[1]), 1e-300)
@@ -113,6 +134,52 @@ def extrapolation_decades(targets: np.ndarray, fitted: np.ndarray) -> np.ndarray
     lo, hi = math.log10(float(np.min(fitted))), math.log10(float(np.max(fitted)))
     log_t = np.log10(np.asarray(targets, float))
     return np.maximum(0.0, np.maximum(log_t - hi, lo - log_t))
+
+
+def unbracketed_warnings(budgets) -> list[FitWarning]:
+    """A warning per side naming the budgets (``isoflop.BudgetFit``) rejected as not bracketed:
+    their lowest loss is at the smallest (or largest) size run, so the optimum lies beyond the
+    family's sizes there, and neither approach measured it."""
+    out = []
+    for edge, more in (("smallest", "smaller"), ("largest", "larger")):
+        found = [f"{b.budget:.3g}" for b in budgets
+                 if not b.used and b.reason.startswith("not bracketed") and edge in b.reason]
+        if found:
+            out.append(FitWarning("not_bracketed", f"Approach 2: {len(found)} of {len(budgets)} "
+                                  f"budget(s) are not bracketed: the lowest loss is at the "
+                                  f"{edge} size ({', '.join(found)} FLOPs), so their optimum "
+                                  f"lies beyond the sizes run and they are not used; add "
+                                  f"{more} members (planner.adaptive=true re-centres such "
+                                  "budgets)"))
+    return out
+
+
+def far_pick_warnings(table: pd.DataFrame, allowed: float) -> list[FitWarning]:
+    """Flag, in selection's ``warning`` column (joined to what is there), each pick whose N is
+    more than ``allowed`` decades (fit.max_pick_distance_decades) from the law's N_opt: no
+    member near the optimum, so the pick is the family's closest, not the optimum. The
+    warning, if any."""
+    ratio = table["log10_n_ratio"].to_numpy(float)
+    far = np.abs(np.nan_to_num(ratio)) > allowed
+    if not far.any():
+        return []
+    rows = table[far]
+    for i, row in rows.iterrows():
+        side = "below" if row["log10_n_ratio"] < 0 else "above"
+        note = (f"far from the optimum: {row['member']} is {abs(row['log10_n_ratio']):.2f} "
+                f"decades {side} N_opt (no member within {allowed} decades)")
+        table.loc[i, "warning"] = "; ".join(x for x in (table.loc[i, "warning"], note) if x)
+    worst = rows.loc[rows["log10_n_ratio"].abs().idxmax()]
+    sides = {"below" if r < 0 else "above" for r in rows["log10_n_ratio"]}
+    add = "larger" if sides == {"below"} else "smaller" if sides == {"above"} else "other"
+    return [FitWarning("far_from_optimum", f"{len(rows)} of {len(table)} picks are more than "
+                       f"{allowed} decades (fit.max_pick_distance_decades) from the law's "
+                       f"N_opt, up to {abs(worst['log10_n_ratio']):.2f} decades "
+                       f"{'below' if worst['log10_n_ratio'] < 0 else 'above'} it at "
+                       f"{worst['budget']:.3g} FLOPs ({worst['member']}, N_opt "
+                       f"{worst['n_opt']:.3g}): the family has no member near the optimum "
+                       f"there, so these picks are its closest, not compute-optimal; add "
+                       f"{add} members near N_opt (selection.csv's warning column)")]
 
 
 def off_centre_warnings(budgets) -> list[FitWarning]:

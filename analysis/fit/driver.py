@@ -23,9 +23,12 @@ from analysis.fit.degenerate import (
     approach2_interval_reason,
     approach3_interval_reason,
     duplicate_warnings,
+    e_at_zero_warnings,
     extrapolation_decades,
+    far_pick_warnings,
     off_centre_warnings,
     parametric_unidentified,
+    unbracketed_warnings,
     zero_width,
 )
 from analysis.fit.extrapolation import extrapolation_check
@@ -97,6 +100,8 @@ def fit_sweep(sweep_dir: Path, cfg: DictConfig, results_csv: Path | None = None,
         settings={k: (list(v) if isinstance(v, tuple) else v)
                   for k, v in settings.__dict__.items()},
         variance_components=noise.components.as_json() if noise is not None else None)
+    if param is not None:
+        warnings.extend(e_at_zero_warnings(param.E, float(used["loss"].min())))
     law = result.approach3 if param is not None else result.approach2
     selection = _selection(iso, param, settings, config, bare, used["budget"].to_numpy(float),
                            law.interval_reason, warnings)
@@ -167,6 +172,8 @@ def approach2_result(iso: IsoflopFit, settings: FitSettings,
         warnings.append(FitWarning("flat_losses", f"Approach 2: {flat} of {len(iso.budgets)} "
                                    "budget(s) have flat losses; their N_opt is not identified "
                                    "and they are not used"))
+    if warnings is not None:
+        warnings.extend(unbracketed_warnings(iso.budgets))
     if warnings is not None and settings.approach2_estimator == "parabola":
         warnings.extend(off_centre_warnings(iso.budgets))
     if iso.n_law is None:
@@ -256,6 +263,7 @@ def _selection(iso: IsoflopFit, param: ParametricFit | None, settings: FitSettin
     if iso.n_law is not None:
         table.insert(3, "n_opt_approach2", iso.n_law(table["budget"].to_numpy()))
     found = _flag_extrapolation(table, fitted_budgets, settings.max_extrapolation_decades)
+    found += far_pick_warnings(table, settings.max_pick_distance_decades)
     if law_interval_reason:
         found.append(FitWarning("few_budgets", f"the {approach} law it uses has no interval "
                                 "(too few budgets): its uncertainty is unknown"))

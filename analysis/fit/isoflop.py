@@ -2,9 +2,11 @@
 
 Per budget, loss is fitted as a parabola in ln N inside a window around the lowest-loss run;
 its vertex is that budget's N_opt. A budget is rejected, with the reason kept, when its
-window has fewer than ``min_points`` distinct sizes, its lowest loss sits at the smallest or
-largest sampled size (the optimum is not bracketed), the parabola is concave, or its vertex
-falls outside the window's sizes. Then ``N_opt = k.C^a``, ``D_opt = k'.C^b`` and
+budget has fewer than ``min_points`` distinct sizes, its lowest loss sits at the smallest or
+largest sampled size (the optimum is not bracketed: named so even when the window around that
+edge also holds too few sizes, since more sizes beyond the edge, not more near it, would fix
+it), its window has fewer than ``min_points`` distinct sizes, the parabola is concave, or its
+vertex falls outside the window's sizes. Then ``N_opt = k.C^a``, ``D_opt = k'.C^b`` and
 ``L_opt = k_L.C^c`` by least squares in log-log.
 
 The same vectorised code fits the data (one row) and every bootstrap resample, so intervals
@@ -46,7 +48,7 @@ class Reject(IntEnum):
 
 
 REASONS = {Reject.FEW_SIZES: "fewer than {min_points} distinct sizes in the window",
-           Reject.EDGE: "lowest loss at the {edge} sampled size: the optimum is not bracketed",
+           Reject.EDGE: "not bracketed: the lowest loss is at the {edge} size",
            Reject.CONCAVE: "concave parabola (no minimum)",
            Reject.OUTSIDE: "parabola minimum outside the sampled sizes",
            Reject.FLAT: "flat losses: their range is below {flat:.0e} of the loss across the "
@@ -185,6 +187,9 @@ class Parabolas:
     """Loss at each row's vertex."""
     window: tuple[np.ndarray, np.ndarray]
     """ln N of each row's window ends."""
+    fitted: np.ndarray
+    """Whether each row's window held enough sizes for a parabola (``coef`` means nothing
+    where it did not)."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,7 @@ def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: f
     order = np.argsort(x, kind="stable")
     firsts = np.flatnonzero(np.r_[True, x[order][1:] != x[order][:-1]])
     n_distinct = np.logical_or.reduceat(inwin[:, order], firsts, axis=1).sum(axis=1)
+    n_sizes = np.logical_or.reduceat(present[:, order], firsts, axis=1).sum(axis=1)
     center = x.mean()
     t = x - center
     ww = weights * inwin
@@ -264,13 +270,16 @@ def _parabolas(x: np.ndarray, y: np.ndarray, weights: np.ndarray, half_window: f
         t_opt = -c1 / (2 * c2)
     w_lo = np.where(inwin, t, np.inf).min(axis=1)
     w_hi = np.where(inwin, t, -np.inf).max(axis=1)
-    code = np.select([flat, few, (xc == lo) | (xc == hi), c2 <= 0,
+    # Which reason a rejected row gets (the first that holds): whether it is rejected at
+    # all does not depend on the order. A budget with enough sizes whose lowest loss is at an
+    # edge is "not bracketed", whatever its window holds.
+    code = np.select([flat, n_sizes < min_points, (xc == lo) | (xc == hi), few, c2 <= 0,
                       (t_opt < w_lo) | (t_opt > w_hi)],
-                     [Reject.FLAT, Reject.FEW_SIZES, Reject.EDGE, Reject.CONCAVE,
-                      Reject.OUTSIDE], Reject.OK)
+                     [Reject.FLAT, Reject.FEW_SIZES, Reject.EDGE, Reject.FEW_SIZES,
+                      Reject.CONCAVE, Reject.OUTSIDE], Reject.OK)
     return Parabolas(code=code, edge_low=xc == lo, coef=coef, center=center, inwin=inwin,
                      x_opt=center + t_opt, loss_opt=c0 + c1 * t_opt + c2 * t_opt ** 2,
-                     window=(center + w_lo, center + w_hi))
+                     window=(center + w_lo, center + w_hi), fitted=~few)
 
 
 def _power_law(log_c: np.ndarray, log_y: np.ndarray, valid: np.ndarray) -> LawRows:
@@ -352,7 +361,7 @@ def _budget_fit(group: BudgetGroup, fit: Parabolas, settings: FitSettings) -> Bu
                                           flat=settings.flat_loss_rel_range)
     ok = code == Reject.OK
     x_opt = float(fit.x_opt[0]) if ok else None
-    no_parabola = code in (Reject.FEW_SIZES, Reject.FLAT)  # no parabola was fitted
+    no_parabola = code == Reject.FLAT or not fit.fitted[0]  # no parabola was fitted
     window = None if no_parabola else (math.exp(fit.window[0][0]), math.exp(fit.window[1][0]))
     return BudgetFit(
         budget=group.budget, n_points=int(group.x.size), used=ok, reason=reason,

@@ -106,8 +106,8 @@ def _budget(group: pd.DataFrame, budget: float, sigma: float, resamples: int,
     inside = (at > 0) & (at < grid.size - 1)
     if not inside[0]:
         edge = "smallest" if at[0] == 0 else "largest"
-        return {"fit": BudgetFit(reason=f"interpolated minimum at the {edge} sampled size: "
-                                 "the optimum is not bracketed", **rejected)}
+        return {"fit": BudgetFit(reason=f"not bracketed: the interpolated minimum is at the "
+                                 f"{edge} size", **rejected)}
     kept = inside[1:]
     if kept.mean() < MIN_KEPT_FRACTION:
         return {"fit": BudgetFit(reason=f"only {kept.mean():.0%} of the seed-noise resamples "

@@ -105,10 +105,14 @@ def _selection(fit: FitResult) -> list:
     cols = ["budget", "n_opt", "d_opt", "loss_opt"]
     if sel["applicable"]:
         cols += ["member", "member_n", "log10_n_ratio", "member_iterations"]
+    flagged = any(row.get("warning") for row in sel["rows"])
     for col in cols:
         table.add_column(col, justify="right")
+    if flagged:
+        table.add_column("flag", justify="left")
     for row in sel["rows"]:
-        table.add_row(*[_g(row[c], 3 if c == "log10_n_ratio" else 4) for c in cols])
+        cells = [_g(row[c], 3 if c == "log10_n_ratio" else 4) for c in cols]
+        table.add_row(*cells, *([_flag(row.get("warning"))] if flagged else []))
     out: list = [table]
     if not sel["applicable"]:
         out.append(Text(f"  members: not applicable ({sel['reason']})"))
@@ -116,6 +120,14 @@ def _selection(fit: FitResult) -> list:
         out.append(Text(f"  members of family {sel.get('family') or '?'} "
                         f"({sel.get('candidates', 'planned')} at each budget)"))
     return out + _released(sel["rows"])
+
+
+def _flag(warning: str | None) -> str:
+    """A selection row's warnings, a word each (``far``: from the optimum, ``extrapolation``);
+    the warnings above the tables say why."""
+    if not warning or not isinstance(warning, str):
+        return ""
+    return ", ".join(part.split()[0] for part in warning.split("; ") if part.strip())
 
 
 def _released(rows: list[dict]) -> list:

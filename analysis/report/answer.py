@@ -40,7 +40,7 @@ from sweep.io import FIT_JSON, RESULTS_CSV, SELECTION_CSV
 APPROACH_NAMES = {"approach2": "Approach 2 (isoFLOP parabolas, power laws in C)",
                   "approach3": "Approach 3 (parametric L(N, D))"}
 PICK_COLUMNS = ("budget", "member", "member_n", "member_tokens", "member_iterations", "n_opt",
-                "loss_opt", "extrapolation_decades", "warning")
+                "log10_n_ratio", "loss_opt", "extrapolation_decades", "warning")
 DOWNSTREAM_JSON = "downstream.json"
 ACC_PREFIX = "acc_"
 

@@ -187,7 +187,7 @@ CASES = [
       for setup, why in ((state_json_is_a_folder, "state.json is unreadable (a folder"),
                          (run_folder_is_a_file, "is unreadable (a file stands where run"))
       for argv, out in ((("status",), ("corrupt",)), (("launch",), ("skipped 1 corrupt",)))],
-    # issue 26 item 7: launch takes every setting from config.yaml; what changes results is
+    # launch takes every setting from config.yaml; what changes results is
     # refused naming the key, checked against the sweep's own trainer; so is a re-plan
     Case("launch/other-trainer", planned, ("launch", "trainer=embedded"),
          ("trainer=embedded", "planned with trainer=simulated", "plan a new sweep_dir")),
@@ -207,6 +207,9 @@ CASES = [
       for name, trainer, more, changed in (
           ("lr", "simulated", ("training.lr=0.01",), "training.lr: 0.003 -> 0.01"),
           ("trainer", "embedded", (), "trainer.name: 'simulated' -> 'embedded'"))],
+    # the threshold that flags picks far from the optimum
+    Case("fit/pick-distance-not-positive", planned, ("fit", "fit.max_pick_distance_decades=0"),
+         ("fit.max_pick_distance_decades=0", "flame fit --help")),
 ]
 
 

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(BINARY is None, reason="no chromium: `bash insta
                                 "installs Debian's package")
 
 # 20 runs: 5 sizes x 4 budgets. Under the simulated trainer's law the largest budget's optimum
-# lies past the largest size, so its parabola is rejected ("fewer than 3 distinct sizes in the
-# window"); two of its runs are also made to fail (the trainer refuses N = 0).
+# lies past the largest size, so its parabola is rejected ("not bracketed: the lowest loss is at
+# the largest size"); two of its runs are also made to fail (the trainer refuses N = 0).
 STUDY = ("trainer=simulated", "cluster=local", "cluster.poll_s=0.2", "planner.min_iters=1",
          "family.members=null", "family.grid={hidden_size:[32,48,64,96,128],num_layers:[2]}",
          "budgets.flops=[3e11,1e12,3e12,1e13]", "fit.bootstrap=50",
@@ -122,7 +122,8 @@ def test_study_report_in_chromium(study, browser, tmp_path):
     cols = budgets["columns"]
     rejected = [r for r in budgets["rows"] if float(r[cols.index("budget")]) == FAILING_BUDGET]
     assert rejected[0][cols.index("used")] == "0"
-    assert "fewer than 3 distinct sizes" in rejected[0][cols.index("reason")]
+    assert rejected[0][cols.index("reason")] == \
+        "not bracketed: the lowest loss is at the largest size"
     # Numbers are fit.json's, at full precision.
     fit = json.loads((sweep / "fit.json").read_text())
     params = {r[0]: r[1] for r in tables["approach3-params"]["rows"]}
