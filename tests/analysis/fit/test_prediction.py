@@ -36,8 +36,14 @@ def test_the_demos_pick_predicted_by_both_approaches(demo):
                                     + law["B"] / pick["member_tokens"] ** law["beta"], rel=1e-12)
     frontier = fit["approach2"]["loss_law"]
     assert a2.loss >= frontier["k"] * pick["budget"] ** frontier["exponent"] * (1 - 1e-12)
+    assert a3.low < a3.loss < a3.high and a3.reason == ""
+    # 3e12 is past the sweep's largest budget (1e12): Approach 2's frontier has no interval
+    # there, and says why; within the sweep it has one
+    assert a2.low is None and a2.high is None and "beyond the sweep's largest budget" in \
+        a2.reason and a2.inside(a2.loss) is None
+    within = predict(draws, 1e12, pick["member_n"], pick["member_tokens"])[0]
+    assert within.low < within.loss < within.high and within.reason == ""
     for p in (a2, a3):
-        assert p.low < p.loss < p.high and p.reason == ""
         assert 0 < p.scatter_sd < 0.05  # the demo's runs scatter by ~1% around the laws
     # The interval is wider than the run-to-run scatter alone: the law's own spread is in it.
     assert math.log(a3.high / a3.low) > 2 * 1.96 * a3.scatter_sd
