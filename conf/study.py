@@ -132,8 +132,8 @@ def config_yaml(cfg: Any) -> str:
 
 
 def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings, cfg: Any) -> None:
-    """plan.csv and config.yaml of any config (``sweep.config.write_plan``)."""
-    sweep_config.write_plan(sweep_dir, the_plan, settings, config_yaml(cfg))
+    """plan.csv and config.yaml of any config (``sweep.config.write_plan_text``)."""
+    sweep_config.write_plan_text(sweep_dir, the_plan, settings, config_yaml(cfg))
 
 
 __all__ = ["StudyConfig", "study_config", "load_sweep_config", "load_study",

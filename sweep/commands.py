@@ -14,7 +14,7 @@ from omegaconf._utils import get_yaml_loader
 from rich.console import Console
 from rich.table import Table
 
-from sweep.config import change_line, plan_study, read_config, read_plan, write_plan
+from sweep.config import change_line, plan_study, read_config, read_plan, write_plan_text
 from sweep.errors import ConfigError
 from sweep.io import ADAPTIVE_DIR, DISK_FULL_ERRNOS, PLAN_CSV, run_dir
 from sweep.planner import Plan, PlannerSettings
@@ -41,7 +41,7 @@ def plan(study: Any, args: argparse.Namespace | None = None) -> int:
         guard_adaptive(sweep_dir, previous, {r.run_id for r in the_plan.runs})
         guard_replan(sweep_dir, previous, {r.run_id for r in the_plan.runs},
                      bool(getattr(args, "replan", False)), lambda: replan_changes(sweep_dir, study))
-    write_plan(sweep_dir, the_plan, settings, study.to_yaml())
+    write_plan_text(sweep_dir, the_plan, settings, study.to_yaml())
     console = Console(width=None if Console().is_terminal else 150)
     console.print(plan_table(the_plan, settings, study.root.experiment_name))
     if any(r.role for r in the_plan.runs):

@@ -122,8 +122,8 @@ def read_plan(sweep_dir: Path) -> list[PlanRow]:
     return [PlanRow.from_csv(row) for row in rows]
 
 
-def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings,
-               config_text: str) -> None:
+def write_plan_text(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings,
+                    config_text: str) -> None:
     """Write plan.csv and config.yaml (``config_text``: the typed snapshot,
     ``StudyConfig.to_yaml``) atomically, config first: a plan never lacks its config.
 
@@ -132,7 +132,7 @@ def write_plan(sweep_dir: Path, the_plan: Plan, settings: PlannerSettings,
     inputs are unchanged, so finished runs are reused.
     """
     if not isinstance(config_text, str):  # the old signature took the config itself
-        raise TypeError("write_plan takes config.yaml's text; conf.study.write_plan takes a "
+        raise TypeError("write_plan_text takes config.yaml's text; conf.study.write_plan takes a "
                         "config")
     sweep_dir = Path(sweep_dir)
     text = plan_csv_text(the_plan, settings)
@@ -227,5 +227,5 @@ def history_plans(sweep_dir: Path) -> list[Path]:
 
 
 __all__ = ["CONFIG_FORMAT", "read_config", "check_format", "planner_settings", "hash_context",
-           "plan_study", "plan_csv_text", "read_plan", "write_plan", "history_plans",
+           "plan_study", "plan_csv_text", "read_plan", "write_plan_text", "history_plans",
            "PLAN_INPUTS", "flat", "under", "changed_keys", "changes_results", "change_line"]

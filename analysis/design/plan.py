@@ -19,7 +19,7 @@ import yaml
 from analysis.config import family_config
 from analysis.design.simulate import Design
 from analysis.design_settings import ShapeGrid
-from sweep.config import plan_study, read_plan, write_plan
+from sweep.config import plan_study, read_plan, write_plan_text
 from sweep.errors import ConfigError
 from sweep.family import FamilyConfig, GridConfig, Member, build_family
 from sweep.io import PLAN_CSV, run_dir
@@ -94,5 +94,5 @@ def write_design_plan(sweep_dir: Path, study: Any, design: Design) -> Path:
             raise ConfigError(f"sweep_dir={sweep_dir}: a launched sweep ({len(started)} runs "
                               "started) with another plan; give a new sweep_dir for the "
                               "design, or design.write_plan=false")
-    write_plan(Path(sweep_dir), the_plan, settings, config.to_yaml())
+    write_plan_text(Path(sweep_dir), the_plan, settings, config.to_yaml())
     return plan_path
