@@ -345,31 +345,25 @@ def _train_and_check(target: Path, study: StudyConfig, args: argparse.Namespace,
         console.print(line, markup=False, highlight=False)
     console.print(f"  {target / RESULTS_CSV}  (the check's columns)")
     source = Path(read_link(target).source)
+    evaluate = bool(getattr(args, "eval", False))
+    # with --eval the reports are written once, after it, with the downstream section in them
+    code = _evaluate(source, cfg, console) if evaluate else 0
     for sweep in (target, source):
         if (page := write_report_or_say_why(sweep, console)) is not None:
             console.print(f"  {page}")
-    console.print(f"release finished in {time.monotonic() - started:.0f} s")
-    if getattr(args, "eval", False):
-        return _evaluate(source, study, console, started)
-    return 0
+    console.print(f"release{' and evaluation' if evaluate else ''} finished in "
+                  f"{time.monotonic() - started:.0f} s")
+    return code
 
 
-def _evaluate(source: Path, study: StudyConfig, console: Console, started: float) -> int:
-    """``flame eval`` of the source sweep and its release, with eval's defaults; then both
-    reports again, with the downstream section."""
-    from jobs.study import write_report_or_say_why
-
+def _evaluate(source: Path, cfg: Any, console: Console) -> int:
+    """``flame eval`` of the source sweep and its release with eval's defaults, on the
+    release's cluster (``cfg``: the release's config, as data)."""
     parser = argparse.ArgumentParser()
     eval_arguments(parser)
-    cfg = data_config(study.to_yaml())  # the release's cluster: evaluations run where it ran
     cfg.sweep_dir = literal(str(source))
     console.rule("downstream (flame eval)")
-    code = eval_command(cfg, parser.parse_args([]))
-    for sweep in (source / RELEASE_DIR, source):  # the reports again, now with downstream
-        if (page := write_report_or_say_why(sweep, console)) is not None:
-            console.print(f"  {page}")
-    console.print(f"release and evaluation finished in {time.monotonic() - started:.0f} s")
-    return code
+    return eval_command(cfg, parser.parse_args([]))
 
 
 __all__ = ["release", "release_arguments", "choose_picks", "release_study", "tenths",
