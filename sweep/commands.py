@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-from omegaconf._utils import get_yaml_loader
 from rich.console import Console
 from rich.table import Table
 
@@ -119,8 +117,7 @@ def replan_changes(sweep_dir: Path, study: Any) -> str:
         old = read_config(sweep_dir)
     except ConfigError:
         return ""
-    new = yaml.load(study.to_yaml(), Loader=get_yaml_loader())
-    return change_line(old, new, study) if old is not None else ""
+    return change_line(old, study.to_data(), study) if old is not None else ""
 
 
 def guard_replan(sweep_dir: Path, previous: set[str], now: set[str], replan: bool,
