@@ -75,12 +75,18 @@ def disk_full_cause(err: BaseException | None) -> OSError | None:
     return None
 
 
-def free_space(path: str | os.PathLike) -> str:
-    """``"12.0 KiB free on /mnt/data"``: the space left to unprivileged writers on the file
-    system holding ``path`` (its nearest existing folder)."""
+def _existing(path: str | os.PathLike) -> Path:
+    """``path``, or its nearest existing parent: where its file system can be asked."""
     folder = Path(os.path.abspath(path))
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    return folder
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """``"12.0 KiB free on /mnt/data"``: the space left to unprivileged writers on the file
+    system holding ``path`` (its nearest existing folder)."""
+    folder = _existing(path)
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
@@ -95,11 +101,8 @@ def disk_is_full(path: str | os.PathLike, below: int = 1 << 20) -> bool:
     """Whether the file system holding ``path`` has less than ``below`` bytes left (1 MiB:
     less than a run's next checkpoint or log lines need). Some writers do not say ENOSPC
     (torch.save raises "file write failed"); this is how their failures are told apart."""
-    folder = Path(os.path.abspath(path))
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     try:
-        return shutil.disk_usage(folder).free < below
+        return shutil.disk_usage(_existing(path)).free < below
     except OSError:
         return False
 
