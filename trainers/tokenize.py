@@ -37,6 +37,7 @@ import numpy as np
 from sweep.errors import ConfigError
 from sweep.io import atomic_write_text, exclusive_lock
 from trainers.corpus_manifest import Shard, TokenizerInfo
+from trainers.mcore_datasets import datasets_package
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 RECORD = ".shard.json"
@@ -265,6 +266,7 @@ def _encode_into(spec: ShardSpec, tok: Any, info: TokenizerInfo, text_field: str
     """Documents, tokens and the .bin's SHA-256 (of the bytes written, as written)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # megatron-core's notes about TransformerEngine, Apex
+        datasets_package()
         from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     dtype = np.dtype(info.dtype)

@@ -34,6 +34,7 @@ import numpy as np
 
 from sweep.errors import ConfigError
 from sweep.io import exclusive_lock
+from trainers.mcore_datasets import datasets_package
 from trainers.settings import DataConfig
 
 EOD = 0
@@ -149,6 +150,7 @@ def _prepare(files: Sequence[Path], cfg: DataConfig, cache_dir: str | None) -> C
 
 
 def _write_corpus(directory: Path, docs: list[bytes], seed: int, source: str) -> None:
+    datasets_package()
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -182,11 +184,10 @@ class _ByteVocab:
     unique_identifiers = {"class": "flame.bytes", "vocab_size": VOCAB, "eod": EOD}
 
 
-
-
 def build_datasets(corpus: Corpus, cfg: DataConfig, seq_length: int, train_samples: int,
                    valid_samples: int) -> tuple[Any, Any]:
     """megatron-core GPTDatasets (train, valid) of ``seq_length`` tokens (+1 for the labels)."""
+    datasets_package()
     from megatron.core.datasets.blended_megatron_dataset_builder import (
         BlendedMegatronDatasetBuilder,
     )
