@@ -27,7 +27,6 @@ GRID_FAMILY = ("family.members=null",
                "family.grid={hidden_size:[32,48,64,96,128],num_layers:[2]}")
 BUDGETS_15 = "budgets.flops=[3e11,1e12,3e12]"
 BUDGETS_20 = "budgets.flops=[3e11,1e12,3e12,1e13]"
-BUDGETS_50 = "budgets.flops=[1e11,3e11,1e12,3e12,1e13,3e13,1e14,3e14,1e15,3e15]"
 
 
 def make_sweep(sweep_dir: Path, *overrides: str, trainer: str = "simulated") -> DictConfig:

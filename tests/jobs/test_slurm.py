@@ -15,7 +15,7 @@ import pytest
 from jobs import ledger
 from jobs.launch import launch_sweep
 from jobs.status import poll, wait_until_terminal
-from tests.jobs.conftest import BUDGETS_20, BUDGETS_50, REPO, flame, plan_ids
+from tests.jobs.conftest import BUDGETS_20, REPO, flame, plan_ids
 
 pytestmark = pytest.mark.slurm
 
@@ -69,25 +69,26 @@ def test_sweep_of_20_completes_once(slurm_sweep) -> None:
 
 
 def test_launcher_killed_mid_submission_loses_and_duplicates_nothing(slurm_sweep) -> None:
-    cfg = slurm_sweep(BUDGETS_50, "cluster.max_array_size=10")
+    cfg = slurm_sweep(BUDGETS_20, "cluster.max_array_size=4")
     sweep_dir = Path(cfg.sweep_dir)
-    args = ("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local", "cluster.max_array_size=10")
-    # SIGKILLed after 23 runs were recorded (3rd array held), by a test-only wrapper
-    killed = subprocess.run([sys.executable, "-m", "tests.jobs.kill_after", "23", *args],
+    args = ("launch", f"sweep_dir={sweep_dir}", "cluster=slurm_local", "cluster.max_array_size=4")
+    # SIGKILLed after 9 runs were recorded (the 3rd array of 4 held, one of its runs recorded),
+    # by a test-only wrapper
+    killed = subprocess.run([sys.executable, "-m", "tests.jobs.kill_after", "9", *args],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
     states = ledger.read_all(sweep_dir)
-    assert sum(rec.state != "planned" for rec in states.values()) == 23
+    assert sum(rec.state != "planned" for rec in states.values()) == 9
     again = flame(*args)
-    assert "recovered 7 runs" in again.stdout and "submitted 20 runs" in again.stdout
+    assert "recovered 3 runs" in again.stdout and "submitted 8 runs" in again.stdout
     final = wait_until_terminal(sweep_dir, cfg, poll_s=0.5, progress=False)
-    assert final.counts["completed"] == 50, final.summary()
+    assert final.counts["completed"] == 20, final.summary()
     records = ledger.read_all(sweep_dir)
     assert sorted(records) == sorted(plan_ids(sweep_dir))
     job_ids = [rec.job_ids[0] for rec in records.values()]
     assert all(len(rec.job_ids) == 1 for rec in records.values())
-    tasks = sacct_settled(set(job_ids), 50)
-    assert len(tasks) == 50 and sorted(t[0] for t in tasks) == sorted(job_ids)  # 0 duplicates
+    tasks = sacct_settled(set(job_ids), 20)
+    assert len(tasks) == 20 and sorted(t[0] for t in tasks) == sorted(job_ids)  # 0 duplicates
     assert flame(*args).stdout.count("submitted 0 runs") == 1
 
 
