@@ -45,8 +45,15 @@ def nothing(sweep: Path, shared: Path) -> None:
 
 
 def planned(sweep: Path, shared: Path) -> None:
-    """A planned sweep of 15 runs (simulated trainer), never launched."""
-    make_sweep(sweep, LOCAL)
+    """A planned sweep of 15 runs (simulated trainer), never launched (planned once, copied
+    for each case, its config.yaml's sweep_dir set to the copy's)."""
+    template = shared / "planned"
+    if not template.exists():
+        make_sweep(template, LOCAL)
+    shutil.copytree(template, sweep)
+    config = sweep / "config.yaml"
+    config.write_text(config.read_text().replace(f"sweep_dir: {template}\n",
+                                                 f"sweep_dir: {sweep}\n", 1))
 
 
 def completed(sweep: Path, shared: Path) -> None:
