@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from analysis.design_settings import DesignConfig
@@ -67,6 +66,10 @@ class RootConfig:
 
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    # Imported here: what reads a sweep's config.yaml (every job, every local worker) needs
+    # the schemas but not Hydra, whose import is a fifth of a job's start.
+    from hydra.core.config_store import ConfigStore
+
     store = ConfigStore.instance()
     store.store(name="schema", node=RootConfig)
     for group, cls in GROUPS.items():
