@@ -16,5 +16,7 @@ eval "$($flame cluster env)"
 export OPENBLAS_NUM_THREADS=1  # see jobs/cli.py: BLAS threads slow small fits on 2 cores
 # Four workers on two cores: most of the suite waits (on SLURM, on local workers, on signals),
 # so four files at a time finish in about 7 minutes where one at a time takes about 12 on this
-# 2-core machine. --dist loadfile keeps a file's module fixtures in one worker.
-.venv/bin/python -m pytest -m "not slow" -n "${FLAME_TEST_WORKERS:-4}" --dist loadfile "$@"
+# 2-core machine. --dist loadfile keeps a file's module fixtures in one worker;
+# --no-loadscope-reorder keeps tests/conftest.py's longest-first order (xdist would hand out
+# the files with the most tests first, and a long file with few tests would end the run alone).
+.venv/bin/python -m pytest -m "not slow" -n "${FLAME_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder "$@"
