@@ -62,9 +62,10 @@ def fit_intervals(points: pd.DataFrame, settings: FitSettings) -> StudyIntervals
     structured = noise if settings.bootstrap_structure == "shapes" else None
     iso = fit_approach2(points, settings, structured)
     a3_ci = interval(parameter_samples(thetas)["a"], settings) if thetas is not None else None
-    # withheld where flame fit withholds it (fit.json's approach2.interval_reason)
-    withheld = iso.interval_reason or approach2_interval_reason(
-        sum(b.used for b in iso.budgets), settings.min_interval_budgets)
+    # withheld where flame fit withholds it, the same reason first (fit.json's
+    # approach2.interval_reason: too few budgets, then a bias too unstable to correct)
+    withheld = approach2_interval_reason(sum(b.used for b in iso.budgets),
+                                         settings.min_interval_budgets) or iso.interval_reason
     a2_ci = interval(iso.samples.get("exp_n"), settings) \
         if iso.samples and not withheld else None
     return StudyIntervals(
