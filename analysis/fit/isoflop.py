@@ -27,16 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from analysis.fit.parametric import resample_counts, row_chunks
 from analysis.settings import FitSettings
-
-if TYPE_CHECKING:
-    from analysis.fit.structure import NoiseStructure
 
 
 class Reject(IntEnum):
@@ -337,11 +333,9 @@ def pooled_residual_std(points: pd.DataFrame, settings: FitSettings) -> float:
     return float(model["pool"].std(ddof=1)) if model is not None else 0.0
 
 
-def fit_isoflop(points: pd.DataFrame, settings: FitSettings,
-                noise: NoiseStructure | None = None) -> IsoflopFit:
-    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples;
-    ``noise`` (the runs' shape and run effects, in the points' order) makes the residual
-    bootstrap structured (``analysis.fit.structure``)."""
+def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
+    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples
+    (with a noise structure: ``analysis.fit.isoflop_pivot.fit_isoflop_structured``)."""
     groups, note = _groups(points, settings)
     if not groups:
         return IsoflopFit((), None, None, None, "no usable points", note)
@@ -353,12 +347,6 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings,
         return IsoflopFit(budget_fits, None, None, None, reason, note)
     laws = {k: PowerLaw(math.exp(v.intercept[0]), float(v.slope[0]))
             for k, v in full.laws.items()}
-    if noise is not None and noise.theta is not None and settings.bootstrap and \
-            settings.approach2_bootstrap == "residual":
-        from analysis.fit.isoflop_pivot import pivot_bootstrap  # it imports fit_rows from here
-        pivot = pivot_bootstrap(points, groups, full, settings, noise)
-        return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note,
-                          pivot.samples, pivot.kind, pivot.withheld)
     samples, kind = _bootstrap(groups, full.parabolas, settings)
     return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note, samples, kind)
 

@@ -34,7 +34,8 @@ quarter-compute search, the studies whose resamples reached 60% covered in 92-96
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -42,18 +43,17 @@ import pandas as pd
 from analysis.fit.isoflop import (
     RESAMPLE_CHUNK_ELEMENTS,
     BudgetGroup,
+    IsoflopFit,
     LawRows,
     RowFits,
+    _groups,
     _power_law,
     _samples,
     budget_groups,
+    fit_isoflop,
     fit_rows,
 )
-from analysis.fit.parametric import (
-    _predict_log,
-    closed_form_optimum,
-    row_chunks,
-)
+from analysis.fit.parametric import _predict_log, closed_form_optimum, row_chunks
 from analysis.fit.structure import NoiseStructure
 from analysis.settings import FitSettings
 
@@ -63,7 +63,7 @@ MIN_USABLE = 0.6
 
 @dataclass(frozen=True)
 class PivotBootstrap:
-    """Approach 2's law-based bootstrap: samples, their kind, and the sensitivity check."""
+    """Approach 2's law-based bootstrap: samples, their kind, and why no interval (if so)."""
 
     samples: dict[str, np.ndarray]
     """Pivot samples of ln_k, exp for n, d, l (resamples with >= 2 usable budgets)."""
@@ -71,6 +71,24 @@ class PivotBootstrap:
     """How they were drawn (fit.json's ``bootstrap_kind``)."""
     withheld: str
     """Why the interval is withheld ("" when it is not)."""
+
+
+def fit_isoflop_structured(points: pd.DataFrame, settings: FitSettings,
+                           noise: NoiseStructure | None) -> IsoflopFit:
+    """``isoflop.fit_isoflop``, its samples drawn by ``pivot_bootstrap`` where ``noise``
+    (the runs' shape and run effects from an Approach 3 law, in the points' order) exists
+    and the residual bootstrap is asked for; else exactly ``fit_isoflop``."""
+    if noise is None or noise.theta is None or not settings.bootstrap or \
+            settings.approach2_bootstrap != "residual":
+        return fit_isoflop(points, settings)
+    iso = fit_isoflop(points, replace(settings, bootstrap=0))
+    if iso.n_law is None:
+        return iso
+    groups, _ = _groups(points, settings)
+    full = fit_rows(groups, [np.ones((1, g.x.size)) for g in groups], settings)
+    pivot = pivot_bootstrap(points, groups, full, settings, noise)
+    return replace(iso, samples=pivot.samples, bootstrap_kind=pivot.kind,
+                   interval_reason=pivot.withheld)
 
 
 def pivot_bootstrap(points: pd.DataFrame, groups: list[BudgetGroup], full: RowFits,
@@ -98,10 +116,13 @@ def pivot_bootstrap(points: pd.DataFrame, groups: list[BudgetGroup], full: RowFi
                           withheld)
 
 
-def _resamples(theta, log_n, log_d, groups, masks, log_c, settings, noise):
-    """Per chunk: the fits of resamples drawn from the law ``theta`` (seeded by
-    ``settings.seed``: every law gets the same draws), and the law's own power laws over
-    each resample's usable budgets."""
+def _resamples(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+               groups: list[BudgetGroup], masks: list[np.ndarray], log_c: np.ndarray,
+               settings: FitSettings, noise: NoiseStructure
+               ) -> Iterator[tuple[RowFits, dict[str, LawRows]]]:
+    """Per chunk of resamples drawn from the law ``theta`` (seeded by ``settings.seed``):
+    their fits, and the law's own power laws (Hoffmann et al.'s closed-form optimum, the a
+    Approach 3 reports) over each resample's usable budgets."""
     fitted, _ = _predict_log(theta[None], log_n, log_d)
     n_opt, d_opt, l_opt = closed_form_optimum(theta, np.exp(log_c))
     truth = {"n": np.log(n_opt), "d": np.log(d_opt), "l": np.log(l_opt)}
