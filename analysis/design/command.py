@@ -131,8 +131,9 @@ def cautions(report: dict, best: dict, baseline: dict) -> list[str]:
     for entry, who in ((best, "chosen"), (baseline, "plan")):
         usable = entry["usable"].get("approach2", 0.0)
         if usable < 0.9:
-            withheld = " (below the share at which `flame fit`, whose resamples are such " \
-                "studies, withholds its interval: expect none)" if usable < MIN_USABLE else ""
+            withheld = f" (`flame fit` withholds Approach 2's interval where under " \
+                f"{MIN_USABLE:.0%} of its resamples drawn from the law give a law: expect " \
+                "none)" if usable < MIN_USABLE else ""
             out.append(f"{who}: Approach 2 was usable (>= 2 bracketed budgets) in only "
                        f"{usable:.0%} of simulated studies{withheld}; do not rely on its law")
         p = entry.get("p_member") or {}
