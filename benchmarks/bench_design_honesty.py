@@ -15,7 +15,8 @@ prior's total noise) and "misfit" (the experiment's design.shape_sd / seed_sd; f
 0.013 + 0.0124, total 0.018). A study's losses are drawn here, independently of `flame
 design`'s simulator (this file's ``draw_study``), and fitted with
 ``analysis.fit.intervals.fit_intervals``: the law, the noise structure and the bootstraps of
-``flame fit`` (shapes as clusters where a shape has several runs). Targets: observed /
+``flame fit`` (where a shape has several runs, Approach 2's resamples come from the law and
+its interval is the pivot, withheld where flame fit withholds it: counted). Targets: observed /
 predicted half-width within 0.8-1.25 and coverage 90-98% in the misfit world.
 """
 
@@ -105,8 +106,19 @@ def measure(design: Design, prior: PriorLaw, study: StudyConfig, studies: int, b
                                                              for c in cis])) if cis else
                 math.nan, "intervals": len(cis),
             "mean_interval_halfwidth": float(np.mean([(c[1] - c[0]) / 2 for c in cis]))
-                if cis else math.nan}
+                if cis else math.nan,
+            "withheld": sum(bool(r.a2_withheld) for r in rows) if name == "approach2" else 0,
+            "withheld_two_budgets": sum(r.a2_withheld.startswith("only") for r in rows)
+                if name == "approach2" else 0}
     return out
+
+
+def _withheld(count: int, two_budgets: int) -> str:
+    """How many studies' Approach 2 intervals flame fit withholds: with a law from only 2
+    budgets (fit.min_interval_budgets), or as unusable in most law-drawn resamples."""
+    if not count:
+        return ""
+    return f" ({count} withheld: {two_budgets} with 2 budgets, {count - two_budgets} biased)"
 
 
 def main() -> None:
@@ -154,7 +166,8 @@ def main() -> None:
                       f"{m['predicted_halfwidth']:.3f} | {m['observed_halfwidth']:.3f} "
                       f"({m['ratio']:.2f}) | {m['usable_predicted']:.0%} / "
                       f"{m['usable_observed']:.0%} | {m['mean_interval_halfwidth']:.3f} | "
-                      f"{m['coverage']:.0%} of {m['intervals']} |", flush=True)
+                      f"{m['coverage']:.0%} of {m['intervals']}"
+                      f"{_withheld(m['withheld'], m['withheld_two_budgets'])} |", flush=True)
     print(f"({time.time() - began:.0f} s)")
     if args.json:
         with open(args.json, "w") as fh:

@@ -24,6 +24,7 @@ from analysis.design.search import (
     search_seeds,
 )
 from analysis.design.simulate import Design, PriorLaw, load_prior, simulate
+from analysis.fit.isoflop_pivot import MIN_USABLE
 from analysis.jsonsafe import dumps
 from sweep.config import hash_context, plan_study
 from sweep.errors import ConfigError
@@ -130,8 +131,11 @@ def cautions(report: dict, best: dict, baseline: dict) -> list[str]:
     for entry, who in ((best, "chosen"), (baseline, "plan")):
         usable = entry["usable"].get("approach2", 0.0)
         if usable < 0.9:
+            withheld = f" (`flame fit` withholds Approach 2's interval where under " \
+                f"{MIN_USABLE:.0%} of its resamples drawn from the law give a law: expect " \
+                "none)" if usable < MIN_USABLE else ""
             out.append(f"{who}: Approach 2 was usable (>= 2 bracketed budgets) in only "
-                       f"{usable:.0%} of simulated studies; do not rely on its law")
+                       f"{usable:.0%} of simulated studies{withheld}; do not rely on its law")
         p = entry.get("p_member") or {}
         worst = min(p.items(), key=lambda kv: kv[1]) if p else None
         if worst is not None and worst[1] < 0.8:

@@ -55,7 +55,8 @@ class FitWarning:
 
     code: str
     """Short identifier: duplicates, few_budgets, flat_losses, zero_width, extrapolation,
-    off_centre, not_bracketed, e_at_zero, far_from_optimum."""
+    off_centre, not_bracketed, e_at_zero, far_from_optimum, biased (Approach 2 fails in
+    most resamples drawn from the law: its interval withheld)."""
     message: str
     """What was found, why it matters and what the fit did about it."""
 

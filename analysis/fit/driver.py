@@ -183,6 +183,8 @@ def approach2_result(iso: IsoflopFit, settings: FitSettings,
     out.loss_law = {"k": iso.loss_law.k, "exponent": iso.loss_law.exponent}
     code, reason = "few_budgets", approach2_interval_reason(sum(b.used for b in iso.budgets),
                                                             settings.min_interval_budgets)
+    if not reason and iso.interval_reason:
+        code, reason = "biased", iso.interval_reason
     if not s and not reason:
         return out
     k_ci = interval(s.get("ln_kn"), settings) if s else None

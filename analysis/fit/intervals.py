@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.fit.degenerate import approach2_interval_reason
 from analysis.fit.driver import parameter_samples, parametric_with_bootstrap
 from analysis.fit.isoflop import interval
 from analysis.fit.porian import fit_approach2
@@ -39,6 +40,8 @@ class StudyIntervals:
     components: VarianceComponents | None = None
     """The estimated components, also without replicates (None: shapes and runs cannot be
     told apart, or no Approach 3 law)."""
+    a2_withheld: str = ""
+    """Why Approach 2's interval is withheld ("" when it is not)."""
 
     def covers(self, truth: float) -> dict[str, bool | None]:
         """Whether each approach's interval holds ``truth`` (None: no interval)."""
@@ -59,12 +62,18 @@ def fit_intervals(points: pd.DataFrame, settings: FitSettings) -> StudyIntervals
     structured = noise if settings.bootstrap_structure == "shapes" else None
     iso = fit_approach2(points, settings, structured)
     a3_ci = interval(parameter_samples(thetas)["a"], settings) if thetas is not None else None
-    a2_ci = interval(iso.samples.get("exp_n"), settings) if iso.samples else None
+    # withheld where flame fit withholds it, the same reason first (fit.json's
+    # approach2.interval_reason: too few budgets, then a bias too unstable to correct)
+    withheld = approach2_interval_reason(sum(b.used for b in iso.budgets),
+                                         settings.min_interval_budgets) or iso.interval_reason
+    a2_ci = interval(iso.samples.get("exp_n"), settings) \
+        if iso.samples and not withheld else None
     return StudyIntervals(
         a2=iso.n_law.exponent if iso.n_law is not None else None, a2_ci=a2_ci,
         a3=fit.a if fit is not None else None, a3_ci=a3_ci,
         variance_components=noise.components.as_json() if noise is not None else None,
-        bootstrap=iso.bootstrap_kind, components=noise.components if noise else None)
+        bootstrap=iso.bootstrap_kind, components=noise.components if noise else None,
+        a2_withheld=withheld if iso.n_law is not None else "")
 
 
 def misfit_losses(law, n: np.ndarray, tokens: np.ndarray, shape: np.ndarray, shape_sd: float,

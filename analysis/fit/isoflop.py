@@ -17,6 +17,9 @@ leverage-corrected parabola residuals of all budgets to the fitted parabolas. Re
 runs within budgets (``pairs``) leaves ~4 distinct sizes of 6, which moves the vertex far more
 than the noise does: on demo-like synthetic sweeps its 95% intervals are twice as wide as
 the estimator's spread (99% coverage), the residual ones ~95% (tests/analysis/fit/test_coverage.py).
+Where runs share shapes (a noise structure from the Approach 3 law's residuals,
+``analysis.fit.structure``), the resamples are drawn from that law instead and the interval
+is the bias-corrected pivot of ``analysis.fit.isoflop_pivot``, or withheld with its reason.
 """
 
 from __future__ import annotations
@@ -24,16 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from analysis.fit.parametric import resample_counts, row_chunks
 from analysis.settings import FitSettings
-
-if TYPE_CHECKING:
-    from analysis.fit.structure import NoiseStructure
 
 
 class Reject(IntEnum):
@@ -128,9 +127,12 @@ class IsoflopFit:
     note: str
     """How budgets were formed (e.g. bucketed FLOPs)."""
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    """Bootstrap samples of ln_k, a, ln_kd, b, ln_kl, c (resamples with >= 2 usable budgets)."""
+    """Bootstrap samples of ln_k, a, ln_kd, b, ln_kl, c (resamples with >= 2 usable budgets);
+    with a noise structure, pivot samples (``analysis.fit.isoflop_pivot``)."""
     bootstrap_kind: str = ""
     """How the samples were drawn: residual, pairs ("" without bootstrap)."""
+    interval_reason: str = ""
+    """Why no interval may be drawn from the samples ("" when one may)."""
 
 
 def token_line(x: np.ndarray, log_d: np.ndarray) -> tuple[float, float]:
@@ -331,11 +333,9 @@ def pooled_residual_std(points: pd.DataFrame, settings: FitSettings) -> float:
     return float(model["pool"].std(ddof=1)) if model is not None else 0.0
 
 
-def fit_isoflop(points: pd.DataFrame, settings: FitSettings,
-                noise: NoiseStructure | None = None) -> IsoflopFit:
-    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples;
-    ``noise`` (the runs' shape and run effects, in the points' order) makes the residual
-    bootstrap structured (``analysis.fit.structure``)."""
+def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
+    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples
+    (with a noise structure: ``analysis.fit.isoflop_pivot.fit_isoflop_structured``)."""
     groups, note = _groups(points, settings)
     if not groups:
         return IsoflopFit((), None, None, None, "no usable points", note)
@@ -347,10 +347,7 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings,
         return IsoflopFit(budget_fits, None, None, None, reason, note)
     laws = {k: PowerLaw(math.exp(v.intercept[0]), float(v.slope[0]))
             for k, v in full.laws.items()}
-    if noise is not None and settings.approach2_bootstrap == "residual":
-        samples, kind = _bootstrap_structured(points, groups, full.parabolas, settings, noise)
-    else:
-        samples, kind = _bootstrap(groups, full.parabolas, settings)
+    samples, kind = _bootstrap(groups, full.parabolas, settings)
     return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note, samples, kind)
 
 
@@ -400,34 +397,6 @@ def _bootstrap(groups: list[BudgetGroup], fits: list[Parabolas], settings: FitSe
         boot = fit_rows(groups, weights, settings, losses)
         parts.append((boot.ok, boot.laws))
     return _samples(parts), "pairs" if residual is None else "residual"
-
-
-def _bootstrap_structured(points: pd.DataFrame, groups: list[BudgetGroup],
-                          fits: list[Parabolas], settings: FitSettings, noise: NoiseStructure
-                          ) -> tuple[dict[str, np.ndarray], str]:
-    """Bootstrap samples as ``_bootstrap``'s residual kind, but each resample's losses are the
-    fitted parabolas times exp(shape effect + run effect) (``NoiseStructure.draw``): runs of a
-    shape share its effect across budgets and seeds. Runs outside a window keep theirs."""
-    if settings.bootstrap == 0:
-        return {}, ""
-    budgets, _ = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
-    masks = [budgets == g.budget for g in groups]
-    centre = []
-    for g, f in zip(groups, fits):
-        win = f.inwin[0] & (f.code[0] == Reject.OK)
-        t = g.x - f.center
-        fitted = np.stack([np.ones_like(t), t, t * t], axis=1) @ f.coef[0]
-        centre.append((np.where(win, fitted, g.y), win))
-    rng = np.random.default_rng(settings.seed)
-    parts = []
-    width = sum(g.x.size for g in groups)
-    for rows in row_chunks(settings.bootstrap, width, RESAMPLE_CHUNK_ELEMENTS):
-        noisy = np.exp(noise.draw(rng, rows.stop - rows.start))
-        losses = [np.where(win, y0[None] * noisy[:, mask], y0[None])
-                  for (y0, win), mask in zip(centre, masks)]
-        boot = fit_rows(groups, [np.ones_like(y) for y in losses], settings, losses)
-        parts.append((boot.ok, boot.laws))
-    return _samples(parts), noise.describe()
 
 
 def _samples(parts: list) -> dict[str, np.ndarray]:

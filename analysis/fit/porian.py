@@ -26,7 +26,8 @@ needs instead is sizes dense enough around the minimum (an interpolated minimum 
 between sampled points by more than the spline's curvature allows).
 
 ``fit_approach2`` is the one entry point: ``fit.approach2_estimator`` picks the parabola
-(``analysis.fit.isoflop.fit_isoflop``) or this estimator.
+(``analysis.fit.isoflop.fit_isoflop``, with a noise structure
+``analysis.fit.isoflop_pivot.fit_isoflop_structured``) or this estimator.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ from analysis.fit.isoflop import (
     IsoflopFit,
     PowerLaw,
     budget_groups,
-    fit_isoflop,
     pooled_residual_std,
     token_line,
 )
+from analysis.fit.isoflop_pivot import fit_isoflop_structured
 from analysis.settings import FitSettings
 
 INTERP_PER_GAP = 25       # interpolation points per gap between sampled sizes (theirs: 25)
@@ -60,7 +61,7 @@ def fit_approach2(points: pd.DataFrame, settings: FitSettings, noise=None) -> Is
     estimator draws its own seed noise and ignores it)."""
     if settings.approach2_estimator == "porian":
         return fit_porian(points, settings)
-    return fit_isoflop(points, settings, noise)
+    return fit_isoflop_structured(points, settings, noise)
 
 
 def fit_porian(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:

@@ -130,6 +130,9 @@ def _approach2_draws(points: pd.DataFrame, settings: FitSettings, fit: FitResult
         notes.append(f"approach2: no law ({iso.reason or 'not fitted'})")
         return None
     s = iso.samples or {}
+    if iso.interval_reason:  # withheld by flame fit: the fitted law alone, no draws
+        notes.append(f"approach2: no interval ({iso.interval_reason})")
+        s = {}
     keys = ("ln_kn", "exp_n", "ln_kl", "exp_l")
     fitted = {"ln_kn": math.log(iso.n_law.k), "exp_n": iso.n_law.exponent,
               "ln_kl": math.log(iso.loss_law.k), "exp_l": iso.loss_law.exponent}

@@ -105,6 +105,11 @@ class NoiseStructure:
     """Centred shape mean residuals, rescaled to ``shape_sd`` (S,)."""
     run_effects: np.ndarray
     """Centred within-shape residuals, rescaled to ``run_sd``."""
+    fitted_log: np.ndarray | None = None
+    """The Approach 3 law's log loss at each run (None: built without a law)."""
+    theta: np.ndarray | None = None
+    """That law's parameters (ln A, ln B, ln E, alpha, beta): Approach 2's structured
+    bootstrap draws its resamples from it (``analysis.fit.isoflop``)."""
 
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """(size, runs) log-loss noise: a shape effect per shape plus a run effect per run."""
@@ -178,7 +183,8 @@ def anova_components(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray
 
 
 def noise_structure(log_loss: np.ndarray, fitted_log: np.ndarray, jac: np.ndarray,
-                    shape: np.ndarray, point: np.ndarray) -> NoiseStructure | None:
+                    shape: np.ndarray, point: np.ndarray, theta: np.ndarray | None = None
+                    ) -> NoiseStructure | None:
     """The components and resampling pools from a law's fit (log values per run, its
     Jacobian), or None when shapes and runs cannot be told apart."""
     residual = log_loss - fitted_log
@@ -197,7 +203,8 @@ def noise_structure(log_loss: np.ndarray, fitted_log: np.ndarray, jac: np.ndarra
     means = np.bincount(shape, residual) / counts
     within = (residual - means[shape])[counts[shape] > 1] * \
         np.sqrt(counts[shape] / np.maximum(counts[shape] - 1, 1))[counts[shape] > 1]
-    return NoiseStructure(components, shape, _rescaled(means, su2), _rescaled(within, se2))
+    return NoiseStructure(components, shape, _rescaled(means, su2), _rescaled(within, se2),
+                          fitted_log, theta)
 
 
 def _rescaled(values: np.ndarray, variance: float) -> np.ndarray:
@@ -215,7 +222,8 @@ def law_structure(fit: ParametricFit, n, d, loss, shape: np.ndarray, budgets: np
     log_n, log_d, log_loss = _logs(n, d, loss)
     pred, p = _predict_log(np.array(fit.theta)[None], log_n, log_d)
     jac = _jacobian(p, log_n, log_d)[0].T                 # (runs, 5)
-    return noise_structure(log_loss, pred[0], jac, shape, point_index(budgets, shape))
+    return noise_structure(log_loss, pred[0], jac, shape, point_index(budgets, shape),
+                           np.array(fit.theta, float))
 
 
 def bootstrap_parametric_structured(fit: ParametricFit, n, d, structure: NoiseStructure,
