@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweep.errors import ConfigError
+from sweep.schema_direct import direct
 
 T = TypeVar("T")
 CHANGES_RESULT = "changes_result"
@@ -79,7 +80,19 @@ def _default(f: dataclasses.Field) -> Any:
 
 def to_typed(cls: type[T], values: Mapping[str, Any] | DictConfig | None, where: str) -> T:
     """``values`` checked against ``cls`` (unknown keys, types) and built into an instance
-    (its ``__post_init__`` validates); any problem is a ConfigError naming ``where.key``."""
+    (its ``__post_init__`` validates); any problem is a ConfigError naming ``where.key``.
+    Plain values that need no conversion are built directly (``sweep.schema_direct``, the same
+    instance without OmegaConf's cost)."""
+    if values is not None and not isinstance(values, DictConfig):
+        built = direct(cls, values)
+        if built is not None:
+            return built
+    return omegaconf_typed(cls, values, where)
+
+
+def omegaconf_typed(cls: type[T], values: Mapping[str, Any] | DictConfig | None,
+                    where: str) -> T:
+    """``to_typed`` through OmegaConf: every conversion rule, every error's wording."""
     if values is not None and not isinstance(values, DictConfig):
         values = literal(values)  # plain data (a file, a resolved config): no interpolation
     try:
