@@ -580,6 +580,18 @@ def main(argv: list[str]) -> int:
         # Megatron's last explicit flush is T:3001-3003; the final evaluations' scalars reach
         # the file through the writer's own thread. The stand-in closes it: they are there.
         writer.close()
+        leave_world()
+
+
+def leave_world() -> None:
+    """pretrain() (core_v0.16.1 training.py, its end) returns without destroying its process
+    group, and NCCL's destructor at exit only warns. gloo's does not: with the group alive,
+    its threads were still joinable when the interpreter ended, and a rank aborted
+    ("terminate called without an active exception", SIGABRT) after its last line in one run
+    of the two-node test in about twenty, leaving the other node's launcher waiting 300 s
+    for it. Destroying the group keeps the stand-in's exit Megatron's: 0."""
+    if _WORLD:
+        _WORLD.pop().destroy_process_group()
 
 
 def _pretrain(args: argparse.Namespace, st: dict, writer: TensorBoard) -> int:
