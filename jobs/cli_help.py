@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from conf.schema import GROUPS, TOP_LEVEL, RootConfig, group_docs
+from sweep.schema import field_default
 from trainers.settings import TRAINER_CONFIGS
 
 VALUE_WIDTH = 24  # a longer value is shown as "..." (`--cfg` prints it whole)
@@ -129,10 +130,8 @@ def keep_experiment(message: str, overrides: Sequence[str], configured: Callable
 
 def _schema_default(cls: type | None, key: str) -> Any:
     for f in dataclasses.fields(cls) if cls else ():
-        if f.name == key and f.default is not dataclasses.MISSING:
-            return f.default
-        if f.name == key and f.default_factory is not dataclasses.MISSING:
-            return f.default_factory()
+        if f.name == key:
+            return field_default(f)
     return dataclasses.MISSING
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweep.errors import ConfigError
-from sweep.schema_direct import direct
+from sweep.schema_direct import direct, field_default
 
 T = TypeVar("T")
 CHANGES_RESULT = "changes_result"
@@ -64,18 +64,10 @@ def result_values(obj: Any) -> Any:
         if not changes_result(f):
             continue
         value = getattr(obj, f.name)
-        if f.metadata.get(SINCE, 1) > 1 and value == _default(f):
+        if f.metadata.get(SINCE, 1) > 1 and value == field_default(f):
             continue
         out[f.name] = result_values(value)
     return out
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return dataclasses.MISSING
 
 
 def to_typed(cls: type[T], values: Mapping[str, Any] | DictConfig | None, where: str) -> T:

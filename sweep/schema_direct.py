@@ -46,7 +46,7 @@ def _dataclass(cls: type, values: Any, default: Any) -> Any:
         return _NO
     hints, kwargs = _hints(cls), {}
     for name, f in fields.items():
-        base = getattr(default, name) if default is not None else _field_default(f)
+        base = getattr(default, name) if default is not None else field_default(f)
         if name not in values:
             if base is dataclasses.MISSING:
                 return _NO
@@ -59,7 +59,8 @@ def _dataclass(cls: type, values: Any, default: Any) -> Any:
     return cls(**kwargs)
 
 
-def _field_default(f: dataclasses.Field) -> Any:
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default (its factory called), or ``dataclasses.MISSING``."""
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
