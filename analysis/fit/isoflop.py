@@ -25,6 +25,7 @@ is the bias-corrected pivot of ``analysis.fit.isoflop_pivot``, or withheld with 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -333,9 +334,16 @@ def pooled_residual_std(points: pd.DataFrame, settings: FitSettings) -> float:
     return float(model["pool"].std(ddof=1)) if model is not None else 0.0
 
 
-def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
-    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples
-    (with a noise structure: ``analysis.fit.isoflop_pivot.fit_isoflop_structured``)."""
+Resample = Callable[[list[BudgetGroup], RowFits], tuple[dict[str, np.ndarray], str, str]]
+"""Bootstrap samples of a fit (its budgets' groups and one-row fit): samples, their kind, and
+why no interval may be drawn from them ("" when one may)."""
+
+
+def fit_isoflop(points: pd.DataFrame, settings: FitSettings,
+                resample: Resample | None = None) -> IsoflopFit:
+    """Approach 2 on ``points`` (columns budget, n, tokens, loss), with bootstrap samples:
+    ``resample``'s (``analysis.fit.isoflop_pivot`` with a noise structure), else the
+    residual or pairs bootstrap ``fit.approach2_bootstrap`` names."""
     groups, note = _groups(points, settings)
     if not groups:
         return IsoflopFit((), None, None, None, "no usable points", note)
@@ -347,8 +355,12 @@ def fit_isoflop(points: pd.DataFrame, settings: FitSettings) -> IsoflopFit:
         return IsoflopFit(budget_fits, None, None, None, reason, note)
     laws = {k: PowerLaw(math.exp(v.intercept[0]), float(v.slope[0]))
             for k, v in full.laws.items()}
-    samples, kind = _bootstrap(groups, full.parabolas, settings)
-    return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note, samples, kind)
+    if resample is None:
+        (samples, kind), reason = _bootstrap(groups, full.parabolas, settings), ""
+    else:
+        samples, kind, reason = resample(groups, full)
+    return IsoflopFit(budget_fits, laws["n"], laws["d"], laws["l"], "", note, samples, kind,
+                      reason)
 
 
 def _budget_fit(group: BudgetGroup, fit: Parabolas, settings: FitSettings) -> BudgetFit:

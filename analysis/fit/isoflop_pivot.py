@@ -35,7 +35,7 @@ quarter-compute search, the studies whose resamples reached 60% covered in 92-96
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,6 @@ from analysis.fit.isoflop import (
     IsoflopFit,
     LawRows,
     RowFits,
-    _groups,
     _power_law,
     _samples,
     budget_groups,
@@ -81,14 +80,11 @@ def fit_isoflop_structured(points: pd.DataFrame, settings: FitSettings,
     if noise is None or noise.theta is None or not settings.bootstrap or \
             settings.approach2_bootstrap != "residual":
         return fit_isoflop(points, settings)
-    iso = fit_isoflop(points, replace(settings, bootstrap=0))
-    if iso.n_law is None:
-        return iso
-    groups, _ = _groups(points, settings)
-    full = fit_rows(groups, [np.ones((1, g.x.size)) for g in groups], settings)
-    pivot = pivot_bootstrap(points, groups, full, settings, noise)
-    return replace(iso, samples=pivot.samples, bootstrap_kind=pivot.kind,
-                   interval_reason=pivot.withheld)
+    def resample(groups: list[BudgetGroup], full: RowFits) -> tuple[dict, str, str]:
+        pivot = pivot_bootstrap(points, groups, full, settings, noise)
+        return pivot.samples, pivot.kind, pivot.withheld
+
+    return fit_isoflop(points, settings, resample)
 
 
 def pivot_bootstrap(points: pd.DataFrame, groups: list[BudgetGroup], full: RowFits,
