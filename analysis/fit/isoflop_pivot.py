@@ -52,7 +52,7 @@ from analysis.fit.isoflop import (
     fit_isoflop,
     fit_rows,
 )
-from analysis.fit.parametric import _predict_log, closed_form_optimum, row_chunks
+from analysis.fit.parametric import closed_form_optimum, row_chunks
 from analysis.fit.structure import NoiseStructure
 from analysis.settings import FitSettings
 
@@ -80,6 +80,7 @@ def fit_isoflop_structured(points: pd.DataFrame, settings: FitSettings,
     if noise is None or noise.theta is None or not settings.bootstrap or \
             settings.approach2_bootstrap != "residual":
         return fit_isoflop(points, settings)
+
     def resample(groups: list[BudgetGroup], full: RowFits) -> tuple[dict, str, str]:
         pivot = pivot_bootstrap(points, groups, full, settings, noise)
         return pivot.samples, pivot.kind, pivot.withheld
@@ -93,10 +94,8 @@ def pivot_bootstrap(points: pd.DataFrame, groups: list[BudgetGroup], full: RowFi
     budgets, _ = budget_groups(points["budget"].to_numpy(float), settings.bucket_decades)
     masks = [budgets == g.budget for g in groups]
     log_c = np.log(np.array([g.budget for g in groups]))
-    log_n, log_d = (np.log(points[c].to_numpy(float)) for c in ("n", "tokens"))
-    theta = np.asarray(noise.theta, float)
     parts = []
-    for boot, own in _resamples(theta, log_n, log_d, groups, masks, log_c, settings, noise):
+    for boot, own in _resamples(groups, masks, log_c, settings, noise):
         laws = {name: LawRows(full.laws[name].intercept + own[name].intercept - law.intercept,
                               full.laws[name].slope + own[name].slope - law.slope)
                 for name, law in boot.laws.items()}
@@ -112,20 +111,19 @@ def pivot_bootstrap(points: pd.DataFrame, groups: list[BudgetGroup], full: RowFi
                           withheld)
 
 
-def _resamples(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
-               groups: list[BudgetGroup], masks: list[np.ndarray], log_c: np.ndarray,
+def _resamples(groups: list[BudgetGroup], masks: list[np.ndarray], log_c: np.ndarray,
                settings: FitSettings, noise: NoiseStructure
                ) -> Iterator[tuple[RowFits, dict[str, LawRows]]]:
-    """Per chunk of resamples drawn from the law ``theta`` (seeded by ``settings.seed``):
-    their fits, and the law's own power laws (Hoffmann et al.'s closed-form optimum, the a
-    Approach 3 reports) over each resample's usable budgets."""
-    fitted, _ = _predict_log(theta[None], log_n, log_d)
-    n_opt, d_opt, l_opt = closed_form_optimum(theta, np.exp(log_c))
+    """Per chunk of resamples drawn from the noise structure's law (its log losses at the
+    runs, ``noise.fitted_log``; seeded by ``settings.seed``): their fits, and the law's own
+    power laws (Hoffmann et al.'s closed-form optimum, the a Approach 3 reports) over each
+    resample's usable budgets."""
+    n_opt, d_opt, l_opt = closed_form_optimum(noise.theta, np.exp(log_c))
     truth = {"n": np.log(n_opt), "d": np.log(d_opt), "l": np.log(l_opt)}
     rng = np.random.default_rng(settings.seed)
     width = sum(g.x.size for g in groups)
     for rows in row_chunks(settings.bootstrap, width, RESAMPLE_CHUNK_ELEMENTS):
-        log_loss = fitted + noise.draw(rng, rows.stop - rows.start)
+        log_loss = noise.fitted_log + noise.draw(rng, rows.stop - rows.start)
         losses = [np.exp(log_loss[:, mask]) for mask in masks]
         boot = fit_rows(groups, [np.ones_like(y) for y in losses], settings, losses)
         own = {name: _power_law(log_c, np.broadcast_to(y, boot.valid.shape), boot.valid)

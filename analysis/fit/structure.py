@@ -106,10 +106,10 @@ class NoiseStructure:
     run_effects: np.ndarray
     """Centred within-shape residuals, rescaled to ``run_sd``."""
     fitted_log: np.ndarray | None = None
-    """The Approach 3 law's log loss at each run (None: built without a law)."""
+    """The Approach 3 law's log loss at each run (None: built without a law): Approach 2's
+    structured bootstrap draws its resamples around it (``analysis.fit.isoflop_pivot``)."""
     theta: np.ndarray | None = None
-    """That law's parameters (ln A, ln B, ln E, alpha, beta): Approach 2's structured
-    bootstrap draws its resamples from it (``analysis.fit.isoflop``)."""
+    """That law's parameters (ln A, ln B, ln E, alpha, beta)."""
 
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """(size, runs) log-loss noise: a shape effect per shape plus a run effect per run."""
