@@ -1,6 +1,7 @@
 """Do `flame fit`'s 95% intervals cover the true a when the law misfits each shape?
 
     .venv/bin/python benchmarks/bench_fit_coverage.py [--studies 100] [--bootstrap 200]
+        [--designs flame80,replicated] [--structures shapes,iid] [--first-seed 1000]
 
 Simulates FLAME-MoE's own law (the shipped prior, analysis/data/flame_moe_prior/fit.json)
 on two designs: FLAME's 80-run grid (16 shapes, each at all 5 budgets, one seed;
@@ -64,11 +65,11 @@ def replicated(grid: pd.DataFrame, seeds: int = 2) -> pd.DataFrame:
 
 
 def run(design: pd.DataFrame, world: str, structure: str, studies: int, bootstrap: int,
-        law) -> dict:
+        law, first_seed: int = 1000) -> dict:
     shape_sd, seed_sd = WORLDS[world]
     rows = []
     for study in range(studies):
-        rng = np.random.default_rng(1000 + study)  # the same studies for both bootstraps
+        rng = np.random.default_rng(first_seed + study)  # the same for both bootstraps
         points = design.assign(loss=misfit_losses(law, design["n"].to_numpy(),
                                                   design["tokens"].to_numpy(),
                                                   design["shape"].to_numpy(), shape_sd,
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--designs", default="flame80,replicated")
     parser.add_argument("--structures", default="shapes,iid")
     parser.add_argument("--compare", action="store_true")
+    parser.add_argument("--first-seed", type=int, default=1000,
+                        help="study i draws its losses from seed first_seed + i")
     args = parser.parse_args()
     if args.compare:
         compare_coverage(args.studies, args.bootstrap)
@@ -144,13 +147,15 @@ def main() -> None:
     law = read_fit(REPO / "analysis/data/flame_moe_prior/fit.json").law()
     grid = flame_grid()
     designs = {"flame80": grid, "replicated": replicated(grid)}
-    print(f"true a = {law.a:.4f}; {args.studies} studies, {args.bootstrap} resamples each")
+    print(f"true a = {law.a:.4f}; {args.studies} studies (seeds {args.first_seed}-"
+          f"{args.first_seed + args.studies - 1}), {args.bootstrap} resamples each")
     for name in args.designs.split(","):
         design = designs[name]
         for world in WORLDS:
             for structure in args.structures.split(","):
                 start = time.perf_counter()
-                table = run(design, world, structure, args.studies, args.bootstrap, law)
+                table = run(design, world, structure, args.studies, args.bootstrap, law,
+                            args.first_seed)
                 took = time.perf_counter() - start
                 comps = table[["shape_sd", "run_sd", "seed_sd"]].astype(float).median()
                 print(f"\n{name} ({len(design)} runs, {design['shape'].nunique()} shapes), "

@@ -56,6 +56,7 @@ from analysis.fit.structure import (
     bootstrap_parametric_structured,
     law_structure,
     shape_index,
+    t_widened,
 )
 from analysis.settings import FitSettings
 from sweep.errors import ConfigError
@@ -209,6 +210,22 @@ def parameter_samples(thetas: np.ndarray) -> dict[str, np.ndarray]:
             "a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
 
 
+def exponent_interval(samples: np.ndarray, estimate: float, noise: NoiseStructure | None,
+                      settings: FitSettings) -> list[float] | None:
+    """Approach 3's interval of a (or b = 1 - a) from bootstrap ``samples``: the percentile
+    interval, t-widened by the degrees of freedom of a's variance where the structured
+    bootstrap drew the samples (``noise``; ``analysis.fit.structure.t_widened``)."""
+    ci = interval(samples, settings)
+    return t_widened(ci, estimate, noise.a_df, settings.confidence) if noise else ci
+
+
+def _widening(noise: NoiseStructure) -> str:
+    """fit.json's note on the t-widening of a's interval ("" where there is none)."""
+    if noise.a_df is None:
+        return ""
+    return f"; a, b: percentile interval t-widened ({noise.a_df:.3g} df)"
+
+
 def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
                      settings: FitSettings, reason: str,
                      warnings: list[FitWarning] | None = None, interval_reason: str = "",
@@ -228,7 +245,8 @@ def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
     out = Approach3Result(**fit.as_dict(), interval_reason=interval_reason,
                           bootstrap=settings.bootstrap,
                           bootstrap_method="" if thetas is None else
-                          f"{noise.describe()}, refit per resample" if noise is not None else
+                          f"{noise.describe()}, refit per resample{_widening(noise)}"
+                          if noise is not None else
                           "one Newton step per resample" if fit.n_points >=
                           settings.one_step_min_points else "refit per resample",
                           huber_delta=settings.huber_delta,
@@ -237,6 +255,9 @@ def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
         for name, values in parameter_samples(thetas).items():
             out.ci[name] = interval(values, settings)
             out.se[name] = float(np.nanstd(values, ddof=1))
+        out.ci["a"], out.ci["b"] = (exponent_interval(parameter_samples(thetas)[k],
+                                                      getattr(fit, k), noise, settings)
+                                    for k in ("a", "b"))
         still = sorted(k for k, ci in out.ci.items() if zero_width(ci))
         if still:
             out.ci = {k: (None if k in still else v) for k, v in out.ci.items()}

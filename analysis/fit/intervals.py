@@ -14,7 +14,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.fit.degenerate import approach2_interval_reason
-from analysis.fit.driver import parameter_samples, parametric_with_bootstrap
+from analysis.fit.driver import (
+    exponent_interval,
+    parameter_samples,
+    parametric_with_bootstrap,
+)
 from analysis.fit.isoflop import interval
 from analysis.fit.porian import fit_approach2
 from analysis.fit.structure import VarianceComponents
@@ -32,7 +36,8 @@ class StudyIntervals:
     a3: float | None
     """Approach 3's a (None: not fitted)."""
     a3_ci: list[float] | None
-    """Its percentile interval."""
+    """Its interval (``analysis.fit.driver.exponent_interval``: percentile, t-widened where
+    the structured bootstrap drew it)."""
     variance_components: dict | None
     """fit.json's ``variance_components`` (None without replicates)."""
     bootstrap: str
@@ -61,7 +66,8 @@ def fit_intervals(points: pd.DataFrame, settings: FitSettings) -> StudyIntervals
     fit, thetas, _, _, noise = parametric_with_bootstrap(points, settings)
     structured = noise if settings.bootstrap_structure == "shapes" else None
     iso = fit_approach2(points, settings, structured)
-    a3_ci = interval(parameter_samples(thetas)["a"], settings) if thetas is not None else None
+    a3_ci = exponent_interval(parameter_samples(thetas)["a"], fit.a, structured, settings) \
+        if thetas is not None else None
     # withheld where flame fit withholds it, the same reason first (fit.json's
     # approach2.interval_reason: too few budgets, then a bias too unstable to correct)
     withheld = approach2_interval_reason(sum(b.used for b in iso.budgets),

@@ -34,6 +34,17 @@ cluster bootstrap, Davison & Hinkley 1997 section 3.8; Field & Welsh 2007, JRSS 
 leave a budget 2-3 distinct sizes of its 4-6 and reject its parabola: the design is not
 what is random here, the losses are.
 
+Approach 3's interval of a (and b = 1 - a) is that bootstrap's percentile interval with each
+side's distance from the estimate scaled by t_(df) / z (``t_widened``): a percentile interval
+is about a-hat +- z.SE with SE set by the estimated components, as if they were known, while
+a's variance is estimated from few shapes (on FLAME's 16-shape grid ~13 df, where N varies
+only between shapes). ``df`` is Satterthwaite's (1946) for the linearised variance of a as a
+combination of the between- and within-shape sums of squares (``satterthwaite_df``); the same
+small-sample correction as the t critical values used with few clusters (Cameron & Miller
+2015, J. Human Resources 50, "A practitioner's guide to cluster-robust inference", section VI)
+and Hesterberg's expanded percentile interval (2015, The American Statistician 69, "What
+teachers should know about the bootstrap"). Measured in docs/methods.md.
+
 Fall-backs: where no shape has more than one run (no replicates and no shape at two
 budgets), shape and run effects cannot be told apart: ``structure`` is None and the fits
 resample as before (Approach 2: pooled parabola residuals; Approach 3: runs within budgets),
@@ -49,6 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from analysis.fit.parametric import (
     HUBER_DELTA,
@@ -110,6 +123,10 @@ class NoiseStructure:
     structured bootstrap draws its resamples around it (``analysis.fit.isoflop_pivot``)."""
     theta: np.ndarray | None = None
     """That law's parameters (ln A, ln B, ln E, alpha, beta)."""
+    a_df: float | None = None
+    """Satterthwaite's degrees of freedom of the estimated variance of that law's a (None:
+    built without a law): Approach 3's interval of a is t-widened by them
+    (``t_widened``)."""
 
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """(size, runs) log-loss noise: a shape effect per shape plus a run effect per run."""
@@ -148,10 +165,23 @@ def seed_sd(log_loss: np.ndarray, point: np.ndarray) -> tuple[float | None, int]
     return math.sqrt(ss / df), int((counts > 1).sum())
 
 
-def anova_components(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray
-                     ) -> tuple[float, float] | None:
-    """(shape variance, run variance) by Henderson's method III from residuals of a fit
-    with Jacobian ``jac`` (runs, params); None when no shape has two runs."""
+@dataclass(frozen=True)
+class AnovaTerms:
+    """The two quadratic forms of the law's residuals and their expectations' coefficients."""
+
+    lhs: np.ndarray
+    """(2, 2): row i is E[Q_i] = lhs[i, 0].shape_var + lhs[i, 1].run_var."""
+    q: np.ndarray
+    """(Q_between, Q_within): sums of squares between shapes (of shape sums) and within."""
+    df: tuple[float, float]
+    """Their degrees of freedom, tr(P_Z M) and tr(M) - tr(P_Z M)."""
+    total: tuple[float, float]
+    """The coefficients of E[Q_between + Q_within]: tr(Z'MZ) and tr(M)."""
+
+
+def anova_terms(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray) -> AnovaTerms | None:
+    """The between- and within-shape sums of squares of residuals of a fit with Jacobian
+    ``jac`` (runs, params) and their expectations; None when no shape has two runs."""
     n = residual.size
     counts = np.bincount(shape).astype(float)
     if counts.max() < 2:
@@ -171,15 +201,69 @@ def anova_components(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray
     q_between = float((sums ** 2 / counts).sum())
     q_within = float((residual ** 2).sum()) - q_between
     lhs = np.array([[t_u_between, tr_pm], [t_u_total - t_u_between, tr_m - tr_pm]])
-    if abs(np.linalg.det(lhs)) < 1e-12 * np.abs(lhs).max() ** 2:
+    return AnovaTerms(lhs, np.array([q_between, q_within]), (tr_pm, tr_m - tr_pm),
+                      (t_u_total, tr_m))
+
+
+def anova_components(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray
+                     ) -> tuple[float, float] | None:
+    """(shape variance, run variance) by Henderson's method III from residuals of a fit
+    with Jacobian ``jac`` (runs, params); None when no shape has two runs."""
+    terms = anova_terms(residual, jac, shape)
+    if terms is None or _singular(terms.lhs):
         return None
-    su2, se2 = np.linalg.solve(lhs, [q_between, q_within])
+    (q_between, q_within), (t_u_total, tr_m) = terms.q, terms.total
+    su2, se2 = np.linalg.solve(terms.lhs, [q_between, q_within])
     total = q_between + q_within
     if su2 < 0:
         su2, se2 = 0.0, total / tr_m
     elif se2 < 0:
         su2, se2 = total / t_u_total, 0.0
     return float(su2), float(se2)
+
+
+def _singular(lhs: np.ndarray) -> bool:
+    return abs(np.linalg.det(lhs)) < 1e-12 * np.abs(lhs).max() ** 2
+
+
+def satterthwaite_df(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray,
+                     grad: np.ndarray) -> float | None:
+    """Degrees of freedom of the estimated variance of a quantity with gradient ``grad``
+    (params,) at the fit: Satterthwaite's approximation (1946, Biometrics Bulletin 2).
+
+    Linearised, the quantity's error is ``c'(Zu + e)`` with ``c = J (J'J)^-1 grad``, so its
+    variance is ``c_u.shape_var + c_e.run_var`` (``c_u`` the squared shape sums of c, ``c_e``
+    its squared norm); with the components solved from the two sums of squares it is
+    ``w_b.Q_b + w_w.Q_w``, and Satterthwaite's df is ``V^2 / sum (w_i Q_i)^2 / df_i``. A
+    component the ANOVA sets to 0 leaves the other's df. None: no shape has two runs."""
+    terms = anova_terms(residual, jac, shape)
+    if terms is None or _singular(terms.lhs):
+        return None
+    su2, se2 = np.linalg.solve(terms.lhs, terms.q)
+    df_b, df_w = terms.df
+    if su2 < 0:  # all run noise, pooled over both sums of squares
+        return float(df_b + df_w)
+    if se2 < 0:
+        return float(df_b)
+    c = jac @ np.linalg.lstsq(jac.T @ jac, grad, rcond=None)[0]
+    c_u = float((np.bincount(shape, c) ** 2).sum())
+    w = np.linalg.solve(terms.lhs.T, [c_u, float(c @ c)]) * terms.q
+    variance = float(w.sum())
+    denominator = w[0] ** 2 / max(df_b, 1e-9) + w[1] ** 2 / max(df_w, 1e-9)
+    if variance <= 0 or denominator <= 0:
+        return None
+    return variance ** 2 / denominator
+
+
+def t_widened(ci: list[float] | None, estimate: float, df: float | None,
+              confidence: float) -> list[float] | None:
+    """``ci`` with each side's distance from ``estimate`` scaled by Student's t quantile
+    with ``df`` degrees of freedom over the normal's (unchanged without ``df``)."""
+    if ci is None or df is None or not math.isfinite(df):
+        return ci
+    tail = (1 + confidence) / 2
+    scale = float(student_t.ppf(tail, df) / norm.ppf(tail))
+    return [estimate - scale * (estimate - ci[0]), estimate + scale * (ci[1] - estimate)]
 
 
 def noise_structure(log_loss: np.ndarray, fitted_log: np.ndarray, jac: np.ndarray,
@@ -203,8 +287,16 @@ def noise_structure(log_loss: np.ndarray, fitted_log: np.ndarray, jac: np.ndarra
     means = np.bincount(shape, residual) / counts
     within = (residual - means[shape])[counts[shape] > 1] * \
         np.sqrt(counts[shape] / np.maximum(counts[shape] - 1, 1))[counts[shape] > 1]
+    a_df = None if theta is None else satterthwaite_df(residual, jac, shape, a_gradient(theta))
     return NoiseStructure(components, shape, _rescaled(means, su2), _rescaled(within, se2),
-                          fitted_log, theta)
+                          fitted_log, theta, a_df)
+
+
+def a_gradient(theta: np.ndarray) -> np.ndarray:
+    """Gradient of ``a = beta / (alpha + beta)`` with respect to (ln A, ln B, ln E, alpha,
+    beta)."""
+    alpha, beta = theta[3], theta[4]
+    return np.array([0.0, 0.0, 0.0, -beta, alpha]) / (alpha + beta) ** 2
 
 
 def _rescaled(values: np.ndarray, variance: float) -> np.ndarray:

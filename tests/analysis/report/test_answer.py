@@ -20,10 +20,10 @@ def test_the_headline_and_the_answer_name_the_approach(tmp_path):
     for name in ("config.yaml", "plan.csv", "results.csv", "fit.json", "selection.csv"):
         shutil.copy(DATA / name, tmp_path / name)
     fit = read_fit(tmp_path)
-    assert headline_exponent(fit) == "N_opt ∝ C^0.516 [0.407, 0.640] (Approach 3)"
+    assert headline_exponent(fit) == "N_opt ∝ C^0.516 [0.384, 0.666] (Approach 3)"
     sections = answer_sections(tmp_path, fit)
     assert [s.id for s in sections] == ["answer"]  # no release, no downstream yet
-    assert sections[0].notes[0].startswith("N_opt ∝ C^a, a = 0.516 [0.407, 0.640] (95%), "
+    assert sections[0].notes[0].startswith("N_opt ∝ C^a, a = 0.516 [0.384, 0.666] (95%), "
                                            "Approach 3")
     picks = sections[0].items[0]
     assert [row[1].text for row in picks.rows] == ["L2-h56", "L2-h80", "L2-h80"]
