@@ -258,11 +258,13 @@ def satterthwaite_df(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray,
 def t_widened(ci: list[float] | None, estimate: float, df: float | None,
               confidence: float) -> list[float] | None:
     """``ci`` with each side's distance from ``estimate`` scaled by Student's t quantile
-    with ``df`` degrees of freedom over the normal's (unchanged without ``df``)."""
+    with ``df`` degrees of freedom over the normal's (unchanged without ``df``). Fewer than
+    one df (as many shapes as the law has parameters between them) count as one: t_1's
+    quantile (x6.5 at 95%) says the spread is barely estimated without an infinite bound."""
     if ci is None or df is None or not math.isfinite(df):
         return ci
     tail = (1 + confidence) / 2
-    scale = float(student_t.ppf(tail, df) / norm.ppf(tail))
+    scale = float(student_t.ppf(tail, max(df, 1.0)) / norm.ppf(tail))
     return [estimate - scale * (estimate - ci[0]), estimate + scale * (ci[1] - estimate)]
 
 

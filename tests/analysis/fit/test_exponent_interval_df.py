@@ -92,3 +92,4 @@ def test_t_widening_scales_each_side_by_t_over_z():
     lo, hi = t_widened([0.4, 0.7], 0.5, 6.0, 0.95)
     assert (0.5 - lo, hi - 0.5) == pytest.approx((0.1 * scale, 0.2 * scale))
     assert t_widened([0.4, 0.7], 0.5, None, 0.95) == [0.4, 0.7]
+    assert t_widened([0.4, 0.7], 0.5, 0.01, 0.95) == t_widened([0.4, 0.7], 0.5, 1.0, 0.95)
