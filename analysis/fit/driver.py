@@ -252,12 +252,12 @@ def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
                           huber_delta=settings.huber_delta,
                           theta=dict(zip(PARAM_NAMES, fit.theta)))
     if thetas is not None:
-        for name, values in parameter_samples(thetas).items():
+        samples = parameter_samples(thetas)
+        for name, values in samples.items():
             out.ci[name] = interval(values, settings)
             out.se[name] = float(np.nanstd(values, ddof=1))
-        out.ci["a"], out.ci["b"] = (exponent_interval(parameter_samples(thetas)[k],
-                                                      getattr(fit, k), noise, settings)
-                                    for k in ("a", "b"))
+        for name in ("a", "b"):
+            out.ci[name] = exponent_interval(samples[name], getattr(fit, name), noise, settings)
         still = sorted(k for k, ci in out.ci.items() if zero_width(ci))
         if still:
             out.ci = {k: (None if k in still else v) for k, v in out.ci.items()}
