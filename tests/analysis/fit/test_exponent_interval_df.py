@@ -2,7 +2,7 @@
 budgets, one seed) when the law misfits each shape: the structured bootstrap's percentile
 interval, t-widened by Satterthwaite's degrees of freedom of a's variance, covers the true a
 at the nominal rate (the plain percentile interval: 87-90% at 100-400 studies; widened: 90%
-and 95%, docs/methods.md "Are the intervals honest?").
+and 94%, docs/methods.md "Are the intervals honest?").
 
 The worlds are those of tests/analysis/fit/test_structured_coverage.py: FLAME's own law (the
 shipped prior), a shape offset of SD 0.013 plus run noise of SD 0.012, or all 0.018 run
