@@ -9,6 +9,8 @@ scheduling); the rest keep pytest's order. The list is a hint measured on the 2-
 
 from __future__ import annotations
 
+import pytest
+
 LONGEST_FIRST = (
     "tests/jobs/test_slurm.py",                 # 120 s
     "tests/jobs/test_bad_inputs.py",            # 115 s
@@ -36,3 +38,17 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(session, config, items) -> None:
     rank = {path: k for k, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compose_once():
+    """Repeated compositions from memory (tests/compose_memo.py says why that is exact)."""
+    import jobs.cli
+    from conf.study import study_config
+    from tests.compose_memo import memoised
+    from trainers.settings import TRAINER_CONFIGS
+
+    real = jobs.cli.compose_typed
+    jobs.cli.compose_typed = memoised(real, study_config, lambda: tuple(TRAINER_CONFIGS.items()))
+    yield
+    jobs.cli.compose_typed = real
