@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import pytest
 from jobs import ledger
 from jobs.launch import launch_sweep
 from jobs.status import wait_until_terminal
+from jobs.task import pid_alive
 from tests.jobs.conftest import BUDGETS_15, GRID_FAMILY, flame, make_sweep, plan_ids
 
 LOCAL = "cluster=local"
@@ -64,7 +66,20 @@ def completed(sweep: Path, shared: Path) -> None:
         launch_sweep(template, cfg)
         assert wait_until_terminal(template, cfg, poll_s=0.2,
                                    progress=False).counts["completed"] == 15
+        workers_gone(template)
     shutil.copytree(template, sweep)
+
+
+def workers_gone(sweep: Path, timeout: float = 30) -> None:
+    """Wait for the sweep's local workers to exit: after its last run a worker still leaves
+    the registry (jobs/.local-workers.json, through a temporary file) and writes submitit's
+    result, so a copy taken before could miss a file or meet a half-renamed one."""
+    pids = {int(job.removeprefix("local-")) for record in ledger.read_all(sweep).values()
+            for job in record.job_ids}
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"local workers {sorted(pids)} still alive"
+        time.sleep(0.1)
 
 
 def one_state_json_truncated(sweep: Path, shared: Path) -> None:
