@@ -14,6 +14,11 @@ cleanup() { [[ $started == 1 ]] && $flame cluster down >/dev/null 2>&1 || true; 
 trap cleanup EXIT
 eval "$($flame cluster env)"
 export OPENBLAS_NUM_THREADS=1  # see jobs/cli.py: BLAS threads slow small fits on 2 cores
+# The suite starts ~300 Python processes (jobs, workers, launchers) that import flame's modules:
+# with bytecode caching off (PYTHONDONTWRITEBYTECODE, as many container images set it) each
+# compiled them again (~0.05 s of CPU a process) and each xdist worker rewrote every test
+# module's asserts again; cached, the first process to import a module compiles it.
+unset PYTHONDONTWRITEBYTECODE
 # Four workers on two cores: most of the suite waits (on SLURM, on local workers, on signals),
 # so four files at a time finish in about 7 minutes where one at a time takes about 12 on this
 # 2-core machine. --dist loadfile keeps a file's module fixtures in one worker;

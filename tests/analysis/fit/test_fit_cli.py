@@ -1,21 +1,21 @@
 """`flame fit results=FILE.csv` through the CLI: where it writes, and a directory passed as
-the file (issue 11, items 4 and 7). Real subprocesses, cwd a fresh directory."""
+the file. The real CLI (``jobs.cli.main``, in this process: a subprocess adds only an
+interpreter's start), cwd a fresh directory."""
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from analysis.design.synthetic import Law, isoflop_sweep
+from tests.jobs.conftest import flame
 
 
 def _flame(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", "fit", *args], cwd=cwd,
-                          capture_output=True, text=True)
+    return flame("fit", *args, cwd=cwd, check=False)
 
 
 def _checksums(root: Path) -> dict[str, str]:
