@@ -18,15 +18,15 @@ import hashlib
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import submitit
 from omegaconf import DictConfig
 
+from jobs.executors.base import CallBatch, CallOutcome, Executor
+from jobs.executors.registry import executor_for
 from jobs.settings import ClusterSettings
 from sweep.errors import ConfigError
 from sweep.io import atomic_write_text
@@ -174,15 +174,15 @@ def load_plan(out: str, key: str) -> DataPlan:
 class ShardTask(submitit.helpers.Checkpointable):
     """One shard as a job: tokenise it, then write the manifest if it was the last."""
 
-    def __init__(self, out: str, key: str, index: int, threads: int | None = None) -> None:
+    def __init__(self, out: str, key: str, index: int) -> None:
         self.out = out
         self.key = key
         self.index = index
-        self.threads = threads
 
     def __call__(self) -> dict[str, Any]:
         # the tokenizer's thread pool starts on first use: size it to the job's CPUs first
-        threads = self.threads or os.environ.get("SLURM_CPUS_PER_TASK")
+        # (FLAME_THREADS: a local pool's share of the cores, as runs get it)
+        threads = os.environ.get("FLAME_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK")
         if threads:
             os.environ["RAYON_NUM_THREADS"] = str(threads)
         plan = load_plan(self.out, self.key)
@@ -199,65 +199,44 @@ class ShardTask(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self)
 
 
-def run_local(plan: DataPlan, todo: list[int], cluster: ClusterSettings) -> None:
-    """The shard jobs on this machine: in this process when one at a time, else a pool of
-    ``cluster.parallelism`` processes (spawned: the tokenizer's threads do not survive a
-    fork)."""
-    workers = min(cluster.parallelism or os.cpu_count() or 1, len(todo))
-    threads = cluster.threads_per_job if workers > 1 else None
-    key = save_plan(plan)
-    if workers <= 1:
-        for k, index in enumerate(todo, 1):
-            _report(plan, ShardTask(plan.out, key, index)(), k, len(todo))
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(ShardTask(plan.out, key, index, threads)) for index in todo]
-        for k, future in enumerate(futures, 1):
-            _report(plan, future.result(), k, len(todo))
-
-
-def _report(plan: DataPlan, shard: dict[str, Any], k: int, n: int) -> None:
-    print(f"[{k}/{n}] {shard['prefix']}: {shard['documents']:,} documents, "
-          f"{shard['tokens']:,} tokens", flush=True)
-
-
-def submit_slurm(plan: DataPlan, todo: list[int], cluster: ClusterSettings,
-                 wait: bool) -> list[Any]:
-    """One array of shard jobs (no GPUs; the cluster's CPUs, time limit, partition and
-    setup); shards whose earlier job is still queued or running are left to it."""
-    from jobs.executors import slurm_client as client
-    from jobs.executors.slurm import SlurmSettings, slurm_executor
-
-    settings = dataclasses.replace(SlurmSettings.from_cluster(cluster), gpus_per_node=0,
-                                   nodes=1)
-    client.ensure_client(settings.name, settings.use_local_cluster)
+def run_shards(plan: DataPlan, todo: list[int], executor: Executor, wait: bool) -> bool:
+    """The shard jobs through the cluster's executor (one job each, no GPUs); shards whose
+    earlier job is still queued or running are left to it. False when jobs were left
+    running (submitted to a scheduler, not waited for)."""
     state = Path(plan.out) / STATE_DIR
     recorded = _read_jobs(state)
-    queued = client.queued_jobs()
-    todo = [i for i in todo if recorded.get(plan.shards[i].prefix, "").split("_")[0]
-            not in queued]
+    active = executor.active_jobs(list(recorded.values()))
+    todo = [i for i in todo if recorded.get(plan.shards[i].prefix) not in active]
     if not todo:
         print("every missing shard has a job queued or running; the manifest appears when "
               "the last one ends")
-        return []
-    executor = slurm_executor(settings, state / "logs", f"flame-data-{Path(plan.out).name}",
-                              hold=False)
+        return False
     key = save_plan(plan)
-    with executor.batch():
-        jobs = [executor.submit(ShardTask(plan.out, key, i)) for i in todo]
-    recorded.update({plan.shards[i].prefix: str(job.job_id) for i, job in zip(todo, jobs)})
-    atomic_write_text(state / JOBS_JSON, json.dumps(recorded, indent=1) + "\n")
-    print(f"submitted {len(jobs)} shard jobs (SLURM array {jobs[0].job_id.split('_')[0]}, "
-          f"{cluster.name}); the last to finish writes {Path(plan.out) / MANIFEST_JSON}")
-    if wait:
-        for k, (index, job) in enumerate(zip(todo, jobs), 1):
-            try:
-                _report(plan, job.result(), k, len(jobs))
-            except submitit.core.utils.UncompletedJobError as err:
-                tail = " ".join(str(err).split())[-300:]
-                print(f"shard {plan.shards[index].prefix}: job {job.job_id} failed: {tail}",
-                      file=sys.stderr)
-    return jobs
+    jobs: list[str] = []
+
+    def submitted(ids: list[str]) -> None:
+        jobs.extend(ids)
+        recorded.update({plan.shards[i].prefix: job for i, job in zip(todo, ids)})
+        atomic_write_text(state / JOBS_JSON, json.dumps(recorded, indent=1) + "\n")
+        print(f"submitted {len(ids)} shard jobs ({executor.describe_batch(ids)}); the "
+              f"last to finish writes {Path(plan.out) / MANIFEST_JSON}")
+
+    def ended(outcome: CallOutcome) -> None:
+        if outcome.error is not None:
+            print(f"shard {plan.shards[todo[outcome.index]].prefix}: job "
+                  f"{jobs[outcome.index]} failed: {outcome.error}", file=sys.stderr)
+        else:
+            _report(outcome.result, outcome.index + 1, len(todo))
+
+    batch = CallBatch("data", state / "logs", gpus_per_node=0, wait=wait)
+    ids = executor.run_calls(batch, [ShardTask(plan.out, key, i) for i in todo], ended,
+                             submitted)
+    return wait or not ids
+
+
+def _report(shard: dict[str, Any], k: int, n: int) -> None:
+    print(f"[{k}/{n}] {shard['prefix']}: {shard['documents']:,} documents, "
+          f"{shard['tokens']:,} tokens", flush=True)
 
 
 def _read_jobs(state: Path) -> dict[str, str]:
@@ -269,22 +248,16 @@ def _read_jobs(state: Path) -> dict[str, str]:
 
 def data(cfg: DictConfig, args: argparse.Namespace) -> int:
     """`flame data --corpus ... --out ... --tokenizer ...`: tokenise what is missing."""
-    cluster = ClusterSettings.from_cfg(cfg)
-    if cluster.executor not in ("local", "slurm"):
-        raise ConfigError(f"cluster.executor={cluster.executor!r}: `flame data` runs on "
-                          "cluster=local or a SLURM cluster")
+    executor = executor_for(ClusterSettings.from_cfg(cfg))
     plan = plan_data(args.corpus, args.out, args.tokenizer, args.text_field, args.eod_token)
     todo = [i for i, record in enumerate(plan.done()) if record is None]
     print(f"{len(plan.shards)} shards, {len(plan.shards) - len(todo)} done already; "
           f"tokenizer {plan.tokenizer} ({plan.info.vocab_size} ids, eod "
           f"{plan.info.eod_token!r} = {plan.info.eod})", flush=True)
-    if todo and cluster.executor == "slurm":
-        submit_slurm(plan, todo, cluster, bool(args.wait))
-    elif todo:
-        run_local(plan, todo, cluster)
+    ended = run_shards(plan, todo, executor, bool(args.wait)) if todo else True
     manifest = plan.finish()
     if manifest is None:
-        return 0 if cluster.executor == "slurm" and not args.wait else 1
+        return 1 if ended else 0  # jobs left running write it when the last one ends
     path = Path(plan.out) / MANIFEST_JSON
     print(f"wrote {path}: {len(manifest.shards)} shards, {manifest.documents:,} documents, "
           f"{manifest.tokens:,} tokens, fingerprint {manifest.fingerprint[:19]}")

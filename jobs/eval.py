@@ -18,6 +18,7 @@ each checkpoint.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.downstream.results import eval_dir, read_scores
+from jobs.executors.base import CallBatch, CallOutcome
+from jobs.executors.registry import executor_for
 from jobs.settings import ClusterSettings
 from sweep.config import read_config, read_plan
 from sweep.errors import ConfigError
@@ -179,44 +182,30 @@ def eval_command(cfg: DictConfig, args: argparse.Namespace) -> int:
 def _execute(cluster: ClusterSettings, sweep_dir: Path, todo: list[EvalTarget],
              names: list[str], jobs_of: dict, args: argparse.Namespace,
              console: Console) -> None:
+    """Each checkpoint's evaluation as a job of the cluster's executor: here one after
+    another (each takes the GPU), or one array on a scheduler, with the GPUs the trainers'
+    evaluation asks for, waited for (a killed wait leaves the jobs running: their results
+    count on the next ``flame eval``); a failed job is reported and the rest go on."""
     specs = [(t, names, jobs_of[Path(t.sweep_dir)], args.limit, args.batch_size) for t in todo]
-    if cluster.executor == "slurm":
-        _on_slurm(cluster, sweep_dir, specs, console)
-        return
-    if cluster.executor != "local":
-        raise ConfigError(f"cluster.executor={cluster.executor}: flame eval runs on local or "
-                          "slurm")
-    for n, spec in enumerate(specs, 1):
-        target = spec[0]
-        run_one(*spec)
-        console.print(f"  [{n}/{len(specs)}] {target.run_id} {target.label}: "
+    gpus = max(trainer_for(spec[0].trainer).eval_gpus for spec in specs)
+    batch = CallBatch("eval", sweep_dir / "jobs" / "eval", gpus_per_node=gpus or None,
+                      parallel=False)
+    executor = executor_for(cluster)
+
+    def ended(outcome: CallOutcome) -> None:
+        target = specs[outcome.index][0]
+        if outcome.error is not None:
+            console.print(f"  failed: {target.run_id} {target.label}: {outcome.error}")
+            return
+        console.print(f"  [{outcome.index + 1}/{len(specs)}] {target.run_id} {target.label}: "
                       + ", ".join(f"{task} {score.acc:.3f}" for task, score in
                                   sorted(read_scores(target.out).items())))
 
+    def submitted(ids: list[str]) -> None:
+        console.print(f"submitted {len(ids)} evaluation jobs ({executor.describe_batch(ids)})")
 
-def _on_slurm(cluster: ClusterSettings, sweep_dir: Path, specs: list[tuple],
-              console: Console) -> None:
-    """One submitit array of evaluation jobs; waits for it (a killed wait leaves the jobs
-    running: their results count on the next ``flame eval``)."""
-    from dataclasses import replace
-
-    from jobs.executors.slurm import SlurmSettings, slurm_executor
-
-    gpus = max(trainer_for(spec[0].trainer).eval_gpus for spec in specs)
-    if gpus:  # a job of one node with the GPUs the trainer's evaluation asks for
-        cluster = replace(cluster, nodes=1, gpus_per_node=gpus)
-    settings = SlurmSettings.from_cluster(cluster)
-    executor = slurm_executor(settings, sweep_dir / "jobs" / "eval", "flame-eval", hold=False)
-    jobs = executor.map_array(run_one, *zip(*specs))
-    console.print(f"submitted {len(jobs)} evaluation jobs (array {jobs[0].job_id.split('_')[0]})")
-    failures = []
-    for job, spec in zip(jobs, specs):
-        try:
-            job.result()
-        except Exception as err:  # noqa: BLE001 - one failed job is reported, the rest go on
-            failures.append(f"{spec[0].run_id} {spec[0].label}: {str(err).splitlines()[-1]}")
-    for line in failures:
-        console.print(f"  failed: {line}")
+    executor.run_calls(batch, [functools.partial(run_one, *spec) for spec in specs], ended,
+                       submitted)
 
 
 def _collect_and_fit(sweeps: list[Path], sweep_dir: Path, n_boot: int,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from jobs.executors.registry import backend_of, prefix_of
 from jobs.settings import ClusterSettings
+from sweep.errors import ConfigError
 from sweep.planrow import PlanRow
 from sweep.records import RunRecord
 
@@ -70,6 +72,37 @@ class Reconciled:
     pending: dict[str, str] = field(default_factory=dict)
     """Run id -> the scheduler's reason, for every queued or running run whose job it holds
     pending now (not written to each state.json: on a big sweep reasons change every poll)."""
+
+
+@dataclass(frozen=True)
+class CallBatch:
+    """One-off calls a command runs as jobs outside any sweep's ledger (a corpus's shards to
+    tokenise, checkpoints to evaluate): ``Executor.run_calls``."""
+
+    command: str
+    """The command, for job names and messages (``data``, ``eval``)."""
+    folder: Path
+    """Where the executor keeps the jobs' own files (logs, submitit's pickles)."""
+    gpus_per_node: int | None = None
+    """GPUs each call needs, on one node (None: the cluster's own nodes and GPUs)."""
+    parallel: bool = True
+    """On this machine, calls may run side by side (False: one after another in this
+    process, e.g. each takes the GPU)."""
+    wait: bool = True
+    """Wait for every call (False: return once submitted, where the jobs outlive the
+    command)."""
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How one call of a batch ended."""
+
+    index: int
+    """Its place in the batch."""
+    result: Any = None
+    """What it returned."""
+    error: str | None = None
+    """Why its job failed (None: it returned); on this machine a failing call raises."""
 
 
 class SchedulerError(RuntimeError):
@@ -137,6 +170,24 @@ class Executor(ABC):
     def describe(self, job: JobId) -> str:
         """The job in words, for messages."""
         return f"job {job}"
+
+    def describe_batch(self, job_ids: list[str]) -> str:
+        """Jobs ``run_calls`` submitted, in words."""
+        return f"jobs {', '.join(job_ids)}"
+
+    def active_jobs(self, job_ids: list[str]) -> set[str]:
+        """Of ``job_ids`` (earlier ``run_calls``), those still queued or running."""
+        return set()
+
+    def run_calls(self, batch: CallBatch, calls: list[Callable[[], Any]],
+                  ended: Callable[[CallOutcome], None],
+                  submitted: Callable[[list[str]], None] = lambda ids: None) -> list[str]:
+        """Run ``calls`` as jobs, calling ``ended`` as each ends (every one, unless
+        ``batch.wait`` is False and the jobs outlive the command); where they are a
+        scheduler's jobs, ``submitted`` gets their ids before any wait (a killed wait leaves
+        them recorded); returns those ids (none where the calls ran here)."""
+        raise ConfigError(f"cluster.executor={self.name!r}: `flame {batch.command}` runs on "
+                          "cluster=local or a SLURM cluster")
 
     def jobs_of(self, records: dict[str, RunRecord]) -> dict[str, JobId]:
         """Run id -> its latest job, for the runs whose latest job is this executor's."""

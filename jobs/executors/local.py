@@ -10,18 +10,20 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import submitit
 import submitit.local.local
 
 from jobs import ledger
 from jobs.branches import has_branches, waits
-from jobs.executors.base import Executor, JobId, Reconciled
+from jobs.executors.base import CallBatch, CallOutcome, Executor, JobId, Reconciled
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir, plan_rows
 from jobs.task import CLAIM_LOCK, LocalWorker, claim_lock, live_workers, pid_alive
@@ -263,3 +265,28 @@ class LocalExecutor(Executor):
 
     def describe(self, job: JobId) -> str:
         return f"local worker {job.job}"
+
+    def run_calls(self, batch: CallBatch, calls: list[Callable[[], Any]],
+                  ended: Callable[[CallOutcome], None],
+                  submitted: Callable[[list[str]], None] = lambda ids: None) -> list[str]:
+        """In this process one after another (one worker, or ``batch.parallel`` False),
+        else a pool of ``parallelism`` processes, each with FLAME_THREADS set to
+        ``threads_per_job`` (spawned: a tokenizer's threads do not survive a fork). A
+        failing call raises, as it would in the command itself."""
+        workers = min(self.settings.workers, len(calls)) if batch.parallel else 1
+        if workers <= 1:
+            for index, call in enumerate(calls):
+                ended(CallOutcome(index, call()))
+            return []
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                 initializer=_set_threads,
+                                 initargs=(self.settings.threads_per_job,)) as pool:
+            futures = [pool.submit(call) for call in calls]
+            for index, future in enumerate(futures):
+                ended(CallOutcome(index, future.result()))
+        return []
+
+
+def _set_threads(threads: int) -> None:
+    """A pool process's threads per call, as a worker's run gets them (FLAME_THREADS)."""
+    os.environ["FLAME_THREADS"] = str(threads)

@@ -11,9 +11,10 @@ client calls flame makes itself (sacct, squeue, scancel, release) are ``slurm_cl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +24,7 @@ import submitit
 from jobs import ledger
 from jobs.branches import trunks_first, waits
 from jobs.executors import slurm_client as client
-from jobs.executors.base import Executor, JobId, Reconciled
+from jobs.executors.base import CallBatch, CallOutcome, Executor, JobId, Reconciled
 from jobs.resources import job_resources, mem_option
 from jobs.settings import ClusterSettings
 from jobs.sweepdir import jobs_dir
@@ -502,3 +503,31 @@ class SlurmExecutor(Executor):
 
     def describe(self, job: JobId) -> str:
         return f"SLURM job {job}"
+
+    def describe_batch(self, job_ids: list[str]) -> str:
+        return f"SLURM array {job_ids[0].split('_')[0]}, {self.settings.name}"
+
+    def active_jobs(self, job_ids: list[str]) -> set[str]:
+        queued = client.queued_jobs()
+        return {job for job in job_ids if job.split("_")[0] in queued}
+
+    def run_calls(self, batch: CallBatch, calls: list[Callable[[], Any]],
+                  ended: Callable[[CallOutcome], None],
+                  submitted: Callable[[list[str]], None] = lambda ids: None) -> list[str]:
+        """One array, released at once (no ledger to record first), of one-node jobs with
+        ``batch.gpus_per_node`` GPUs (None: the cluster's nodes and GPUs); waits for each job
+        in turn if ``batch.wait``, reporting a failed job's error rather than raising."""
+        self.check()
+        settings = self.settings if batch.gpus_per_node is None else dataclasses.replace(
+            self.settings, nodes=1, gpus_per_node=batch.gpus_per_node)
+        executor = slurm_executor(settings, batch.folder, f"flame-{batch.command}", hold=False)
+        with executor.batch():
+            jobs = [executor.submit(call) for call in calls]
+        submitted([str(job.job_id) for job in jobs])
+        if batch.wait:
+            for index, job in enumerate(jobs):
+                try:
+                    ended(CallOutcome(index, job.result()))
+                except Exception as err:  # noqa: BLE001 - one failed job is reported, the rest go on
+                    ended(CallOutcome(index, error=" ".join(str(err).split())[-300:]))
+        return [str(job.job_id) for job in jobs]

@@ -5,14 +5,16 @@ SLURM tests (test_slurm*.py) stay as the integration layer."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from jobs import ledger
 from jobs.commands import cancel
-from jobs.executors.base import JobId
+from jobs.executors.base import CallBatch, CallOutcome, JobId
 from jobs.executors.registry import executor_class, executor_for
 from jobs.executors.slurm import LAUNCHES_DIR, _write_manifest, task_file, unreleased_arrays
 from jobs.launch import launch_sweep
@@ -134,3 +136,34 @@ def test_dry_run_renders_the_arrays_a_launch_would_submit(tmp_path: Path) -> Non
     assert [p.name for p in sbatch] == ["array-0.sbatch", "array-1.sbatch"]
     assert "#SBATCH --array=0-9%2" in sbatch[0].read_text() or \
         "#SBATCH --array=0-9" in sbatch[0].read_text()
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _threads() -> str | None:
+    return os.environ.get("FLAME_THREADS")
+
+
+def test_one_off_calls_run_here_in_order_or_in_a_pool_and_a_toy_executor_refuses(
+        tmp_path: Path) -> None:
+    """``Executor.run_calls`` (what `flame data` and `flame eval` submit): the local executor
+    runs the calls in this process one after another, or in a pool whose processes get
+    ``threads_per_job`` as FLAME_THREADS; an executor without it names itself and the fix."""
+    from tests.jobs.toys import NAME
+
+    outcomes: list[CallOutcome] = []
+    local = executor_for(ClusterSettings(executor="local", parallelism=2, threads_per_job=3))
+    calls = [functools.partial(_square, x) for x in range(4)]
+    assert local.run_calls(CallBatch("data", tmp_path, parallel=False), calls,
+                           outcomes.append) == []
+    assert [(o.index, o.result, o.error) for o in outcomes] == [(i, i * i, None)
+                                                                for i in range(4)]
+    outcomes.clear()
+    local.run_calls(CallBatch("data", tmp_path), [_threads] * 2, outcomes.append)
+    assert [o.result for o in outcomes] == ["3", "3"]
+    toy = executor_for(ClusterSettings(executor=NAME))
+    with pytest.raises(ConfigError, match=rf"cluster.executor='{NAME}': `flame eval` runs on "
+                                          "cluster=local or a SLURM cluster"):
+        toy.run_calls(CallBatch("eval", tmp_path), calls, outcomes.append)
