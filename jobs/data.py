@@ -228,10 +228,10 @@ def run_shards(plan: DataPlan, todo: list[int], executor: Executor, wait: bool) 
         else:
             _report(outcome.result, outcome.index + 1, len(todo))
 
-    batch = CallBatch("data", state / "logs", gpus_per_node=0, wait=wait)
-    ids = executor.run_calls(batch, [ShardTask(plan.out, key, i) for i in todo], ended,
-                             submitted)
-    return wait or not ids
+    batch = CallBatch("data", state / "logs", gpus_per_node=0, wait=wait,
+                      label=Path(plan.out).name)
+    executor.run_calls(batch, [ShardTask(plan.out, key, i) for i in todo], ended, submitted)
+    return wait or not jobs
 
 
 def _report(shard: dict[str, Any], k: int, n: int) -> None:

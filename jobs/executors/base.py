@@ -91,6 +91,13 @@ class CallBatch:
     wait: bool = True
     """Wait for every call (False: return once submitted, where the jobs outlive the
     command)."""
+    label: str = ""
+    """What the jobs work on, for their name (``flame data``: the output folder's name)."""
+
+    @property
+    def job_name(self) -> str:
+        """The scheduler's name for the jobs: ``flame-<command>[-<label>]``."""
+        return "-".join(["flame", self.command] + ([self.label] if self.label else []))
 
 
 @dataclass(frozen=True)

@@ -520,7 +520,7 @@ class SlurmExecutor(Executor):
         self.check()
         settings = self.settings if batch.gpus_per_node is None else dataclasses.replace(
             self.settings, nodes=1, gpus_per_node=batch.gpus_per_node)
-        executor = slurm_executor(settings, batch.folder, f"flame-{batch.command}", hold=False)
+        executor = slurm_executor(settings, batch.folder, batch.job_name, hold=False)
         with executor.batch():
             jobs = [executor.submit(call) for call in calls]
         submitted([str(job.job_id) for job in jobs])
