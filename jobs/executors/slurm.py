@@ -508,6 +508,7 @@ class SlurmExecutor(Executor):
         return f"SLURM array {job_ids[0].split('_')[0]}, {self.settings.name}"
 
     def active_jobs(self, job_ids: list[str]) -> set[str]:
+        self.check()  # squeue needs the client set up (SLURM_CONF of the local cluster)
         queued = client.queued_jobs()
         return {job for job in job_ids if job.split("_")[0] in queued}
 

@@ -167,3 +167,16 @@ def test_one_off_calls_run_here_in_order_or_in_a_pool_and_a_toy_executor_refuses
     with pytest.raises(ConfigError, match=rf"cluster.executor='{NAME}': `flame eval` runs on "
                                           "cluster=local or a SLURM cluster"):
         toy.run_calls(CallBatch("eval", tmp_path), calls, outcomes.append)
+
+
+@pytest.mark.slurm
+def test_asking_slurm_for_active_jobs_sets_its_client_up_first(slurm_cluster, monkeypatch
+                                                               ) -> None:
+    """`flame data` asks which shard jobs are still queued before it submits: on
+    cluster=slurm_local without SLURM_CONF exported, squeue has no configuration until the
+    executor's check exports the local cluster's (it failed so: "Could not establish a
+    configuration source")."""
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    executor = executor_for(ClusterSettings(executor="slurm", name="slurm_local",
+                                            use_local_cluster=True))
+    assert executor.active_jobs(["999999_0"]) == set()
