@@ -254,10 +254,9 @@ def approach3_result(fit: ParametricFit | None, thetas: np.ndarray | None,
     if thetas is not None:
         samples = parameter_samples(thetas)
         for name, values in samples.items():
-            out.ci[name] = interval(values, settings)
+            out.ci[name] = exponent_interval(values, getattr(fit, name), noise, settings) \
+                if name in ("a", "b") else interval(values, settings)
             out.se[name] = float(np.nanstd(values, ddof=1))
-        for name in ("a", "b"):
-            out.ci[name] = exponent_interval(samples[name], getattr(fit, name), noise, settings)
         still = sorted(k for k, ci in out.ci.items() if zero_width(ci))
         if still:
             out.ci = {k: (None if k in still else v) for k, v in out.ci.items()}

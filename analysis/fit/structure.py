@@ -210,7 +210,11 @@ def anova_components(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray
     """(shape variance, run variance) by Henderson's method III from residuals of a fit
     with Jacobian ``jac`` (runs, params); None when no shape has two runs."""
     terms = anova_terms(residual, jac, shape)
-    if terms is None or _singular(terms.lhs):
+    return None if terms is None else _components(terms)
+
+
+def _components(terms: AnovaTerms) -> tuple[float, float] | None:
+    if _singular(terms.lhs):
         return None
     (q_between, q_within), (t_u_total, tr_m) = terms.q, terms.total
     su2, se2 = np.linalg.solve(terms.lhs, [q_between, q_within])
@@ -237,7 +241,12 @@ def satterthwaite_df(residual: np.ndarray, jac: np.ndarray, shape: np.ndarray,
     ``w_b.Q_b + w_w.Q_w``, and Satterthwaite's df is ``V^2 / sum (w_i Q_i)^2 / df_i``. A
     component the ANOVA sets to 0 leaves the other's df. None: no shape has two runs."""
     terms = anova_terms(residual, jac, shape)
-    if terms is None or _singular(terms.lhs):
+    return None if terms is None else _satterthwaite(terms, jac, shape, grad)
+
+
+def _satterthwaite(terms: AnovaTerms, jac: np.ndarray, shape: np.ndarray,
+                   grad: np.ndarray) -> float | None:
+    if _singular(terms.lhs):
         return None
     su2, se2 = np.linalg.solve(terms.lhs, terms.q)
     df_b, df_w = terms.df
@@ -274,7 +283,8 @@ def noise_structure(log_loss: np.ndarray, fitted_log: np.ndarray, jac: np.ndarra
     """The components and resampling pools from a law's fit (log values per run, its
     Jacobian), or None when shapes and runs cannot be told apart."""
     residual = log_loss - fitted_log
-    found = anova_components(residual, jac, shape)
+    terms = anova_terms(residual, jac, shape)  # once: the components and a's df share it
+    found = None if terms is None else _components(terms)
     if found is None:
         return None
     su2, se2 = found
@@ -289,7 +299,7 @@ def noise_structure(log_loss: np.ndarray, fitted_log: np.ndarray, jac: np.ndarra
     means = np.bincount(shape, residual) / counts
     within = (residual - means[shape])[counts[shape] > 1] * \
         np.sqrt(counts[shape] / np.maximum(counts[shape] - 1, 1))[counts[shape] > 1]
-    a_df = None if theta is None else satterthwaite_df(residual, jac, shape, a_gradient(theta))
+    a_df = None if theta is None else _satterthwaite(terms, jac, shape, a_gradient(theta))
     return NoiseStructure(components, shape, _rescaled(means, su2), _rescaled(within, se2),
                           fitted_log, theta, a_df)
 
