@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from jobs import ledger
+from jobs.executors.base import JobId
 from jobs.launch import launch_sweep
 from jobs.status import wait_until_terminal
 from jobs.task import pid_alive
@@ -74,7 +75,7 @@ def workers_gone(sweep: Path, timeout: float = 30) -> None:
     """Wait for the sweep's local workers to exit: after its last run a worker still leaves
     the registry (jobs/.local-workers.json, through a temporary file) and writes submitit's
     result, so a copy taken before could miss a file or meet a half-renamed one."""
-    pids = {int(job.removeprefix("local-")) for record in ledger.read_all(sweep).values()
+    pids = {JobId.parse(job).pid() for record in ledger.read_all(sweep).values()
             for job in record.job_ids}
     deadline = time.monotonic() + timeout
     while any(pid_alive(pid) for pid in pids):
