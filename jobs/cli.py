@@ -114,21 +114,7 @@ def compose(overrides: Sequence[str]) -> DictConfig:
 def compose_typed(overrides: Sequence[str]) -> tuple[DictConfig, StudyConfig]:
     """The composed config and the same typed (built once), or a ConfigError naming the bad
     key."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.errors import HydraException
-
-    register()
-    try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            try:
-                cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
-            except (AttributeError, AssertionError):  # how OmegaConf fails on a null node
-                plain, onto_null = _split_null_overrides(overrides, hydra_compose)
-                cfg = hydra_compose(config_name=CONFIG_NAME, overrides=plain)
-                _set_null_nodes(cfg, onto_null)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err)) from None
+    cfg = compose_hydra(overrides)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"config keys {missing} have no value; set them, e.g. {missing[0]}=...")
@@ -137,6 +123,27 @@ def compose_typed(overrides: Sequence[str]) -> tuple[DictConfig, StudyConfig]:
     except OmegaConfBaseException as err:
         raise ConfigError(_explain(err)) from None
     return cfg, study
+
+
+def compose_hydra(overrides: Sequence[str]) -> DictConfig:
+    """Hydra's composition of conf/ with ``overrides`` (schemas registered first), or a
+    ConfigError naming the bad key; not yet checked for missing values or typed."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+
+    register()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            try:
+                return hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
+            except (AttributeError, AssertionError):  # how OmegaConf fails on a null node
+                plain, onto_null = _split_null_overrides(overrides, hydra_compose)
+                cfg = hydra_compose(config_name=CONFIG_NAME, overrides=plain)
+                _set_null_nodes(cfg, onto_null)
+                return cfg
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_explain(err)) from None
 
 
 def _split_null_overrides(overrides: Sequence[str], hydra_compose: Callable

@@ -1,15 +1,18 @@
-"""Hydra's composition once per worker for the overrides the suite repeats.
+"""Hydra's composition once per worker for each choice of config groups the suite makes.
 
-Most in-process ``flame`` calls compose one of a few configs again for another ``sweep_dir``
-(about half of the suite's ~550 compositions repeat one already made in the same worker, at
-~0.3 s of CPU each: Hydra's defaults tree and OmegaConf's merges, not flame's code). The
-composed DictConfig does not depend on ``sweep_dir``'s value (nothing in conf/ reads it at
-composition; interpolations resolve later), so a repeat is the first composition, copied, with
-``sweep_dir`` set: what Hydra would have given (``FLAME_TEST_CHECK_COMPOSE=1`` composes both
-and fails on any difference). The typed config is built again from the copy each time, so a
-check that depends on the values (``study_config``) still runs on every call; a composition
-that raised is never remembered. Overrides of ``hydra.*`` (search paths to files a test may
-change) are never remembered either.
+The suite's in-process ``flame`` calls compose conf/ ~550 times at ~0.3 s of CPU each (Hydra's
+defaults tree and OmegaConf's merges, not flame's code), but with fewer than 100 different
+choices of config groups (``experiment=``, ``trainer=``, ``cluster=``...): the rest of the
+overrides set values (``sweep_dir=...``, ``planner.seeds=2``). Hydra composes in two phases
+(``ConfigLoaderImpl._load_configuration_impl``, hydra-core 1.3): the defaults list and its
+merges, which only the group overrides decide, then the value overrides applied in order to
+the result by ``ConfigLoaderImpl._apply_overrides_to_config``. So a composition here is the
+first one made for its group overrides, copied, with Hydra's own second phase applied to the
+copy: what Hydra would have given (``FLAME_TEST_CHECK_COMPOSE=1`` composes both and fails on
+any difference). Any error in that second phase, or a first phase that raised, falls back to
+the real composition, so errors are Hydra's own; the missing-value check and the typed config
+(``study_config``) run on every call. Overrides of ``hydra.*``, sweeps, and a group given a
+dict value (Hydra applies that in the second phase, in order) are never remembered.
 """
 
 from __future__ import annotations
@@ -17,56 +20,67 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
-# An absolute path Hydra's override grammar reads as that string (not null, a number, a bool,
-# a quoted string or a list).
-_PATH = re.compile(r"/[\w./\-]*")
+import conf
 
 
-def memoised(compose_typed: Callable, study_config: Callable,
-             trainers: Callable[[], tuple]) -> Callable:
-    """``compose_typed`` remembering its DictConfig per overrides (less ``sweep_dir``) and the
+def memoised(compose_hydra: Callable[[Sequence[str]], DictConfig],
+             trainers: Callable[[], tuple]) -> Callable[[Sequence[str]], DictConfig]:
+    """``compose_hydra`` remembering the composition of each set of group overrides, per the
     trainers registered then (``trainers()``: a plugin's trainer changes the schema)."""
-    seen: dict[tuple, object] = {}
+    parser = OverridesParser.create()
+    groups = {p.name for p in Path(conf.__path__[0]).iterdir() if p.is_dir()} | {"schema"}
+    seen: dict[tuple, DictConfig] = {}
     check = os.environ.get("FLAME_TEST_CHECK_COMPOSE") == "1"
 
-    def compose(overrides: Sequence[str]):
-        key, sweep_dir = _key(overrides)
-        if key is None:
-            return compose_typed(overrides)
-        key = (key, sweep_dir is None, trainers())  # the default sweep_dir is another config
+    def compose(overrides: Sequence[str]) -> DictConfig:
+        split = _split(overrides, parser, groups)
+        if split is None:
+            return compose_hydra(overrides)
+        chosen, values = split
+        key = (chosen, trainers())
         if key not in seen:
-            cfg, study = compose_typed(overrides)
-            seen[key] = copy.deepcopy(cfg)
-            return cfg, study
+            try:
+                seen[key] = compose_hydra(list(chosen))
+            except Exception:  # noqa: BLE001 (the real composition raises its own error)
+                return compose_hydra(overrides)
         cfg = copy.deepcopy(seen[key])
-        if sweep_dir is not None:
-            cfg.sweep_dir = sweep_dir
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        except Exception:  # noqa: BLE001 (ditto: errors, and null nodes compose_hydra handles)
+            return compose_hydra(overrides)
         if check:
-            real, made = OmegaConf.to_yaml(compose_typed(overrides)[0]), OmegaConf.to_yaml(cfg)
+            real, made = OmegaConf.to_yaml(compose_hydra(overrides)), OmegaConf.to_yaml(cfg)
             assert real == made, "\n".join(difflib.unified_diff(
                 real.splitlines(), made.splitlines(), "composed", "remembered", lineterm=""))
-        return cfg, study_config(cfg)
+        return cfg
 
     return compose
 
 
-def _key(overrides: Sequence[str]) -> tuple[tuple | None, str | None]:
-    """The overrides less ``sweep_dir=...``, and that value; (None, None) when not
-    remembered."""
-    rest, sweep_dir = [], None
+def _split(overrides: Sequence[str], parser: OverridesParser, groups: set[str]
+           ) -> tuple[tuple[str, ...], list] | None:
+    """The group overrides (as given) and the parsed value overrides, in order; None when the
+    overrides are not remembered."""
+    chosen, values = [], []
     for text in overrides:
-        name, _, value = text.partition("=")
-        if name.lstrip("+~").startswith("hydra."):
-            return None, None
-        if name == "sweep_dir":
-            if not _PATH.fullmatch(value):
-                return None, None
-            sweep_dir = value
+        try:
+            override = parser.parse_override(text)
+        except Exception:  # noqa: BLE001 (the real composition names the bad override)
+            return None
+        if override.is_hydra_override() or override.is_sweep_override():
+            return None
+        key = override.key_or_group
+        if key in groups or "/" in key or override.package is not None:
+            if isinstance(override.value(), dict):
+                return None
+            chosen.append(text)
         else:
-            rest.append(text)
-    return tuple(rest), sweep_dir
+            values.append(override)
+    return tuple(chosen), values

@@ -44,11 +44,10 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 def _compose_once():
     """Repeated compositions from memory (tests/compose_memo.py says why that is exact)."""
     import jobs.cli
-    from conf.study import study_config
     from tests.compose_memo import memoised
     from trainers.settings import TRAINER_CONFIGS
 
-    real = jobs.cli.compose_typed
-    jobs.cli.compose_typed = memoised(real, study_config, lambda: tuple(TRAINER_CONFIGS.items()))
+    real = jobs.cli.compose_hydra
+    jobs.cli.compose_hydra = memoised(real, lambda: tuple(TRAINER_CONFIGS.items()))
     yield
-    jobs.cli.compose_typed = real
+    jobs.cli.compose_hydra = real
