@@ -9,6 +9,8 @@ scheduling); the rest keep pytest's order. The list is a hint measured on the 2-
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 LONGEST_FIRST = (
@@ -41,13 +43,19 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _compose_once():
+def _compose_once(tmp_path_factory):
     """Repeated compositions from memory (tests/compose_memo.py says why that is exact)."""
     import jobs.cli
     from tests.compose_memo import memoised
     from trainers.settings import TRAINER_CONFIGS
 
+    def trainers() -> tuple[str, ...]:  # by name and class: the key crosses processes
+        return tuple(f"{name}={cls.__module__}.{cls.__qualname__}"
+                     for name, cls in TRAINER_CONFIGS.items())
+
+    base = tmp_path_factory.getbasetemp()  # a worker's: its parent is the run's, shared
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compositions"
     real = jobs.cli.compose_hydra
-    jobs.cli.compose_hydra = memoised(real, lambda: tuple(TRAINER_CONFIGS.items()))
+    jobs.cli.compose_hydra = memoised(real, trainers, shared)
     yield
     jobs.cli.compose_hydra = real
