@@ -35,7 +35,7 @@ from sweep.records import RunRecord, scan_records
 from tests.jobs.conftest import REPO
 
 STUDY = ("experiment=demo_adaptive", "budgets.flops=[1.0e18,3.0e18,1.0e19]", "fit.bootstrap=0",
-         "cluster.poll_s=0.3", "fit.target_budgets=[3.0e19]")
+         "fit.figures=false", "cluster.poll_s=0.3", "fit.target_budgets=[3.0e19]")
 TRUE_LAW = (0.5987, 0.4516)  # the simulated law's optimum, N_opt = k.C^a (demo_adaptive.yaml)
 KILLED_AT = "decision_003.json"  # waves 1 and 2 have ended, wave 3 is decided, not planned
 # Runs `flame` and SIGKILLs it the moment the file named first lands (atomic rename), as

@@ -17,7 +17,7 @@ from tests.jobs.toys import NAME
 
 # The demo's family and budgets, one seed and the two smaller budgets: seconds on a CPU.
 STUDY = ["experiment=demo", "planner.seeds=1", "budgets.flops=[3.0e10,1.0e11,3.0e11]",
-         "fit.bootstrap=20", "cluster=local"]
+         "fit.bootstrap=20", "fit.figures=false", "cluster=local"]
 # The toy trainer (tests/trainers/toys.py) is chosen as trainer=toy through its own config
 # folder on Hydra's search path, as a user's plugin would be.
 TOY_TRAINER = [f"hydra.searchpath=[file://{Path(__file__).parents[1] / 'trainers' / 'conf'}]",

@@ -13,7 +13,7 @@ import pytest
 from tests.jobs.conftest import flame as run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = ("trainer=simulated", "budgets.flops=[3e10,1e11]", "cluster=local")
+BASE = ("trainer=simulated", "budgets.flops=[3e10,1e11]", "cluster=local", "fit.figures=false")
 SIM = ("trainer=simulated", "budgets.flops=[3e10,1e11]")
 
 

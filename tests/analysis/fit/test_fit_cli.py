@@ -50,7 +50,8 @@ def test_results_without_sweep_dir_writes_beside_the_csv(tmp_path):
 def test_an_explicit_sweep_dir_is_still_honoured(tmp_path):
     points = isoflop_sweep(Law(), np.geomspace(1e18, 1e20, 4), per_budget=7, seed=1)
     points.to_csv(tmp_path / "mine.csv", index=False)
-    done = _flame(tmp_path, "results=mine.csv", "sweep_dir=elsewhere", "fit.bootstrap=0")
+    done = _flame(tmp_path, "results=mine.csv", "sweep_dir=elsewhere", "fit.bootstrap=0",
+                  "fit.figures=false")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "elsewhere" / "fit.json").is_file()
     assert not (tmp_path / "mine_fit").exists()
