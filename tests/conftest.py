@@ -1,4 +1,5 @@
-"""Suite-wide: the order files are handed to the workers.
+"""Suite-wide: the order files are handed to the workers, and Hydra's compositions made once
+per run for each choice of config groups (``_compose_once``; tests/compose_memo.py).
 
 ``tests/run.sh`` runs the suite with ``--dist loadfile --no-loadscope-reorder``: each file goes
 whole to one worker, in collection order. A long file handed out last keeps one worker busy

@@ -524,11 +524,12 @@ class SlurmExecutor(Executor):
         executor = slurm_executor(settings, batch.folder, batch.job_name, hold=False)
         with executor.batch():
             jobs = [executor.submit(call) for call in calls]
-        submitted([str(job.job_id) for job in jobs])
+        ids = [str(job.job_id) for job in jobs]
+        submitted(ids)
         if batch.wait:
             for index, job in enumerate(jobs):
                 try:
                     ended(CallOutcome(index, job.result()))
                 except Exception as err:  # noqa: BLE001 - one failed job is reported, the rest go on
                     ended(CallOutcome(index, error=" ".join(str(err).split())[-300:]))
-        return [str(job.job_id) for job in jobs]
+        return ids
