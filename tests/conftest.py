@@ -1,11 +1,17 @@
-"""Suite-wide: the order files are handed to the workers, and Hydra's compositions made once
-per run for each choice of config groups (``_compose_once``; tests/compose_memo.py).
+"""Suite-wide: how files are handed to the workers, and Hydra's compositions made once per run
+for each choice of config groups (``_compose_once``; tests/compose_memo.py).
 
 ``tests/run.sh`` runs the suite with ``--dist loadfile --no-loadscope-reorder``: each file goes
 whole to one worker, in collection order. A long file handed out last keeps one worker busy
 while the others idle, so the files that take longest go first (longest-processing-time-first
 scheduling); the rest keep pytest's order. The list is a hint measured on the 2-core machine
 (seconds of wall per file, four workers, at 6905606): a file missing from it only runs later.
+
+The files whose tests import torch in the worker (``TORCH_FILES``) go to one worker as one
+unit: torch costs a process ~2.5 s of CPU, and torch._dynamo 1.3 s more when an optimiser is
+first built, which every worker paid when these files were spread over them. Their module-level
+imports of torch are deferred (tests/lazy.py) so that collecting them imports nothing heavy. A
+file missing from the list only costs its worker that import.
 """
 
 from __future__ import annotations
@@ -38,8 +44,42 @@ LONGEST_FIRST = (
 )
 
 
+TORCH_FILES = frozenset({
+    "tests/analysis/collect/test_collect.py",
+    "tests/analysis/collect/test_collect_once.py",
+    "tests/analysis/collect/test_routing.py",
+    "tests/jobs/test_data.py",  # megatron-core's IndexedDataset reads the shards
+    "tests/jobs/test_eval.py",
+    "tests/trainers/test_data_order.py",
+    "tests/trainers/test_embedded_branch.py",
+    "tests/trainers/test_embedded_model.py",
+    "tests/trainers/test_embedded_train.py",
+    "tests/trainers/test_golden_embedded.py",
+    "tests/trainers/test_lm_eval_adapter.py",
+    "tests/trainers/test_megatron_eval.py",
+    "tests/trainers/test_routing.py",
+})
+TORCH_UNIT = "torch"  # the scheduling unit of TORCH_FILES
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with ``TORCH_FILES`` as one unit (xdist's own scheduler else)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class TorchFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return TORCH_UNIT if path in TORCH_FILES else path
+
+    return TorchFilesTogether(config, log)
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
     rank = {path: k for k, path in enumerate(LONGEST_FIRST)}
+    first = min((rank[path] for path in TORCH_FILES if path in rank), default=len(rank))
+    rank.update({path: first for path in TORCH_FILES})  # the unit goes where its first file would
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
 
 

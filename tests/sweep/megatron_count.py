@@ -28,10 +28,11 @@ def build_and_count(arch: dict) -> int:
         moe_layer_freq=[0] * dense + [1] * (arch["num_layers"] - dense),
         # allgather: alltoall creates a CUDA stream at construction
         moe_token_dispatcher_type="allgather", moe_grouped_gemm=False, moe_router_pre_softmax=True,
-        use_cpu_initialization=True, add_bias_linear=False, gated_linear_unit=True,
-        activation_func=F.silu, normalization="RMSNorm", bias_activation_fusion=False,
-        masked_softmax_fusion=False, persist_layer_norm=False, bias_dropout_fusion=False,
-        apply_rope_fusion=False)
+        # no weight init: a count needs the shapes only (2 s of CPU for the 73M FLAME shape)
+        use_cpu_initialization=True, perform_initialization=False, add_bias_linear=False,
+        gated_linear_unit=True, activation_func=F.silu, normalization="RMSNorm",
+        bias_activation_fusion=False, masked_softmax_fusion=False, persist_layer_norm=False,
+        bias_dropout_fusion=False, apply_rope_fusion=False)
     spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False,
                                       normalization="RMSNorm")
     model = GPTModel(config=config, transformer_layer_spec=spec, vocab_size=arch["vocab_size"],

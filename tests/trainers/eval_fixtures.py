@@ -6,14 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from sweep.config import read_plan
 from sweep.io import CHECKPOINTS_DIR, run_dir
 from sweep.records import RunRecord, write_record
 from tests.jobs.conftest import make_sweep
-from trainers.embedded import checkpoint
-from trainers.embedded.model import MoEDecoder
 
 # The demo's byte-level family at one tiny budget: 4 sizes, seq_length 128.
 EMBEDDED = ("experiment=demo", "family.members=null",
@@ -24,6 +20,11 @@ EMBEDDED = ("experiment=demo", "family.members=null",
 def embedded_sweep(sweep_dir: Path, completed: int = 2, *overrides: str) -> list[str]:
     """An embedded sweep with its first ``completed`` runs completed at a checkpoint (an
     untrained model, seeded per run); returns the completed run ids."""
+    import torch  # only where it runs (tests/lazy.py)
+
+    from trainers.embedded import checkpoint
+    from trainers.embedded.model import MoEDecoder
+
     make_sweep(sweep_dir, *EMBEDDED, *overrides, trainer="embedded")
     done = []
     for n, row in enumerate(read_plan(sweep_dir)[:completed]):

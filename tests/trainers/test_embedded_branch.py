@@ -11,19 +11,20 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 
 from sweep.io import CHECKPOINTS_DIR
 from sweep.planrow import PlanRow
+from tests.lazy import LazyModule
 from tests.trainers.conftest import make_plan
 from trainers.artifacts import branch_checkpoint, branch_ready
 from trainers.embedded.data import build_datasets, prepare_corpus
-from trainers.embedded.train import _Loop
-from trainers.embedded.train import train as embedded_train
 from trainers.run import Preempted, train_run
 from trainers.schedule import WSD
 from trainers.settings import DataConfig, Recipe
 from trainers.signals import DeferredSignals
+
+embedded = LazyModule("trainers.embedded.train")  # torch: where it runs (tests/lazy.py)
+torch = LazyModule("torch")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,8 @@ def test_trunk_then_branch_equals_one_run_straight_through(branch_plan, trained,
 
 def test_requeued_branch_resumes_from_its_own_checkpoint(branch_plan, trained, tmp_path,
                                                            monkeypatch):
+    from trainers.embedded.train import _Loop  # torch: here, not at collection
+
     trunk, _, cfg = branch_plan
     runs, branch, whole = trained
     run_dir = runs.parent / "again" / branch.run_id
@@ -121,7 +124,7 @@ def test_requeued_branch_resumes_from_its_own_checkpoint(branch_plan, trained, t
 
     monkeypatch.setattr(_Loop, "_train_step", preempted_after_47)
     with DeferredSignals() as signals, pytest.raises(Preempted):
-        embedded_train(branch.to_csv(), cfg, run_dir, signals)
+        embedded.train(branch.to_csv(), cfg, run_dir, signals)
     monkeypatch.undo()
     resumed = train_run(branch.to_csv(), cfg, run_dir)
     assert resumed["resumed_from"] == 47 and resumed["final_val_loss"] == whole["final_val_loss"]

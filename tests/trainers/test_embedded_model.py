@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from sweep.accounting import param_counts
 from sweep.arch import MoEArch
-from trainers.embedded.model import MoE, MoEDecoder
+from tests.lazy import LazyModule
+
+torch = LazyModule("torch")  # imported by the tests that run (tests/lazy.py)
+embedded = LazyModule("trainers.embedded.model")
 
 ARCHS = [
     # the demo family's L2-h64 member
@@ -27,14 +29,14 @@ ARCHS = [
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"L{a.num_layers}-h{a.hidden_size}")
 def test_parameter_count_is_exact_accounting(arch):
     with torch.device("meta"):  # no memory for the 70M-parameter FLAME shape
-        model = MoEDecoder(arch)
+        model = embedded.MoEDecoder(arch)
     assert sum(p.numel() for p in model.parameters()) == param_counts(arch, "exact").total
 
 
 def test_batched_experts_match_per_token_reference():
     torch.manual_seed(0)
     arch = ARCHS[0]
-    moe = MoE(arch)
+    moe = embedded.MoE(arch)
     for p in (moe.w_gate_up, moe.w_down):
         torch.nn.init.normal_(p, std=0.1)
     x = torch.randn(3, 10, arch.hidden_size)
@@ -60,7 +62,7 @@ def test_batched_experts_match_per_token_reference():
 
 def test_balanced_router_gives_unit_aux_loss():
     arch = ARCHS[0]
-    moe = MoE(arch)
+    moe = embedded.MoE(arch)
     torch.nn.init.zeros_(moe.router.weight)  # uniform probabilities
     x = torch.randn(1, 8 * arch.num_experts, arch.hidden_size)
     _, aux, z = moe(x)  # uniform probabilities: 1 whatever the tie-breaking sends where

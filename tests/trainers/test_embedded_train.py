@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.lazy import LazyModule
 from tests.trainers.conftest import make_plan
 from trainers.embedded.data import build_datasets, prepare_corpus
-from trainers.embedded.train import _Loop
-from trainers.embedded.train import train as embedded_train
 from trainers.logformat import parse_lines
 from trainers.run import Preempted, train_run
 from trainers.settings import DataConfig
 from trainers.signals import DeferredSignals
+
+embedded = LazyModule("trainers.embedded.train")  # torch: where it runs (tests/lazy.py)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,8 @@ def test_learns_and_writes_artefacts(tiny, whole):
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tiny, whole, tmp_path, monkeypatch):
+    from trainers.embedded.train import _Loop  # torch: here, not at collection
+
     row, cfg = tiny
     whole, whole_dir = whole
     cut = tmp_path / "cut"
@@ -93,7 +96,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, whole, tmp_path, mo
 
     monkeypatch.setattr(_Loop, "_train_step", preempted_after_23)
     with DeferredSignals() as signals, pytest.raises(Preempted) as info:
-        embedded_train(row, cfg, cut, signals)
+        embedded.train(row, cfg, cut, signals)
     assert info.value.iteration == 23
     monkeypatch.undo()
     resumed = train_run(row, cfg, cut)  # a fresh call, as a requeued job makes
@@ -150,6 +153,7 @@ def test_replicates_start_from_different_weights(tiny_plan, tmp_path):
     import dataclasses
 
     from sweep.planrow import PlanRow
+    from trainers.embedded.train import _Loop
     from trainers.settings import Recipe, trainer_config
     row, cfg = tiny_plan
     spec, recipe = PlanRow.of(dict(row)), Recipe.from_cfg(cfg["training"])

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-import torch.nn.functional as F
 
+from tests.lazy import LazyModule
 from tests.trainers.eval_fixtures import embedded_sweep
 from trainers.embedded.data import EOD
 from trainers.embedded.eval_tasks import COMPLETION, COMPLETION_FILE
-from trainers.embedded.lm_eval_adapter import EmbeddedLM
 from trainers.lm_eval_tasks import task_manager, task_specs
+
+torch = LazyModule("torch")  # imported by the tests that run (tests/lazy.py)
+adapter = LazyModule("trainers.embedded.lm_eval_adapter")
 
 
 class _Request:
@@ -22,17 +23,17 @@ class _Request:
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory) -> EmbeddedLM:
+def lm(tmp_path_factory) -> adapter.EmbeddedLM:
     sweep = tmp_path_factory.mktemp("adapter") / "sweep"
     run_id = embedded_sweep(sweep, completed=1)[0]
-    return EmbeddedLM(str(sweep), run_id, batch_size=3)
+    return adapter.EmbeddedLM(str(sweep), run_id, batch_size=3)
 
 
-def _direct(lm: EmbeddedLM, context: str, continuation: str) -> float:
+def _direct(lm: adapter.EmbeddedLM, context: str, continuation: str) -> float:
     tokens = [*(context.encode() or [EOD]), *continuation.encode()][-(lm.window + 1):]
     with torch.no_grad():
         logits, _ = lm.model(torch.tensor([tokens[:-1]]))
-    logp = F.log_softmax(logits[0], dim=-1)
+    logp = torch.nn.functional.log_softmax(logits[0], dim=-1)
     n = len(continuation.encode())
     targets = torch.tensor(tokens[-n:])
     return float(logp[-n:].gather(1, targets.unsqueeze(1)).sum())

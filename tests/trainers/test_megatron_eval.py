@@ -13,17 +13,19 @@ from pathlib import Path
 import lm_eval
 import pandas as pd
 from lm_eval._cli import HarnessCLI
-from lm_eval.models import megatron_lm
 
 from jobs.eval import EvalTarget, targets
 from sweep.config import read_config
 from tests.jobs.conftest import flame
+from tests.lazy import LazyModule
 from tests.trainers.eval_fixtures import megatron_sweep
 from trainers.lm_eval_tasks import FLAME_FEWSHOT, check_tasks
 from trainers.megatron_argspec import load, options_by_flag
 from trainers.megatron_eval import LM_EVAL_VERSION, eval_script
 
 STANDIN = Path(__file__).with_name("lm_eval_standin.py")
+# lm-eval's megatron_lm imports torch: only where it runs (tests/lazy.py)
+megatron_lm = LazyModule("lm_eval.models.megatron_lm")
 FLAME_TASKS = [t for group in FLAME_FEWSHOT.values() for t in group]
 
 

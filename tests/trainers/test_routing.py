@@ -6,19 +6,21 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from sweep.arch import MoEArch
-from trainers.embedded.model import MoE, MoEDecoder, RouterTally
+from tests.lazy import LazyModule
+
+torch = LazyModule("torch")  # imported by the tests that run (tests/lazy.py)
+embedded = LazyModule("trainers.embedded.model")
 
 ARCH = MoEArch(num_layers=3, hidden_size=32, num_attention_heads=4, ffn_hidden_size=86,
                moe_ffn_hidden_size=16, num_experts=8, moe_router_topk=2, shared_expert_size=16,
                first_dense_layers=1, vocab_size=256, seq_length=32)
 
 
-def _moe(seed: int = 0) -> MoE:
+def _moe(seed: int = 0) -> embedded.MoE:
     torch.manual_seed(seed)
-    moe = MoE(ARCH)
+    moe = embedded.MoE(ARCH)
     for p in (moe.w_gate_up, moe.w_down):
         torch.nn.init.normal_(p, std=0.1)
     torch.nn.init.normal_(moe.router.weight, std=0.5)
@@ -79,7 +81,7 @@ def test_window_sums_steps_resets_and_round_trips_through_a_checkpoint():
 
 
 def test_evaluation_passes_are_not_counted_and_outputs_are_unchanged():
-    model = MoEDecoder(ARCH)
+    model = embedded.MoEDecoder(ARCH)
     tokens = torch.randint(0, 256, (2, 32))
     model.eval()
     with torch.no_grad():
@@ -97,7 +99,7 @@ def test_training_steps_compute_the_same_with_and_without_the_tally(monkeypatch)
     """The tally only reads: three AdamW steps end with bit-identical parameters and losses."""
     def steps() -> tuple[list[float], list[torch.Tensor]]:
         torch.manual_seed(1)
-        model = MoEDecoder(ARCH)
+        model = embedded.MoEDecoder(ARCH)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         tokens = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(2))
         losses = []
@@ -112,7 +114,7 @@ def test_training_steps_compute_the_same_with_and_without_the_tally(monkeypatch)
         return losses, [p.detach().clone() for p in model.parameters()]
 
     with_tally = steps()
-    monkeypatch.setattr(RouterTally, "add", lambda *args, **kwargs: None)
+    monkeypatch.setattr(embedded.RouterTally, "add", lambda *args, **kwargs: None)
     without = steps()
     assert with_tally[0] == without[0]
     assert all(torch.equal(a, b) for a, b in zip(with_tally[1], without[1]))

@@ -9,7 +9,6 @@ import os
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
-from torch.utils.tensorboard import SummaryWriter
 
 from analysis.collect.results import collect_run, collect_sweep
 from jobs.cli import main
@@ -103,6 +102,8 @@ def test_train_log_used_when_metrics_lag(tmp_path):
 
 def _tensorboard_run(rd, values: dict[int, float]) -> None:
     """Real event files, as Megatron's --tensorboard-dir holds (scalars per iteration)."""
+    from torch.utils.tensorboard import SummaryWriter  # torch: only where it runs (tests/lazy.py)
+
     writer = SummaryWriter(log_dir=str(rd / "tensorboard"))
     for step, value in values.items():
         writer.add_scalar("lm loss", value + 0.05, step)

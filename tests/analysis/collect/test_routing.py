@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
-import trainers.embedded.train as embedded
 from analysis.collect.results import collect_sweep
 from analysis.collect.routing import (
     ROUTING_COLUMNS,
@@ -30,19 +28,22 @@ from analysis.settings import FitSettings
 from analysis.sources import Routing, _routing_log, _tb_scalars, _window, read_routing
 from sweep.errors import ConfigError
 from sweep.io import run_dir
+from tests.lazy import LazyModule
 from tests.trainers import megatron_standin as standin
 from tests.trainers.conftest import make_plan
-from trainers.embedded.model import MoE, MoEDecoder
 from trainers.run import train_run
 from trainers.settings import Recipe
 
+torch = LazyModule("torch")  # imported by the tests that run (tests/lazy.py)
+embedded_model = LazyModule("trainers.embedded.model")
 
-def forced_decoder(*args, **kwargs) -> MoEDecoder:
+
+def forced_decoder(*args, **kwargs) -> embedded_model.MoEDecoder:
     """The real decoder with every router replaced by a frozen one whose bias always ranks
     experts 0 and 1 first: every token goes to the same two of the eight experts."""
-    model = MoEDecoder(*args, **kwargs)
+    model = embedded_model.MoEDecoder(*args, **kwargs)
     for layer in model.layers:
-        if isinstance(layer.mlp, MoE):
+        if isinstance(layer.mlp, embedded_model.MoE):
             h, e = layer.mlp.router.in_features, layer.mlp.experts
             router = torch.nn.Linear(h, e, bias=True)
             with torch.no_grad():
@@ -57,6 +58,7 @@ def study(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """Two real embedded runs of the demo family at a tiny budget (16 and 7 steps; the
     corpus cache is the default one, shared with the other tests that train): the second with
     its router forced; then the real `collect`."""
+    import trainers.embedded.train as embedded
     from jobs import ledger
 
     sweep = tmp_path_factory.mktemp("study")
@@ -67,7 +69,7 @@ def study(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     assert len(rows) == 2
     patch = pytest.MonkeyPatch()
     patch.setenv("FLAME_THREADS", "1")
-    for row, decoder in zip(rows, (MoEDecoder, forced_decoder)):
+    for row, decoder in zip(rows, (embedded_model.MoEDecoder, forced_decoder)):
         patch.setattr(embedded, "MoEDecoder", decoder)
         rd = run_dir(sweep, row["run_id"])
         # The ledger as a worker keeps it (the report reads it: runs by state, cost).
