@@ -143,7 +143,12 @@ def compose_hydra(overrides: Sequence[str]) -> DictConfig:
                 _set_null_nodes(cfg, onto_null)
                 return cfg
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err)) from None
+        raise composition_error(err) from None
+
+
+def composition_error(err: Exception) -> ConfigError:
+    """The ConfigError for an error Hydra's composition raised: one line naming the key."""
+    return ConfigError(_explain(err))
 
 
 def _split_null_overrides(overrides: Sequence[str], hydra_compose: Callable

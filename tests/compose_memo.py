@@ -9,10 +9,12 @@ merges, which only the group overrides decide, then the value overrides applied 
 the result by ``ConfigLoaderImpl._apply_overrides_to_config``. So a composition here is the
 first one made for its group overrides (by any worker of this run: pickled into a folder they
 share), copied, with Hydra's own second phase applied to the copy: what Hydra would have given
-(``FLAME_TEST_CHECK_COMPOSE=1`` composes both and fails on any difference). Any error in that
-second phase, or a first phase that raised, falls back to the real composition, so errors are
-Hydra's own; the missing-value check and the typed config (``study_config``) run on every
-call. Overrides of ``hydra.*``, sweeps, and a group given a dict value (Hydra applies that in
+(``FLAME_TEST_CHECK_COMPOSE=1`` composes both and fails on any difference, in the config or
+in the error). An error of that second phase is raised as Hydra's ``load_configuration`` and
+then ``compose_hydra`` raise it (a ConfigError naming the key); any other error (OmegaConf's
+on a null node, which ``compose_hydra`` handles), or a first phase that raised, falls back to
+the real composition. The missing-value check and the typed config (``study_config``) run on
+every call. Overrides of ``hydra.*``, sweeps, and a group given a dict value (Hydra applies that in
 the second phase, in order) are never remembered.
 """
 
@@ -28,9 +30,13 @@ from pathlib import Path
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import conf
+from jobs.cli import composition_error
+from sweep.errors import ConfigError
 
 
 def memoised(compose_hydra: Callable[[Sequence[str]], DictConfig],
@@ -57,8 +63,12 @@ def memoised(compose_hydra: Callable[[Sequence[str]], DictConfig],
                 return compose_hydra(overrides)
         cfg = pickle.loads(seen[key])  # a deep copy (4 ms against deepcopy's 16)
         try:
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        except Exception:  # noqa: BLE001 (ditto: errors, and null nodes compose_hydra handles)
+            _second_phase(values, cfg)
+        except ConfigError as err:
+            if check:
+                _check_same_error(compose_hydra, overrides, str(err))
+            raise
+        except Exception:  # noqa: BLE001 (null nodes: compose_hydra's own path)
             return compose_hydra(overrides)
         if check:
             real, made = OmegaConf.to_yaml(compose_hydra(overrides)), OmegaConf.to_yaml(cfg)
@@ -67,6 +77,31 @@ def memoised(compose_hydra: Callable[[Sequence[str]], DictConfig],
         return cfg
 
     return compose
+
+
+def _second_phase(values: list, cfg: DictConfig) -> None:
+    """Hydra's value overrides applied to ``cfg``; an error as ``compose_hydra`` raises it:
+    ``load_configuration`` (hydra-core 1.3) wraps an OmegaConf error in a
+    ConfigCompositionException, and ``compose_hydra`` turns either into a ConfigError."""
+    try:
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+    except OmegaConfBaseException as err:
+        wrapped = ConfigCompositionException()
+        wrapped.__cause__ = err
+        raise composition_error(wrapped) from None
+    except HydraException as err:
+        raise composition_error(err) from None
+
+
+def _check_same_error(compose_hydra: Callable[[Sequence[str]], DictConfig],
+                      overrides: Sequence[str], message: str) -> None:
+    try:
+        compose_hydra(overrides)
+    except ConfigError as real:
+        assert str(real) == message, (str(real), message)
+    else:
+        raise AssertionError(f"the real composition of {list(overrides)} raised nothing; the "
+                             f"remembered one: {message}")
 
 
 def _shared(folder: Path, key: tuple, make: Callable[[], DictConfig]) -> bytes:
