@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf._utils import get_yaml_loader
 
-from conf.study import load_sweep_config
+from sweep.config import read_config as read_sweep_config
 from sweep.config import read_plan
 from sweep.errors import ConfigError
 from sweep.io import CONFIG_YAML
@@ -27,7 +27,7 @@ def jobs_dir(sweep_dir: Path) -> Path:
 
 def read_config(sweep_dir: Path) -> dict[str, Any]:
     """The plan's config.yaml as a plain dict (what the runs were planned with)."""
-    config = load_sweep_config(sweep_dir)
+    config = read_sweep_config(sweep_dir)  # not conf.study's: a job's imports stay light
     if config is None:
         raise ConfigError(f"{Path(sweep_dir) / CONFIG_YAML} does not exist: run "
                           f"`flame plan sweep_dir={sweep_dir}` first")
