@@ -63,6 +63,7 @@ TORCH_FILES = frozenset({
 TORCH_UNIT = "torch"  # the scheduling unit of TORCH_FILES
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: pytest -p no:xdist runs without it
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` with ``TORCH_FILES`` as one unit (xdist's own scheduler else)."""
     if config.getvalue("dist") != "loadfile":
