@@ -22,9 +22,10 @@ unset PYTHONDONTWRITEBYTECODE
 # Four workers on two cores: the waits (on SLURM, on local workers, on signals) of some files
 # overlap the others' CPU, which keeps both cores ~95% busy. Measured on the 2-core machine
 # (2026-12-07): 4 workers 296-305 s in place, then (torch in one worker, tests/conftest.py)
-# 229-298 s in place and 283 s from a fresh clone, twice; 3 workers 290-316 s in place (12%
-# less CPU, the waits overlap less), 2 workers 395 s. --dist loadfile keeps a file's module
-# fixtures in one worker (tests/conftest.py hands the files that import torch to one worker);
+# 229-298 s in place and 230-284 s from a fresh clone (three runs); 3 workers 290-316 s in
+# place (12% less CPU, the waits overlap less), 2 workers 395 s. --dist loadfile keeps a file's
+# module fixtures in one worker (tests/conftest.py hands the files that import torch to one
+# worker);
 # --no-loadscope-reorder keeps tests/conftest.py's longest-first order (xdist would hand out
 # the files with the most tests first, and a long file with few tests would end the run alone).
 .venv/bin/python -m pytest -m "not slow" -n "${FLAME_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder "$@"
