@@ -46,7 +46,6 @@ LONGEST_FIRST = (
 
 TORCH_FILES = frozenset({
     "tests/analysis/collect/test_collect.py",
-    "tests/analysis/collect/test_collect_once.py",
     "tests/analysis/collect/test_routing.py",
     "tests/jobs/test_data.py",  # megatron-core's IndexedDataset reads the shards
     "tests/jobs/test_disk_full.py",  # torch.save on a full disk
