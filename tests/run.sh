@@ -22,7 +22,7 @@ unset PYTHONDONTWRITEBYTECODE
 # Four workers on two cores: the waits (on SLURM, on local workers, on signals) of some files
 # overlap the others' CPU, which keeps both cores ~95% busy. Measured on the 2-core machine
 # (2026-12-07): 4 workers 296-305 s in place, then (torch in one worker, tests/conftest.py)
-# 229-298 s in place and 230-284 s from a fresh clone (three runs); 3 workers 290-316 s in
+# 229-298 s in place and 230-290 s from a fresh clone (five runs); 3 workers 290-316 s in
 # place (12% less CPU, the waits overlap less), 2 workers 395 s. --dist loadfile keeps a file's
 # module fixtures in one worker (tests/conftest.py hands the files that import torch to one
 # worker);
